@@ -1,0 +1,302 @@
+//! The supervisor's only contact with Docker. Every call is idempotent where Docker lets it be:
+//! 404 on remove, 304 on stop and 409 on create-network mean the object is already as wanted.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::Error;
+
+/// A container as the supervisor sees it.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub labels: HashMap<String, String>,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    /// Docker's own words when the container could not run (OOM kill, start error).
+    pub error: Option<String>,
+    /// Its address on each network it is attached to.
+    pub addresses: HashMap<String, IpAddr>,
+}
+
+/// What `create_and_start` needs; names and labels come from [`crate::names`].
+pub struct NewContainer<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub binds: Vec<String>,
+    pub network: &'a str,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+fn docker_error(action: impl Into<String>, e: BollardError) -> Error {
+    let message = match e {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            format!("{message} (status {status_code})")
+        }
+        other => other.to_string(),
+    };
+    Error::Docker {
+        action: action.into(),
+        message,
+    }
+}
+
+fn status_of(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Connects to the local engine and settles on an API version both sides speak (bollard
+    /// asks for a newer one than Debian's Docker 20.10 knows).
+    pub async fn connect() -> Result<Engine, Error> {
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| Error::Connect(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        Ok(Engine { docker })
+    }
+
+    pub async fn image_present(&self, image: &str) -> Result<bool, Error> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(docker_error(format!("inspect image {image}"), e)),
+        }
+    }
+
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        internal: bool,
+    ) -> Result<(), Error> {
+        // Docker 20.10 lets two networks share a name unless asked not to, and bollard's
+        // request type no longer has that flag: look before creating.
+        let existing = self
+            .list_networks(&HashMap::from([(
+                "name".to_string(),
+                vec![name.to_string()],
+            )]))
+            .await?;
+        if existing.iter().any(|(n, _)| n == name) {
+            return Ok(());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            internal: Some(internal),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(docker_error(format!("create network {name}"), e)),
+        }
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<(), Error> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(docker_error(format!("remove network {name}"), e)),
+        }
+    }
+
+    /// Names of the networks whose labels match `filters`.
+    pub async fn list_networks(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, Error> {
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(filters)
+            .build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| docker_error("list networks", e))?;
+        Ok(networks
+            .into_iter()
+            .filter_map(|n| Some((n.name?, n.labels.unwrap_or_default())))
+            .collect())
+    }
+
+    /// Containers, running or not, whose labels match `filters`.
+    pub async fn list_containers(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerInfo>, Error> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| docker_error("list containers", e))?;
+        let mut found = Vec::new();
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            // The summary lacks exit codes and errors; inspect gives the whole picture.
+            if let Some(info) = self.inspect(&id).await? {
+                found.push(info);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `None` when the container is gone.
+    pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, Error> {
+        let response = match self.docker.inspect_container(id, None).await {
+            Ok(r) => r,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(docker_error(format!("inspect container {id}"), e)),
+        };
+        let state = response.state.unwrap_or_default();
+        let addresses = response
+            .network_settings
+            .and_then(|s| s.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(net, ep)| Some((net, ep.ip_address?.parse().ok()?)))
+            .collect();
+        let running = state.running.unwrap_or(false);
+        let mut error = state.error.filter(|e| !e.is_empty());
+        if state.oom_killed == Some(true) {
+            error = Some("killed: out of memory".to_string());
+        }
+        Ok(Some(ContainerInfo {
+            id: response.id.unwrap_or_else(|| id.to_string()),
+            labels: response.config.and_then(|c| c.labels).unwrap_or_default(),
+            running,
+            exit_code: if running { None } else { state.exit_code },
+            error,
+            addresses,
+        }))
+    }
+
+    /// Creates and starts a container; a leftover of the same name (a crash between create
+    /// and start, say) is replaced. Returns its id.
+    pub async fn create_and_start(&self, new: NewContainer<'_>) -> Result<String, Error> {
+        let body = ContainerCreateBody {
+            image: Some(new.image.to_string()),
+            env: Some(new.env),
+            labels: Some(new.labels),
+            host_config: Some(HostConfig {
+                binds: Some(new.binds),
+                network_mode: Some(new.network.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(new.name)
+            .build();
+        let created = match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Err(e) if status_of(&e) == Some(409) => {
+                self.remove(new.name).await?;
+                self.docker.create_container(Some(options), body).await
+            }
+            other => other,
+        }
+        .map_err(|e| docker_error(format!("create container {}", new.name), e))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            return Err(docker_error(format!("start container {}", new.name), e));
+        }
+        Ok(created.id)
+    }
+
+    /// Waits until the container stops and returns its exit code (`None`: it is gone).
+    /// Docker's wait request can time out on a long-lived container; then wait again.
+    pub async fn wait_exit(&self, id: &str) -> Option<i64> {
+        loop {
+            let mut stream = self.docker.wait_container(id, None);
+            match stream.next().await {
+                Some(Ok(response)) => return Some(response.status_code),
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => {
+                    return Some(code);
+                }
+                Some(Err(e)) if status_of(&e) == Some(404) => return None,
+                _ => match self.inspect(id).await {
+                    Ok(None) => return None,
+                    Ok(Some(info)) if !info.running => return info.exit_code,
+                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                },
+            }
+        }
+    }
+
+    /// SIGTERM, SIGKILL after `timeout`, then remove; a container already gone is fine.
+    pub async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<(), Error> {
+        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(secs).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => {}
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
+            Err(e) => return Err(docker_error(format!("stop container {id}"), e)),
+        }
+        self.remove(id).await
+    }
+
+    /// Removes at once (SIGKILL if still running).
+    pub async fn remove(&self, id: &str) -> Result<(), Error> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
+            // 409: removal already in progress.
+            Err(e) if matches!(status_of(&e), Some(409)) => Ok(()),
+            Err(e) => Err(docker_error(format!("remove container {id}"), e)),
+        }
+    }
+
+    /// The last `lines` lines of the container's stdout and stderr, interleaved as written.
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, Error> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(output) => text.push_str(&output.to_string()),
+                Err(e) if status_of(&e) == Some(404) => break,
+                Err(e) => return Err(docker_error(format!("logs of container {id}"), e)),
+            }
+        }
+        Ok(text)
+    }
+}

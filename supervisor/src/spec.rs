@@ -1,0 +1,78 @@
+//! What a deployment asks the supervisor for, already validated by `deploy`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentSpec {
+    pub endpoint: String,
+    pub deployment: String,
+    pub image: String,
+    pub instance_count: u32,
+    /// In order; a later entry for the same name wins.
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub liveness_route: Route,
+    pub readiness_route: Route,
+    pub scoring_route: Route,
+    pub liveness_probe: ProbeSettings,
+    pub readiness_probe: ProbeSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// A port and path inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub port: u16,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProbeSettings {
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+impl DeploymentSpec {
+    /// A fingerprint of everything that shapes a container, stored as a label so that a
+    /// restarted daemon adopts only containers made from the same spec. FNV-1a over the JSON
+    /// form: stable across builds, unlike `std`'s hasher.
+    pub fn container_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Shape<'a> {
+            image: &'a str,
+            env: &'a [(String, String)],
+            mounts: &'a [Mount],
+        }
+        let shape = Shape {
+            image: &self.image,
+            env: &self.env,
+            mounts: &self.mounts,
+        };
+        let bytes = serde_json::to_vec(&shape).unwrap_or_default();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
+    /// How long a new instance may take to pass readiness before the create fails: the
+    /// probe's initial delay plus `failure_threshold` periods, each probe given its timeout.
+    pub fn readiness_deadline(&self) -> Duration {
+        let p = &self.readiness_probe;
+        p.initial_delay + (p.period + p.timeout) * p.failure_threshold.max(1)
+    }
+}
