@@ -1,0 +1,204 @@
+//! The call to an instance. The whole exchange, body included, runs under the deployment's
+//! `request_timeout_ms`; when it passes, the upstream connection is dropped so the container
+//! is not left working for nobody. A connect failure (nothing was sent) is retried once on
+//! another instance; any other failure is the container's loss.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::reject::Reject;
+use crate::request::RequestCtx;
+use crate::table::{DeploymentRoute, Upstream};
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Headers that describe one hop, not the request: never passed along.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header lists.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Sends the request to an instance of `deployment` and returns the container's answer, with
+/// a non-2xx answer already turned into moat's 424.
+pub async fn forward(
+    client: &Client,
+    deployment: &DeploymentRoute,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Full<Bytes>>, Reject> {
+    let deadline = tokio::time::Instant::now() + deployment.request_timeout;
+    let timeout = Reject::Timeout(deployment.request_timeout.as_millis());
+    let first = deployment
+        .next_instance()
+        .ok_or_else(|| Reject::NoReadyInstance(deployment.name.clone()))?
+        .clone();
+    let mut upstream = first.clone();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        ctx.instance = Some(upstream.instance.clone());
+        let request = upstream_request(
+            &upstream,
+            method,
+            path,
+            headers,
+            body.clone(),
+            &ctx.request_id,
+        )?;
+        let started = Instant::now();
+        let sent = tokio::time::timeout_at(deadline, client.request(request)).await;
+        let response = match sent {
+            Err(_) => return Err(timeout),
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) if e.is_connect() && attempt == 1 => {
+                // Nothing reached the container; another instance may take it.
+                tracing::debug!(instance = %upstream.instance, error = %e, "connect failed, retrying");
+                match deployment.instances.iter().find(|u| u.addr != first.addr) {
+                    Some(other) => {
+                        upstream = other.clone();
+                        continue;
+                    }
+                    None => return Err(Reject::InstanceLost(describe(&e))),
+                }
+            }
+            Ok(Err(e)) => return Err(Reject::InstanceLost(describe(&e))),
+        };
+        let (mut parts, incoming) = response.into_parts();
+        let body = match tokio::time::timeout_at(deadline, incoming.collect()).await {
+            Err(_) => return Err(timeout),
+            Ok(Err(e)) => return Err(Reject::InstanceLost(format!("reading the answer: {e}"))),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        ctx.upstream = Some(started.elapsed());
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if !parts.status.is_success() {
+            model_error(&mut parts.headers, parts.status);
+            parts.status = StatusCode::FAILED_DEPENDENCY;
+        }
+        return Ok(Response::from_parts(parts, Full::new(body)));
+    }
+}
+
+/// The error text of a failed upstream call, down to its root cause.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A container's non-2xx answer becomes 424; its status and reason travel in headers.
+fn model_error(headers: &mut HeaderMap, status: StatusCode) {
+    headers.insert(
+        "ms-azureml-model-error-statuscode",
+        HeaderValue::from(status.as_u16()),
+    );
+    let reason = status.canonical_reason().unwrap_or("Unknown");
+    headers.insert(
+        "ms-azureml-model-error-reason",
+        HeaderValue::from_static(reason),
+    );
+}
+
+fn upstream_request(
+    upstream: &Upstream,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    request_id: &str,
+) -> Result<Request<Full<Bytes>>, Reject> {
+    let uri: Uri = format!("http://{}{path}", upstream.addr)
+        .parse()
+        .map_err(|_| Reject::Internal("instance address does not form a URI"))?;
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .body(Full::new(body))
+        .map_err(|_| Reject::Internal("building the upstream request"))?;
+    let mut forwarded = headers.clone();
+    strip_hop_by_hop(&mut forwarded);
+    // The credential is for moat, never for the container.
+    forwarded.remove(header::AUTHORIZATION);
+    forwarded.remove(header::HOST);
+    forwarded.remove(header::CONTENT_LENGTH);
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        forwarded.insert("x-request-id", id);
+    }
+    *request.headers_mut() = forwarded;
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_lists_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn a_model_error_carries_its_status_and_reason() {
+        let mut h = HeaderMap::new();
+        model_error(&mut h, StatusCode::BAD_REQUEST);
+        assert_eq!(h["ms-azureml-model-error-statuscode"], "400");
+        assert_eq!(h["ms-azureml-model-error-reason"], "Bad Request");
+    }
+}

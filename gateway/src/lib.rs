@@ -1,0 +1,56 @@
+//! moat's gateway: the scoring data plane.
+//!
+//! A client POSTs JSON to `/endpoints/<endpoint>/score` with a bearer key; the gateway checks
+//! the key, picks a deployment and one of its ready instances, and proxies the request.
+//!
+//! - [`table`]: the route table `deploy` hands over (endpoints, keys, traffic, instances),
+//!   swapped atomically and read without locks.
+//! - [`request`]: the life of one scoring request, phase by phase.
+//! - [`target`]: which endpoint and operation a request URL names.
+//! - [`auth`]: the credential check (keys compared in constant time).
+//! - [`pick`]: deployment pick (traffic weights, header targeting) and instance pick.
+//! - [`forward`]: the call to the instance, with its deadline and the one allowed retry.
+//! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
+//! - [`access_log`]: the one JSON line per request.
+//! - [`server`]: the listener's accept loop and graceful shutdown.
+
+pub mod access_log;
+pub mod auth;
+pub mod forward;
+pub mod pick;
+pub mod reject;
+pub mod request;
+pub mod server;
+pub mod table;
+pub mod target;
+
+pub use access_log::{AccessRecord, LogSink};
+pub use server::{Gateway, serve};
+pub use table::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Routes, Upstream};
+
+use std::time::Duration;
+
+/// The gateway's settings; `deploy` fills them from the config file and flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// A larger request header section gets 431.
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// With a domain, `<endpoint>.<domain>/score` also names an endpoint.
+    pub domain: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            domain: None,
+        }
+    }
+}

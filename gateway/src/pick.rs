@@ -1,0 +1,78 @@
+//! Which deployment takes a request: the one the `azureml-model-deployment` header names
+//! (even at 0 % traffic), else a weighted draw over the live traffic split.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::reject::Reject;
+use crate::table::{DeploymentRoute, EndpointRoute};
+
+pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
+
+pub fn deployment(
+    endpoint: &EndpointRoute,
+    headers: &HeaderMap,
+) -> Result<Arc<DeploymentRoute>, Reject> {
+    if let Some(named) = headers.get(DEPLOYMENT_HEADER) {
+        let name = named.to_str().unwrap_or_default().trim();
+        return endpoint
+            .deployments
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Reject::UnknownDeployment(endpoint.name.clone(), name.to_string()));
+    }
+    let total: u32 = endpoint.traffic.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        return Err(Reject::NoTraffic(endpoint.name.clone()));
+    }
+    let name = weighted(&endpoint.traffic, fastrand::u32(0..total))
+        .ok_or(Reject::Internal("traffic draw out of range"))?;
+    endpoint
+        .deployments
+        .get(name)
+        .cloned()
+        .ok_or(Reject::Internal(
+            "traffic names a deployment missing from the route table",
+        ))
+}
+
+/// The deployment whose share of `[0, total)` holds `roll`, shares laid out in order.
+pub fn weighted(traffic: &[(String, u32)], roll: u32) -> Option<&str> {
+    let mut upto = 0;
+    for (name, weight) in traffic {
+        upto += weight;
+        if roll < upto {
+            return Some(name);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split() -> Vec<(String, u32)> {
+        vec![("blue".into(), 90), ("green".into(), 10)]
+    }
+
+    #[test]
+    fn each_roll_lands_in_its_deployments_share() {
+        let t = split();
+        assert_eq!(weighted(&t, 0), Some("blue"));
+        assert_eq!(weighted(&t, 89), Some("blue"));
+        assert_eq!(weighted(&t, 90), Some("green"));
+        assert_eq!(weighted(&t, 99), Some("green"));
+        assert_eq!(weighted(&t, 100), None);
+    }
+
+    #[test]
+    fn every_share_gets_exactly_its_percent_of_rolls() {
+        let t = split();
+        let green = (0..100)
+            .filter(|&r| weighted(&t, r) == Some("green"))
+            .count();
+        assert_eq!(green, 10);
+    }
+}

@@ -1,0 +1,67 @@
+//! Every way moat ends a request itself, each with its status and a message for the client.
+//! The one function that turns them into responses is [`Reject::into_response`].
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("no such route; score at /endpoints/<endpoint>/score")]
+    NoRoute,
+    #[error("method not allowed: score with POST, read swagger.json with GET")]
+    MethodNotAllowed,
+    #[error("endpoint {0} not found")]
+    UnknownEndpoint(String),
+    #[error("missing or invalid credential: send Authorization: Bearer <endpoint key>")]
+    Unauthorized,
+    #[error("endpoint {0} has no deployment with a positive traffic weight")]
+    NoTraffic(String),
+    #[error("endpoint {0} has no deployment named {1:?} (header azureml-model-deployment)")]
+    UnknownDeployment(String, String),
+    #[error("deployment {0} has no ready instance; retry later")]
+    NoReadyInstance(String),
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("cannot read the request body: {0}")]
+    BadBody(String),
+    #[error("the model did not answer within request_timeout_ms ({0} ms)")]
+    Timeout(u128),
+    #[error("lost the connection to the model container: {0}")]
+    InstanceLost(String),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::NoRoute
+            | Reject::UnknownEndpoint(_)
+            | Reject::NoTraffic(_)
+            | Reject::UnknownDeployment(..) => StatusCode::NOT_FOUND,
+            Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::Unauthorized => StatusCode::UNAUTHORIZED,
+            Reject::NoReadyInstance(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BadBody(_) => StatusCode::BAD_REQUEST,
+            Reject::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Reject::InstanceLost(_) => StatusCode::BAD_GATEWAY,
+            Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// moat's JSON error body, `{"message", "request_id"}`.
+    pub fn into_response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({ "message": self.to_string(), "request_id": request_id });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,210 @@
+//! The life of one scoring request, phase by phase:
+//!
+//! 1. target: which endpoint and operation the URL names;
+//! 2. credential: the bearer key against the endpoint's keys;
+//! 3. route: the deployment, by header or traffic weight;
+//! 4. body: read whole, up to `max_body_bytes`;
+//! 5. forward: an instance of the deployment answers, within `request_timeout_ms`;
+//! 6. respond: moat's headers on whatever answer there is;
+//! 7. log: exactly once, rejects included.
+//!
+//! A phase that ends the request returns a [`Reject`]; only [`handle`] turns it into a response.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::access_log::{self, AccessRecord};
+use crate::auth::{self, Verdict};
+use crate::forward;
+use crate::pick::{self, DEPLOYMENT_HEADER};
+use crate::reject::Reject;
+use crate::server::Gateway;
+use crate::target::{self, Operation};
+
+/// What one request has learnt so far; the log phase reads it.
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub client: Option<SocketAddr>,
+    pub endpoint: Option<String>,
+    pub deployment: Option<String>,
+    pub instance: Option<String>,
+    pub auth_mode: Option<&'static str>,
+    pub auth: Option<Verdict>,
+    pub upstream: Option<Duration>,
+    pub error: Option<String>,
+}
+
+impl RequestCtx {
+    pub fn new(client: Option<SocketAddr>) -> Self {
+        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        RequestCtx {
+            request_id: id.hyphenated().to_string(),
+            started: Instant::now(),
+            client,
+            endpoint: None,
+            deployment: None,
+            instance: None,
+            auth_mode: None,
+            auth: None,
+            upstream: None,
+            error: None,
+        }
+    }
+}
+
+pub async fn handle(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    client: Option<SocketAddr>,
+) -> Response<Full<Bytes>> {
+    let mut ctx = RequestCtx::new(client);
+    let client_request_id = client_request_id(req.headers());
+    let mut response = match life(gw, req, &mut ctx).await {
+        Ok(response) => response,
+        Err(reject) => {
+            ctx.error = Some(reject.to_string());
+            reject.into_response(&ctx.request_id)
+        }
+    };
+    respond(response.headers_mut(), &ctx, client_request_id);
+    log(gw, &ctx, response.status().as_u16());
+    response
+}
+
+async fn life(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Full<Bytes>>, Reject> {
+    // One table for the whole request: a swap mid-request does not change its route.
+    let table = gw.routes.load();
+    let target = target::resolve(&req, gw.config.domain.as_deref())?;
+    let endpoint = table
+        .endpoints
+        .get(&target.endpoint)
+        .ok_or_else(|| Reject::UnknownEndpoint(target.endpoint.clone()))?;
+    ctx.endpoint = Some(endpoint.name.clone());
+
+    ctx.auth_mode = Some(endpoint.credentials.mode());
+    let (verdict, allowed) = auth::check(&endpoint.credentials, req.headers());
+    ctx.auth = Some(verdict);
+    allowed?;
+
+    let deployment = pick::deployment(endpoint, req.headers())?;
+    ctx.deployment = Some(deployment.name.clone());
+
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, gw.config.max_body_bytes).await?;
+
+    let path = match target.operation {
+        Operation::Score => &deployment.scoring_path,
+        Operation::Swagger => &deployment.swagger_path,
+    };
+    forward::forward(
+        &gw.client,
+        &deployment,
+        &parts.method,
+        path,
+        &parts.headers,
+        body,
+        ctx,
+    )
+    .await
+}
+
+/// The whole body, refused early when its declared length is already over the limit.
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, Reject> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Reject::BodyTooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(Reject::BodyTooLarge(limit)),
+        Err(e) => Err(Reject::BadBody(e.to_string())),
+    }
+}
+
+/// `x-ms-client-request-id` is echoed only when short and plain.
+fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let value = headers.get("x-ms-client-request-id")?;
+    let bytes = value.as_bytes();
+    let clean = !bytes.is_empty()
+        && bytes.len() <= 40
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    clean.then(|| value.clone())
+}
+
+fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<HeaderValue>) {
+    // The request id is always the server's own, whatever the container said.
+    headers.remove("x-request-id");
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert("x-request-id", id);
+    }
+    if let Some(id) = client_request_id {
+        headers.insert("x-ms-client-request-id", id);
+    }
+    if let Some(name) = ctx
+        .deployment
+        .as_deref()
+        .and_then(|d| HeaderValue::from_str(d).ok())
+    {
+        headers.insert(DEPLOYMENT_HEADER, name);
+    }
+}
+
+fn log(gw: &Gateway, ctx: &RequestCtx, status: u16) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (gw.log)(&AccessRecord {
+        time: access_log::now(),
+        request_id: ctx.request_id.clone(),
+        endpoint: ctx.endpoint.clone(),
+        deployment: ctx.deployment.clone(),
+        instance: ctx.instance.clone(),
+        status,
+        duration_ms: ms(ctx.started.elapsed()),
+        upstream_ms: ctx.upstream.map(ms),
+        queue_ms: None,
+        client: ctx.client,
+        auth_mode: ctx.auth_mode,
+        auth: ctx.auth.map(Verdict::as_str),
+        policy: None,
+        error: ctx.error.clone(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_plain_client_request_ids_are_echoed() {
+        for (value, echoed) in [
+            ("abc-DEF_123", true),
+            (&"a".repeat(40), true),
+            (&"a".repeat(41), false),
+            ("has space", false),
+            ("semi;colon", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-ms-client-request-id",
+                HeaderValue::from_str(value).expect("header"),
+            );
+            assert_eq!(client_request_id(&h).is_some(), echoed, "{value}");
+        }
+    }
+}

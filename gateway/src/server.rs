@@ -1,0 +1,86 @@
+//! The scoring listener: accepts connections, serves HTTP/1.1 on each, and on shutdown stops
+//! accepting and lets in-flight requests finish within the grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::Config;
+use crate::access_log::LogSink;
+use crate::forward::{self, Client};
+use crate::request;
+use crate::table::Routes;
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub config: Config,
+    pub routes: Routes,
+    pub client: Client,
+    pub log: LogSink,
+}
+
+impl Gateway {
+    pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            config,
+            routes,
+            client: forward::client(),
+            log,
+        })
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then waits up to `grace` for open requests.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let service = service_fn(move |req| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(request::handle(&gw, req, Some(peer)).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(gateway.config.header_read_timeout)
+            .max_buf_size(gateway.config.max_header_bytes.max(8192))
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over with requests still open");
+    }
+}

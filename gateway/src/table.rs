@@ -1,0 +1,111 @@
+//! The route table: everything the gateway needs to answer a request, built by `deploy` from
+//! the desired state and the supervisor's ready instances. A new table replaces the old one
+//! atomically; a request keeps the table it started with until it ends.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub endpoints: HashMap<String, EndpointRoute>,
+}
+
+#[derive(Debug)]
+pub struct EndpointRoute {
+    pub name: String,
+    pub credentials: Credentials,
+    /// Deployments with a positive share of live traffic, in percent.
+    pub traffic: Vec<(String, u32)>,
+    pub deployments: HashMap<String, Arc<DeploymentRoute>>,
+}
+
+/// What a caller must present. Debug never shows a key.
+pub enum Credentials {
+    /// `auth_mode: key`: the primary and secondary keys.
+    Keys(Vec<Vec<u8>>),
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Keys(keys) => write!(f, "Keys(<{} redacted>)", keys.len()),
+        }
+    }
+}
+
+impl Credentials {
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Credentials::Keys(_) => "key",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct DeploymentRoute {
+    pub name: String,
+    /// Ready instances only.
+    pub instances: Vec<Upstream>,
+    pub scoring_path: String,
+    /// The container's OpenAPI document, served at the endpoint's `swagger.json`.
+    pub swagger_path: String,
+    pub request_timeout: Duration,
+    /// Round-robin cursor for the instance pick.
+    pub next: AtomicUsize,
+}
+
+impl DeploymentRoute {
+    pub fn new(
+        name: &str,
+        instances: Vec<Upstream>,
+        scoring_path: &str,
+        request_timeout: Duration,
+    ) -> Self {
+        DeploymentRoute {
+            name: name.to_string(),
+            instances,
+            scoring_path: scoring_path.to_string(),
+            swagger_path: "/swagger.json".to_string(),
+            request_timeout,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The instance after the last one picked.
+    pub fn next_instance(&self) -> Option<&Upstream> {
+        if self.instances.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.instances.len();
+        self.instances.get(i)
+    }
+}
+
+/// One ready instance: its name (for logs and headers) and where its scoring port listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub instance: String,
+    pub addr: SocketAddr,
+}
+
+/// The handle through which `deploy` publishes tables and requests read them.
+#[derive(Clone, Default)]
+pub struct Routes {
+    current: Arc<ArcSwap<RouteTable>>,
+}
+
+impl Routes {
+    pub fn publish(&self, table: RouteTable) {
+        self.current.store(Arc::new(table));
+    }
+
+    pub fn load(&self) -> Arc<RouteTable> {
+        self.current.load_full()
+    }
+}

@@ -1,0 +1,403 @@
+//! The gateway in front of an in-process upstream: credentials, routing, status codes and
+//! headers as a client sees them.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use moat_gateway::{
+    AccessRecord, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, RouteTable, Routes,
+    Upstream,
+};
+use moat_test_support::{Reply, http};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// An upstream that echoes the headers it got (`/echo`), fails (`/fail`), or stalls (`/slow`);
+/// it reports every connection it sees close.
+async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let headers: HashMap<String, String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect();
+                    let (status, body) = match req.uri().path() {
+                        "/echo" => (200, serde_json::json!(headers).to_string()),
+                        "/swagger.json" => (200, "{\"swagger\":\"2.0\"}".to_string()),
+                        "/fail" => (400, "{\"detail\":\"bad input\"}".to_string()),
+                        _ => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            (200, "late".to_string())
+                        }
+                    };
+                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                    response.headers_mut().insert(
+                        "content-type",
+                        "application/problem+json".parse().expect("ct"),
+                    );
+                    response
+                        .headers_mut()
+                        .insert("x-request-id", "container-made-this".parse().expect("id"));
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    (addr, closed)
+}
+
+struct Harness {
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    closed: mpsc::UnboundedReceiver<()>,
+}
+
+const PRIMARY: &str = "primary-key-0123456789";
+const SECONDARY: &str = "secondary-key-0123456789";
+
+async fn gateway(config: Config) -> Harness {
+    let (up, closed) = upstream().await;
+    // A port where nothing listens: an instance whose container is gone.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let timeout = Duration::from_millis(300);
+    let route = |name: &str, path: &str, ups: Vec<SocketAddr>| {
+        let instances = ups
+            .into_iter()
+            .enumerate()
+            .map(|(i, addr)| Upstream {
+                instance: format!("{name}-{i}"),
+                addr,
+            })
+            .collect();
+        (
+            name.to_string(),
+            Arc::new(DeploymentRoute::new(name, instances, path, timeout)),
+        )
+    };
+    let endpoint = EndpointRoute {
+        name: "ep".into(),
+        credentials: Credentials::Keys(vec![PRIMARY.into(), SECONDARY.into()]),
+        traffic: vec![("blue".into(), 100)],
+        deployments: HashMap::from([
+            route("blue", "/echo", vec![up]),
+            route("bad", "/fail", vec![up]),
+            route("slow", "/slow", vec![up]),
+            route("empty", "/echo", vec![]),
+            route("gone", "/echo", vec![dead]),
+            route("half", "/echo", vec![dead, up]),
+        ]),
+    };
+    let idle = EndpointRoute {
+        name: "idle".into(),
+        credentials: Credentials::Keys(vec![PRIMARY.into()]),
+        traffic: vec![],
+        deployments: HashMap::new(),
+    };
+    let routes = Routes::default();
+    routes.publish(RouteTable {
+        endpoints: HashMap::from([("ep".into(), endpoint), ("idle".into(), idle)]),
+    });
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let logs = logs.clone();
+        Arc::new(move |r: &AccessRecord| {
+            logs.lock()
+                .expect("logs")
+                .push(serde_json::to_string(r).expect("json"))
+        })
+    };
+    let gw = Gateway::new(config, routes, sink);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(moat_gateway::serve(
+        listener,
+        gw,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    Harness { addr, logs, closed }
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (method, path, body) = (method.to_string(), path.to_string(), body.to_string());
+    tokio::task::spawn_blocking(move || {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http(addr, &method, &path, &h, &body)
+    })
+    .await
+    .expect("join")
+    .expect("request")
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+#[tokio::test]
+async fn both_keys_score_and_the_key_never_reaches_the_container() {
+    let h = gateway(Config::default()).await;
+    for key in [PRIMARY, SECONDARY] {
+        let auth = bearer(key);
+        let r = call(
+            h.addr,
+            "POST",
+            "/endpoints/ep/score",
+            &[("Authorization", &auth)],
+            "{}",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let seen: HashMap<String, String> = serde_json::from_str(&r.body).expect("echo");
+        assert!(
+            !seen.contains_key("authorization"),
+            "credential forwarded: {seen:?}"
+        );
+        assert_eq!(r.header("azureml-model-deployment"), Some("blue"));
+        let id = r.header("x-request-id").expect("request id");
+        assert_ne!(id, "container-made-this");
+        assert_eq!(
+            seen.get("x-request-id").map(String::as_str),
+            Some(id),
+            "container sees the same id"
+        );
+    }
+    let logs = h.logs.lock().expect("logs").join("\n");
+    assert!(
+        !logs.contains(PRIMARY) && !logs.contains(SECONDARY),
+        "a key in the access log"
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_get_401_and_are_logged() {
+    let h = gateway(Config::default()).await;
+    for headers in [
+        vec![("Authorization", "Bearer nope")],
+        vec![("Authorization", "Basic x")],
+        vec![],
+    ] {
+        let r = call(h.addr, "POST", "/endpoints/ep/score", &headers, "{}").await;
+        assert_eq!(r.status, 401, "{headers:?}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("json error");
+        assert_eq!(body["request_id"].as_str(), r.header("x-request-id"));
+    }
+    let logs = h.logs.lock().expect("logs").clone();
+    assert_eq!(logs.len(), 3);
+    assert!(
+        logs[0].contains("\"auth\":\"invalid\"") && logs[2].contains("\"auth\":\"missing\""),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn routing_by_header_and_the_404s_that_name_what_is_missing() {
+    let h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/ep/score",
+        &[
+            ("Authorization", &auth),
+            ("azureml-model-deployment", "nosuch"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("nosuch"), "{}", r.body);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/missing/score",
+        &[("Authorization", &auth)],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("missing"), "{}", r.body);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/idle/score",
+        &[("Authorization", &auth)],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("positive traffic"), "{}", r.body);
+    let r = call(
+        h.addr,
+        "GET",
+        "/endpoints/ep/swagger.json",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "{\"swagger\":\"2.0\"}"));
+}
+
+#[tokio::test]
+async fn container_errors_become_424_with_the_containers_body() {
+    let h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/ep/score",
+        &[
+            ("Authorization", &auth),
+            ("azureml-model-deployment", "bad"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 424);
+    assert_eq!(r.header("ms-azureml-model-error-statuscode"), Some("400"));
+    assert_eq!(
+        r.header("ms-azureml-model-error-reason"),
+        Some("Bad Request")
+    );
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.body, "{\"detail\":\"bad input\"}");
+}
+
+#[tokio::test]
+async fn no_ready_instance_is_503_with_retry_after_and_a_dead_one_is_502() {
+    let h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/ep/score",
+        &[
+            ("Authorization", &auth),
+            ("azureml-model-deployment", "empty"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/ep/score",
+        &[
+            ("Authorization", &auth),
+            ("azureml-model-deployment", "gone"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_connect_failure_is_retried_once_on_another_instance() {
+    let h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    for _ in 0..4 {
+        let r = call(
+            h.addr,
+            "POST",
+            "/endpoints/ep/score",
+            &[
+                ("Authorization", &auth),
+                ("azureml-model-deployment", "half"),
+            ],
+            "{}",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_model_gets_408_and_its_connection_is_closed() {
+    let mut h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/ep/score",
+        &[
+            ("Authorization", &auth),
+            ("azureml-model-deployment", "slow"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 408, "{}", r.body);
+    let closed = tokio::time::timeout(Duration::from_secs(5), h.closed.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(()))),
+        "the upstream connection stayed open"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let h = gateway(Config {
+        max_body_bytes: 1000,
+        ..Config::default()
+    })
+    .await;
+    let auth = bearer(PRIMARY);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/ep/score",
+        &[("Authorization", &auth)],
+        &"x".repeat(1001),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    let r = call(
+        h.addr,
+        "POST",
+        "/endpoints/ep/score",
+        &[("Authorization", &auth)],
+        &"x".repeat(1000),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
