@@ -13,5 +13,10 @@ context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 cp "$here/Dockerfile" "$context/"
 cp "target/$target/release/sample-scorer" "$context/"
-docker build --quiet -t "$tag" "$context" >/dev/null
+# Quiet unless it fails (the legacy builder's deprecation notice is noise here).
+if ! out=$(docker build --quiet -t "$tag" "$context" 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
+
 echo "built $tag" >&2

@@ -38,7 +38,8 @@ pub struct Config {
     /// A larger request header section gets 431.
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
+    /// Connections beyond this wait in the kernel's backlog until one closes.
+    pub max_connections: usize,
     /// With a domain, `<endpoint>.<domain>/score` also names an endpoint.
     pub domain: Option<String>,
 }
@@ -49,7 +50,7 @@ impl Default for Config {
             max_body_bytes: 10 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             domain: None,
         }
     }

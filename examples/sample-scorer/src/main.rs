@@ -7,6 +7,9 @@
 //!
 //! It listens on port 5001 (`AZUREML_SCORER_PORT` overrides) and reads its model from
 //! `AZUREML_MODEL_DIR`, exiting with a clear message when that holds no model file or several.
+//!
+//! `sample-scorer --try-write PATH` only tries to create PATH and says whether it could: the
+//! image has no shell, and this is how a check sees that the model mount is read-only.
 
 mod model;
 
@@ -27,6 +30,16 @@ use model::Model;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, path] = args.as_slice()
+        && flag == "--try-write"
+    {
+        match std::fs::write(path, b"x") {
+            Ok(()) => println!("wrote {path}"),
+            Err(e) => fail(&format!("cannot write {path}: {e}")),
+        }
+        return;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

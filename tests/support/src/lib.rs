@@ -49,23 +49,33 @@ impl DockerCleanup {
 
     /// Ids of this home's containers, running or not.
     pub fn containers(&self) -> Vec<String> {
-        docker_ids(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=moat.home={}", self.home_id),
-        ])
+        home_containers(&self.home_id)
     }
 
     pub fn networks(&self) -> Vec<String> {
-        docker_ids(&[
-            "network",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=moat.home={}", self.home_id),
-        ])
+        home_networks(&self.home_id)
     }
+}
+
+/// Ids of a home's containers, running or not.
+pub fn home_containers(home_id: &str) -> Vec<String> {
+    docker_ids(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=moat.home={home_id}"),
+    ])
+}
+
+/// Ids of a home's networks.
+pub fn home_networks(home_id: &str) -> Vec<String> {
+    docker_ids(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=moat.home={home_id}"),
+    ])
 }
 
 fn docker_ids(args: &[&str]) -> Vec<String> {
@@ -182,4 +192,156 @@ fn dechunk(mut rest: &str) -> String {
         rest = tail[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// What a `moat` command printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the command's output unless it exited 0.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A `moat serve` in a home of its own, on port 0; killed and cleaned up (containers,
+/// networks, the home folder) when dropped.
+pub struct Daemon {
+    pub bin: PathBuf,
+    pub home: PathBuf,
+    child: Option<std::process::Child>,
+    cleanup: Option<DockerCleanup>,
+}
+
+impl Daemon {
+    pub fn start(bin: &str) -> Daemon {
+        let home = std::env::temp_dir().join(format!("moat-test-{}", unique_id()));
+        std::fs::create_dir_all(&home).expect("home");
+        let mut daemon = Daemon {
+            bin: PathBuf::from(bin),
+            home,
+            child: None,
+            cleanup: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.home.join("admin.sock")
+    }
+
+    pub fn home_id(&self) -> String {
+        std::fs::read_to_string(self.home.join("id"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("serve.log"))
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .args(["serve", "--home"])
+            .arg(&self.home)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("moat serve starts");
+        self.child = Some(child);
+        self.wait_ready();
+        if self.cleanup.is_none() {
+            self.cleanup = Some(DockerCleanup::new(&self.home_id()));
+        }
+    }
+
+    /// Waits for `admin.sock`, which appears only once the daemon is serving.
+    fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("moat serve exited with {status}: {}", self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moat serve did not become ready: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("serve.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, the way a crash ends it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs `moat --home <home> ARGS...`.
+    pub fn moat(&self, args: &[&str]) -> Run {
+        let output = Command::new(&self.bin)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .current_dir(repo_root())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("moat runs");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The store's bytes, to show that a refused command changed nothing.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.home.join("store.json")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        drop(self.cleanup.take());
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
 }

@@ -1,0 +1,183 @@
+//! The daemon's side of the admin API: routes to [`Node`] operations.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+
+use super::{CreateDeployment, RegenerateKeys, WireError};
+use crate::error::Error;
+use crate::node::Node;
+use crate::spec::endpoint::EndpointSpec;
+use crate::spec::workspace::WorkspaceSpec;
+
+type Shared = State<Arc<Node>>;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Error::Parse(_) | Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Failed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::DaemonDown(_) | Error::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, Json(WireError::from(&self))).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct Wait {
+    #[serde(default)]
+    no_wait: bool,
+}
+
+#[derive(Deserialize)]
+struct WorkspaceMode {
+    #[serde(default)]
+    create: bool,
+}
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/workspace", get(workspace_show).put(workspace_put))
+        .route("/v1/endpoints", get(endpoint_list).post(endpoint_create))
+        .route(
+            "/v1/endpoints/{endpoint}",
+            get(endpoint_show).delete(endpoint_delete),
+        )
+        .route("/v1/endpoints/{endpoint}/credentials", get(credentials))
+        .route(
+            "/v1/endpoints/{endpoint}/regenerate-keys",
+            post(regenerate_keys),
+        )
+        .route(
+            "/v1/endpoints/{endpoint}/deployments",
+            get(deployment_list).post(deployment_create),
+        )
+        .route(
+            "/v1/endpoints/{endpoint}/deployments/{deployment}",
+            get(deployment_show).delete(deployment_delete),
+        )
+        .with_state(node)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    node: Arc<Node>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(node))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+async fn workspace_show(State(node): Shared) -> Json<WorkspaceSpec> {
+    Json(node.workspace())
+}
+
+async fn workspace_put(
+    State(node): Shared,
+    Query(mode): Query<WorkspaceMode>,
+    Json(spec): Json<WorkspaceSpec>,
+) -> Result<Json<WorkspaceSpec>, Error> {
+    let spec = if mode.create {
+        node.create_workspace(spec).await?
+    } else {
+        node.update_workspace(spec).await?
+    };
+    Ok(Json(spec))
+}
+
+async fn endpoint_list(State(node): Shared) -> impl IntoResponse {
+    Json(node.endpoints())
+}
+
+async fn endpoint_create(
+    State(node): Shared,
+    Json(spec): Json<EndpointSpec>,
+) -> Result<impl IntoResponse, Error> {
+    Ok(Json(node.create_endpoint(spec).await?))
+}
+
+async fn endpoint_show(
+    State(node): Shared,
+    Path(endpoint): Path<String>,
+) -> Result<impl IntoResponse, Error> {
+    Ok(Json(node.endpoint(&endpoint)?))
+}
+
+async fn endpoint_delete(
+    State(node): Shared,
+    Path(endpoint): Path<String>,
+    Query(w): Query<Wait>,
+) -> Result<StatusCode, Error> {
+    node.delete_endpoint(&endpoint, !w.no_wait).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn credentials(
+    State(node): Shared,
+    Path(endpoint): Path<String>,
+) -> Result<impl IntoResponse, Error> {
+    Ok(Json(node.credentials(&endpoint)?))
+}
+
+async fn regenerate_keys(
+    State(node): Shared,
+    Path(endpoint): Path<String>,
+    Json(body): Json<RegenerateKeys>,
+) -> Result<StatusCode, Error> {
+    node.regenerate_keys(&endpoint, body.key_type, body.key_value)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn deployment_list(
+    State(node): Shared,
+    Path(endpoint): Path<String>,
+) -> Result<impl IntoResponse, Error> {
+    Ok(Json(node.deployments(&endpoint)?))
+}
+
+async fn deployment_create(
+    State(node): Shared,
+    Path(endpoint): Path<String>,
+    Json(body): Json<CreateDeployment>,
+) -> Result<impl IntoResponse, Error> {
+    if body.spec.endpoint_name != endpoint {
+        return Err(Error::Invalid(format!(
+            "the spec names endpoint {}, the request {endpoint}",
+            body.spec.endpoint_name
+        )));
+    }
+    Ok(Json(
+        node.create_deployment(body.spec, body.all_traffic, body.wait)
+            .await?,
+    ))
+}
+
+async fn deployment_show(
+    State(node): Shared,
+    Path((endpoint, deployment)): Path<(String, String)>,
+) -> Result<impl IntoResponse, Error> {
+    Ok(Json(node.deployment(&endpoint, &deployment)?))
+}
+
+async fn deployment_delete(
+    State(node): Shared,
+    Path((endpoint, deployment)): Path<(String, String)>,
+    Query(w): Query<Wait>,
+) -> Result<StatusCode, Error> {
+    node.delete_deployment(&endpoint, &deployment, !w.no_wait)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,195 @@
+//! The `moat` command line, shaped like `az ml online-endpoint` / `online-deployment`.
+//!
+//! - [`output`]: `-o` formats and `--query`.
+//! - [`workspace`], [`endpoint`], [`deployment`]: one command group each; all of them talk
+//!   to the daemon through the admin socket, except `serve` and `validate`.
+//! - [`invoke`]: scoring as any client would.
+
+pub mod deployment;
+pub mod endpoint;
+pub mod invoke;
+pub mod output;
+pub mod workspace;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::admin::client::AdminClient;
+use crate::config::Overrides;
+use crate::error::Error;
+use crate::home::Home;
+use crate::spec::{self, Document, Kind};
+use output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "moat",
+    version,
+    about = "A managed online-endpoint data plane with network isolation"
+)]
+pub struct Cli {
+    /// The node's state folder [env: MOAT_HOME; default: ~/.moat]
+    #[arg(
+        long,
+        global = true,
+        env = "MOAT_HOME",
+        value_name = "DIR",
+        hide_env = true
+    )]
+    pub home: Option<PathBuf>,
+    /// Output format
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "json")]
+    pub output: Format,
+    /// JMESPath query applied to the output
+    #[arg(long, global = true, value_name = "JMESPATH")]
+    pub query: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run this node's daemon in the foreground
+    Serve(ServeArgs),
+    /// Check a workspace, endpoint or deployment file offline
+    Validate {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// The home's workspace
+    #[command(subcommand)]
+    Workspace(workspace::WorkspaceCommand),
+    /// Online endpoints
+    #[command(name = "online-endpoint", subcommand)]
+    OnlineEndpoint(endpoint::EndpointCommand),
+    /// Online deployments
+    #[command(name = "online-deployment", subcommand)]
+    OnlineDeployment(deployment::DeploymentCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    #[arg(long = "advertise-host", value_name = "HOST")]
+    pub advertise_host: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    #[arg(long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// `--set` words: each `KEY=VALUE`, dotted paths; repeatable and several per flag.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SetArgs {
+    #[arg(long = "set", value_name = "KEY=VALUE", num_args = 1.., action = clap::ArgAction::Append)]
+    pub set: Vec<String>,
+}
+
+/// What a command needs: where the daemon is and how to print.
+pub struct Context {
+    pub home: Home,
+    pub format: Format,
+    pub query: Option<String>,
+}
+
+impl Context {
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(&self.home.socket())
+    }
+
+    /// Prints data on stdout in the chosen format.
+    pub fn print(&self, value: Value) -> Result<(), Error> {
+        let text = output::render(value, self.format, self.query.as_deref())?;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|_| stdout.flush())
+            .map_err(|e| Error::other("writing output", e))
+    }
+}
+
+/// Runs a command; `main` prints the error and exits with its code.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let home = Home::resolve(cli.home)?;
+    let ctx = Context {
+        home,
+        format: cli.output,
+        query: cli.query,
+    };
+    match cli.command {
+        Command::Serve(a) => crate::daemon::serve(
+            &ctx.home,
+            &Overrides {
+                config: a.config,
+                listen: a.listen,
+                metrics_listen: a.metrics_listen,
+                advertise_host: a.advertise_host,
+                workers: a.workers,
+                log_file: a.log_file,
+            },
+        ),
+        Command::Validate { file } => validate(&ctx, &file),
+        Command::Workspace(c) => block_on(workspace::run(&ctx, c)),
+        Command::OnlineEndpoint(c) => block_on(endpoint::run(&ctx, c)),
+        Command::OnlineDeployment(c) => block_on(deployment::run(&ctx, c)),
+    }
+}
+
+fn block_on(future: impl std::future::Future<Output = Result<(), Error>>) -> Result<(), Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::other("starting the runtime", e))?
+        .block_on(future)
+}
+
+/// `moat validate -f FILE`: parses and validates as create would, prints the result.
+fn validate(ctx: &Context, file: &std::path::Path) -> Result<(), Error> {
+    let doc = Document::load(file, &[])?;
+    let value = match Kind::of(&doc) {
+        Kind::Workspace => serde_json::to_value(spec::workspace::validate(&doc)?),
+        Kind::Endpoint => serde_json::to_value(spec::endpoint::validate(&doc, None)?),
+        Kind::Deployment => serde_json::to_value(spec::deployment::validate(
+            &doc,
+            spec::deployment::Names::default(),
+        )?),
+    }
+    .map_err(|e| Error::other("encoding", e))?;
+    eprintln!("{}: valid", file.display());
+    ctx.print(value)
+}
+
+/// Asks before a delete when a person is at the terminal; never prompts otherwise.
+pub fn confirm(question: &str, yes: bool) -> Result<(), Error> {
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprint!("{question} (y/n): ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::other("reading the answer", e))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Other("cancelled".into()))
+    }
+}
+
+/// The spec document of a create or update: the file with `--set` applied, or the words alone.
+pub fn document(file: Option<&std::path::Path>, set: &SetArgs) -> Result<Document, Error> {
+    match file {
+        Some(f) => Document::load(f, &set.set),
+        None => Document::from_sets(&set.set),
+    }
+}

@@ -1,0 +1,266 @@
+//! `config.yaml` and the `serve` flags that override it. Unknown keys are refused, and keys of
+//! features not built yet are refused when set to anything but their default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::spec::Document;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default = "default_listen", deserialize_with = "nullable")]
+    listen: Option<String>,
+    tls: Option<serde_json::Value>,
+    metrics_listen: Option<String>,
+    advertise_host: Option<String>,
+    domain: Option<String>,
+    workers: Option<usize>,
+    log_file: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    shutdown_grace_s: Option<u64>,
+    mirror_max_in_flight: Option<usize>,
+    ingress: Option<IngressFile>,
+    auth: Option<AuthFile>,
+    supervisor: Option<SupervisorFile>,
+}
+
+fn default_listen() -> Option<String> {
+    Some(DEFAULT_LISTEN.to_string())
+}
+
+/// `listen: null` turns the listener off, which differs from leaving the key out.
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngressFile {
+    private_networks: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
+    private_link_ids: Option<Vec<u32>>,
+    mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    aml_token_ttl_s: Option<u64>,
+    aad: Option<AadFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AadFile {
+    issuer: Option<String>,
+    jwks_uri: Option<String>,
+    audience: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupervisorFile {
+    restart_backoff_initial_ms: Option<u64>,
+    restart_backoff_max_ms: Option<u64>,
+    restart_backoff_reset_s: Option<u64>,
+    stop_timeout_s: Option<u64>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The daemon's settings, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Option<SocketAddr>,
+    pub advertise_host: String,
+    pub domain: Option<String>,
+    pub workers: usize,
+    pub log_file: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub stop_timeout: Duration,
+}
+
+/// `serve` flags; each overrides its config key.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub advertise_host: Option<String>,
+    pub workers: Option<usize>,
+    pub log_file: Option<PathBuf>,
+}
+
+fn addr(field: &str, text: &str) -> Result<SocketAddr, Error> {
+    text.parse().map_err(|_| {
+        Error::Parse(format!(
+            "{field}: {text:?} is not an address like 127.0.0.1:8080"
+        ))
+    })
+}
+
+impl Config {
+    /// Reads `--config FILE`, else the home's `config.yaml` when it exists, then the flags.
+    pub fn load(home_config: &Path, flags: &Overrides) -> Result<Config, Error> {
+        let path = flags
+            .config
+            .clone()
+            .or_else(|| home_config.exists().then(|| home_config.to_path_buf()));
+        let (file, doc) = match &path {
+            Some(p) => {
+                let doc = Document::load(p, &[])?;
+                (doc.decode::<ConfigFile>()?, Some(doc))
+            }
+            None => (
+                ConfigFile {
+                    listen: default_listen(),
+                    ..ConfigFile::default()
+                },
+                None,
+            ),
+        };
+        let not_yet = |field: &str, what: &str| -> Error {
+            let message = format!("{what} is not supported yet");
+            Error::Invalid(match &doc {
+                Some(d) => d.locate(field, &message),
+                None => message,
+            })
+        };
+        if flags.metrics_listen.is_some() {
+            return Err(Error::Invalid(
+                "--metrics-listen: metrics are not supported yet".into(),
+            ));
+        }
+        if file.metrics_listen.is_some() {
+            return Err(not_yet("metrics_listen", "metrics_listen"));
+        }
+        if file.tls.as_ref().is_some_and(|t| !t.is_null()) {
+            return Err(not_yet("tls", "tls"));
+        }
+        if file.idle_timeout_ms.is_some_and(|v| v != 60_000) {
+            return Err(not_yet(
+                "idle_timeout_ms",
+                "an idle_timeout_ms other than 60000",
+            ));
+        }
+        if let Some(ingress) = &file.ingress {
+            let private_default = ingress.private_networks.is_none();
+            let trusted_default = ingress.trusted_proxies.as_ref().is_none_or(Vec::is_empty);
+            let links_default = ingress.private_link_ids.as_ref().is_none_or(Vec::is_empty);
+            let mode_default = ingress.mode.as_deref().is_none_or(|m| m == "enforce");
+            if !(private_default && trusted_default && links_default && mode_default) {
+                return Err(not_yet("ingress", "the ingress settings"));
+            }
+        }
+        if let Some(auth) = &file.auth {
+            let aad_default = auth
+                .aad
+                .as_ref()
+                .is_none_or(|a| a.issuer.is_none() && a.jwks_uri.is_none() && a.audience.is_none());
+            if auth.aml_token_ttl_s.is_some() || !aad_default {
+                return Err(not_yet("auth", "token authentication (auth)"));
+            }
+        }
+        if let Some(s) = &file.supervisor
+            && (s.restart_backoff_initial_ms.is_some()
+                || s.restart_backoff_max_ms.is_some()
+                || s.restart_backoff_reset_s.is_some())
+        {
+            return Err(not_yet("supervisor", "restart backoff settings"));
+        }
+        let _ = file.mirror_max_in_flight;
+
+        let listen_text = flags.listen.clone().or(file.listen);
+        let listen = match listen_text.as_deref() {
+            None | Some("null") => None,
+            Some(text) => Some(addr("listen", text)?),
+        };
+        let workers = flags.workers.or(file.workers).unwrap_or(0);
+        let max_header_bytes = file.max_header_bytes.unwrap_or(65_536);
+        let max_connections = file.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(Error::Invalid("max_connections must be at least 1".into()));
+        }
+        Ok(Config {
+            listen,
+            advertise_host: flags
+                .advertise_host
+                .clone()
+                .or(file.advertise_host)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            domain: file.domain,
+            workers,
+            log_file: flags.log_file.clone().or(file.log_file),
+            max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            max_header_bytes,
+            max_connections,
+            header_read_timeout: Duration::from_millis(
+                file.header_read_timeout_ms.unwrap_or(10_000),
+            ),
+            shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
+            stop_timeout: Duration::from_secs(
+                file.supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30),
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, flags: Overrides) -> Result<Config, Error> {
+        let dir = std::env::temp_dir().join(format!(
+            "moat-config-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, text).expect("write");
+        let result = Config::load(&path, &flags);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    #[test]
+    fn defaults_flags_and_null() {
+        let c = load("", Overrides::default()).expect("valid");
+        assert_eq!(c.listen, Some(addr("x", DEFAULT_LISTEN).expect("addr")));
+        let c = load("listen: null\n", Overrides::default()).expect("valid");
+        assert_eq!(c.listen, None);
+        let c = load(
+            "listen: 127.0.0.1:9\n",
+            Overrides {
+                listen: Some("127.0.0.1:0".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(c.listen.map(|a| a.port()), Some(0));
+    }
+
+    #[test]
+    fn unknown_keys_and_later_features_are_refused() {
+        let e = load("listn: 1\n", Overrides::default()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("did you mean `listen`"), "{e}");
+        let e = load("ingress:\n  mode: report\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+}

@@ -1,0 +1,164 @@
+//! `moat serve`: one node in the foreground.
+//!
+//! Start-up order matters to scripts: the home is locked (a second `serve` fails), every
+//! listener is bound, and only then does `admin.sock` appear. SIGTERM or SIGINT stops
+//! accepting, lets in-flight requests finish within `shutdown_grace_s`, and exits 0;
+//! containers stay running, to be adopted by the next start.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use moat_gateway::{Gateway, Routes};
+use moat_supervisor::Supervisor;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::{Config, Overrides};
+use crate::error::Error;
+use crate::home::Home;
+use crate::node::Node;
+use crate::reconciler::Reconciler;
+use crate::store::{FileStore, Store};
+use crate::views::ScoringBase;
+use crate::{admin, logging};
+
+pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
+    let home_id = home.ensure()?;
+    let _lock = home.lock()?;
+    let config = Config::load(&home.config(), flags)?;
+    let access_log = logging::init(config.log_file.as_deref())?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.workers > 0 {
+        runtime.worker_threads(config.workers);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .map_err(|e| Error::other("starting the runtime", e))?;
+    runtime.block_on(run(home, home_id, config, access_log))
+}
+
+async fn run(
+    home: &Home,
+    home_id: String,
+    config: Config,
+    access_log: moat_gateway::LogSink,
+) -> Result<(), Error> {
+    let store: Arc<dyn Store> = Arc::new(FileStore::open(&home.store())?);
+    let supervisor = Supervisor::connect(moat_supervisor::Config {
+        home_id: home_id.clone(),
+        stop_timeout: config.stop_timeout,
+    })
+    .await
+    .map_err(|e| Error::Other(e.to_string()))?;
+
+    let scoring_listener = match config.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::other(&format!("binding listen {addr}"), e))?,
+        ),
+        None => None,
+    };
+    let scoring = match &scoring_listener {
+        Some(l) => {
+            let bound = l
+                .local_addr()
+                .map_err(|e| Error::other("reading the bound address", e))?;
+            Some(scoring_base(bound, &config))
+        }
+        None => None,
+    };
+
+    let routes = Routes::default();
+    let reconciler = Reconciler::new(store.clone(), supervisor.clone(), routes.clone());
+    let node = Arc::new(Node {
+        store,
+        supervisor,
+        reconciler: reconciler.clone(),
+        scoring: scoring.clone(),
+    });
+
+    // The socket comes last: its presence tells scripts the daemon is ready.
+    let socket = home.socket();
+    if socket.exists() {
+        // The serve lock is ours, so whatever left this socket is dead.
+        std::fs::remove_file(&socket)
+            .map_err(|e| Error::other(&format!("removing stale socket {}", socket.display()), e))?;
+    }
+    let admin_listener = UnixListener::bind(&socket)
+        .map_err(|e| Error::other(&format!("binding {}", socket.display()), e))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::other(&format!("restricting {}", socket.display()), e))?;
+
+    let (stop, stopped) = watch::channel(false);
+    let wait_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let reconcile = tokio::spawn(reconciler.run());
+    let admin_task = tokio::spawn(admin::server::serve(
+        admin_listener,
+        node,
+        wait_stop(stopped.clone()),
+    ));
+    let gateway_task = scoring_listener.map(|listener| {
+        let gateway_config = moat_gateway::Config {
+            max_body_bytes: config.max_body_bytes,
+            max_header_bytes: config.max_header_bytes,
+            header_read_timeout: config.header_read_timeout,
+            max_connections: config.max_connections,
+            domain: config.domain.clone(),
+        };
+        let gateway = Gateway::new(gateway_config, routes, access_log);
+        tokio::spawn(moat_gateway::serve(
+            listener,
+            gateway,
+            wait_stop(stopped.clone()),
+            config.shutdown_grace,
+        ))
+    });
+    tracing::info!(
+        home = %home.dir.display(),
+        home_id = %home_id,
+        scoring = scoring.as_ref().map(|s| s.uri("<endpoint>", "score")).unwrap_or_default(),
+        "moat serve is ready"
+    );
+
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop.send(true);
+    if let Some(task) = gateway_task {
+        let _ = task.await;
+    }
+    reconcile.abort();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), admin_task).await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped; containers keep running and are adopted by the next start");
+    Ok(())
+}
+
+fn scoring_base(bound: SocketAddr, config: &Config) -> ScoringBase {
+    let host = if bound.ip().is_unspecified() {
+        config.advertise_host.clone()
+    } else {
+        match bound.ip() {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        }
+    };
+    ScoringBase {
+        scheme: "http",
+        host,
+        port: bound.port(),
+        domain: config.domain.clone(),
+    }
+}

@@ -1,0 +1,36 @@
+//! moat's deploy crate: the `moat` binary's library. It is the only place that knows the
+//! gateway, the supervisor and (later) the egress guard, and translates between them.
+//!
+//! - [`spec`]: the YAML files (workspace, endpoint, deployment) and their validation.
+//! - [`store`]: the durable desired state (get, compare-and-set, watch).
+//! - [`state`]: what the store holds, by key, and one read of all of it.
+//! - [`plan`]: the reconciler's decisions, a pure function.
+//! - [`reconciler`]: acts on the plan (supervisor) and publishes route tables (gateway).
+//! - [`container`]: Azure ML's container contract as a supervisor spec.
+//! - [`routes`]: the gateway's route table from the desired state and the leases.
+//! - [`node`]: the operations the admin API offers, with their cross-resource rules.
+//! - [`views`]: what `show` prints.
+//! - [`admin`]: the admin API on `admin.sock`, server and client.
+//! - [`daemon`]: `moat serve`.
+//! - [`home`], [`config`], [`logging`], [`keys`]: the node's folder, settings, log, secrets.
+//! - [`cli`]: the command line.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod container;
+pub mod daemon;
+pub mod error;
+pub mod home;
+pub mod keys;
+pub mod logging;
+pub mod node;
+pub mod plan;
+pub mod reconciler;
+pub mod routes;
+pub mod spec;
+pub mod state;
+pub mod store;
+pub mod views;
+
+pub use error::Error;

@@ -1,0 +1,427 @@
+//! One node's operations, as the admin API offers them: each checks the rules that span
+//! resources, commits to the store in one compare-and-set, and (unless asked not to) waits
+//! for the reconciler to bring the change about. Nothing here touches Docker or the gateway
+//! directly: the reconciler does, from what is stored.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::keys;
+use crate::reconciler::{Busy, Reconciler};
+use crate::spec::deployment::{DeploymentSpec, MAX_INSTANCE_COUNT, MAX_REQUEST_TIMEOUT_MS};
+use crate::spec::endpoint::EndpointSpec;
+use crate::spec::workspace::WorkspaceSpec;
+use crate::spec::{names, sku};
+use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
+use crate::store::{Store, Txn};
+use crate::views::{self, DeploymentView, Egress, EndpointView, ScoringBase};
+use moat_supervisor::Supervisor;
+
+pub struct Node {
+    pub store: Arc<dyn Store>,
+    pub supervisor: Supervisor,
+    pub reconciler: Arc<Reconciler>,
+    pub scoring: Option<ScoringBase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Primary,
+    Secondary,
+}
+
+/// The credentials `get-credentials` prints in key mode.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Credentials {
+    #[serde(rename = "primaryKey")]
+    pub primary_key: String,
+    #[serde(rename = "secondaryKey")]
+    pub secondary_key: String,
+}
+
+impl Node {
+    fn desired(&self) -> Desired {
+        Desired::read(&*self.store)
+    }
+
+    /// Commits, then waits until the gateway's route table reflects the commit, so the next
+    /// request already sees the change.
+    async fn commit(&self, txn: Txn) -> Result<u64, Error> {
+        let revision = self.store.commit(txn)?.ok_or_else(|| {
+            Error::Conflict(
+                "another command changed the same resources at the same time; try again".into(),
+            )
+        })?;
+        let mut published = self.reconciler.published();
+        let _ = published.wait_for(|p| *p >= revision).await;
+        Ok(revision)
+    }
+
+    // ---- workspace ----
+
+    pub fn workspace(&self) -> WorkspaceSpec {
+        self.desired().workspace
+    }
+
+    /// Replaces the default workspace; refused once endpoints exist.
+    pub async fn create_workspace(&self, spec: WorkspaceSpec) -> Result<WorkspaceSpec, Error> {
+        let desired = self.desired();
+        if !desired.endpoints.is_empty() {
+            return Err(Error::Conflict(format!(
+                "workspace {} already has endpoints; use `moat workspace update` to change it",
+                desired.workspace.name
+            )));
+        }
+        let txn = Txn::default()
+            .expect(state::WORKSPACE, desired.workspace_revision)
+            .put(state::WORKSPACE, &spec);
+        let txn = desired
+            .endpoints
+            .keys()
+            .fold(txn, |t, name| t.expect(&state::endpoint_key(name), None));
+        self.commit(txn).await?;
+        Ok(spec)
+    }
+
+    pub async fn update_workspace(&self, spec: WorkspaceSpec) -> Result<WorkspaceSpec, Error> {
+        let desired = self.desired();
+        let txn = Txn::default()
+            .expect(state::WORKSPACE, desired.workspace_revision)
+            .put(state::WORKSPACE, &spec);
+        self.commit(txn).await?;
+        Ok(spec)
+    }
+
+    // ---- endpoints ----
+
+    fn endpoint_view(&self, record: &EndpointRecord) -> EndpointView {
+        let spec = &record.spec;
+        let uri = |leaf: &str| self.scoring.as_ref().map(|s| s.uri(&spec.name, leaf));
+        EndpointView {
+            name: spec.name.clone(),
+            auth_mode: spec.auth_mode,
+            public_network_access: spec.public_network_access,
+            traffic: spec.traffic.clone(),
+            mirror_traffic: spec.mirror_traffic.clone(),
+            scoring_uri: uri("score"),
+            swagger_uri: uri("swagger.json"),
+            openapi_uri: uri("swagger.json"),
+            provisioning_state: "Succeeded",
+            description: spec.description.clone(),
+            tags: spec.tags.clone(),
+        }
+    }
+
+    fn endpoint_record(desired: &Desired, name: &str) -> Result<EndpointRecord, Error> {
+        desired
+            .endpoints
+            .get(name)
+            .map(|at| at.record.clone())
+            .ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))
+    }
+
+    pub fn endpoint(&self, name: &str) -> Result<EndpointView, Error> {
+        Ok(self.endpoint_view(&Self::endpoint_record(&self.desired(), name)?))
+    }
+
+    pub fn endpoints(&self) -> Vec<EndpointView> {
+        self.desired()
+            .endpoints
+            .values()
+            .map(|at| self.endpoint_view(&at.record))
+            .collect()
+    }
+
+    pub async fn create_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
+        names::check("endpoint", &spec.name)?;
+        if let Some(name) = spec.traffic.keys().next() {
+            return Err(Error::Invalid(format!(
+                "traffic names deployment {name}, which does not exist yet: create the endpoint without traffic, then its deployments (--all-traffic)"
+            )));
+        }
+        let key = state::endpoint_key(&spec.name);
+        if self.store.get(&key).is_some() {
+            return Err(Error::Conflict(format!(
+                "endpoint {} already exists",
+                spec.name
+            )));
+        }
+        let record = EndpointRecord {
+            spec,
+            keys: Keys {
+                primary: keys::new_key()?,
+                secondary: keys::new_key()?,
+            },
+        };
+        self.commit(Txn::default().expect(&key, None).put(&key, &record))
+            .await?;
+        Ok(self.endpoint_view(&record))
+    }
+
+    /// Deletes the endpoint and its deployments; with `wait`, returns once their containers
+    /// are gone.
+    pub async fn delete_endpoint(&self, name: &str, wait: bool) -> Result<(), Error> {
+        let desired = self.desired();
+        let at = desired
+            .endpoints
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))?;
+        let key = state::endpoint_key(name);
+        let mut txn = Txn::default().expect(&key, Some(at.revision)).delete(&key);
+        let mut ids = Vec::new();
+        for deployment in desired.deployments_of(name) {
+            let d = &deployment.record.spec.name;
+            let dkey = state::deployment_key(name, d);
+            txn = txn
+                .expect(&dkey, Some(deployment.revision))
+                .delete(&dkey)
+                .delete(&state::outcome_key(name, d));
+            ids.push((name.to_string(), d.clone()));
+        }
+        self.commit(txn).await?;
+        if wait {
+            self.wait_released(&ids).await;
+        }
+        Ok(())
+    }
+
+    pub fn credentials(&self, name: &str) -> Result<Credentials, Error> {
+        let record = Self::endpoint_record(&self.desired(), name)?;
+        Ok(Credentials {
+            primary_key: record.keys.primary,
+            secondary_key: record.keys.secondary,
+        })
+    }
+
+    /// A new key (or the given one) replaces one of the two; the next request sees it.
+    pub async fn regenerate_keys(
+        &self,
+        name: &str,
+        key_type: KeyType,
+        value: Option<String>,
+    ) -> Result<(), Error> {
+        let desired = self.desired();
+        let at = desired
+            .endpoints
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))?;
+        let new = match value {
+            Some(v) => {
+                keys::check_user_key(&v)?;
+                v
+            }
+            None => keys::new_key()?,
+        };
+        let mut record = at.record.clone();
+        match key_type {
+            KeyType::Primary => record.keys.primary = new,
+            KeyType::Secondary => record.keys.secondary = new,
+        }
+        let key = state::endpoint_key(name);
+        self.commit(
+            Txn::default()
+                .expect(&key, Some(at.revision))
+                .put(&key, &record),
+        )
+        .await?;
+        Ok(())
+    }
+
+    // ---- deployments ----
+
+    fn deployment_view(&self, desired: &Desired, id: &DeploymentId) -> Option<DeploymentView> {
+        let at = desired.deployments.get(id)?;
+        let spec = at.record.spec.clone();
+        let outcome = desired.current_outcome(id);
+        let provisioning_state = match (self.reconciler.busy(id), outcome) {
+            (Some(Busy::Removing), _) => "Deleting",
+            (_, Some(o)) if o.succeeded => "Succeeded",
+            (_, Some(_)) => "Failed",
+            (_, None) => "Creating",
+        };
+        let instances = self.supervisor.instances(&id.0, &id.1);
+        let mut warnings = Vec::new();
+        if let Some(reason) = outcome.and_then(|o| o.reason.clone()) {
+            warnings.push(reason);
+        }
+        Some(DeploymentView {
+            health: views::health(&instances, spec.instance_count),
+            spec,
+            provisioning_state,
+            instances,
+            egress: Egress::default(),
+            warnings,
+        })
+    }
+
+    pub fn deployment(&self, endpoint: &str, name: &str) -> Result<DeploymentView, Error> {
+        let desired = self.desired();
+        Self::endpoint_record(&desired, endpoint)?;
+        self.deployment_view(&desired, &(endpoint.to_string(), name.to_string()))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "deployment {name} not found on endpoint {endpoint}"
+                ))
+            })
+    }
+
+    pub fn deployments(&self, endpoint: &str) -> Result<Vec<DeploymentView>, Error> {
+        let desired = self.desired();
+        Self::endpoint_record(&desired, endpoint)?;
+        Ok(desired
+            .deployments
+            .keys()
+            .filter(|(ep, _)| ep == endpoint)
+            .filter_map(|id| self.deployment_view(&desired, id))
+            .collect())
+    }
+
+    /// Stores the deployment; with `wait`, returns once it is Succeeded (or fails with the
+    /// reason and the container's last log lines when it ends Failed).
+    pub async fn create_deployment(
+        &self,
+        spec: DeploymentSpec,
+        all_traffic: bool,
+        wait: bool,
+    ) -> Result<DeploymentView, Error> {
+        recheck(&spec)?;
+        let desired = self.desired();
+        let endpoint = spec.endpoint_name.clone();
+        let ep = desired
+            .endpoints
+            .get(&endpoint)
+            .ok_or_else(|| Error::NotFound(format!("endpoint {endpoint} not found")))?;
+        let id = (endpoint.clone(), spec.name.clone());
+        if desired.deployments.contains_key(&id) {
+            return Err(Error::Conflict(format!(
+                "deployment {} already exists on endpoint {endpoint}",
+                spec.name
+            )));
+        }
+        let key = state::deployment_key(&endpoint, &spec.name);
+        let record = DeploymentRecord { spec, all_traffic };
+        let txn = Txn::default()
+            .expect(&state::endpoint_key(&endpoint), Some(ep.revision))
+            .expect(&key, None)
+            .put(&key, &record)
+            .delete(&state::outcome_key(&id.0, &id.1));
+        let revision = self.commit(txn).await?;
+        if wait {
+            self.wait_outcome(&id, revision).await?;
+        }
+        let desired = self.desired();
+        self.deployment_view(&desired, &id)
+            .ok_or_else(|| Error::Other(format!("deployment {} was deleted meanwhile", id.1)))
+    }
+
+    async fn wait_outcome(&self, id: &DeploymentId, revision: u64) -> Result<(), Error> {
+        let mut changes = self.store.watch();
+        loop {
+            let desired = self.desired();
+            match desired.deployments.get(id) {
+                None => {
+                    return Err(Error::Other(format!(
+                        "deployment {} was deleted while it was being created",
+                        id.1
+                    )));
+                }
+                Some(at) if at.revision != revision => {
+                    return Err(Error::Conflict(format!(
+                        "deployment {} was changed by another command meanwhile",
+                        id.1
+                    )));
+                }
+                Some(_) => {}
+            }
+            if let Some(outcome) = desired.current_outcome(id) {
+                if !outcome.succeeded {
+                    let reason = outcome.reason.clone().unwrap_or_default();
+                    return Err(Error::Failed {
+                        message: format!("deployment {} failed: {reason}", id.1),
+                        logs: outcome.logs.clone(),
+                    });
+                }
+                let now = *changes.borrow_and_update();
+                let _ = self.reconciler.published().wait_for(|p| *p >= now).await;
+                return Ok(());
+            }
+            if changes.changed().await.is_err() {
+                return Err(Error::Other("the store closed".into()));
+            }
+        }
+    }
+
+    /// Refused while the deployment takes live or mirrored traffic.
+    pub async fn delete_deployment(
+        &self,
+        endpoint: &str,
+        name: &str,
+        wait: bool,
+    ) -> Result<(), Error> {
+        let desired = self.desired();
+        let ep = desired
+            .endpoints
+            .get(endpoint)
+            .ok_or_else(|| Error::NotFound(format!("endpoint {endpoint} not found")))?;
+        let id = (endpoint.to_string(), name.to_string());
+        let at = desired.deployments.get(&id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "deployment {name} not found on endpoint {endpoint}"
+            ))
+        })?;
+        let share = ep.record.spec.traffic.get(name).copied().unwrap_or(0)
+            + ep.record
+                .spec
+                .mirror_traffic
+                .get(name)
+                .copied()
+                .unwrap_or(0);
+        if share > 0 {
+            return Err(Error::Invalid(format!(
+                "deployment {name} still takes traffic on endpoint {endpoint}; move its traffic to another deployment first"
+            )));
+        }
+        let key = state::deployment_key(endpoint, name);
+        let txn = Txn::default()
+            .expect(&state::endpoint_key(endpoint), Some(ep.revision))
+            .expect(&key, Some(at.revision))
+            .delete(&key)
+            .delete(&state::outcome_key(endpoint, name));
+        self.commit(txn).await?;
+        if wait {
+            self.wait_released(&[id]).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until the reconciler holds no containers for these deployments.
+    async fn wait_released(&self, ids: &[DeploymentId]) {
+        let mut progress: watch::Receiver<u64> = self.reconciler.progress();
+        while ids.iter().any(|id| self.reconciler.holds(id)) {
+            if progress.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the daemon checks again on a spec that arrived over the admin socket: the
+/// invariants that keep names safe as store keys and Docker names, and values in range.
+fn recheck(spec: &DeploymentSpec) -> Result<(), Error> {
+    names::check("deployment", &spec.name)?;
+    names::check("endpoint", &spec.endpoint_name)?;
+    sku::lookup(&spec.instance_type)?;
+    let in_range = (1..=MAX_INSTANCE_COUNT).contains(&spec.instance_count)
+        && (1..=MAX_REQUEST_TIMEOUT_MS).contains(&spec.request_settings.request_timeout_ms)
+        && !spec.environment.image.trim().is_empty();
+    if !in_range {
+        return Err(Error::Invalid(
+            "the deployment spec is out of range; check it with `moat validate`".into(),
+        ));
+    }
+    Ok(())
+}

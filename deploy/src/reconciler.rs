@@ -1,0 +1,238 @@
+//! The reconciler: watches the store and the supervisor, and after every change
+//! 1. publishes a new route table to the gateway (atomically swapped), then
+//! 2. starts the actions [`plan`] decides, one at a time per deployment, each in its own task;
+//!    an apply records its outcome in the store, and a success with `--all-traffic` moves the
+//!    endpoint's traffic in the same commit.
+//!
+//! It works from what is stored, never from the command that stored it, so a restarted
+//! daemon (or, later, another node) reaches the same state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use moat_gateway::Routes;
+use moat_supervisor::Supervisor;
+use tokio::sync::watch;
+
+use crate::container;
+use crate::plan::{Action, plan};
+use crate::routes::route_table;
+use crate::state::{self, DeploymentId, Desired, Outcome};
+use crate::store::{Store, Txn};
+
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    supervisor: Supervisor,
+    routes: Routes,
+    books: Mutex<Books>,
+    /// Bumps when an action ends; admin calls waiting on a delete watch it.
+    progress: watch::Sender<u64>,
+    /// The store revision the published route table reflects.
+    published: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Books {
+    applied: HashMap<DeploymentId, u64>,
+    busy: HashMap<DeploymentId, Busy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    Applying,
+    Removing,
+}
+
+impl Reconciler {
+    pub fn new(store: Arc<dyn Store>, supervisor: Supervisor, routes: Routes) -> Arc<Reconciler> {
+        Arc::new(Reconciler {
+            store,
+            supervisor,
+            routes,
+            books: Mutex::new(Books::default()),
+            progress: watch::channel(0).0,
+            published: watch::channel(0).0,
+        })
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is running for a deployment right now, if anything.
+    pub fn busy(&self, id: &DeploymentId) -> Option<Busy> {
+        self.books().busy.get(id).copied()
+    }
+
+    /// Whether this daemon still has containers (or an action) for the deployment.
+    pub fn holds(&self, id: &DeploymentId) -> bool {
+        let books = self.books();
+        books.busy.contains_key(id) || books.applied.contains_key(id)
+    }
+
+    pub fn progress(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    pub fn published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Removes what an earlier daemon left for deployments that are gone (or failed), then
+    /// reconciles on every change until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let desired = Desired::read(&*self.store);
+        let keep: HashSet<DeploymentId> = desired
+            .deployments
+            .keys()
+            .filter(|id| desired.current_outcome(id).is_none_or(|o| o.succeeded))
+            .cloned()
+            .collect();
+        if let Err(e) = self.supervisor.remove_others(&keep).await {
+            tracing::warn!(error = %e, "removing leftover containers");
+        }
+        let mut store_changes = self.store.watch();
+        let mut instance_changes = self.supervisor.subscribe();
+        let mut progress = self.progress.subscribe();
+        loop {
+            self.pass();
+            tokio::select! {
+                _ = store_changes.changed() => {}
+                _ = instance_changes.changed() => {}
+                _ = progress.changed() => {}
+            }
+        }
+    }
+
+    fn pass(self: &Arc<Self>) {
+        let revision = *self.store.watch().borrow();
+        let desired = Desired::read(&*self.store);
+        self.routes
+            .publish(route_table(&desired, &self.supervisor.leases()));
+        self.published.send_if_modified(|p| {
+            let newer = revision > *p;
+            *p = (*p).max(revision);
+            newer
+        });
+        let actions = {
+            let mut books = self.books();
+            let busy: HashSet<DeploymentId> = books.busy.keys().cloned().collect();
+            let actions = plan(&desired, &books.applied, &busy);
+            for action in &actions {
+                match action {
+                    Action::Apply { id, .. } => books.busy.insert(id.clone(), Busy::Applying),
+                    Action::Remove { id } => books.busy.insert(id.clone(), Busy::Removing),
+                };
+            }
+            actions
+        };
+        for action in actions {
+            let this = self.clone();
+            let desired = desired.clone();
+            tokio::spawn(async move {
+                let id = match &action {
+                    Action::Apply { id, .. } | Action::Remove { id } => id.clone(),
+                };
+                match action {
+                    Action::Apply { id, revision } => this.apply(&desired, &id, revision).await,
+                    Action::Remove { id } => this.remove(&id).await,
+                }
+                this.books().busy.remove(&id);
+                this.progress.send_modify(|n| *n = n.wrapping_add(1));
+            });
+        }
+    }
+
+    async fn apply(&self, desired: &Desired, id: &DeploymentId, revision: u64) {
+        let Some(at) = desired.deployments.get(id) else {
+            return;
+        };
+        tracing::info!(endpoint = %id.0, deployment = %id.1, revision, "applying deployment");
+        let result = self
+            .supervisor
+            .apply(container::supervisor_spec(&at.record.spec))
+            .await;
+        let outcome = match result {
+            Ok(()) => Outcome {
+                revision,
+                succeeded: true,
+                reason: None,
+                logs: String::new(),
+            },
+            Err(e) => Outcome {
+                revision,
+                succeeded: false,
+                reason: Some(e.reason),
+                logs: e.logs,
+            },
+        };
+        self.books().applied.insert(id.clone(), revision);
+        if let Err(e) = self.record_outcome(id, revision, outcome) {
+            tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "recording the outcome");
+        }
+    }
+
+    /// Stores the outcome unless the same one is already there for this revision (a restart
+    /// re-applies), and moves traffic for `--all-traffic` the first time it succeeds.
+    fn record_outcome(
+        &self,
+        id: &DeploymentId,
+        revision: u64,
+        outcome: Outcome,
+    ) -> Result<(), crate::error::Error> {
+        // Re-read: the deployment may have changed or gone while its containers came up.
+        let desired = Desired::read(&*self.store);
+        let Some(at) = desired
+            .deployments
+            .get(id)
+            .filter(|at| at.revision == revision)
+        else {
+            return Ok(());
+        };
+        let previous = desired.outcomes.get(id);
+        let previous_here = previous
+            .map(|p| &p.record)
+            .filter(|p| p.revision == revision);
+        if previous_here.is_some_and(|p| p.succeeded == outcome.succeeded) {
+            return Ok(());
+        }
+        let (endpoint, deployment) = id;
+        let outcome_key = state::outcome_key(endpoint, deployment);
+        let mut txn = Txn::default()
+            .expect(&state::deployment_key(endpoint, deployment), Some(revision))
+            .expect(&outcome_key, previous.map(|p| p.revision));
+        if outcome.succeeded
+            && at.record.all_traffic
+            && previous_here.is_none()
+            && let Some(ep) = desired.endpoints.get(endpoint)
+        {
+            let mut record = ep.record.clone();
+            for share in record.spec.traffic.values_mut() {
+                *share = 0;
+            }
+            record.spec.traffic.insert(deployment.clone(), 100);
+            let key = state::endpoint_key(endpoint);
+            txn = txn.expect(&key, Some(ep.revision)).put(&key, record);
+        }
+        let txn = txn.put(&outcome_key, outcome);
+        if self.store.commit(txn)?.is_none() {
+            // Something changed underneath; the next pass sees it and decides again.
+            tracing::info!(endpoint = %endpoint, deployment = %deployment, "state changed while applying; outcome not recorded");
+            self.books().applied.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &DeploymentId) {
+        tracing::info!(endpoint = %id.0, deployment = %id.1, "removing deployment");
+        match self.supervisor.remove(&id.0, &id.1).await {
+            Ok(()) => {
+                self.books().applied.remove(id);
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "removing containers; will retry");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

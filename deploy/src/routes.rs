@@ -1,0 +1,64 @@
+//! The gateway's route table, built from the desired state and the supervisor's leases:
+//! the one place that knows both sides.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_gateway::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Upstream};
+use moat_supervisor::{DeploymentKey, Lease};
+
+use crate::state::Desired;
+
+pub fn route_table(desired: &Desired, leases: &HashMap<DeploymentKey, Vec<Lease>>) -> RouteTable {
+    let mut endpoints = HashMap::new();
+    for (name, at) in &desired.endpoints {
+        let record = &at.record;
+        let mut deployments = HashMap::new();
+        for deployment in desired.deployments_of(name) {
+            let spec = &deployment.record.spec;
+            let port = spec.environment.inference_config.scoring_route.port;
+            let instances = leases
+                .get(&(name.clone(), spec.name.clone()))
+                .map(|leases| {
+                    leases
+                        .iter()
+                        .map(|l| Upstream {
+                            instance: l.instance.clone(),
+                            addr: SocketAddr::new(l.address, port),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let route = DeploymentRoute::new(
+                &spec.name,
+                instances,
+                &spec.environment.inference_config.scoring_route.path,
+                Duration::from_millis(spec.request_settings.request_timeout_ms),
+            );
+            deployments.insert(spec.name.clone(), Arc::new(route));
+        }
+        let traffic = record
+            .spec
+            .traffic
+            .iter()
+            .filter(|&(d, &w)| w > 0 && deployments.contains_key(d))
+            .map(|(d, &w)| (d.clone(), w))
+            .collect();
+        let credentials = Credentials::Keys(vec![
+            record.keys.primary.clone().into_bytes(),
+            record.keys.secondary.clone().into_bytes(),
+        ]);
+        endpoints.insert(
+            name.clone(),
+            EndpointRoute {
+                name: name.clone(),
+                credentials,
+                traffic,
+                deployments,
+            },
+        );
+    }
+    RouteTable { endpoints }
+}

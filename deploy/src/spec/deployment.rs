@@ -1,0 +1,566 @@
+//! The deployment YAML (`az ml online-deployment`, managed, custom container): model, code,
+//! image and its routes, scale, request settings, probes, egress. Defaults are Azure ML's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Access, Document, Text, local_path, names, not_yet, require, sku, string_or_struct, texts,
+};
+use crate::error::Error;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentFile {
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    pub name: Option<String>,
+    pub endpoint_name: Option<String>,
+    #[serde(default, deserialize_with = "string_or_struct")]
+    pub model: Option<ModelFile>,
+    pub model_mount_path: Option<String>,
+    pub code_configuration: Option<CodeFile>,
+    #[serde(default, deserialize_with = "string_or_struct")]
+    pub environment: Option<EnvironmentFile>,
+    pub environment_variables: Option<BTreeMap<String, Text>>,
+    pub instance_type: Option<String>,
+    pub instance_count: Option<u32>,
+    pub request_settings: Option<RequestSettingsFile>,
+    pub liveness_probe: Option<ProbeFile>,
+    pub readiness_probe: Option<ProbeFile>,
+    pub egress_public_network_access: Option<Access>,
+    /// The preview spelling: `true` means egress disabled.
+    pub private_network_connection: Option<bool>,
+    pub description: Option<String>,
+    pub tags: Option<BTreeMap<String, Text>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub name: Option<String>,
+    pub version: Option<Text>,
+    pub path: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub description: Option<String>,
+}
+
+impl From<String> for ModelFile {
+    fn from(path: String) -> Self {
+        ModelFile {
+            path: Some(path),
+            ..ModelFile::default()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeFile {
+    pub code: Option<String>,
+    pub scoring_script: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentFile {
+    pub name: Option<String>,
+    pub version: Option<Text>,
+    pub image: Option<String>,
+    pub conda_file: Option<serde_json::Value>,
+    pub inference_config: Option<InferenceConfigFile>,
+    pub description: Option<String>,
+    /// An `azureml:` reference written as a plain string.
+    #[serde(skip)]
+    pub reference: Option<String>,
+}
+
+impl From<String> for EnvironmentFile {
+    fn from(reference: String) -> Self {
+        EnvironmentFile {
+            reference: Some(reference),
+            ..EnvironmentFile::default()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfigFile {
+    pub liveness_route: Option<RouteFile>,
+    pub readiness_route: Option<RouteFile>,
+    pub scoring_route: Option<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub port: Option<u16>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSettingsFile {
+    pub request_timeout_ms: Option<u64>,
+    pub max_concurrent_requests_per_instance: Option<u32>,
+    pub max_queue_wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeFile {
+    pub initial_delay: Option<u32>,
+    pub period: Option<u32>,
+    pub timeout: Option<u32>,
+    pub success_threshold: Option<u32>,
+    pub failure_threshold: Option<u32>,
+}
+
+/// A validated deployment, every default filled in; `show` prints it in the file's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    pub name: String,
+    pub endpoint_name: String,
+    pub model: Option<Model>,
+    pub model_mount_path: Option<String>,
+    pub code_configuration: Option<Code>,
+    pub environment: Environment,
+    pub environment_variables: BTreeMap<String, String>,
+    pub instance_type: String,
+    pub instance_count: u32,
+    pub request_settings: RequestSettings,
+    pub liveness_probe: Probe,
+    pub readiness_probe: Probe,
+    pub egress_public_network_access: Access,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub name: String,
+    pub version: String,
+    /// Absolute, resolved from the spec file's folder.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    pub code: PathBuf,
+    pub scoring_script: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    pub image: String,
+    pub inference_config: InferenceConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferenceConfig {
+    pub liveness_route: Route,
+    pub readiness_route: Route,
+    pub scoring_route: Route,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub port: u16,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSettings {
+    pub request_timeout_ms: u64,
+    pub max_concurrent_requests_per_instance: u32,
+    pub max_queue_wait_ms: u64,
+}
+
+/// Seconds, as Azure ML writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub initial_delay: u32,
+    pub period: u32,
+    pub timeout: u32,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+pub const DEFAULT_PORT: u16 = 5001;
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 180_000;
+pub const MAX_INSTANCE_COUNT: u32 = 100;
+
+/// Overrides from the command line: `--name` and `--endpoint-name` win over the file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Names<'a> {
+    pub name: Option<&'a str>,
+    pub endpoint_name: Option<&'a str>,
+}
+
+pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Error> {
+    let file: DeploymentFile = doc.decode()?;
+    let pick =
+        |flag: Option<&str>, field: Option<String>, what: &str, hint: &str| match (flag, field) {
+            (Some(f), _) => Ok(f.to_string()),
+            (None, Some(v)) => Ok(v),
+            (None, None) => Err(Error::Invalid(
+                doc.locate("", &format!("no {what}: give {hint}")),
+            )),
+        };
+    let name = pick(
+        flags.name,
+        file.name,
+        "deployment name",
+        "--name or set `name`",
+    )?;
+    let endpoint_name = pick(
+        flags.endpoint_name,
+        file.endpoint_name,
+        "endpoint name",
+        "--endpoint-name or set `endpoint_name`",
+    )?;
+    names::check("deployment", &name)
+        .map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
+    names::check("endpoint", &endpoint_name)
+        .map_err(|e| Error::Invalid(doc.locate("endpoint_name", &e.to_string())))?;
+
+    let egress = match (
+        file.egress_public_network_access,
+        file.private_network_connection,
+    ) {
+        (Some(Access::Enabled), Some(true)) => {
+            return Err(Error::Invalid(doc.locate(
+                "private_network_connection",
+                "private_network_connection: true contradicts egress_public_network_access: enabled",
+            )));
+        }
+        (Some(access), _) => access,
+        (None, Some(true)) => Access::Disabled,
+        (None, _) => Access::Enabled,
+    };
+    if egress == Access::Disabled {
+        let field = if file.private_network_connection == Some(true) {
+            "private_network_connection"
+        } else {
+            "egress_public_network_access"
+        };
+        return Err(not_yet(
+            doc,
+            field,
+            "a deployment with egress disabled (private_network_connection: true or egress_public_network_access: disabled)",
+        ));
+    }
+
+    let model = match file.model {
+        None => None,
+        Some(m) => {
+            let Some(path) = m.path else {
+                return Err(Error::Invalid(
+                    doc.locate("model", "give the model's `path` (a file or a folder)"),
+                ));
+            };
+            let path = local_path(doc, "model.path", &path)?;
+            Some(Model {
+                name: m.name.unwrap_or_else(|| format!("{name}-model")),
+                version: m.version.map_or_else(|| "1".to_string(), |v| v.0),
+                path,
+            })
+        }
+    };
+    if let Some(mount) = &file.model_mount_path {
+        require(
+            doc,
+            mount.starts_with('/'),
+            "model_mount_path",
+            "must be an absolute path in the container",
+        )?;
+    }
+
+    let code_configuration = match file.code_configuration {
+        None => None,
+        Some(c) => {
+            let code = c.code.ok_or_else(|| {
+                Error::Invalid(doc.locate("code_configuration", "missing field `code`"))
+            })?;
+            let script = c.scoring_script.ok_or_else(|| {
+                Error::Invalid(doc.locate("code_configuration", "missing field `scoring_script`"))
+            })?;
+            let code = local_path(doc, "code_configuration.code", &code)?;
+            require(
+                doc,
+                code.is_dir(),
+                "code_configuration.code",
+                "must be a folder",
+            )?;
+            Some(Code {
+                code,
+                scoring_script: script,
+            })
+        }
+    };
+
+    let env = file.environment.ok_or_else(|| {
+        Error::Invalid(doc.locate("", "missing field `environment` (with `image`)"))
+    })?;
+    if let Some(reference) = env.reference {
+        return Err(Error::Invalid(doc.locate(
+            "environment",
+            &format!(
+                "{reference:?} is an Azure ML environment reference; moat needs `environment.image`"
+            ),
+        )));
+    }
+    if env.conda_file.is_some() {
+        return Err(Error::Invalid(doc.locate(
+            "environment.conda_file",
+            "conda_file is not supported: moat runs images; build one with your environment and set environment.image",
+        )));
+    }
+    let image = env
+        .image
+        .ok_or_else(|| Error::Invalid(doc.locate("environment", "missing field `image`")))?;
+    require(
+        doc,
+        !image.trim().is_empty() && !image.contains(char::is_whitespace),
+        "environment.image",
+        "must be an image reference like repo/img:v1",
+    )?;
+    let routes = env.inference_config;
+    let route = |r: Option<&RouteFile>, field: &str, default_path: &str| -> Result<Route, Error> {
+        let port = r.and_then(|r| r.port).unwrap_or(DEFAULT_PORT);
+        let path = r
+            .and_then(|r| r.path.clone())
+            .unwrap_or_else(|| default_path.to_string());
+        let at = format!("environment.inference_config.{field}");
+        require(doc, port != 0, &format!("{at}.port"), "must be 1-65535")?;
+        require(
+            doc,
+            path.starts_with('/'),
+            &format!("{at}.path"),
+            "must start with '/'",
+        )?;
+        Ok(Route { port, path })
+    };
+    let inference_config = InferenceConfig {
+        liveness_route: route(
+            routes.as_ref().and_then(|r| r.liveness_route.as_ref()),
+            "liveness_route",
+            "/",
+        )?,
+        readiness_route: route(
+            routes.as_ref().and_then(|r| r.readiness_route.as_ref()),
+            "readiness_route",
+            "/",
+        )?,
+        scoring_route: route(
+            routes.as_ref().and_then(|r| r.scoring_route.as_ref()),
+            "scoring_route",
+            "/score",
+        )?,
+    };
+
+    let environment_variables = texts(file.environment_variables);
+    for key in environment_variables.keys() {
+        let ok = !key.is_empty() && !key.contains('=') && !key.contains('\0');
+        require(
+            doc,
+            ok,
+            &format!("environment_variables.{key}"),
+            "is not a valid variable name",
+        )?;
+    }
+
+    let instance_type = file.instance_type.ok_or_else(|| {
+        Error::Invalid(doc.locate("", "missing field `instance_type` (e.g. Standard_F2s_v2)"))
+    })?;
+    let instance_type = sku::lookup(&instance_type)
+        .map_err(|e| Error::Invalid(doc.locate("instance_type", &e.to_string())))?
+        .name
+        .to_string();
+    let instance_count = file.instance_count.unwrap_or(1);
+    require(
+        doc,
+        (1..=MAX_INSTANCE_COUNT).contains(&instance_count),
+        "instance_count",
+        &format!("must be 1 to {MAX_INSTANCE_COUNT}"),
+    )?;
+
+    let rs = file.request_settings;
+    let request_settings = RequestSettings {
+        request_timeout_ms: rs
+            .as_ref()
+            .and_then(|r| r.request_timeout_ms)
+            .unwrap_or(5000),
+        max_concurrent_requests_per_instance: rs
+            .as_ref()
+            .and_then(|r| r.max_concurrent_requests_per_instance)
+            .unwrap_or(1),
+        max_queue_wait_ms: rs.as_ref().and_then(|r| r.max_queue_wait_ms).unwrap_or(500),
+    };
+    require(
+        doc,
+        (1..=MAX_REQUEST_TIMEOUT_MS).contains(&request_settings.request_timeout_ms),
+        "request_settings.request_timeout_ms",
+        &format!("must be 1 to {MAX_REQUEST_TIMEOUT_MS}"),
+    )?;
+    require(
+        doc,
+        request_settings.max_concurrent_requests_per_instance >= 1,
+        "request_settings.max_concurrent_requests_per_instance",
+        "must be at least 1",
+    )?;
+
+    Ok(DeploymentSpec {
+        liveness_probe: probe(doc, "liveness_probe", file.liveness_probe.as_ref())?,
+        readiness_probe: probe(doc, "readiness_probe", file.readiness_probe.as_ref())?,
+        name,
+        endpoint_name,
+        model,
+        model_mount_path: file.model_mount_path,
+        code_configuration,
+        environment: Environment {
+            image,
+            inference_config,
+        },
+        environment_variables,
+        instance_type,
+        instance_count,
+        request_settings,
+        egress_public_network_access: egress,
+        description: file.description,
+        tags: texts(file.tags),
+    })
+}
+
+fn probe(doc: &Document, field: &str, p: Option<&ProbeFile>) -> Result<Probe, Error> {
+    let probe = Probe {
+        initial_delay: p.and_then(|p| p.initial_delay).unwrap_or(10),
+        period: p.and_then(|p| p.period).unwrap_or(10),
+        timeout: p.and_then(|p| p.timeout).unwrap_or(2),
+        success_threshold: p.and_then(|p| p.success_threshold).unwrap_or(1),
+        failure_threshold: p.and_then(|p| p.failure_threshold).unwrap_or(30),
+    };
+    for (name, value) in [
+        ("period", probe.period),
+        ("timeout", probe.timeout),
+        ("success_threshold", probe.success_threshold),
+        ("failure_threshold", probe.failure_threshold),
+    ] {
+        require(
+            doc,
+            value >= 1,
+            &format!("{field}.{name}"),
+            "must be at least 1",
+        )?;
+    }
+    Ok(probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn examples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/model-1")
+    }
+
+    fn parse(text: &str, sets: &[&str]) -> Result<DeploymentSpec, Error> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let doc = Document::parse(&examples().join("inline.yml"), text, &sets)?;
+        validate(&doc, Names::default())
+    }
+
+    const MINIMAL: &str = "name: blue\nendpoint_name: my-ep\nmodel:\n  path: model/\nenvironment:\n  image: img:v1\ninstance_type: Standard_F2s_v2\n";
+
+    #[test]
+    fn defaults_are_azure_mls() {
+        let d = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(d.instance_count, 1);
+        assert_eq!(
+            d.request_settings,
+            RequestSettings {
+                request_timeout_ms: 5000,
+                max_concurrent_requests_per_instance: 1,
+                max_queue_wait_ms: 500
+            }
+        );
+        assert_eq!(
+            d.readiness_probe,
+            Probe {
+                initial_delay: 10,
+                period: 10,
+                timeout: 2,
+                success_threshold: 1,
+                failure_threshold: 30
+            }
+        );
+        assert_eq!(
+            d.environment.inference_config.scoring_route,
+            Route {
+                port: 5001,
+                path: "/score".into()
+            }
+        );
+        let model = d.model.expect("model");
+        assert_eq!(
+            (model.name.as_str(), model.version.as_str()),
+            ("blue-model", "1")
+        );
+        assert!(model.path.is_absolute() && model.path.ends_with("model"));
+    }
+
+    #[test]
+    fn the_seeds_set_words_work() {
+        let d = parse(MINIMAL, &["environment.image=other:v2", "instance_count=2"]).expect("valid");
+        assert_eq!(
+            (d.environment.image.as_str(), d.instance_count),
+            ("other:v2", 2)
+        );
+        let e = parse(MINIMAL, &["private_network_connection=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn what_moat_cannot_run_is_refused_with_the_reason() {
+        let cases = [
+            ("model: azureml:my-model:1", "asset reference"),
+            ("environment: azureml:my-env:1", "environment reference"),
+            (
+                "environment:\n  image: x\n  conda_file: env.yml",
+                "conda_file is not supported",
+            ),
+            ("model:\n  path: no-such-folder/", "no-such-folder"),
+            ("instance_type: Standard_Huge", "not a known SKU"),
+            ("instance_count: 0", "must be 1 to 100"),
+            (
+                "request_settings:\n  request_timeout_ms: 180001",
+                "must be 1 to 180000",
+            ),
+        ];
+        for (overlay, expected) in cases {
+            // Drop the minimal spec's lines that the overlay replaces.
+            let key = overlay.split(':').next().expect("key");
+            let replaced = |l: &str| {
+                l.starts_with(key)
+                    || (key == "model" && l.starts_with("  path"))
+                    || (key == "environment" && l.starts_with("  image"))
+            };
+            let kept: String = MINIMAL
+                .lines()
+                .filter(|l| !replaced(l))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let text = kept + overlay + "\n";
+            let e = parse(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains(expected), "{overlay}: {e}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The endpoint YAML (`az ml online-endpoint`): name, auth mode, public network access,
+//! traffic split and mirror.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Access, Document, Text, names, not_yet, require, texts};
+use crate::error::Error;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFile {
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    pub name: Option<String>,
+    pub auth_mode: Option<AuthMode>,
+    pub public_network_access: Option<Access>,
+    pub traffic: Option<BTreeMap<String, u32>>,
+    pub mirror_traffic: Option<BTreeMap<String, u32>>,
+    pub description: Option<String>,
+    pub tags: Option<BTreeMap<String, Text>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    #[default]
+    Key,
+    AmlToken,
+    AadToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    pub name: String,
+    pub auth_mode: AuthMode,
+    pub public_network_access: Access,
+    pub traffic: BTreeMap<String, u32>,
+    pub mirror_traffic: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `--name` wins over the file's `name`.
+pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Error> {
+    let file: EndpointFile = doc.decode()?;
+    let name = match (name, file.name) {
+        (Some(flag), _) => flag.to_string(),
+        (None, Some(field)) => field,
+        (None, None) => {
+            return Err(Error::Invalid(
+                doc.locate("", "no endpoint name: give --name or set `name`"),
+            ));
+        }
+    };
+    names::check("endpoint", &name)
+        .map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
+    let auth_mode = file.auth_mode.unwrap_or_default();
+    if auth_mode != AuthMode::Key {
+        return Err(not_yet(
+            doc,
+            "auth_mode",
+            &format!(
+                "auth_mode: {}",
+                serde_json::json!(auth_mode).as_str().unwrap_or("?")
+            ),
+        ));
+    }
+    let public_network_access = file.public_network_access.unwrap_or_default();
+    if public_network_access == Access::Disabled {
+        return Err(not_yet(
+            doc,
+            "public_network_access",
+            "public_network_access: disabled",
+        ));
+    }
+    let traffic = file.traffic.unwrap_or_default();
+    check_traffic(doc, &traffic)?;
+    let mirror_traffic = file.mirror_traffic.unwrap_or_default();
+    if mirror_traffic.values().any(|&p| p > 0) {
+        return Err(not_yet(doc, "mirror_traffic", "mirror_traffic"));
+    }
+    Ok(EndpointSpec {
+        name,
+        auth_mode,
+        public_network_access,
+        traffic,
+        mirror_traffic,
+        description: file.description,
+        tags: texts(file.tags),
+    })
+}
+
+/// Each deployment 0-100 percent, all together 0 or 100.
+pub fn check_traffic(doc: &Document, traffic: &BTreeMap<String, u32>) -> Result<(), Error> {
+    for (deployment, percent) in traffic {
+        names::check("deployment", deployment)
+            .map_err(|e| Error::Invalid(doc.locate("traffic", &e.to_string())))?;
+        require(
+            doc,
+            *percent <= 100,
+            &format!("traffic.{deployment}"),
+            "a share is 0 to 100 percent",
+        )?;
+    }
+    let total: u32 = traffic.values().sum();
+    require(
+        doc,
+        total == 0 || total == 100,
+        "traffic",
+        &format!("shares add up to {total}; they must total 0 or 100"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str, name: Option<&str>) -> Result<EndpointSpec, Error> {
+        validate(&Document::parse(Path::new("ep.yml"), text, &[])?, name)
+    }
+
+    #[test]
+    fn defaults_are_key_auth_and_public_access() {
+        let ep = parse("$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\nname: my-endpoint\n", None).expect("valid");
+        assert_eq!(
+            (ep.auth_mode, ep.public_network_access),
+            (AuthMode::Key, Access::Enabled)
+        );
+    }
+
+    #[test]
+    fn the_name_flag_wins_and_must_follow_the_rule() {
+        assert_eq!(
+            parse("name: from-file\n", Some("from-flag"))
+                .expect("valid")
+                .name,
+            "from-flag"
+        );
+        let e = parse("name: 9lives\n", None).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().starts_with("ep.yml:1:7: field `name`"), "{e}");
+    }
+
+    #[test]
+    fn traffic_must_total_0_or_100() {
+        assert!(parse("name: abc\ntraffic: {blue: 90, green: 10}\n", None).is_ok());
+        let e = parse("name: abc\ntraffic: {blue: 90, green: 20}\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("add up to 110"), "{e}");
+    }
+
+    #[test]
+    fn later_features_are_refused_clearly() {
+        for text in [
+            "name: abc\nauth_mode: aml_token\n",
+            "name: abc\npublic_network_access: disabled\n",
+            "name: abc\nmirror_traffic: {green: 10}\n",
+        ] {
+            let e = parse(text, None).unwrap_err().to_string();
+            assert!(e.contains("not supported yet"), "{e}");
+        }
+        assert_eq!(
+            parse("name: abc\nauth_mode: password\n", None)
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! The YAML specs users write (Azure ML CLI v2 shapes), and the validated types they become.
+//! A `*File` type mirrors the file (serde, unknown keys refused); `validate` turns it into a
+//! `*Spec` whose invariants hold, so an invalid spec cannot exist past this module.
+//!
+//! - [`yaml`]: reading a file, `--set`, errors at file:line:column.
+//! - [`names`]: the endpoint and deployment name rule.
+//! - [`sku`]: the VM sizes `instance_type` may name.
+//! - [`workspace`], [`endpoint`], [`deployment`]: one resource each.
+
+pub mod deployment;
+pub mod endpoint;
+pub mod names;
+pub mod sku;
+pub mod workspace;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+pub use yaml::Document;
+
+/// `enabled | disabled`, for public network access and egress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    #[default]
+    Enabled,
+    Disabled,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Enabled => "enabled",
+            Access::Disabled => "disabled",
+        })
+    }
+}
+
+/// A scalar written as a string, a number or a boolean, kept as its text (`tags`,
+/// `environment_variables`, `version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+pub fn texts(map: Option<BTreeMap<String, Text>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+/// A field written either as a plain string or as a mapping (`model: path/` or `model:
+/// {path: ...}`); `From<String>` says what the string means.
+pub fn string_or_struct<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de> + From<String>,
+    D: Deserializer<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de> + From<String>> Visitor<'de> for V<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a mapping")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<T>, E> {
+            Ok(Some(T::from(v.to_string())))
+        }
+        fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Option<T>, M::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+/// A path from a spec: `azureml:` asset references are refused (moat runs images and local
+/// files), relative paths resolve against the spec file's folder, and the path must exist.
+pub fn local_path(doc: &Document, field: &str, written: &str) -> Result<PathBuf, Error> {
+    if written.starts_with("azureml:") {
+        return Err(Error::Invalid(doc.locate(
+            field,
+            &format!("{written:?} is an Azure ML asset reference; moat needs a local path"),
+        )));
+    }
+    let base = match doc.file.parent() {
+        Some(dir) if doc.file != Path::new("--set") => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let path = base.join(written);
+    path.canonicalize()
+        .map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))
+}
+
+/// Fails with the field's location when `ok` is false.
+pub fn require(doc: &Document, ok: bool, field: &str, message: &str) -> Result<(), Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(doc.locate(field, message)))
+    }
+}
+
+/// "not supported yet" for a feature a later issue brings, never a setting stored and ignored.
+pub fn not_yet(doc: &Document, field: &str, what: &str) -> Error {
+    Error::Invalid(doc.locate(field, &format!("{what} is not supported yet")))
+}
+
+/// Which resource a file describes, for `moat validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Workspace,
+    Endpoint,
+    Deployment,
+}
+
+impl Kind {
+    /// By `$schema` when it names one, else by the fields only one kind has.
+    pub fn of(doc: &Document) -> Kind {
+        let schema = doc
+            .value
+            .get("$schema")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if schema.contains("deployment") {
+            return Kind::Deployment;
+        }
+        if schema.contains("endpoint") {
+            return Kind::Endpoint;
+        }
+        if schema.contains("workspace") {
+            return Kind::Workspace;
+        }
+        let has = |k: &str| doc.value.get(k).is_some();
+        if [
+            "endpoint_name",
+            "model",
+            "environment",
+            "instance_type",
+            "instance_count",
+            "code_configuration",
+        ]
+        .iter()
+        .any(|k| has(k))
+        {
+            Kind::Deployment
+        } else if has("private_endpoints") {
+            Kind::Workspace
+        } else {
+            Kind::Endpoint
+        }
+    }
+}

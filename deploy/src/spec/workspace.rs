@@ -1,0 +1,224 @@
+//! The workspace: its public network access and its private endpoints (the resources a
+//! private deployment may reach). A home holds exactly one.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Access, Document, not_yet, require};
+use crate::error::Error;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceFile {
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    pub name: Option<String>,
+    pub public_network_access: Option<Access>,
+    pub private_endpoints: Option<Vec<PrivateEndpointFile>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateEndpointFile {
+    pub name: String,
+    pub kind: PrivateEndpointKind,
+    pub fqdn: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivateEndpointKind {
+    ContainerRegistry,
+    KeyVault,
+    StorageBlob,
+    StorageFile,
+    Workspace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSpec {
+    pub name: String,
+    pub public_network_access: Access,
+    pub private_endpoints: Vec<PrivateEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateEndpoint {
+    pub name: String,
+    pub kind: PrivateEndpointKind,
+    pub fqdn: String,
+    pub aliases: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub ports: Vec<u16>,
+}
+
+impl WorkspaceSpec {
+    /// What an empty home starts with.
+    pub fn default_workspace() -> WorkspaceSpec {
+        WorkspaceSpec {
+            name: "default".into(),
+            public_network_access: Access::Enabled,
+            private_endpoints: Vec::new(),
+            description: None,
+        }
+    }
+}
+
+/// A DNS name: dot-separated labels of letters, digits and hyphens, 253 characters at most.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
+    let file: WorkspaceFile = doc.decode()?;
+    let name = file
+        .name
+        .ok_or_else(|| Error::Invalid(doc.locate("", "missing field `name`")))?;
+    let name_ok = (3..=33).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    require(
+        doc,
+        name_ok,
+        "name",
+        &format!(
+            "workspace name {name:?} is invalid: use 3-33 letters, digits, '-' or '_', starting with a letter or digit"
+        ),
+    )?;
+    let public_network_access = file.public_network_access.unwrap_or_default();
+    if public_network_access == Access::Disabled {
+        return Err(not_yet(
+            doc,
+            "public_network_access",
+            "public_network_access: disabled",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut private_endpoints = Vec::new();
+    for (i, pe) in file
+        .private_endpoints
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let at = |field: &str| format!("private_endpoints[{i}].{field}");
+        require(
+            doc,
+            !pe.name.is_empty() && seen.insert(pe.name.clone()),
+            &at("name"),
+            &format!("private endpoint name {:?} is empty or used twice", pe.name),
+        )?;
+        require(
+            doc,
+            is_host_name(&pe.fqdn),
+            &at("fqdn"),
+            &format!("{:?} is not a DNS name", pe.fqdn),
+        )?;
+        for (j, alias) in pe.aliases.iter().enumerate() {
+            require(
+                doc,
+                is_host_name(alias),
+                &at(&format!("aliases[{j}]")),
+                &format!("{alias:?} is not a DNS name"),
+            )?;
+        }
+        require(
+            doc,
+            !pe.ips.is_empty(),
+            &at("ips"),
+            "list at least one address",
+        )?;
+        require(
+            doc,
+            !pe.ports.is_empty() && !pe.ports.contains(&0),
+            &at("ports"),
+            "list at least one port, each 1-65535",
+        )?;
+        private_endpoints.push(PrivateEndpoint {
+            name: pe.name,
+            kind: pe.kind,
+            fqdn: pe.fqdn.trim_end_matches('.').to_ascii_lowercase(),
+            aliases: pe
+                .aliases
+                .iter()
+                .map(|a| a.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            ips: pe.ips,
+            ports: pe.ports,
+        });
+    }
+    Ok(WorkspaceSpec {
+        name,
+        public_network_access,
+        private_endpoints,
+        description: file.description,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<WorkspaceSpec, Error> {
+        validate(&Document::parse(Path::new("ws.yml"), text, &[])?)
+    }
+
+    #[test]
+    fn the_contract_example_validates() {
+        let ws = parse(
+            "name: mlw-demo\npublic_network_access: enabled\nprivate_endpoints:\n  - name: registry\n    kind: container_registry\n    fqdn: crdemo.azurecr.io\n    aliases: [crdemo.privatelink.azurecr.io]\n    ips: [10.0.1.4]\n    ports: [443]\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            ws.private_endpoints[0].kind,
+            PrivateEndpointKind::ContainerRegistry
+        );
+    }
+
+    #[test]
+    fn bad_private_endpoints_are_located() {
+        let e = parse("name: mlw-demo\nprivate_endpoints:\n  - name: r\n    kind: container_registry\n    fqdn: bad_name!\n    ips: [10.0.1.4]\n    ports: [443]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("ws.yml:5:11: field `private_endpoints[0].fqdn`"),
+            "{e}"
+        );
+        let e = parse("name: mlw-demo\nprivate_endpoints:\n  - name: r\n    kind: dns\n    fqdn: a.b\n    ips: [10.0.1.4]\n    ports: [443]\n").unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+    }
+
+    #[test]
+    fn disabled_public_access_waits_for_its_issue() {
+        let e = parse("name: mlw-demo\npublic_network_access: disabled\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+}
