@@ -2,9 +2,11 @@
 //! a refused command changes nothing. Also the daemon's own life: one per home, ready when
 //! its socket appears, clean exit on SIGTERM.
 
-use moat_test_support::{Daemon, Run, repo_root};
+use moat_test_support::{Daemon, Run, run_moat};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+const ENDPOINT: &str = "-f examples/model-1/endpoint.yml";
+const BLUE: &str = "-f examples/model-1/blue-deployment.yml";
 
 fn write(d: &Daemon, name: &str, text: &str) -> String {
     let path = d.home.join(name);
@@ -16,286 +18,121 @@ fn write(d: &Daemon, name: &str, text: &str) -> String {
 fn refused(run: Run, code: i32, needle: &str) {
     assert_eq!(run.code, code, "{run:?}");
     assert!(run.stdout.is_empty(), "stdout carries only data: {run:?}");
-    assert_eq!(
-        run.stderr.trim_end().lines().count(),
-        1,
-        "one line: {}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains(needle),
-        "expected {needle:?} in {}",
-        run.stderr
-    );
+    assert_eq!(run.stderr.trim_end().lines().count(), 1, "one line: {}", run.stderr);
+    assert!(run.stderr.contains(needle), "expected {needle:?} in {}", run.stderr);
+}
+
+/// clap adds usage lines after its error; the contract's one line is the first.
+fn first_line(mut run: Run) -> Run {
+    run.stderr = run.stderr.lines().next().unwrap_or_default().to_string();
+    run
 }
 
 #[test]
 fn bad_files_names_and_words_are_refused_and_change_nothing() {
     let d = Daemon::start(MOAT);
-    d.moat(&[
-        "online-endpoint",
-        "create",
-        "-n",
-        "good-ep",
-        "-f",
-        "examples/model-1/endpoint.yml",
-    ])
-    .ok();
+    d.cli(&format!("online-endpoint create -n good-ep {ENDPOINT}")).ok();
     let before = d.store_bytes();
 
     let syntax = write(&d, "syntax.yml", "name: x\n  auth_mode: [key\n");
-    refused(
-        d.moat(&["online-endpoint", "create", "-f", &syntax]),
-        2,
-        "syntax.yml:2:",
-    );
+    refused(d.cli(&format!("online-endpoint create -f {syntax}")), 2, "syntax.yml:2:");
     let typo = write(&d, "typo.yml", "name: typo-ep\nauth_mod: key\n");
+    let run = d.cli(&format!("online-endpoint create -f {typo}"));
+    assert!(run.stderr.contains("did you mean `auth_mode`?"), "{}", run.stderr);
+    refused(run, 2, "typo.yml:2:1: field `auth_mod`: unknown field `auth_mod`");
+    let wrong_type = write(&d, "type.yml", "name: blue\nendpoint_name: good-ep\ninstance_count: many\n");
     refused(
-        d.moat(&["online-endpoint", "create", "-f", &typo]),
-        2,
-        "typo.yml:2:1: field `auth_mod`: unknown field `auth_mod`",
-    );
-    refused(
-        d.moat(&["online-endpoint", "create", "-f", &typo]),
-        2,
-        "did you mean `auth_mode`?",
-    );
-    let wrong_type = write(
-        &d,
-        "type.yml",
-        "name: blue\nendpoint_name: good-ep\ninstance_count: many\n",
-    );
-    refused(
-        d.moat(&["online-deployment", "create", "-f", &wrong_type]),
+        d.cli(&format!("online-deployment create -f {wrong_type}")),
         2,
         "type.yml:3:17: field `instance_count`: invalid type",
     );
     refused(
-        d.moat(&[
-            "online-endpoint",
-            "create",
-            "-n",
-            "1-bad",
-            "-f",
-            "examples/model-1/endpoint.yml",
-        ]),
+        d.cli(&format!("online-endpoint create -n 1-bad {ENDPOINT}")),
         1,
         "endpoint name \"1-bad\" is invalid",
     );
+    refused(d.cli(&format!("online-endpoint create -n ab {ENDPOINT}")), 1, "3-32 characters");
     refused(
-        d.moat(&[
-            "online-endpoint",
-            "create",
-            "-n",
-            "ab",
-            "-f",
-            "examples/model-1/endpoint.yml",
-        ]),
-        1,
-        "3-32 characters",
-    );
-    refused(
-        d.moat(&[
-            "online-deployment",
-            "create",
-            "-n",
-            "blue",
-            "-e",
-            "good-ep",
-            "-f",
-            "examples/model-1/blue-deployment.yml",
-            "--set",
-            "instance_count",
-        ]),
+        d.cli(&format!("online-deployment create -n blue -e good-ep {BLUE} --set instance_count")),
         2,
         "--set instance_count: expected KEY=VALUE",
     );
     refused(
-        d.moat(&[
-            "online-deployment",
-            "create",
-            "-n",
-            "blue",
-            "-e",
-            "good-ep",
-            "-f",
-            "examples/model-1/blue-deployment.yml",
-            "--set",
-            "instance_count=two",
-        ]),
+        d.cli(&format!("online-deployment create -n blue -e good-ep {BLUE} --set instance_count=two")),
         2,
         "--set instance_count=two: invalid type",
     );
     refused(
-        d.moat(&[
-            "online-deployment",
-            "create",
-            "-n",
-            "blue",
-            "-e",
-            "no-such-ep",
-            "-f",
-            "examples/model-1/blue-deployment.yml",
-        ]),
+        d.cli(&format!("online-deployment create -n blue -e no-such-ep {BLUE}")),
         1,
         "endpoint no-such-ep not found",
     );
-    refused(
-        d.moat(&["online-endpoint", "show", "-n", "no-such-ep"]),
-        1,
-        "endpoint no-such-ep not found",
-    );
-    refused(
-        d.moat(&[
-            "online-endpoint",
-            "create",
-            "-n",
-            "good-ep",
-            "-f",
-            "examples/model-1/endpoint.yml",
-        ]),
-        1,
-        "already exists",
-    );
-    refused(
-        d.moat(&["online-endpoint", "show", "--nme", "x"])
-            .first_line(),
-        2,
-        "--nme",
-    );
-    refused(
-        d.moat(&["online-endpoint", "show", "-n", "good-ep", "--query", "[?"]),
-        2,
-        "--query",
-    );
+    refused(d.cli("online-endpoint show -n no-such-ep"), 1, "endpoint no-such-ep not found");
+    refused(d.cli(&format!("online-endpoint create -n good-ep {ENDPOINT}")), 1, "already exists");
+    refused(first_line(d.cli("online-endpoint show --nme x")), 2, "--nme");
+    refused(d.cli("online-endpoint show -n good-ep --query [?"), 2, "--query");
 
     // Features of later issues are refused, never stored and ignored.
     refused(
-        d.moat(&[
-            "online-deployment",
-            "create",
-            "-n",
-            "blue",
-            "-e",
-            "good-ep",
-            "-f",
-            "examples/model-1/blue-deployment.yml",
-            "--set",
-            "private_network_connection=true",
-        ]),
+        d.cli(&format!(
+            "online-deployment create -n blue -e good-ep {BLUE} --set private_network_connection=true"
+        )),
         1,
         "not supported yet",
     );
     let aml = write(&d, "aml.yml", "name: token-ep\nauth_mode: aml_token\n");
     refused(
-        d.moat(&["online-endpoint", "create", "-f", &aml]),
+        d.cli(&format!("online-endpoint create -f {aml}")),
         1,
         "auth_mode: aml_token is not supported yet",
     );
-    refused(
-        d.moat(&[
-            "online-endpoint",
-            "update",
-            "-n",
-            "good-ep",
-            "--traffic",
-            "blue=100",
-        ]),
-        1,
-        "not supported yet",
-    );
-    refused(
-        d.moat(&[
-            "online-deployment",
-            "get-logs",
-            "-n",
-            "blue",
-            "-e",
-            "good-ep",
-        ]),
-        1,
-        "not supported yet",
-    );
+    refused(d.cli("online-endpoint update -n good-ep --traffic blue=100"), 1, "not supported yet");
+    refused(d.cli("online-deployment get-logs -n blue -e good-ep"), 1, "not supported yet");
     let conda = write(
         &d,
         "conda.yml",
         "name: blue\nendpoint_name: good-ep\nenvironment:\n  image: x\n  conda_file: env.yml\ninstance_type: Standard_F2s_v2\n",
     );
-    refused(
-        d.moat(&["online-deployment", "create", "-f", &conda]),
-        1,
-        "conda_file is not supported",
-    );
+    refused(d.cli(&format!("online-deployment create -f {conda}")), 1, "conda_file is not supported");
+    assert_eq!(d.store_bytes(), before, "a refused command changed the store");
 
-    assert_eq!(
-        d.store_bytes(),
-        before,
-        "a refused command changed the store"
+    // Docker names join endpoint and deployment with '-': a pair that would collide is refused.
+    d.cli(&format!("online-endpoint create -n abc-def {ENDPOINT}")).ok();
+    d.cli(&format!("online-endpoint create -n abc {ENDPOINT}")).ok();
+    d.cli(&format!("online-deployment create -n ghi -e abc-def {BLUE} --no-wait")).ok();
+    refused(
+        d.cli(&format!("online-deployment create -n def-ghi -e abc {BLUE}")),
+        1,
+        "would share its container names with deployment ghi on endpoint abc-def",
     );
     let list: serde_json::Value =
-        serde_json::from_str(&d.moat(&["online-endpoint", "list"]).ok().stdout).expect("json");
-    assert_eq!(list.as_array().map(Vec::len), Some(1));
-}
-
-trait FirstLine {
-    fn first_line(self) -> Run;
-}
-
-impl FirstLine for Run {
-    /// clap adds usage lines after its error; the contract's one line is the first.
-    fn first_line(mut self) -> Run {
-        self.stderr = self.stderr.lines().next().unwrap_or_default().to_string();
-        self
-    }
+        serde_json::from_str(&d.cli("online-endpoint list").ok().stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(3));
 }
 
 #[test]
 fn commands_without_a_daemon_say_so_and_validate_works_offline() {
-    let home =
-        std::env::temp_dir().join(format!("moat-nodaemon-{}", moat_test_support::unique_id()));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(MOAT)
-            .arg("--home")
-            .arg(&home)
-            .args(args)
-            .current_dir(repo_root())
-            .output()
-            .expect("runs");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+    let home = std::env::temp_dir().join(format!("moat-nodaemon-{}", moat_test_support::unique_id()));
+    let run = |line: &str| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        run_moat(std::path::Path::new(MOAT), &home, &words)
     };
     let socket = home.join("admin.sock").display().to_string();
-    refused(
-        run(&["online-endpoint", "list"]),
-        1,
-        &format!("moat serve is not running (admin socket {socket})"),
-    );
+    refused(run("online-endpoint list"), 1, &format!("moat serve is not running (admin socket {socket})"));
 
-    for file in [
-        "examples/model-1/endpoint.yml",
-        "examples/model-1/blue-deployment.yml",
-        "examples/workspace.yml",
-    ] {
-        let ok = run(&["validate", "-f", file]);
+    for file in
+        ["examples/model-1/endpoint.yml", "examples/model-1/blue-deployment.yml", "examples/workspace.yml"]
+    {
+        let ok = run(&format!("validate -f {file}"));
         assert_eq!(ok.code, 0, "{file}: {ok:?}");
         assert!(
             serde_json::from_str::<serde_json::Value>(&ok.stdout).is_ok(),
             "{file} prints the validated spec"
         );
     }
-    let shown: serde_json::Value = serde_json::from_str(
-        &run(&["validate", "-f", "examples/model-1/blue-deployment.yml"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
-    assert_eq!(
-        shown["request_settings"]["request_timeout_ms"], 5000,
-        "defaults are filled in"
-    );
+    let shown = run("validate -f examples/model-1/blue-deployment.yml").ok().stdout;
+    let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["request_settings"]["request_timeout_ms"], 5000, "defaults are filled in");
     let _ = std::fs::remove_dir_all(&home);
 }
 
@@ -309,16 +146,13 @@ fn one_daemon_per_home_a_stale_socket_is_replaced_and_sigterm_exits_0() {
         .expect("second serve");
     assert_eq!(second.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
-    assert!(
-        std::os::unix::net::UnixStream::connect(d.socket()).is_ok(),
-        "the first daemon still serves"
-    );
+    assert!(std::os::unix::net::UnixStream::connect(d.socket()).is_ok(), "the first daemon still serves");
 
     // After a crash the socket file stays behind; the next start replaces it.
     d.kill9();
     assert!(d.socket().exists());
     d.restart();
-    d.moat(&["online-endpoint", "list"]).ok();
+    d.cli("online-endpoint list").ok();
 
     let mode = std::fs::metadata(d.socket())
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
@@ -330,64 +164,18 @@ fn one_daemon_per_home_a_stale_socket_is_replaced_and_sigterm_exits_0() {
 #[test]
 fn outputs_come_in_every_format() {
     let d = Daemon::start(MOAT);
-    d.moat(&[
-        "online-endpoint",
-        "create",
-        "-n",
-        "fmt-ep",
-        "-f",
-        "examples/model-1/endpoint.yml",
-        "--set",
-        "tags.team=ml",
-        "description=demo",
-    ])
-    .ok();
-    let yaml = d
-        .moat(&["online-endpoint", "show", "-n", "fmt-ep", "-o", "yaml"])
-        .ok()
-        .stdout;
-    assert!(
-        yaml.contains("name: fmt-ep\n") && yaml.contains("  team: ml\n"),
-        "{yaml}"
-    );
-    let tsv = d
-        .moat(&[
-            "online-endpoint",
-            "list",
-            "-o",
-            "tsv",
-            "--query",
-            "[].[name, auth_mode]",
-        ])
-        .ok()
-        .stdout;
+    d.cli(&format!("online-endpoint create -n fmt-ep {ENDPOINT} --set tags.team=ml description=demo")).ok();
+    let yaml = d.cli("online-endpoint show -n fmt-ep -o yaml").ok().stdout;
+    assert!(yaml.contains("name: fmt-ep\n") && yaml.contains("  team: ml\n"), "{yaml}");
+    let tsv = d.cli("online-endpoint list -o tsv --query [].[name,auth_mode]").ok().stdout;
     assert_eq!(tsv, "fmt-ep\tkey\n");
-    let table = d
-        .moat(&[
-            "online-endpoint",
-            "list",
-            "-o",
-            "table",
-            "--query",
-            "[].{name: name, state: provisioning_state}",
-        ])
-        .ok()
-        .stdout;
+    let table =
+        d.cli("online-endpoint list -o table --query [].{name:name,state:provisioning_state}").ok().stdout;
     assert!(table.starts_with("name    state\n"), "{table}");
-    let creds: serde_json::Value = serde_json::from_str(
-        &d.moat(&["online-endpoint", "get-credentials", "-n", "fmt-ep"])
-            .ok()
-            .stdout,
-    )
-    .expect("json");
-    assert!(
-        creds["primaryKey"].as_str().is_some_and(|k| k.len() >= 32)
-            && creds["secondaryKey"].is_string()
-    );
+    let creds = d.cli("online-endpoint get-credentials -n fmt-ep").ok().stdout;
+    let creds: serde_json::Value = serde_json::from_str(&creds).expect("json");
+    assert!(creds["primaryKey"].as_str().is_some_and(|k| k.len() >= 32) && creds["secondaryKey"].is_string());
     let store = std::fs::metadata(d.home.join("store.json")).expect("store");
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&store.permissions()) & 0o777,
-        0o600,
-        "the store holds keys: owner-only"
-    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(&store.permissions()) & 0o777;
+    assert_eq!(mode, 0o600, "the store holds keys: owner-only");
 }

@@ -105,32 +105,19 @@ pub struct Overrides {
 }
 
 fn addr(field: &str, text: &str) -> Result<SocketAddr, Error> {
-    text.parse().map_err(|_| {
-        Error::Parse(format!(
-            "{field}: {text:?} is not an address like 127.0.0.1:8080"
-        ))
-    })
+    text.parse().map_err(|_| Error::Parse(format!("{field}: {text:?} is not an address like 127.0.0.1:8080")))
 }
 
 impl Config {
     /// Reads `--config FILE`, else the home's `config.yaml` when it exists, then the flags.
     pub fn load(home_config: &Path, flags: &Overrides) -> Result<Config, Error> {
-        let path = flags
-            .config
-            .clone()
-            .or_else(|| home_config.exists().then(|| home_config.to_path_buf()));
+        let path = flags.config.clone().or_else(|| home_config.exists().then(|| home_config.to_path_buf()));
         let (file, doc) = match &path {
             Some(p) => {
                 let doc = Document::load(p, &[])?;
                 (doc.decode::<ConfigFile>()?, Some(doc))
             }
-            None => (
-                ConfigFile {
-                    listen: default_listen(),
-                    ..ConfigFile::default()
-                },
-                None,
-            ),
+            None => (ConfigFile { listen: default_listen(), ..ConfigFile::default() }, None),
         };
         let not_yet = |field: &str, what: &str| -> Error {
             let message = format!("{what} is not supported yet");
@@ -140,9 +127,7 @@ impl Config {
             })
         };
         if flags.metrics_listen.is_some() {
-            return Err(Error::Invalid(
-                "--metrics-listen: metrics are not supported yet".into(),
-            ));
+            return Err(Error::Invalid("--metrics-listen: metrics are not supported yet".into()));
         }
         if file.metrics_listen.is_some() {
             return Err(not_yet("metrics_listen", "metrics_listen"));
@@ -151,10 +136,7 @@ impl Config {
             return Err(not_yet("tls", "tls"));
         }
         if file.idle_timeout_ms.is_some_and(|v| v != 60_000) {
-            return Err(not_yet(
-                "idle_timeout_ms",
-                "an idle_timeout_ms other than 60000",
-            ));
+            return Err(not_yet("idle_timeout_ms", "an idle_timeout_ms other than 60000"));
         }
         if let Some(ingress) = &file.ingress {
             let private_default = ingress.private_networks.is_none();
@@ -207,13 +189,9 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
             max_header_bytes,
             max_connections,
-            header_read_timeout: Duration::from_millis(
-                file.header_read_timeout_ms.unwrap_or(10_000),
-            ),
+            header_read_timeout: Duration::from_millis(file.header_read_timeout_ms.unwrap_or(10_000)),
             shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
-            stop_timeout: Duration::from_secs(
-                file.supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30),
-            ),
+            stop_timeout: Duration::from_secs(file.supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),
         })
     }
 }
@@ -223,11 +201,8 @@ mod tests {
     use super::*;
 
     fn load(text: &str, flags: Overrides) -> Result<Config, Error> {
-        let dir = std::env::temp_dir().join(format!(
-            "moat-config-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("moat-config-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let path = dir.join("config.yaml");
         std::fs::write(&path, text).expect("write");
@@ -244,10 +219,7 @@ mod tests {
         assert_eq!(c.listen, None);
         let c = load(
             "listen: 127.0.0.1:9\n",
-            Overrides {
-                listen: Some("127.0.0.1:0".into()),
-                ..Overrides::default()
-            },
+            Overrides { listen: Some("127.0.0.1:0".into()), ..Overrides::default() },
         )
         .expect("valid");
         assert_eq!(c.listen.map(|a| a.port()), Some(0));
@@ -258,9 +230,7 @@ mod tests {
         let e = load("listn: 1\n", Overrides::default()).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("did you mean `listen`"), "{e}");
-        let e = load("ingress:\n  mode: report\n", Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = load("ingress:\n  mode: report\n", Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("not supported yet"), "{e}");
     }
 }

@@ -12,9 +12,7 @@ pub const APP_ROOT: &str = "/var/azureml-app";
 pub const MODELS_ROOT: &str = "/var/azureml-app/azureml-models";
 
 fn base_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
 pub fn supervisor_spec(spec: &DeploymentSpec) -> supervisor::DeploymentSpec {
@@ -40,17 +38,10 @@ pub fn supervisor_spec(spec: &DeploymentSpec) -> supervisor::DeploymentSpec {
             read_only: true,
         });
         env.push(("AML_APP_ROOT".to_string(), root));
-        env.push((
-            "AZUREML_ENTRY_SCRIPT".to_string(),
-            code.scoring_script.clone(),
-        ));
+        env.push(("AZUREML_ENTRY_SCRIPT".to_string(), code.scoring_script.clone()));
     }
     // Set last: the user's variables override anything moat injects.
-    env.extend(
-        spec.environment_variables
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
+    env.extend(spec.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     let routes = &spec.environment.inference_config;
     supervisor::DeploymentSpec {
         endpoint: spec.endpoint_name.clone(),
@@ -68,10 +59,7 @@ pub fn supervisor_spec(spec: &DeploymentSpec) -> supervisor::DeploymentSpec {
 }
 
 fn route(r: &Route) -> supervisor::Route {
-    supervisor::Route {
-        port: r.port,
-        path: r.path.clone(),
-    }
+    supervisor::Route { port: r.port, path: r.path.clone() }
 }
 
 fn probe(p: &Probe) -> supervisor::ProbeSettings {
@@ -96,33 +84,35 @@ mod tests {
         let text = format!(
             "name: blue\nendpoint_name: ep1\nmodel:\n  path: model/model-1.json\nenvironment:\n  image: img\ninstance_type: Standard_F2s_v2\nenvironment_variables:\n  AZUREML_MODEL_DIR: /override\n{extra}"
         );
-        validate(
-            &Document::parse(&dir.join("d.yml"), &text, &[]).expect("parses"),
-            Names::default(),
-        )
-        .expect("valid")
+        validate(&Document::parse(&dir.join("d.yml"), &text, &[]).expect("parses"), Names::default())
+            .expect("valid")
     }
 
     #[test]
     fn the_model_file_appears_under_azureml_model_dir_by_its_base_name() {
         let s = supervisor_spec(&spec(""));
-        assert_eq!(
-            s.mounts[0].container_path,
-            "/var/azureml-app/azureml-models/blue-model/1/model-1.json"
-        );
+        assert_eq!(s.mounts[0].container_path, "/var/azureml-app/azureml-models/blue-model/1/model-1.json");
         assert!(s.mounts[0].read_only);
         assert_eq!(
             s.env[0],
-            (
-                "AZUREML_MODEL_DIR".into(),
-                "/var/azureml-app/azureml-models/blue-model/1".into()
-            )
+            ("AZUREML_MODEL_DIR".into(), "/var/azureml-app/azureml-models/blue-model/1".into())
         );
         // The user's variable comes last, so it wins.
         assert_eq!(
             s.env.last().map(|(k, v)| (k.as_str(), v.as_str())),
             Some(("AZUREML_MODEL_DIR", "/override"))
         );
+    }
+
+    #[test]
+    fn code_is_mounted_under_the_app_root_with_its_entry_script() {
+        let s = supervisor_spec(&spec("code_configuration:\n  code: model\n  scoring_script: score.py\n"));
+        let code =
+            s.mounts.iter().find(|m| m.container_path == "/var/azureml-app/model").expect("code mount");
+        assert!(code.read_only && code.host_path.is_absolute());
+        let env: Vec<(&str, &str)> = s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(env.contains(&("AML_APP_ROOT", "/var/azureml-app/model")));
+        assert!(env.contains(&("AZUREML_ENTRY_SCRIPT", "score.py")));
     }
 
     #[test]

@@ -33,10 +33,7 @@ pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     if config.workers > 0 {
         runtime.worker_threads(config.workers);
     }
-    let runtime = runtime
-        .enable_all()
-        .build()
-        .map_err(|e| Error::other("starting the runtime", e))?;
+    let runtime = runtime.enable_all().build().map_err(|e| Error::other("starting the runtime", e))?;
     runtime.block_on(run(home, home_id, config, access_log))
 }
 
@@ -56,17 +53,13 @@ async fn run(
 
     let scoring_listener = match config.listen {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::other(&format!("binding listen {addr}"), e))?,
+            TcpListener::bind(addr).await.map_err(|e| Error::other(&format!("binding listen {addr}"), e))?,
         ),
         None => None,
     };
     let scoring = match &scoring_listener {
         Some(l) => {
-            let bound = l
-                .local_addr()
-                .map_err(|e| Error::other("reading the bound address", e))?;
+            let bound = l.local_addr().map_err(|e| Error::other("reading the bound address", e))?;
             Some(scoring_base(bound, &config))
         }
         None => None,
@@ -74,12 +67,7 @@ async fn run(
 
     let routes = Routes::default();
     let reconciler = Reconciler::new(store.clone(), supervisor.clone(), routes.clone());
-    let node = Arc::new(Node {
-        store,
-        supervisor,
-        reconciler: reconciler.clone(),
-        scoring: scoring.clone(),
-    });
+    let node = Arc::new(Node { store, supervisor, reconciler: reconciler.clone(), scoring: scoring.clone() });
 
     // The socket comes last: its presence tells scripts the daemon is ready.
     let socket = home.socket();
@@ -88,8 +76,8 @@ async fn run(
         std::fs::remove_file(&socket)
             .map_err(|e| Error::other(&format!("removing stale socket {}", socket.display()), e))?;
     }
-    let admin_listener = UnixListener::bind(&socket)
-        .map_err(|e| Error::other(&format!("binding {}", socket.display()), e))?;
+    let admin_listener =
+        UnixListener::bind(&socket).map_err(|e| Error::other(&format!("binding {}", socket.display()), e))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::other(&format!("restricting {}", socket.display()), e))?;
 
@@ -98,11 +86,7 @@ async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let reconcile = tokio::spawn(reconciler.run());
-    let admin_task = tokio::spawn(admin::server::serve(
-        admin_listener,
-        node,
-        wait_stop(stopped.clone()),
-    ));
+    let admin_task = tokio::spawn(admin::server::serve(admin_listener, node, wait_stop(stopped.clone())));
     let gateway_task = scoring_listener.map(|listener| {
         let gateway_config = moat_gateway::Config {
             max_body_bytes: config.max_body_bytes,
@@ -126,10 +110,8 @@ async fn run(
         "moat serve is ready"
     );
 
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
@@ -155,10 +137,5 @@ fn scoring_base(bound: SocketAddr, config: &Config) -> ScoringBase {
             IpAddr::V4(v4) => v4.to_string(),
         }
     };
-    ScoringBase {
-        scheme: "http",
-        host,
-        port: bound.port(),
-        domain: config.domain.clone(),
-    }
+    ScoringBase { scheme: "http", host, port: bound.port(), domain: config.domain.clone() }
 }

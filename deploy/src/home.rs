@@ -2,12 +2,12 @@
 //! the home id, the admin socket and an optional `config.yaml`.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::Error;
-use crate::keys;
+use crate::{keys, private_file};
 
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -28,9 +28,7 @@ impl Home {
         let dir = if dir.is_absolute() {
             dir
         } else {
-            std::env::current_dir()
-                .map_err(|e| Error::other("reading the current folder", e))?
-                .join(dir)
+            std::env::current_dir().map_err(|e| Error::other("reading the current folder", e))?.join(dir)
         };
         Ok(Home { dir })
     }
@@ -49,9 +47,7 @@ impl Home {
 
     /// Creates the folder (owner-only) and the home id on first use; returns the id.
     pub fn ensure(&self) -> Result<String, Error> {
-        let io = |what: &str, e: std::io::Error| {
-            Error::other(&format!("{what} {}", self.dir.display()), e)
-        };
+        let io = |what: &str, e: std::io::Error| Error::other(&format!("{what} {}", self.dir.display()), e);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -61,10 +57,8 @@ impl Home {
         match std::fs::read_to_string(&id_path) {
             Ok(id) => {
                 let id = id.trim().to_string();
-                let ok = id.len() == 8
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                let ok =
+                    id.len() == 8 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                 if !ok {
                     return Err(Error::Other(format!(
                         "{} does not hold a home id (8 lowercase hex characters)",
@@ -75,7 +69,7 @@ impl Home {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = keys::new_home_id()?;
-                write_private(&id_path, format!("{id}\n").as_bytes())?;
+                private_file::write(&id_path, format!("{id}\n").as_bytes())?;
                 Ok(id)
             }
             Err(e) => Err(io("reading the id of", e)),
@@ -103,23 +97,4 @@ impl Home {
         }
         Ok(file)
     }
-}
-
-/// Writes a file only its owner can read (temp file, fsync, rename).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let io = |e: std::io::Error| Error::other(&format!("writing {}", path.display()), e);
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }

@@ -33,9 +33,7 @@ pub fn check_user_key(key: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(
-            "--key-value must be 16-256 printable ASCII characters without spaces".into(),
-        ))
+        Err(Error::Invalid("--key-value must be 16-256 printable ASCII characters without spaces".into()))
     }
 }
 
@@ -50,11 +48,6 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
         let id = new_home_id().expect("id");
-        assert!(
-            id.len() == 8
-                && id
-                    .bytes()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(id.len() == 8 && id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 }

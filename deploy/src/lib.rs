@@ -13,6 +13,7 @@
 //! - [`admin`]: the admin API on `admin.sock`, server and client.
 //! - [`daemon`]: `moat serve`.
 //! - [`home`], [`config`], [`logging`], [`keys`]: the node's folder, settings, log, secrets.
+//! - [`private_file`]: owner-only files written atomically.
 //! - [`cli`]: the command line.
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod logging;
 pub mod node;
 pub mod plan;
+pub mod private_file;
 pub mod reconciler;
 pub mod routes;
 pub mod spec;

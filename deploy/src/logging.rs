@@ -44,18 +44,13 @@ pub fn init(log_file: Option<&Path>) -> Result<LogSink, Error> {
         }
     };
     let events = destination.clone();
-    let make_writer = move || LineBuffer {
-        destination: events.clone(),
-        buf: Vec::new(),
-    };
+    let make_writer = move || LineBuffer { destination: events.clone(), buf: Vec::new() };
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(
-            EnvFilter::try_from_env("MOAT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("MOAT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(make_writer)
         .try_init();
 
@@ -69,10 +64,7 @@ pub fn init(log_file: Option<&Path>) -> Result<LogSink, Error> {
                 destination.write_line(&line);
                 let lost = dropped_in_writer.swap(0, Ordering::Relaxed);
                 if lost > 0 {
-                    tracing::warn!(
-                        lines = lost,
-                        "access log lines dropped: the log could not keep up"
-                    );
+                    tracing::warn!(lines = lost, "access log lines dropped: the log could not keep up");
                 }
             }
         })

@@ -52,9 +52,7 @@ impl Node {
     /// request already sees the change.
     async fn commit(&self, txn: Txn) -> Result<u64, Error> {
         let revision = self.store.commit(txn)?.ok_or_else(|| {
-            Error::Conflict(
-                "another command changed the same resources at the same time; try again".into(),
-            )
+            Error::Conflict("another command changed the same resources at the same time; try again".into())
         })?;
         let mut published = self.reconciler.published();
         let _ = published.wait_for(|p| *p >= revision).await;
@@ -76,22 +74,17 @@ impl Node {
                 desired.workspace.name
             )));
         }
-        let txn = Txn::default()
-            .expect(state::WORKSPACE, desired.workspace_revision)
-            .put(state::WORKSPACE, &spec);
-        let txn = desired
-            .endpoints
-            .keys()
-            .fold(txn, |t, name| t.expect(&state::endpoint_key(name), None));
+        let txn =
+            Txn::default().expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &spec);
+        let txn = desired.endpoints.keys().fold(txn, |t, name| t.expect(&state::endpoint_key(name), None));
         self.commit(txn).await?;
         Ok(spec)
     }
 
     pub async fn update_workspace(&self, spec: WorkspaceSpec) -> Result<WorkspaceSpec, Error> {
         let desired = self.desired();
-        let txn = Txn::default()
-            .expect(state::WORKSPACE, desired.workspace_revision)
-            .put(state::WORKSPACE, &spec);
+        let txn =
+            Txn::default().expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &spec);
         self.commit(txn).await?;
         Ok(spec)
     }
@@ -129,11 +122,7 @@ impl Node {
     }
 
     pub fn endpoints(&self) -> Vec<EndpointView> {
-        self.desired()
-            .endpoints
-            .values()
-            .map(|at| self.endpoint_view(&at.record))
-            .collect()
+        self.desired().endpoints.values().map(|at| self.endpoint_view(&at.record)).collect()
     }
 
     pub async fn create_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
@@ -145,20 +134,11 @@ impl Node {
         }
         let key = state::endpoint_key(&spec.name);
         if self.store.get(&key).is_some() {
-            return Err(Error::Conflict(format!(
-                "endpoint {} already exists",
-                spec.name
-            )));
+            return Err(Error::Conflict(format!("endpoint {} already exists", spec.name)));
         }
-        let record = EndpointRecord {
-            spec,
-            keys: Keys {
-                primary: keys::new_key()?,
-                secondary: keys::new_key()?,
-            },
-        };
-        self.commit(Txn::default().expect(&key, None).put(&key, &record))
-            .await?;
+        let record =
+            EndpointRecord { spec, keys: Keys { primary: keys::new_key()?, secondary: keys::new_key()? } };
+        self.commit(Txn::default().expect(&key, None).put(&key, &record)).await?;
         Ok(self.endpoint_view(&record))
     }
 
@@ -191,10 +171,7 @@ impl Node {
 
     pub fn credentials(&self, name: &str) -> Result<Credentials, Error> {
         let record = Self::endpoint_record(&self.desired(), name)?;
-        Ok(Credentials {
-            primary_key: record.keys.primary,
-            secondary_key: record.keys.secondary,
-        })
+        Ok(Credentials { primary_key: record.keys.primary, secondary_key: record.keys.secondary })
     }
 
     /// A new key (or the given one) replaces one of the two; the next request sees it.
@@ -222,12 +199,7 @@ impl Node {
             KeyType::Secondary => record.keys.secondary = new,
         }
         let key = state::endpoint_key(name);
-        self.commit(
-            Txn::default()
-                .expect(&key, Some(at.revision))
-                .put(&key, &record),
-        )
-        .await?;
+        self.commit(Txn::default().expect(&key, Some(at.revision)).put(&key, &record)).await?;
         Ok(())
     }
 
@@ -262,11 +234,7 @@ impl Node {
         let desired = self.desired();
         Self::endpoint_record(&desired, endpoint)?;
         self.deployment_view(&desired, &(endpoint.to_string(), name.to_string()))
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "deployment {name} not found on endpoint {endpoint}"
-                ))
-            })
+            .ok_or_else(|| Error::NotFound(format!("deployment {name} not found on endpoint {endpoint}")))
     }
 
     pub fn deployments(&self, endpoint: &str) -> Result<Vec<DeploymentView>, Error> {
@@ -296,6 +264,16 @@ impl Node {
             .get(&endpoint)
             .ok_or_else(|| Error::NotFound(format!("endpoint {endpoint} not found")))?;
         let id = (endpoint.clone(), spec.name.clone());
+        // Docker names join endpoint and deployment with '-': two pairs must not meet there.
+        let joined = format!("{}-{}", id.0, id.1);
+        if let Some((e, d)) =
+            desired.deployments.keys().find(|(e, d)| *e != id.0 && format!("{e}-{d}") == joined)
+        {
+            return Err(Error::Conflict(format!(
+                "deployment {} on endpoint {endpoint} would share its container names with deployment {d} on endpoint {e}; choose another name",
+                id.1
+            )));
+        }
         if desired.deployments.contains_key(&id) {
             return Err(Error::Conflict(format!(
                 "deployment {} already exists on endpoint {endpoint}",
@@ -356,30 +334,19 @@ impl Node {
     }
 
     /// Refused while the deployment takes live or mirrored traffic.
-    pub async fn delete_deployment(
-        &self,
-        endpoint: &str,
-        name: &str,
-        wait: bool,
-    ) -> Result<(), Error> {
+    pub async fn delete_deployment(&self, endpoint: &str, name: &str, wait: bool) -> Result<(), Error> {
         let desired = self.desired();
         let ep = desired
             .endpoints
             .get(endpoint)
             .ok_or_else(|| Error::NotFound(format!("endpoint {endpoint} not found")))?;
         let id = (endpoint.to_string(), name.to_string());
-        let at = desired.deployments.get(&id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "deployment {name} not found on endpoint {endpoint}"
-            ))
-        })?;
+        let at = desired
+            .deployments
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("deployment {name} not found on endpoint {endpoint}")))?;
         let share = ep.record.spec.traffic.get(name).copied().unwrap_or(0)
-            + ep.record
-                .spec
-                .mirror_traffic
-                .get(name)
-                .copied()
-                .unwrap_or(0);
+            + ep.record.spec.mirror_traffic.get(name).copied().unwrap_or(0);
         if share > 0 {
             return Err(Error::Invalid(format!(
                 "deployment {name} still takes traffic on endpoint {endpoint}; move its traffic to another deployment first"

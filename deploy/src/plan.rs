@@ -29,10 +29,7 @@ pub fn plan(
         if desired.current_outcome(id).is_some_and(|o| !o.succeeded) {
             continue;
         }
-        actions.push(Action::Apply {
-            id: id.clone(),
-            revision: at.revision,
-        });
+        actions.push(Action::Apply { id: id.clone(), revision: at.revision });
     }
     for id in applied.keys() {
         if !busy.contains(id) && !desired.deployments.contains_key(id) {
@@ -58,15 +55,10 @@ mod tests {
             let text = format!(
                 "name: {name}\nendpoint_name: ep1\nenvironment:\n  image: img\ninstance_type: Standard_F2s_v2\n"
             );
-            let spec = validate(
-                &Document::parse(&dir.join("d.yml"), &text, &[]).expect("parses"),
-                Names::default(),
-            )
-            .expect("valid");
-            DeploymentRecord {
-                spec,
-                all_traffic: false,
-            }
+            let spec =
+                validate(&Document::parse(&dir.join("d.yml"), &text, &[]).expect("parses"), Names::default())
+                    .expect("valid");
+            DeploymentRecord { spec, all_traffic: false }
         };
         let id = |name: &str| ("ep1".to_string(), name.to_string());
         Desired {
@@ -75,15 +67,7 @@ mod tests {
             endpoints: BTreeMap::new(),
             deployments: deployments
                 .iter()
-                .map(|(n, r)| {
-                    (
-                        id(n),
-                        At {
-                            record: record(n),
-                            revision: *r,
-                        },
-                    )
-                })
+                .map(|(n, r)| (id(n), At { record: record(n), revision: *r }))
                 .collect(),
             outcomes: outcomes
                 .iter()
@@ -113,27 +97,15 @@ mod tests {
     fn new_and_changed_deployments_are_applied_once() {
         let d = desired(&[("blue", 3), ("green", 7)], &[]);
         let applied = HashMap::from([(id("blue"), 3), (id("green"), 5)]);
-        assert_eq!(
-            plan(&d, &applied, &HashSet::new()),
-            [Action::Apply {
-                id: id("green"),
-                revision: 7
-            }]
-        );
+        assert_eq!(plan(&d, &applied, &HashSet::new()), [Action::Apply { id: id("green"), revision: 7 }]);
     }
 
     #[test]
     fn a_restarted_daemon_reapplies_succeeded_deployments_to_adopt_them_but_not_failed_ones() {
-        let d = desired(
-            &[("blue", 3), ("red", 4)],
-            &[("blue", 3, true), ("red", 4, false)],
-        );
+        let d = desired(&[("blue", 3), ("red", 4)], &[("blue", 3, true), ("red", 4, false)]);
         assert_eq!(
             plan(&d, &HashMap::new(), &HashSet::new()),
-            [Action::Apply {
-                id: id("blue"),
-                revision: 3
-            }]
+            [Action::Apply { id: id("blue"), revision: 3 }]
         );
     }
 
@@ -142,10 +114,7 @@ mod tests {
         let d = desired(&[("red", 9)], &[("red", 4, false)]);
         assert_eq!(
             plan(&d, &HashMap::new(), &HashSet::new()),
-            [Action::Apply {
-                id: id("red"),
-                revision: 9
-            }]
+            [Action::Apply { id: id("red"), revision: 9 }]
         );
     }
 
@@ -154,9 +123,6 @@ mod tests {
         let d = desired(&[("blue", 3)], &[]);
         let applied = HashMap::from([(id("gone"), 2), (id("busy"), 1)]);
         let busy = HashSet::from([id("busy"), id("blue")]);
-        assert_eq!(
-            plan(&d, &applied, &busy),
-            [Action::Remove { id: id("gone") }]
-        );
+        assert_eq!(plan(&d, &applied, &busy), [Action::Remove { id: id("gone") }]);
     }
 }

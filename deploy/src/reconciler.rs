@@ -107,8 +107,7 @@ impl Reconciler {
     fn pass(self: &Arc<Self>) {
         let revision = *self.store.watch().borrow();
         let desired = Desired::read(&*self.store);
-        self.routes
-            .publish(route_table(&desired, &self.supervisor.leases()));
+        self.routes.publish(route_table(&desired, &self.supervisor.leases()));
         self.published.send_if_modified(|p| {
             let newer = revision > *p;
             *p = (*p).max(revision);
@@ -148,23 +147,10 @@ impl Reconciler {
             return;
         };
         tracing::info!(endpoint = %id.0, deployment = %id.1, revision, "applying deployment");
-        let result = self
-            .supervisor
-            .apply(container::supervisor_spec(&at.record.spec))
-            .await;
+        let result = self.supervisor.apply(container::supervisor_spec(&at.record.spec)).await;
         let outcome = match result {
-            Ok(()) => Outcome {
-                revision,
-                succeeded: true,
-                reason: None,
-                logs: String::new(),
-            },
-            Err(e) => Outcome {
-                revision,
-                succeeded: false,
-                reason: Some(e.reason),
-                logs: e.logs,
-            },
+            Ok(()) => Outcome { revision, succeeded: true, reason: None, logs: String::new() },
+            Err(e) => Outcome { revision, succeeded: false, reason: Some(e.reason), logs: e.logs },
         };
         self.books().applied.insert(id.clone(), revision);
         if let Err(e) = self.record_outcome(id, revision, outcome) {
@@ -182,17 +168,11 @@ impl Reconciler {
     ) -> Result<(), crate::error::Error> {
         // Re-read: the deployment may have changed or gone while its containers came up.
         let desired = Desired::read(&*self.store);
-        let Some(at) = desired
-            .deployments
-            .get(id)
-            .filter(|at| at.revision == revision)
-        else {
+        let Some(at) = desired.deployments.get(id).filter(|at| at.revision == revision) else {
             return Ok(());
         };
         let previous = desired.outcomes.get(id);
-        let previous_here = previous
-            .map(|p| &p.record)
-            .filter(|p| p.revision == revision);
+        let previous_here = previous.map(|p| &p.record).filter(|p| p.revision == revision);
         if previous_here.is_some_and(|p| p.succeeded == outcome.succeeded) {
             return Ok(());
         }

@@ -50,15 +50,8 @@ pub fn route_table(desired: &Desired, leases: &HashMap<DeploymentKey, Vec<Lease>
             record.keys.primary.clone().into_bytes(),
             record.keys.secondary.clone().into_bytes(),
         ]);
-        endpoints.insert(
-            name.clone(),
-            EndpointRoute {
-                name: name.clone(),
-                credentials,
-                traffic,
-                deployments,
-            },
-        );
+        endpoints
+            .insert(name.clone(), EndpointRoute { name: name.clone(), credentials, traffic, deployments });
     }
     RouteTable { endpoints }
 }

@@ -95,10 +95,7 @@ impl Desired {
             workspace: workspace
                 .and_then(|v| serde_json::from_value(v.value).ok())
                 .unwrap_or_else(WorkspaceSpec::default_workspace),
-            endpoints: records(store, "endpoints/")
-                .into_iter()
-                .map(|(id, at)| (id.0, at))
-                .collect(),
+            endpoints: records(store, "endpoints/").into_iter().map(|(id, at)| (id.0, at)).collect(),
             deployments: records(store, "deployments/"),
             outcomes: records(store, "outcomes/"),
         }
@@ -107,20 +104,14 @@ impl Desired {
     /// The outcome of the deployment's current revision, if bringing it up has ended.
     pub fn current_outcome(&self, id: &DeploymentId) -> Option<&Outcome> {
         let revision = self.deployments.get(id)?.revision;
-        self.outcomes
-            .get(id)
-            .map(|o| &o.record)
-            .filter(|o| o.revision == revision)
+        self.outcomes.get(id).map(|o| &o.record).filter(|o| o.revision == revision)
     }
 
     pub fn deployments_of<'a>(
         &'a self,
         endpoint: &'a str,
     ) -> impl Iterator<Item = &'a At<DeploymentRecord>> + 'a {
-        self.deployments
-            .iter()
-            .filter(move |((ep, _), _)| ep == endpoint)
-            .map(|(_, at)| at)
+        self.deployments.iter().filter(move |((ep, _), _)| ep == endpoint).map(|(_, at)| at)
     }
 }
 
@@ -136,13 +127,7 @@ fn records<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> BTreeMap<Dep
         };
         match serde_json::from_value(versioned.value) {
             Ok(record) => {
-                out.insert(
-                    id,
-                    At {
-                        record,
-                        revision: versioned.mod_revision,
-                    },
-                );
+                out.insert(id, At { record, revision: versioned.mod_revision });
             }
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "skipping a stored record that does not decode")

@@ -7,8 +7,6 @@
 //! because it holds endpoint keys.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::error::Error;
+use crate::private_file;
 
 /// A value and the revision of the commit that last wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,10 +45,7 @@ impl Txn {
     }
 
     pub fn put(mut self, key: &str, value: impl Serialize) -> Txn {
-        self.ops.push(Op::Put(
-            key.to_string(),
-            serde_json::to_value(value).unwrap_or(Value::Null),
-        ));
+        self.ops.push(Op::Put(key.to_string(), serde_json::to_value(value).unwrap_or(Value::Null)));
         self
     }
 
@@ -88,53 +84,22 @@ impl FileStore {
                 .map_err(|e| Error::Other(format!("store {} is damaged: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => {
-                return Err(Error::other(
-                    &format!("reading store {}", path.display()),
-                    e,
-                ));
+                return Err(Error::other(&format!("reading store {}", path.display()), e));
             }
         };
         let revision = watch::channel(state.revision).0;
-        Ok(FileStore {
-            path: path.to_path_buf(),
-            state: Mutex::new(state),
-            revision,
-        })
+        Ok(FileStore { path: path.to_path_buf(), state: Mutex::new(state), revision })
     }
 
     fn persist(&self, state: &State) -> Result<(), Error> {
-        let io =
-            |e: std::io::Error| Error::other(&format!("writing store {}", self.path.display()), e);
-        let bytes =
-            serde_json::to_vec_pretty(state).map_err(|e| Error::other("encoding the store", e))?;
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| Error::other("encoding the store", e))?;
+        private_file::write(&self.path, &bytes)
     }
 }
 
 impl Store for FileStore {
     fn get(&self, key: &str) -> Option<Versioned> {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .get(key)
-            .cloned()
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).entries.get(key).cloned()
     }
 
     fn range(&self, prefix: &str) -> Vec<(String, Versioned)> {
@@ -155,20 +120,11 @@ impl Store for FileStore {
             }
         }
         let revision = state.revision + 1;
-        let mut next = State {
-            revision,
-            entries: state.entries.clone(),
-        };
+        let mut next = State { revision, entries: state.entries.clone() };
         for op in txn.ops {
             match op {
                 Op::Put(key, value) => {
-                    next.entries.insert(
-                        key,
-                        Versioned {
-                            value,
-                            mod_revision: revision,
-                        },
-                    );
+                    next.entries.insert(key, Versioned { value, mod_revision: revision });
                 }
                 Op::Delete(key) => {
                     next.entries.remove(&key);
@@ -228,12 +184,7 @@ mod tests {
             .expect("applied");
         assert_eq!(store.get("a").map(|v| v.mod_revision), Some(r1));
         // A stale compare writes nothing.
-        assert_eq!(
-            store
-                .commit(Txn::default().expect("a", None).put("c", 3))
-                .expect("io"),
-            None
-        );
+        assert_eq!(store.commit(Txn::default().expect("a", None).put("c", 3)).expect("io"), None);
         assert!(store.get("c").is_none());
         let r2 = store
             .commit(Txn::default().expect("a", Some(r1)).delete("a").put("c", 3))
@@ -249,21 +200,13 @@ mod tests {
     fn state_survives_a_reopen_and_the_file_is_owner_only() {
         let (dir, store) = temp_store();
         store
-            .commit(
-                Txn::default()
-                    .put("endpoints/a", "x")
-                    .put("endpoints/b", "y")
-                    .put("other", 0),
-            )
+            .commit(Txn::default().put("endpoints/a", "x").put("endpoints/b", "y").put("other", 0))
             .expect("io");
         drop(store);
         let reopened = FileStore::open(&dir.0.join("store.json")).expect("open");
         assert_eq!(reopened.range("endpoints/").len(), 2);
         assert_eq!(*reopened.watch().borrow(), 1);
-        let mode = std::fs::metadata(dir.0.join("store.json"))
-            .expect("meta")
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.0.join("store.json")).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -64,17 +64,10 @@ pub struct ScoringBase {
 impl ScoringBase {
     pub fn uri(&self, endpoint: &str, leaf: &str) -> String {
         let default_port = matches!((self.scheme, self.port), ("http", 80) | ("https", 443));
-        let port = if default_port {
-            String::new()
-        } else {
-            format!(":{}", self.port)
-        };
+        let port = if default_port { String::new() } else { format!(":{}", self.port) };
         match &self.domain {
             Some(domain) => format!("{}://{endpoint}.{domain}{port}/{leaf}", self.scheme),
-            None => format!(
-                "{}://{}{port}/endpoints/{endpoint}/{leaf}",
-                self.scheme, self.host
-            ),
+            None => format!("{}://{}{port}/endpoints/{endpoint}/{leaf}", self.scheme, self.host),
         }
     }
 }
@@ -85,25 +78,11 @@ mod tests {
 
     #[test]
     fn scoring_uris_follow_the_contract() {
-        let mut base = ScoringBase {
-            scheme: "http",
-            host: "127.0.0.1".into(),
-            port: 8080,
-            domain: None,
-        };
-        assert_eq!(
-            base.uri("my-ep", "score"),
-            "http://127.0.0.1:8080/endpoints/my-ep/score"
-        );
+        let mut base = ScoringBase { scheme: "http", host: "127.0.0.1".into(), port: 8080, domain: None };
+        assert_eq!(base.uri("my-ep", "score"), "http://127.0.0.1:8080/endpoints/my-ep/score");
         base.domain = Some("ml.example.test".into());
-        assert_eq!(
-            base.uri("my-ep", "swagger.json"),
-            "http://my-ep.ml.example.test:8080/swagger.json"
-        );
+        assert_eq!(base.uri("my-ep", "swagger.json"), "http://my-ep.ml.example.test:8080/swagger.json");
         base.port = 80;
-        assert_eq!(
-            base.uri("my-ep", "score"),
-            "http://my-ep.ml.example.test/score"
-        );
+        assert_eq!(base.uri("my-ep", "score"), "http://my-ep.ml.example.test/score");
     }
 }

@@ -72,14 +72,8 @@ mod tests {
 
     #[test]
     fn primary_and_secondary_keys_both_pass() {
-        assert_eq!(
-            check(&keys(), &with("Bearer primary-key")).0,
-            Verdict::Accepted
-        );
-        assert_eq!(
-            check(&keys(), &with("bearer secondary-key")).0,
-            Verdict::Accepted
-        );
+        assert_eq!(check(&keys(), &with("Bearer primary-key")).0, Verdict::Accepted);
+        assert_eq!(check(&keys(), &with("bearer secondary-key")).0, Verdict::Accepted);
     }
 
     #[test]

@@ -66,23 +66,14 @@ pub async fn forward(
 ) -> Result<Response<Full<Bytes>>, Reject> {
     let deadline = tokio::time::Instant::now() + deployment.request_timeout;
     let timeout = Reject::Timeout(deployment.request_timeout.as_millis());
-    let first = deployment
-        .next_instance()
-        .ok_or_else(|| Reject::NoReadyInstance(deployment.name.clone()))?
-        .clone();
+    let first =
+        deployment.next_instance().ok_or_else(|| Reject::NoReadyInstance(deployment.name.clone()))?.clone();
     let mut upstream = first.clone();
     let mut attempt = 0;
     loop {
         attempt += 1;
         ctx.instance = Some(upstream.instance.clone());
-        let request = upstream_request(
-            &upstream,
-            method,
-            path,
-            headers,
-            body.clone(),
-            &ctx.request_id,
-        )?;
+        let request = upstream_request(&upstream, method, path, headers, body.clone(), &ctx.request_id)?;
         let started = Instant::now();
         let sent = tokio::time::timeout_at(deadline, client.request(request)).await;
         let response = match sent {
@@ -132,15 +123,9 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// A container's non-2xx answer becomes 424; its status and reason travel in headers.
 fn model_error(headers: &mut HeaderMap, status: StatusCode) {
-    headers.insert(
-        "ms-azureml-model-error-statuscode",
-        HeaderValue::from(status.as_u16()),
-    );
+    headers.insert("ms-azureml-model-error-statuscode", HeaderValue::from(status.as_u16()));
     let reason = status.canonical_reason().unwrap_or("Unknown");
-    headers.insert(
-        "ms-azureml-model-error-reason",
-        HeaderValue::from_static(reason),
-    );
+    headers.insert("ms-azureml-model-error-reason", HeaderValue::from_static(reason));
 }
 
 fn upstream_request(
@@ -179,16 +164,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_connection_lists_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));

@@ -10,10 +10,7 @@ use crate::table::{DeploymentRoute, EndpointRoute};
 
 pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
 
-pub fn deployment(
-    endpoint: &EndpointRoute,
-    headers: &HeaderMap,
-) -> Result<Arc<DeploymentRoute>, Reject> {
+pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<DeploymentRoute>, Reject> {
     if let Some(named) = headers.get(DEPLOYMENT_HEADER) {
         let name = named.to_str().unwrap_or_default().trim();
         return endpoint
@@ -32,9 +29,7 @@ pub fn deployment(
         .deployments
         .get(name)
         .cloned()
-        .ok_or(Reject::Internal(
-            "traffic names a deployment missing from the route table",
-        ))
+        .ok_or(Reject::Internal("traffic names a deployment missing from the route table"))
 }
 
 /// The deployment whose share of `[0, total)` holds `roll`, shares laid out in order.
@@ -70,9 +65,7 @@ mod tests {
     #[test]
     fn every_share_gets_exactly_its_percent_of_rolls() {
         let t = split();
-        let green = (0..100)
-            .filter(|&r| weighted(&t, r) == Some("green"))
-            .count();
+        let green = (0..100).filter(|&r| weighted(&t, r) == Some("green")).count();
         assert_eq!(green, 10);
     }
 }

@@ -108,24 +108,13 @@ async fn life(
         Operation::Score => &deployment.scoring_path,
         Operation::Swagger => &deployment.swagger_path,
     };
-    forward::forward(
-        &gw.client,
-        &deployment,
-        &parts.method,
-        path,
-        &parts.headers,
-        body,
-        ctx,
-    )
-    .await
+    forward::forward(&gw.client, &deployment, &parts.method, path, &parts.headers, body, ctx).await
 }
 
 /// The whole body, refused early when its declared length is already over the limit.
 async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, Reject> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Reject::BodyTooLarge(limit));
     }
@@ -142,9 +131,7 @@ fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     let bytes = value.as_bytes();
     let clean = !bytes.is_empty()
         && bytes.len() <= 40
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
     clean.then(|| value.clone())
 }
 
@@ -157,11 +144,7 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
     if let Some(id) = client_request_id {
         headers.insert("x-ms-client-request-id", id);
     }
-    if let Some(name) = ctx
-        .deployment
-        .as_deref()
-        .and_then(|d| HeaderValue::from_str(d).ok())
-    {
+    if let Some(name) = ctx.deployment.as_deref().and_then(|d| HeaderValue::from_str(d).ok()) {
         headers.insert(DEPLOYMENT_HEADER, name);
     }
 }
@@ -200,10 +183,7 @@ mod tests {
             ("semi;colon", false),
         ] {
             let mut h = HeaderMap::new();
-            h.insert(
-                "x-ms-client-request-id",
-                HeaderValue::from_str(value).expect("header"),
-            );
+            h.insert("x-ms-client-request-id", HeaderValue::from_str(value).expect("header"));
             assert_eq!(client_request_id(&h).is_some(), echoed, "{value}");
         }
     }

@@ -28,12 +28,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
-        Arc::new(Gateway {
-            config,
-            routes,
-            client: forward::client(),
-            log,
-        })
+        Arc::new(Gateway { config, routes, client: forward::client(), log })
     }
 }
 
@@ -87,10 +82,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over with requests still open");
     }
 }

@@ -61,12 +61,7 @@ pub struct DeploymentRoute {
 }
 
 impl DeploymentRoute {
-    pub fn new(
-        name: &str,
-        instances: Vec<Upstream>,
-        scoring_path: &str,
-        request_timeout: Duration,
-    ) -> Self {
+    pub fn new(name: &str, instances: Vec<Upstream>, scoring_path: &str, request_timeout: Duration) -> Self {
         DeploymentRoute {
             name: name.to_string(),
             instances,

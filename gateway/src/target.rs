@@ -19,10 +19,7 @@ pub struct Target {
 
 pub fn resolve<B>(req: &Request<B>, domain: Option<&str>) -> Result<Target, Reject> {
     let path = req.uri().path();
-    let (endpoint, rest) = match path
-        .strip_prefix("/endpoints/")
-        .and_then(|p| p.split_once('/'))
-    {
+    let (endpoint, rest) = match path.strip_prefix("/endpoints/").and_then(|p| p.split_once('/')) {
         Some((endpoint, rest)) => (endpoint.to_string(), rest),
         None => match domain.and_then(|d| endpoint_from_host(req, d)) {
             Some(endpoint) => (endpoint, path.trim_start_matches('/')),
@@ -41,24 +38,14 @@ pub fn resolve<B>(req: &Request<B>, domain: Option<&str>) -> Result<Target, Reje
     if !allowed {
         return Err(Reject::MethodNotAllowed);
     }
-    Ok(Target {
-        endpoint,
-        operation,
-    })
+    Ok(Target { endpoint, operation })
 }
 
 fn endpoint_from_host<B>(req: &Request<B>, domain: &str) -> Option<String> {
-    let host = req
-        .uri()
-        .host()
-        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())?;
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
+    let host = req.uri().host().or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())?;
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     let host = host.trim_end_matches('.');
     let prefix = host.len().checked_sub(domain.len() + 1)?;
     let (name, rest) = host.split_at(prefix);
@@ -74,29 +61,14 @@ mod tests {
     use super::*;
 
     fn req(method: Method, uri: &str, host: &str) -> Request<()> {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", host)
-            .body(())
-            .expect("request")
+        Request::builder().method(method).uri(uri).header("host", host).body(()).expect("request")
     }
 
     #[test]
     fn path_names_endpoint_and_operation() {
         let t = resolve(&req(Method::POST, "/endpoints/my-ep/score", "x"), None).expect("score");
-        assert_eq!(
-            t,
-            Target {
-                endpoint: "my-ep".into(),
-                operation: Operation::Score
-            }
-        );
-        let t = resolve(
-            &req(Method::GET, "/endpoints/my-ep/swagger.json", "x"),
-            None,
-        )
-        .expect("swagger");
+        assert_eq!(t, Target { endpoint: "my-ep".into(), operation: Operation::Score });
+        let t = resolve(&req(Method::GET, "/endpoints/my-ep/swagger.json", "x"), None).expect("swagger");
         assert_eq!(t.operation, Operation::Swagger);
     }
 
@@ -106,36 +78,20 @@ mod tests {
             resolve(&req(Method::GET, "/endpoints/e/score", "x"), None),
             Err(Reject::MethodNotAllowed)
         );
-        assert_eq!(
-            resolve(&req(Method::POST, "/endpoints/e/other", "x"), None),
-            Err(Reject::NoRoute)
-        );
-        assert_eq!(
-            resolve(&req(Method::POST, "/score", "x"), None),
-            Err(Reject::NoRoute)
-        );
+        assert_eq!(resolve(&req(Method::POST, "/endpoints/e/other", "x"), None), Err(Reject::NoRoute));
+        assert_eq!(resolve(&req(Method::POST, "/score", "x"), None), Err(Reject::NoRoute));
     }
 
     #[test]
     fn host_under_the_domain_names_the_endpoint() {
         let d = Some("ml.example.test");
-        let t = resolve(
-            &req(Method::POST, "/score", "My-Ep.ml.example.test:8080"),
-            d,
-        )
-        .expect("host");
+        let t = resolve(&req(Method::POST, "/score", "My-Ep.ml.example.test:8080"), d).expect("host");
         assert_eq!(t.endpoint, "my-ep");
         assert!(resolve(&req(Method::POST, "/score", "my-ep.ml.example.test."), d).is_ok());
         assert_eq!(
-            resolve(
-                &req(Method::POST, "/score", "my-ep.evil-ml.example.test"),
-                d
-            ),
+            resolve(&req(Method::POST, "/score", "my-ep.evil-ml.example.test"), d),
             Err(Reject::NoRoute)
         );
-        assert_eq!(
-            resolve(&req(Method::POST, "/score", "ml.example.test"), d),
-            Err(Reject::NoRoute)
-        );
+        assert_eq!(resolve(&req(Method::POST, "/score", "ml.example.test"), d), Err(Reject::NoRoute));
     }
 }

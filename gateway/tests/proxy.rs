@@ -12,8 +12,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use moat_gateway::{
-    AccessRecord, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, RouteTable, Routes,
-    Upstream,
+    AccessRecord, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, RouteTable, Routes, Upstream,
 };
 use moat_test_support::{Reply, http};
 use tokio::net::TcpListener;
@@ -49,13 +48,10 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                     };
                     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
                     *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
-                    response.headers_mut().insert(
-                        "content-type",
-                        "application/problem+json".parse().expect("ct"),
-                    );
                     response
                         .headers_mut()
-                        .insert("x-request-id", "container-made-this".parse().expect("id"));
+                        .insert("content-type", "application/problem+json".parse().expect("ct"));
+                    response.headers_mut().insert("x-request-id", "container-made-this".parse().expect("id"));
                     Ok::<_, Infallible>(response)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -89,15 +85,9 @@ async fn gateway(config: Config) -> Harness {
         let instances = ups
             .into_iter()
             .enumerate()
-            .map(|(i, addr)| Upstream {
-                instance: format!("{name}-{i}"),
-                addr,
-            })
+            .map(|(i, addr)| Upstream { instance: format!("{name}-{i}"), addr })
             .collect();
-        (
-            name.to_string(),
-            Arc::new(DeploymentRoute::new(name, instances, path, timeout)),
-        )
+        (name.to_string(), Arc::new(DeploymentRoute::new(name, instances, path, timeout)))
     };
     let endpoint = EndpointRoute {
         name: "ep".into(),
@@ -119,52 +109,39 @@ async fn gateway(config: Config) -> Harness {
         deployments: HashMap::new(),
     };
     let routes = Routes::default();
-    routes.publish(RouteTable {
-        endpoints: HashMap::from([("ep".into(), endpoint), ("idle".into(), idle)]),
-    });
+    routes.publish(RouteTable { endpoints: HashMap::from([("ep".into(), endpoint), ("idle".into(), idle)]) });
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = {
         let logs = logs.clone();
         Arc::new(move |r: &AccessRecord| {
-            logs.lock()
-                .expect("logs")
-                .push(serde_json::to_string(r).expect("json"))
+            logs.lock().expect("logs").push(serde_json::to_string(r).expect("json"))
         })
     };
     let gw = Gateway::new(config, routes, sink);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(moat_gateway::serve(
-        listener,
-        gw,
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    tokio::spawn(moat_gateway::serve(listener, gw, std::future::pending(), Duration::from_secs(1)));
     Harness { addr, logs, closed }
 }
 
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let headers: Vec<(String, String)> =
+        headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let (method, path, body) = (method.to_string(), path.to_string(), body.to_string());
     tokio::task::spawn_blocking(move || {
-        let h: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         http(addr, &method, &path, &h, &body)
     })
     .await
     .expect("join")
     .expect("request")
+}
+
+/// A scoring request with the primary key, targeted at one deployment.
+async fn score_on(h: &Harness, deployment: &str) -> Reply {
+    let auth = bearer(PRIMARY);
+    let headers = [("Authorization", auth.as_str()), ("azureml-model-deployment", deployment)];
+    call(h.addr, "POST", "/endpoints/ep/score", &headers, "{}").await
 }
 
 fn bearer(key: &str) -> String {
@@ -176,44 +153,23 @@ async fn both_keys_score_and_the_key_never_reaches_the_container() {
     let h = gateway(Config::default()).await;
     for key in [PRIMARY, SECONDARY] {
         let auth = bearer(key);
-        let r = call(
-            h.addr,
-            "POST",
-            "/endpoints/ep/score",
-            &[("Authorization", &auth)],
-            "{}",
-        )
-        .await;
+        let r = call(h.addr, "POST", "/endpoints/ep/score", &[("Authorization", &auth)], "{}").await;
         assert_eq!(r.status, 200, "{}", r.body);
         let seen: HashMap<String, String> = serde_json::from_str(&r.body).expect("echo");
-        assert!(
-            !seen.contains_key("authorization"),
-            "credential forwarded: {seen:?}"
-        );
+        assert!(!seen.contains_key("authorization"), "credential forwarded: {seen:?}");
         assert_eq!(r.header("azureml-model-deployment"), Some("blue"));
         let id = r.header("x-request-id").expect("request id");
         assert_ne!(id, "container-made-this");
-        assert_eq!(
-            seen.get("x-request-id").map(String::as_str),
-            Some(id),
-            "container sees the same id"
-        );
+        assert_eq!(seen.get("x-request-id").map(String::as_str), Some(id), "container sees the same id");
     }
     let logs = h.logs.lock().expect("logs").join("\n");
-    assert!(
-        !logs.contains(PRIMARY) && !logs.contains(SECONDARY),
-        "a key in the access log"
-    );
+    assert!(!logs.contains(PRIMARY) && !logs.contains(SECONDARY), "a key in the access log");
 }
 
 #[tokio::test]
 async fn wrong_or_missing_credentials_get_401_and_are_logged() {
     let h = gateway(Config::default()).await;
-    for headers in [
-        vec![("Authorization", "Bearer nope")],
-        vec![("Authorization", "Basic x")],
-        vec![],
-    ] {
+    for headers in [vec![("Authorization", "Bearer nope")], vec![("Authorization", "Basic x")], vec![]] {
         let r = call(h.addr, "POST", "/endpoints/ep/score", &headers, "{}").await;
         assert_eq!(r.status, 401, "{headers:?}");
         let body: serde_json::Value = serde_json::from_str(&r.body).expect("json error");
@@ -221,81 +177,33 @@ async fn wrong_or_missing_credentials_get_401_and_are_logged() {
     }
     let logs = h.logs.lock().expect("logs").clone();
     assert_eq!(logs.len(), 3);
-    assert!(
-        logs[0].contains("\"auth\":\"invalid\"") && logs[2].contains("\"auth\":\"missing\""),
-        "{logs:?}"
-    );
+    assert!(logs[0].contains("\"auth\":\"invalid\"") && logs[2].contains("\"auth\":\"missing\""), "{logs:?}");
 }
 
 #[tokio::test]
 async fn routing_by_header_and_the_404s_that_name_what_is_missing() {
     let h = gateway(Config::default()).await;
     let auth = bearer(PRIMARY);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/ep/score",
-        &[
-            ("Authorization", &auth),
-            ("azureml-model-deployment", "nosuch"),
-        ],
-        "{}",
-    )
-    .await;
+    let r = score_on(&h, "nosuch").await;
     assert_eq!(r.status, 404);
     assert!(r.body.contains("nosuch"), "{}", r.body);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/missing/score",
-        &[("Authorization", &auth)],
-        "{}",
-    )
-    .await;
+    let r = call(h.addr, "POST", "/endpoints/missing/score", &[("Authorization", &auth)], "{}").await;
     assert_eq!(r.status, 404);
     assert!(r.body.contains("missing"), "{}", r.body);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/idle/score",
-        &[("Authorization", &auth)],
-        "{}",
-    )
-    .await;
+    let r = call(h.addr, "POST", "/endpoints/idle/score", &[("Authorization", &auth)], "{}").await;
     assert_eq!(r.status, 404);
     assert!(r.body.contains("positive traffic"), "{}", r.body);
-    let r = call(
-        h.addr,
-        "GET",
-        "/endpoints/ep/swagger.json",
-        &[("Authorization", &auth)],
-        "",
-    )
-    .await;
+    let r = call(h.addr, "GET", "/endpoints/ep/swagger.json", &[("Authorization", &auth)], "").await;
     assert_eq!((r.status, r.body.as_str()), (200, "{\"swagger\":\"2.0\"}"));
 }
 
 #[tokio::test]
 async fn container_errors_become_424_with_the_containers_body() {
     let h = gateway(Config::default()).await;
-    let auth = bearer(PRIMARY);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/ep/score",
-        &[
-            ("Authorization", &auth),
-            ("azureml-model-deployment", "bad"),
-        ],
-        "{}",
-    )
-    .await;
+    let r = score_on(&h, "bad").await;
     assert_eq!(r.status, 424);
     assert_eq!(r.header("ms-azureml-model-error-statuscode"), Some("400"));
-    assert_eq!(
-        r.header("ms-azureml-model-error-reason"),
-        Some("Bad Request")
-    );
+    assert_eq!(r.header("ms-azureml-model-error-reason"), Some("Bad Request"));
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     assert_eq!(r.body, "{\"detail\":\"bad input\"}");
 }
@@ -303,50 +211,18 @@ async fn container_errors_become_424_with_the_containers_body() {
 #[tokio::test]
 async fn no_ready_instance_is_503_with_retry_after_and_a_dead_one_is_502() {
     let h = gateway(Config::default()).await;
-    let auth = bearer(PRIMARY);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/ep/score",
-        &[
-            ("Authorization", &auth),
-            ("azureml-model-deployment", "empty"),
-        ],
-        "{}",
-    )
-    .await;
+    let r = score_on(&h, "empty").await;
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some());
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/ep/score",
-        &[
-            ("Authorization", &auth),
-            ("azureml-model-deployment", "gone"),
-        ],
-        "{}",
-    )
-    .await;
+    let r = score_on(&h, "gone").await;
     assert_eq!(r.status, 502, "{}", r.body);
 }
 
 #[tokio::test]
 async fn a_connect_failure_is_retried_once_on_another_instance() {
     let h = gateway(Config::default()).await;
-    let auth = bearer(PRIMARY);
     for _ in 0..4 {
-        let r = call(
-            h.addr,
-            "POST",
-            "/endpoints/ep/score",
-            &[
-                ("Authorization", &auth),
-                ("azureml-model-deployment", "half"),
-            ],
-            "{}",
-        )
-        .await;
+        let r = score_on(&h, "half").await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
 }
@@ -354,50 +230,18 @@ async fn a_connect_failure_is_retried_once_on_another_instance() {
 #[tokio::test]
 async fn a_slow_model_gets_408_and_its_connection_is_closed() {
     let mut h = gateway(Config::default()).await;
-    let auth = bearer(PRIMARY);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/ep/score",
-        &[
-            ("Authorization", &auth),
-            ("azureml-model-deployment", "slow"),
-        ],
-        "{}",
-    )
-    .await;
+    let r = score_on(&h, "slow").await;
     assert_eq!(r.status, 408, "{}", r.body);
     let closed = tokio::time::timeout(Duration::from_secs(5), h.closed.recv()).await;
-    assert!(
-        matches!(closed, Ok(Some(()))),
-        "the upstream connection stayed open"
-    );
+    assert!(matches!(closed, Ok(Some(()))), "the upstream connection stayed open");
 }
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
-    let h = gateway(Config {
-        max_body_bytes: 1000,
-        ..Config::default()
-    })
-    .await;
+    let h = gateway(Config { max_body_bytes: 1000, ..Config::default() }).await;
     let auth = bearer(PRIMARY);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/ep/score",
-        &[("Authorization", &auth)],
-        &"x".repeat(1001),
-    )
-    .await;
+    let r = call(h.addr, "POST", "/endpoints/ep/score", &[("Authorization", &auth)], &"x".repeat(1001)).await;
     assert_eq!(r.status, 413);
-    let r = call(
-        h.addr,
-        "POST",
-        "/endpoints/ep/score",
-        &[("Authorization", &auth)],
-        &"x".repeat(1000),
-    )
-    .await;
+    let r = call(h.addr, "POST", "/endpoints/ep/score", &[("Authorization", &auth)], &"x".repeat(1000)).await;
     assert_eq!(r.status, 200);
 }

@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use crate::Error;
+use crate::{Error, names};
 
 /// A container as the supervisor sees it.
 #[derive(Debug, Clone)]
@@ -46,18 +46,12 @@ pub struct Engine {
 
 fn docker_error(action: impl Into<String>, e: BollardError) -> Error {
     let message = match e {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
+        BollardError::DockerResponseServerError { status_code, message } => {
             format!("{message} (status {status_code})")
         }
         other => other.to_string(),
     };
-    Error::Docker {
-        action: action.into(),
-        message,
-    }
+    Error::Docker { action: action.into(), message }
 }
 
 fn status_of(e: &BollardError) -> Option<u16> {
@@ -71,12 +65,8 @@ impl Engine {
     /// Connects to the local engine and settles on an API version both sides speak (bollard
     /// asks for a newer one than Debian's Docker 20.10 knows).
     pub async fn connect() -> Result<Engine, Error> {
-        let docker =
-            Docker::connect_with_local_defaults().map_err(|e| Error::Connect(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| Error::Connect(e.to_string()))?;
+        let docker = Docker::connect_with_local_defaults().map_err(|e| Error::Connect(e.to_string()))?;
+        let docker = docker.negotiate_version().await.map_err(|e| Error::Connect(e.to_string()))?;
         Ok(Engine { docker })
     }
 
@@ -96,12 +86,8 @@ impl Engine {
     ) -> Result<(), Error> {
         // Docker 20.10 lets two networks share a name unless asked not to, and bollard's
         // request type no longer has that flag: look before creating.
-        let existing = self
-            .list_networks(&HashMap::from([(
-                "name".to_string(),
-                vec![name.to_string()],
-            )]))
-            .await?;
+        let existing =
+            self.list_networks(&HashMap::from([("name".to_string(), vec![name.to_string()])])).await?;
         if existing.iter().any(|(n, _)| n == name) {
             return Ok(());
         }
@@ -132,18 +118,10 @@ impl Engine {
         &self,
         filters: &HashMap<String, Vec<String>>,
     ) -> Result<Vec<(String, HashMap<String, String>)>, Error> {
-        let options = ListNetworksOptionsBuilder::default()
-            .filters(filters)
-            .build();
-        let networks = self
-            .docker
-            .list_networks(Some(options))
-            .await
-            .map_err(|e| docker_error("list networks", e))?;
-        Ok(networks
-            .into_iter()
-            .filter_map(|n| Some((n.name?, n.labels.unwrap_or_default())))
-            .collect())
+        let options = ListNetworksOptionsBuilder::default().filters(filters).build();
+        let networks =
+            self.docker.list_networks(Some(options)).await.map_err(|e| docker_error("list networks", e))?;
+        Ok(networks.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect())
     }
 
     /// Containers, running or not, whose labels match `filters`.
@@ -151,10 +129,7 @@ impl Engine {
         &self,
         filters: &HashMap<String, Vec<String>>,
     ) -> Result<Vec<ContainerInfo>, Error> {
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(filters)
-            .build();
+        let options = ListContainersOptionsBuilder::default().all(true).filters(filters).build();
         let summaries = self
             .docker
             .list_containers(Some(options))
@@ -207,7 +182,8 @@ impl Engine {
         let body = ContainerCreateBody {
             image: Some(new.image.to_string()),
             env: Some(new.env),
-            labels: Some(new.labels),
+            labels: Some(new.labels.clone()),
+
             host_config: Some(HostConfig {
                 binds: Some(new.binds),
                 network_mode: Some(new.network.to_string()),
@@ -215,18 +191,26 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(new.name)
-            .build();
-        let created = match self
-            .docker
-            .create_container(Some(options.clone()), body.clone())
-            .await
-        {
+        let options = CreateContainerOptionsBuilder::default().name(new.name).build();
+        let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
             Err(e) if status_of(&e) == Some(409) => {
+                // Replace the leftover only if it is this very instance's; a name taken by
+                // anything else is not ours to remove.
+                let ours = self.inspect(new.name).await?.is_some_and(|old| {
+                    [names::HOME, names::ENDPOINT, names::DEPLOYMENT, names::INSTANCE]
+                        .iter()
+                        .all(|k| old.labels.get(*k) == new.labels.get(*k))
+                });
+                if !ours {
+                    return Err(Error::Docker {
+                        action: format!("create container {}", new.name),
+                        message: "the name is taken by a container that is not this instance's".into(),
+                    });
+                }
                 self.remove(new.name).await?;
                 self.docker.create_container(Some(options), body).await
             }
+
             other => other,
         }
         .map_err(|e| docker_error(format!("create container {}", new.name), e))?;
@@ -283,11 +267,8 @@ impl Engine {
 
     /// The last `lines` lines of the container's stdout and stderr, interleaved as written.
     pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, Error> {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
+        let options =
+            LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
         let mut stream = self.docker.logs(id, Some(options));
         let mut text = String::new();
         while let Some(chunk) = stream.next().await {

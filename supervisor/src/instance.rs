@@ -76,17 +76,13 @@ pub(crate) struct Instance {
 
 impl Instance {
     pub(crate) fn new(status: InstanceStatus) -> Arc<Instance> {
-        Arc::new(Instance {
-            status: Mutex::new(status),
-        })
+        Arc::new(Instance { status: Mutex::new(status) })
     }
 
     /// The status lock is never held across an await, so poisoning can only come from a
     /// panic inside one of the short updates below; the data is still usable then.
     pub(crate) fn lock(&self) -> MutexGuard<'_, InstanceStatus> {
-        self.status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn snapshot(&self) -> InstanceStatus {
@@ -134,11 +130,7 @@ pub(crate) async fn watch_instance(w: Watch, instance: Arc<Instance>) {
             _ = tick.tick() => {}
         }
         let result = match ip {
-            Some(ip) => {
-                w.prober
-                    .check(ip, &w.spec.readiness_route, probe.timeout)
-                    .await
-            }
+            Some(ip) => w.prober.check(ip, &w.spec.readiness_route, probe.timeout).await,
             None => Err("the container has no address on its network".to_string()),
         };
         let flipped = threshold.observe(result.is_ok());

@@ -39,13 +39,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_contract() {
-        assert_eq!(
-            network("0a1b2c3d", "my-ep", "blue"),
-            "moat-0a1b2c3d-my-ep-blue"
-        );
-        assert_eq!(
-            container("0a1b2c3d", "my-ep", "blue", 2),
-            "moat-0a1b2c3d-my-ep-blue-2"
-        );
+        assert_eq!(network("0a1b2c3d", "my-ep", "blue"), "moat-0a1b2c3d-my-ep-blue");
+        assert_eq!(container("0a1b2c3d", "my-ep", "blue", 2), "moat-0a1b2c3d-my-ep-blue-2");
     }
 }

@@ -45,11 +45,7 @@ impl Threshold {
             return None;
         }
         self.streak += 1;
-        let needed = if ok {
-            self.success_threshold
-        } else {
-            self.failure_threshold
-        };
+        let needed = if ok { self.success_threshold } else { self.failure_threshold };
         if self.streak >= needed {
             self.passing = ok;
             self.streak = 0;
@@ -69,9 +65,8 @@ impl Default for Prober {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client =
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Prober { client }
     }
 }
@@ -105,10 +100,7 @@ mod tests {
     #[test]
     fn becomes_ready_after_success_threshold_consecutive_passes() {
         let mut t = Threshold::new(2, 3, false);
-        assert_eq!(
-            run(&mut t, &[true, false, true, true]),
-            [None, None, None, Some(true)]
-        );
+        assert_eq!(run(&mut t, &[true, false, true, true]), [None, None, None, Some(true)]);
         assert!(t.passing());
     }
 
@@ -124,9 +116,6 @@ mod tests {
     #[test]
     fn threshold_of_one_flips_at_once_and_zero_counts_as_one() {
         let mut t = Threshold::new(0, 1, false);
-        assert_eq!(
-            run(&mut t, &[true, false, true]),
-            [Some(true), Some(false), Some(true)]
-        );
+        assert_eq!(run(&mut t, &[true, false, true]), [Some(true), Some(false), Some(true)]);
     }
 }

@@ -55,11 +55,7 @@ impl DeploymentSpec {
             env: &'a [(String, String)],
             mounts: &'a [Mount],
         }
-        let shape = Shape {
-            image: &self.image,
-            env: &self.env,
-            mounts: &self.mounts,
-        };
+        let shape = Shape { image: &self.image, env: &self.env, mounts: &self.mounts };
         let bytes = serde_json::to_vec(&shape).unwrap_or_default();
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for b in bytes {

@@ -28,10 +28,7 @@ pub struct ApplyError {
 
 impl From<Error> for ApplyError {
     fn from(e: Error) -> Self {
-        ApplyError {
-            reason: e.to_string(),
-            logs: String::new(),
-        }
+        ApplyError { reason: e.to_string(), logs: String::new() }
     }
 }
 
@@ -81,10 +78,7 @@ impl Supervisor {
     }
 
     fn deployments(&self) -> MutexGuard<'_, HashMap<DeploymentKey, Running>> {
-        self.inner
-            .deployments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.deployments.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Bumps whenever an instance appears, leaves, or changes readiness.
@@ -106,11 +100,7 @@ impl Supervisor {
         self.deployments()
             .iter()
             .map(|(key, r)| {
-                let leases = r
-                    .instances
-                    .iter()
-                    .filter_map(|i| i.snapshot().lease())
-                    .collect();
+                let leases = r.instances.iter().filter_map(|i| i.snapshot().lease()).collect();
                 (key.clone(), leases)
             })
             .collect()
@@ -151,9 +141,7 @@ impl Supervisor {
         }
         let network = names::network(home, endpoint, deployment);
         let labels = names::deployment_labels(home, endpoint, deployment);
-        engine
-            .ensure_network(&network, labels.clone(), false)
-            .await?;
+        engine.ensure_network(&network, labels.clone(), false).await?;
 
         let existing = engine
             .list_containers(&names::filters(&[
@@ -165,10 +153,7 @@ impl Supervisor {
         let count = spec.instance_count as usize;
         let mut adopt: Vec<Option<ContainerInfo>> = vec![None; count];
         for container in existing {
-            let slot = container
-                .labels
-                .get(names::INSTANCE)
-                .and_then(|i| i.parse::<usize>().ok());
+            let slot = container.labels.get(names::INSTANCE).and_then(|i| i.parse::<usize>().ok());
             let same_spec = container.labels.get(names::SPEC_HASH) == Some(&hash);
             match slot {
                 Some(i) if i < count && same_spec && container.running && adopt[i].is_none() => {
@@ -178,11 +163,7 @@ impl Supervisor {
             }
         }
 
-        let mut running = Running {
-            hash: hash.clone(),
-            instances: Vec::new(),
-            tasks: Vec::new(),
-        };
+        let mut running = Running { hash: hash.clone(), instances: Vec::new(), tasks: Vec::new() };
         for (index, adopted) in adopt.into_iter().enumerate() {
             let index = index as u32;
             let name = format!("{deployment}-{index}");
@@ -211,9 +192,7 @@ impl Supervisor {
                         })
                         .await?;
                     let info = engine.inspect(&id).await?.ok_or_else(|| ApplyError {
-                        reason: format!(
-                            "container {container_name} vanished right after it started"
-                        ),
+                        reason: format!("container {container_name} vanished right after it started"),
                         logs: String::new(),
                     })?;
                     (info, false)
@@ -237,10 +216,7 @@ impl Supervisor {
                 spec: spec.clone(),
                 adopted: was_adopted,
             };
-            running.tasks.push(tokio::spawn(instance::watch_instance(
-                watch,
-                instance.clone(),
-            )));
+            running.tasks.push(tokio::spawn(instance::watch_instance(watch, instance.clone())));
             running.instances.push(instance);
         }
         let key = (spec.endpoint.clone(), spec.deployment.clone());
@@ -255,10 +231,7 @@ impl Supervisor {
         let give_up = tokio::time::Instant::now() + deadline;
         loop {
             let instances = self.instances(&key.0, &key.1);
-            if let Some(dead) = instances
-                .iter()
-                .find(|i| i.state == InstanceState::Exited && !i.ever_ready)
-            {
+            if let Some(dead) = instances.iter().find(|i| i.state == InstanceState::Exited && !i.ever_ready) {
                 return Err(self.failure(dead, "exited before it was ready").await);
             }
             if !instances.is_empty() && instances.iter().all(|i| i.ready) {
@@ -279,18 +252,10 @@ impl Supervisor {
     async fn failure(&self, instance: &InstanceStatus, what: &str) -> ApplyError {
         let why = instance.reason.as_deref().unwrap_or("no reason reported");
         let logs = match &instance.container_id {
-            Some(id) => self
-                .inner
-                .engine
-                .logs_tail(id, FAILURE_LOG_LINES)
-                .await
-                .unwrap_or_default(),
+            Some(id) => self.inner.engine.logs_tail(id, FAILURE_LOG_LINES).await.unwrap_or_default(),
             None => String::new(),
         };
-        ApplyError {
-            reason: format!("instance {} {what}: {why}", instance.name),
-            logs,
-        }
+        ApplyError { reason: format!("instance {} {what}: {why}", instance.name), logs }
     }
 
     /// Stops and removes a deployment's containers and its network.
@@ -310,15 +275,11 @@ impl Supervisor {
             ]))
             .await?;
         let timeout = self.inner.config.stop_timeout;
-        let stops = containers
-            .iter()
-            .map(|c| engine.stop_and_remove(&c.id, timeout));
+        let stops = containers.iter().map(|c| engine.stop_and_remove(&c.id, timeout));
         for result in futures_util::future::join_all(stops).await {
             result?;
         }
-        engine
-            .remove_network(&names::network(home, endpoint, deployment))
-            .await
+        engine.remove_network(&names::network(home, endpoint, deployment)).await
     }
 
     /// Removes this home's containers and networks of every deployment not in `keep`:
@@ -328,10 +289,7 @@ impl Supervisor {
         let filters = names::filters(&[(names::HOME, &home)]);
         let mut stale: HashSet<DeploymentKey> = HashSet::new();
         let key_of = |labels: &HashMap<String, String>| {
-            Some((
-                labels.get(names::ENDPOINT)?.clone(),
-                labels.get(names::DEPLOYMENT)?.clone(),
-            ))
+            Some((labels.get(names::ENDPOINT)?.clone(), labels.get(names::DEPLOYMENT)?.clone()))
         };
         for container in self.inner.engine.list_containers(&filters).await? {
             match key_of(&container.labels) {

@@ -4,12 +4,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use moat_supervisor::{
-    Config, DeploymentSpec, InstanceState, Mount, ProbeSettings, Route, Supervisor,
-};
-use moat_test_support::{
-    DockerCleanup, SCORER_IMAGE, http, repo_root, require_scorer_image, unique_id,
-};
+use moat_supervisor::{Config, DeploymentSpec, InstanceState, Mount, ProbeSettings, Route, Supervisor};
+use moat_test_support::{DockerCleanup, SCORER_IMAGE, http, repo_root, require_scorer_image, unique_id};
 
 fn probe() -> ProbeSettings {
     ProbeSettings {
@@ -25,20 +21,14 @@ fn scorer(endpoint: &str, deployment: &str, count: u32, with_model: bool) -> Dep
     let model_dir = "/var/azureml-app/azureml-models/model-1/1";
     let mounts = if with_model {
         vec![Mount {
-            host_path: repo_root()
-                .join("examples/model-1/model")
-                .canonicalize()
-                .expect("model dir"),
+            host_path: repo_root().join("examples/model-1/model").canonicalize().expect("model dir"),
             container_path: format!("{model_dir}/model"),
             read_only: true,
         }]
     } else {
         Vec::new()
     };
-    let route = |path: &str| Route {
-        port: 5001,
-        path: path.to_string(),
-    };
+    let route = |path: &str| Route { port: 5001, path: path.to_string() };
     DeploymentSpec {
         endpoint: endpoint.into(),
         deployment: deployment.into(),
@@ -55,12 +45,9 @@ fn scorer(endpoint: &str, deployment: &str, count: u32, with_model: bool) -> Dep
 }
 
 async fn supervisor(home: &str) -> Supervisor {
-    Supervisor::connect(Config {
-        home_id: home.into(),
-        stop_timeout: Duration::from_secs(5),
-    })
-    .await
-    .expect("Docker is running")
+    Supervisor::connect(Config { home_id: home.into(), stop_timeout: Duration::from_secs(5) })
+        .await
+        .expect("Docker is running")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,39 +56,21 @@ async fn instances_become_ready_serve_and_are_adopted_after_a_restart() {
     let home = unique_id();
     let cleanup = DockerCleanup::new(&home);
     let first = supervisor(&home).await;
-    first
-        .apply(scorer("ep", "blue", 2, true))
-        .await
-        .expect("deployment comes up");
+    first.apply(scorer("ep", "blue", 2, true)).await.expect("deployment comes up");
 
     let instances = first.instances("ep", "blue");
     assert_eq!(instances.len(), 2);
-    assert!(
-        instances
-            .iter()
-            .all(|i| i.ready && i.state == InstanceState::Running)
-    );
+    assert!(instances.iter().all(|i| i.ready && i.state == InstanceState::Running));
     let names = cleanup.containers().len();
     assert_eq!(names, 2, "two containers with the home label");
-    let leases = first
-        .leases()
-        .remove(&("ep".into(), "blue".into()))
-        .expect("leases");
-    let body = std::fs::read_to_string(repo_root().join("examples/model-1/sample-request.json"))
-        .expect("sample");
+    let leases = first.leases().remove(&("ep".into(), "blue".into())).expect("leases");
+    let body =
+        std::fs::read_to_string(repo_root().join("examples/model-1/sample-request.json")).expect("sample");
     for lease in &leases {
         let reply = tokio::task::spawn_blocking({
             let body = body.clone();
             let addr = SocketAddr::new(lease.address, 5001);
-            move || {
-                http(
-                    addr,
-                    "POST",
-                    "/score",
-                    &[("Content-Type", "application/json")],
-                    &body,
-                )
-            }
+            move || http(addr, "POST", "/score", &[("Content-Type", "application/json")], &body)
         })
         .await
         .expect("join")
@@ -111,21 +80,12 @@ async fn instances_become_ready_serve_and_are_adopted_after_a_restart() {
     }
 
     // A daemon that starts again adopts the running containers instead of replacing them.
-    let ids: HashSet<_> = instances
-        .iter()
-        .filter_map(|i| i.container_id.clone())
-        .collect();
+    let ids: HashSet<_> = instances.iter().filter_map(|i| i.container_id.clone()).collect();
     drop(first);
     let second = supervisor(&home).await;
-    second
-        .apply(scorer("ep", "blue", 2, true))
-        .await
-        .expect("adopted");
-    let adopted: HashSet<_> = second
-        .instances("ep", "blue")
-        .into_iter()
-        .filter_map(|i| i.container_id)
-        .collect();
+    second.apply(scorer("ep", "blue", 2, true)).await.expect("adopted");
+    let adopted: HashSet<_> =
+        second.instances("ep", "blue").into_iter().filter_map(|i| i.container_id).collect();
     assert_eq!(ids, adopted);
 
     second.remove("ep", "blue").await.expect("removed");
@@ -139,24 +99,10 @@ async fn an_instance_that_exits_before_ready_fails_the_apply_with_its_logs() {
     let home = unique_id();
     let cleanup = DockerCleanup::new(&home);
     let sup = supervisor(&home).await;
-    let err = sup
-        .apply(scorer("ep", "broken", 1, false))
-        .await
-        .expect_err("no model, no start");
-    assert!(
-        err.reason.contains("exited before it was ready"),
-        "{}",
-        err.reason
-    );
-    assert!(
-        err.logs.contains("cannot read model directory"),
-        "{}",
-        err.logs
-    );
-    assert!(
-        cleanup.containers().is_empty(),
-        "a failed deployment leaves no container"
-    );
+    let err = sup.apply(scorer("ep", "broken", 1, false)).await.expect_err("no model, no start");
+    assert!(err.reason.contains("exited before it was ready"), "{}", err.reason);
+    assert!(err.logs.contains("cannot read model directory"), "{}", err.logs);
+    assert!(cleanup.containers().is_empty(), "a failed deployment leaves no container");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,12 +111,8 @@ async fn leftovers_of_deleted_deployments_are_removed_and_kept_ones_stay() {
     let home = unique_id();
     let cleanup = DockerCleanup::new(&home);
     let sup = supervisor(&home).await;
-    sup.apply(scorer("ep", "keep", 1, true))
-        .await
-        .expect("keep");
-    sup.apply(scorer("ep", "drop", 1, true))
-        .await
-        .expect("drop");
+    sup.apply(scorer("ep", "keep", 1, true)).await.expect("keep");
+    sup.apply(scorer("ep", "drop", 1, true)).await.expect("drop");
     let restarted = supervisor(&home).await;
     let keep = HashSet::from([("ep".to_string(), "keep".to_string())]);
     restarted.remove_others(&keep).await.expect("clean-up");

@@ -19,9 +19,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(socket: &Path) -> AdminClient {
-        AdminClient {
-            socket: socket.to_path_buf(),
-        }
+        AdminClient { socket: socket.to_path_buf() }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Error> {
@@ -32,33 +30,20 @@ impl AdminClient {
         self.call(Method::DELETE, path, None::<()>).await
     }
 
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: impl Serialize,
-    ) -> Result<Value, Error> {
+    pub async fn send(&self, method: Method, path: &str, body: impl Serialize) -> Result<Value, Error> {
         self.call(method, path, Some(body)).await
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<impl Serialize>,
-    ) -> Result<Value, Error> {
+    async fn call(&self, method: Method, path: &str, body: Option<impl Serialize>) -> Result<Value, Error> {
         let down = || Error::DaemonDown(self.socket.clone());
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|_| down())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| down())?;
+        let stream = UnixStream::connect(&self.socket).await.map_err(|_| down())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|_| down())?;
         tokio::spawn(connection);
         let bytes = match body {
-            Some(b) => Bytes::from(
-                serde_json::to_vec(&b).map_err(|e| Error::other("encoding the request", e))?,
-            ),
+            Some(b) => {
+                Bytes::from(serde_json::to_vec(&b).map_err(|e| Error::other("encoding the request", e))?)
+            }
             None => Bytes::new(),
         };
         let request = Request::builder()
@@ -88,10 +73,9 @@ impl AdminClient {
         }
         match serde_json::from_slice::<WireError>(&body) {
             Ok(wire) => Err(wire.into()),
-            Err(_) => Err(Error::Other(format!(
-                "the daemon answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ))),
+            Err(_) => {
+                Err(Error::Other(format!("the daemon answered {status}: {}", String::from_utf8_lossy(&body))))
+            }
         }
     }
 }

@@ -31,11 +31,7 @@ impl From<&Error> for WireError {
             Error::Failed { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        WireError {
-            kind: kind.into(),
-            message,
-            logs,
-        }
+        WireError { kind: kind.into(), message, logs }
     }
 }
 
@@ -46,10 +42,7 @@ impl From<WireError> for Error {
             "invalid" => Error::Invalid(w.message),
             "not_found" => Error::NotFound(w.message),
             "conflict" => Error::Conflict(w.message),
-            "failed" => Error::Failed {
-                message: w.message,
-                logs: w.logs,
-            },
+            "failed" => Error::Failed { message: w.message, logs: w.logs },
             _ => Error::Other(w.message),
         }
     }

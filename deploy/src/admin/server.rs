@@ -47,19 +47,10 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/v1/workspace", get(workspace_show).put(workspace_put))
         .route("/v1/endpoints", get(endpoint_list).post(endpoint_create))
-        .route(
-            "/v1/endpoints/{endpoint}",
-            get(endpoint_show).delete(endpoint_delete),
-        )
+        .route("/v1/endpoints/{endpoint}", get(endpoint_show).delete(endpoint_delete))
         .route("/v1/endpoints/{endpoint}/credentials", get(credentials))
-        .route(
-            "/v1/endpoints/{endpoint}/regenerate-keys",
-            post(regenerate_keys),
-        )
-        .route(
-            "/v1/endpoints/{endpoint}/deployments",
-            get(deployment_list).post(deployment_create),
-        )
+        .route("/v1/endpoints/{endpoint}/regenerate-keys", post(regenerate_keys))
+        .route("/v1/endpoints/{endpoint}/deployments", get(deployment_list).post(deployment_create))
         .route(
             "/v1/endpoints/{endpoint}/deployments/{deployment}",
             get(deployment_show).delete(deployment_delete),
@@ -72,10 +63,7 @@ pub async fn serve(
     node: Arc<Node>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    if let Err(e) = axum::serve(listener, router(node)).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "admin API stopped");
     }
 }
@@ -89,11 +77,8 @@ async fn workspace_put(
     Query(mode): Query<WorkspaceMode>,
     Json(spec): Json<WorkspaceSpec>,
 ) -> Result<Json<WorkspaceSpec>, Error> {
-    let spec = if mode.create {
-        node.create_workspace(spec).await?
-    } else {
-        node.update_workspace(spec).await?
-    };
+    let spec =
+        if mode.create { node.create_workspace(spec).await? } else { node.update_workspace(spec).await? };
     Ok(Json(spec))
 }
 
@@ -124,10 +109,7 @@ async fn endpoint_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn credentials(
-    State(node): Shared,
-    Path(endpoint): Path<String>,
-) -> Result<impl IntoResponse, Error> {
+async fn credentials(State(node): Shared, Path(endpoint): Path<String>) -> Result<impl IntoResponse, Error> {
     Ok(Json(node.credentials(&endpoint)?))
 }
 
@@ -136,8 +118,7 @@ async fn regenerate_keys(
     Path(endpoint): Path<String>,
     Json(body): Json<RegenerateKeys>,
 ) -> Result<StatusCode, Error> {
-    node.regenerate_keys(&endpoint, body.key_type, body.key_value)
-        .await?;
+    node.regenerate_keys(&endpoint, body.key_type, body.key_value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,10 +140,7 @@ async fn deployment_create(
             body.spec.endpoint_name
         )));
     }
-    Ok(Json(
-        node.create_deployment(body.spec, body.all_traffic, body.wait)
-            .await?,
-    ))
+    Ok(Json(node.create_deployment(body.spec, body.all_traffic, body.wait).await?))
 }
 
 async fn deployment_show(
@@ -177,7 +155,6 @@ async fn deployment_delete(
     Path((endpoint, deployment)): Path<(String, String)>,
     Query(w): Query<Wait>,
 ) -> Result<StatusCode, Error> {
-    node.delete_deployment(&endpoint, &deployment, !w.no_wait)
-        .await?;
+    node.delete_deployment(&endpoint, &deployment, !w.no_wait).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -87,19 +87,9 @@ fn endpoint_of(arg: &EndpointArg) -> Result<&str, Error> {
 pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error> {
     let admin = ctx.admin();
     match command {
-        DeploymentCommand::Create {
-            name,
-            endpoint,
-            file,
-            set,
-            all_traffic,
-            no_wait,
-        } => {
+        DeploymentCommand::Create { name, endpoint, file, set, all_traffic, no_wait } => {
             let doc = document(file.as_deref(), &set)?;
-            let names = Names {
-                name: name.as_deref(),
-                endpoint_name: endpoint.endpoint_name.as_deref(),
-            };
+            let names = Names { name: name.as_deref(), endpoint_name: endpoint.endpoint_name.as_deref() };
             let spec = deployment::validate(&doc, names)?;
             let path = format!("/v1/endpoints/{}/deployments", spec.endpoint_name);
             if !no_wait && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -108,65 +98,35 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
                     spec.name, spec.endpoint_name
                 );
             }
-            let body = CreateDeployment {
-                spec,
-                all_traffic,
-                wait: !no_wait,
-            };
+            let body = CreateDeployment { spec, all_traffic, wait: !no_wait };
             match admin.send(Method::POST, &path, &body).await {
                 Ok(view) => ctx.print(view),
                 Err(Error::Failed { message, logs }) => {
                     if !logs.trim().is_empty() {
                         eprintln!("The container's last log lines:\n{}", logs.trim_end());
                     }
-                    Err(Error::Failed {
-                        message,
-                        logs: String::new(),
-                    })
+                    Err(Error::Failed { message, logs: String::new() })
                 }
                 Err(e) => Err(e),
             }
         }
         DeploymentCommand::Show { name, endpoint } => ctx.print(
-            admin
-                .get(&format!(
-                    "/v1/endpoints/{}/deployments/{name}",
-                    endpoint_of(&endpoint)?
-                ))
-                .await?,
+            admin.get(&format!("/v1/endpoints/{}/deployments/{name}", endpoint_of(&endpoint)?)).await?,
         ),
-        DeploymentCommand::List { endpoint } => ctx.print(
-            admin
-                .get(&format!(
-                    "/v1/endpoints/{}/deployments",
-                    endpoint_of(&endpoint)?
-                ))
-                .await?,
-        ),
-        DeploymentCommand::Update { .. } => Err(Error::Invalid(
-            "online-deployment update is not supported yet".into(),
-        )),
-        DeploymentCommand::Delete {
-            name,
-            endpoint,
-            yes,
-            no_wait,
-        } => {
-            let endpoint = endpoint_of(&endpoint)?;
-            confirm(
-                &format!("Delete deployment {name} of endpoint {endpoint}?"),
-                yes,
-            )?;
-            let query = if no_wait { "?no_wait=true" } else { "" };
-            admin
-                .delete(&format!(
-                    "/v1/endpoints/{endpoint}/deployments/{name}{query}"
-                ))
-                .await
-                .map(drop)
+        DeploymentCommand::List { endpoint } => {
+            ctx.print(admin.get(&format!("/v1/endpoints/{}/deployments", endpoint_of(&endpoint)?)).await?)
         }
-        DeploymentCommand::GetLogs { .. } => Err(Error::Invalid(
-            "online-deployment get-logs is not supported yet".into(),
-        )),
+        DeploymentCommand::Update { .. } => {
+            Err(Error::Invalid("online-deployment update is not supported yet".into()))
+        }
+        DeploymentCommand::Delete { name, endpoint, yes, no_wait } => {
+            let endpoint = endpoint_of(&endpoint)?;
+            confirm(&format!("Delete deployment {name} of endpoint {endpoint}?"), yes)?;
+            let query = if no_wait { "?no_wait=true" } else { "" };
+            admin.delete(&format!("/v1/endpoints/{endpoint}/deployments/{name}{query}")).await.map(drop)
+        }
+        DeploymentCommand::GetLogs { .. } => {
+            Err(Error::Invalid("online-deployment get-logs is not supported yet".into()))
+        }
     }
 }

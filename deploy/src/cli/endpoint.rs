@@ -82,64 +82,33 @@ pub enum KeyTypeArg {
 pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
     let admin = ctx.admin();
     match command {
-        EndpointCommand::Create {
-            name,
-            file,
-            set,
-            no_wait: _,
-        } => {
+        EndpointCommand::Create { name, file, set, no_wait: _ } => {
             let spec = endpoint::validate(&document(file.as_deref(), &set)?, name.as_deref())?;
             ctx.print(admin.send(Method::POST, "/v1/endpoints", &spec).await?)
         }
-        EndpointCommand::Show { name } => {
-            ctx.print(admin.get(&format!("/v1/endpoints/{name}")).await?)
-        }
+        EndpointCommand::Show { name } => ctx.print(admin.get(&format!("/v1/endpoints/{name}")).await?),
         EndpointCommand::List => ctx.print(admin.get("/v1/endpoints").await?),
-        EndpointCommand::Update { .. } => Err(Error::Invalid(
-            "online-endpoint update is not supported yet".into(),
-        )),
-        EndpointCommand::Delete { name, yes, no_wait } => {
-            confirm(
-                &format!("Delete endpoint {name} and all its deployments?"),
-                yes,
-            )?;
-            let query = if no_wait { "?no_wait=true" } else { "" };
-            admin
-                .delete(&format!("/v1/endpoints/{name}{query}"))
-                .await
-                .map(drop)
+        EndpointCommand::Update { .. } => {
+            Err(Error::Invalid("online-endpoint update is not supported yet".into()))
         }
-        EndpointCommand::GetCredentials { name } => ctx.print(
-            admin
-                .get(&format!("/v1/endpoints/{name}/credentials"))
-                .await?,
-        ),
-        EndpointCommand::RegenerateKeys {
-            name,
-            key_type,
-            key_value,
-        } => {
+        EndpointCommand::Delete { name, yes, no_wait } => {
+            confirm(&format!("Delete endpoint {name} and all its deployments?"), yes)?;
+            let query = if no_wait { "?no_wait=true" } else { "" };
+            admin.delete(&format!("/v1/endpoints/{name}{query}")).await.map(drop)
+        }
+        EndpointCommand::GetCredentials { name } => {
+            ctx.print(admin.get(&format!("/v1/endpoints/{name}/credentials")).await?)
+        }
+        EndpointCommand::RegenerateKeys { name, key_type, key_value } => {
             let key_type = match key_type {
                 KeyTypeArg::Primary => KeyType::Primary,
                 KeyTypeArg::Secondary => KeyType::Secondary,
             };
-            let body = RegenerateKeys {
-                key_type,
-                key_value,
-            };
-            admin
-                .send(
-                    Method::POST,
-                    &format!("/v1/endpoints/{name}/regenerate-keys"),
-                    &body,
-                )
-                .await
-                .map(drop)
+            let body = RegenerateKeys { key_type, key_value };
+            admin.send(Method::POST, &format!("/v1/endpoints/{name}/regenerate-keys"), &body).await.map(drop)
         }
-        EndpointCommand::Invoke {
-            name,
-            request_file,
-            deployment_name,
-        } => super::invoke::invoke(ctx, &name, &request_file, deployment_name.as_deref()).await,
+        EndpointCommand::Invoke { name, request_file, deployment_name } => {
+            super::invoke::invoke(ctx, &name, &request_file, deployment_name.as_deref()).await
+        }
     }
 }

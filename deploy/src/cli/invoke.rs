@@ -31,17 +31,10 @@ pub async fn invoke(
             ))
         })?
         .to_string();
-    let credentials = admin
-        .get(&format!("/v1/endpoints/{endpoint}/credentials"))
-        .await?;
-    let key = credentials["primaryKey"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let credentials = admin.get(&format!("/v1/endpoints/{endpoint}/credentials")).await?;
+    let key = credentials["primaryKey"].as_str().unwrap_or_default().to_string();
 
-    let uri: Uri = uri
-        .parse()
-        .map_err(|e| Error::other(&format!("scoring_uri {uri}"), e))?;
+    let uri: Uri = uri.parse().map_err(|e| Error::other(&format!("scoring_uri {uri}"), e))?;
     if uri.scheme_str() != Some("http") {
         return Err(Error::Invalid(format!(
             "invoke over {} is not supported yet",
@@ -63,30 +56,16 @@ pub async fn invoke(
     if let Some(d) = deployment {
         request = request.header("azureml-model-deployment", d);
     }
-    let request = request
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| Error::other("building the request", e))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| Error::other("sending the request", e))?;
+    let request =
+        request.body(Full::new(Bytes::from(body))).map_err(|e| Error::other("building the request", e))?;
+    let response = sender.send_request(request).await.map_err(|e| Error::other("sending the request", e))?;
     let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| Error::other("reading the response", e))?
-        .to_bytes();
+    let body =
+        response.into_body().collect().await.map_err(|e| Error::other("reading the response", e))?.to_bytes();
     if status.is_success() {
         let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(&body)
-            .and_then(|_| stdout.flush())
-            .map_err(|e| Error::other("writing output", e))
+        stdout.write_all(&body).and_then(|_| stdout.flush()).map_err(|e| Error::other("writing output", e))
     } else {
-        Err(Error::Other(format!(
-            "scoring answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )))
+        Err(Error::Other(format!("scoring answered {status}: {}", String::from_utf8_lossy(&body))))
     }
 }

@@ -25,20 +25,10 @@ use crate::spec::{self, Document, Kind};
 use output::Format;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "moat",
-    version,
-    about = "A managed online-endpoint data plane with network isolation"
-)]
+#[command(name = "moat", version, about = "A managed online-endpoint data plane with network isolation")]
 pub struct Cli {
     /// The node's state folder [env: MOAT_HOME; default: ~/.moat]
-    #[arg(
-        long,
-        global = true,
-        env = "MOAT_HOME",
-        value_name = "DIR",
-        hide_env = true
-    )]
+    #[arg(long, global = true, env = "MOAT_HOME", value_name = "DIR", hide_env = true)]
     pub home: Option<PathBuf>,
     /// Output format
     #[arg(short = 'o', long, global = true, value_enum, default_value = "json")]
@@ -119,11 +109,7 @@ impl Context {
 /// Runs a command; `main` prints the error and exits with its code.
 pub fn run(cli: Cli) -> Result<(), Error> {
     let home = Home::resolve(cli.home)?;
-    let ctx = Context {
-        home,
-        format: cli.output,
-        query: cli.query,
-    };
+    let ctx = Context { home, format: cli.output, query: cli.query };
     match cli.command {
         Command::Serve(a) => crate::daemon::serve(
             &ctx.home,
@@ -157,10 +143,9 @@ fn validate(ctx: &Context, file: &std::path::Path) -> Result<(), Error> {
     let value = match Kind::of(&doc) {
         Kind::Workspace => serde_json::to_value(spec::workspace::validate(&doc)?),
         Kind::Endpoint => serde_json::to_value(spec::endpoint::validate(&doc, None)?),
-        Kind::Deployment => serde_json::to_value(spec::deployment::validate(
-            &doc,
-            spec::deployment::Names::default(),
-        )?),
+        Kind::Deployment => {
+            serde_json::to_value(spec::deployment::validate(&doc, spec::deployment::Names::default())?)
+        }
     }
     .map_err(|e| Error::other("encoding", e))?;
     eprintln!("{}: valid", file.display());
@@ -175,15 +160,8 @@ pub fn confirm(question: &str, yes: bool) -> Result<(), Error> {
     eprint!("{question} (y/n): ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| Error::other("reading the answer", e))?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        Err(Error::Other("cancelled".into()))
-    }
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::other("reading the answer", e))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(()) } else { Err(Error::Other("cancelled".into())) }
 }
 
 /// The spec document of a create or update: the file with `--set` applied, or the words alone.

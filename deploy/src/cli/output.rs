@@ -22,8 +22,7 @@ pub fn render(value: Value, format: Format, query: Option<&str>) -> Result<Strin
     };
     Ok(match format {
         Format::Json => {
-            serde_json::to_string_pretty(&value).map_err(|e| Error::other("encoding JSON", e))?
-                + "\n"
+            serde_json::to_string_pretty(&value).map_err(|e| Error::other("encoding JSON", e))? + "\n"
         }
         Format::Yaml => yaml(&value),
         Format::Tsv => tsv(&value),
@@ -35,10 +34,7 @@ fn apply_query(value: Value, query: &str) -> Result<Value, Error> {
     // jmespath's messages draw a caret on extra lines; the first line says it all.
     let bad = |e: jmespath::JmespathError| {
         let text = e.to_string();
-        Error::Parse(format!(
-            "--query {query:?}: {}",
-            text.lines().next().unwrap_or_default()
-        ))
+        Error::Parse(format!("--query {query:?}: {}", text.lines().next().unwrap_or_default()))
     };
     let expression = jmespath::compile(query).map_err(bad)?;
     let found = expression.search(value).map_err(bad)?;
@@ -66,12 +62,9 @@ fn tsv(value: &Value) -> String {
     let mut out = String::new();
     for row in rows {
         let line = match row {
-            Value::Object(map) => map
-                .values()
-                .filter(|v| !v.is_object())
-                .map(cell)
-                .collect::<Vec<_>>()
-                .join("\t"),
+            Value::Object(map) => {
+                map.values().filter(|v| !v.is_object()).map(cell).collect::<Vec<_>>().join("\t")
+            }
             other => cell(other),
         };
         out.push_str(&line);
@@ -100,23 +93,12 @@ fn table(value: &Value) -> String {
     }
     let grid: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| {
-            columns
-                .iter()
-                .map(|c| row.get(c).map(cell).unwrap_or_default())
-                .collect()
-        })
+        .map(|row| columns.iter().map(|c| row.get(c).map(cell).unwrap_or_default()).collect())
         .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            grid.iter()
-                .map(|r| r[i].chars().count())
-                .chain([c.chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|(i, c)| grid.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     let line = |cells: &[String]| -> String {
@@ -131,9 +113,7 @@ fn table(value: &Value) -> String {
             + "\n"
     };
     out.push_str(&line(&columns));
-    out.push_str(&line(
-        &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
-    ));
+    out.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
     for row in &grid {
         out.push_str(&line(row));
     }
@@ -161,14 +141,9 @@ fn yaml_scalar(value: &Value) -> String {
                         | yaml_rust2::Yaml::Boolean(_)
                         | yaml_rust2::Yaml::Null
                 )
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:@+".contains(c))
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@+".contains(c))
                 && !s.starts_with(['-', ':', '@']);
-            if plain {
-                s.clone()
-            } else {
-                serde_json::to_string(s).unwrap_or_default()
-            }
+            if plain { s.clone() } else { serde_json::to_string(s).unwrap_or_default() }
         }
         other => other.to_string(),
     }
@@ -179,11 +154,7 @@ fn yaml_into(out: &mut String, value: &Value, indent: usize, in_list: bool) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (i, (k, v)) in map.iter().enumerate() {
-                let lead = if in_list && i == 0 {
-                    String::new()
-                } else {
-                    pad.clone()
-                };
+                let lead = if in_list && i == 0 { String::new() } else { pad.clone() };
                 match v {
                     Value::Object(m) if !m.is_empty() => {
                         let _ = writeln!(out, "{lead}{k}:");
@@ -236,20 +207,11 @@ mod tests {
     #[test]
     fn tsv_prints_strings_raw_and_rows_per_list_item() {
         let creds = json!({"primaryKey": "abc", "secondaryKey": "def"});
-        assert_eq!(
-            render(creds.clone(), Format::Tsv, Some("primaryKey")).expect("tsv"),
-            "abc\n"
-        );
+        assert_eq!(render(creds.clone(), Format::Tsv, Some("primaryKey")).expect("tsv"), "abc\n");
         assert_eq!(render(creds, Format::Tsv, None).expect("tsv"), "abc\tdef\n");
         let list = json!([{"name": "a", "n": 1}, {"name": "b", "n": 2}]);
-        assert_eq!(
-            render(list.clone(), Format::Tsv, Some("[].name")).expect("tsv"),
-            "a\nb\n"
-        );
-        assert_eq!(
-            render(list, Format::Tsv, Some("[].[name, n]")).expect("tsv"),
-            "a\t1\nb\t2\n"
-        );
+        assert_eq!(render(list.clone(), Format::Tsv, Some("[].name")).expect("tsv"), "a\nb\n");
+        assert_eq!(render(list, Format::Tsv, Some("[].[name, n]")).expect("tsv"), "a\t1\nb\t2\n");
     }
 
     #[test]
@@ -262,19 +224,13 @@ mod tests {
     fn yaml_output_reads_back_as_the_same_value() {
         let v = json!({"name": "blue", "count": 2, "tags": {}, "list": [{"a": "1", "b": true}, "x"], "path": "/a b", "t": "true", "n": null});
         let text = render(v.clone(), Format::Yaml, None).expect("yaml");
-        let doc = crate::spec::Document::parse(std::path::Path::new("o.yml"), &text, &[])
-            .expect("parses");
+        let doc = crate::spec::Document::parse(std::path::Path::new("o.yml"), &text, &[]).expect("parses");
         assert_eq!(doc.value, v, "{text}");
     }
 
     #[test]
     fn table_has_a_header_and_aligned_columns() {
-        let t = render(
-            json!([{"name": "ep1", "state": "Succeeded"}]),
-            Format::Table,
-            None,
-        )
-        .expect("table");
+        let t = render(json!([{"name": "ep1", "state": "Succeeded"}]), Format::Table, None).expect("table");
         assert_eq!(t, "name  state\n----  ---------\nep1   Succeeded\n");
     }
 }

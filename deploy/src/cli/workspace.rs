@@ -43,27 +43,17 @@ pub async fn run(ctx: &Context, command: WorkspaceCommand) -> Result<(), Error> 
         WorkspaceCommand::Show => ctx.print(admin.get("/v1/workspace").await?),
         WorkspaceCommand::Create { file, set } => {
             let spec = workspace::validate(&document(Some(&file), &set)?)?;
-            ctx.print(
-                admin
-                    .send(Method::PUT, "/v1/workspace?create=true", &spec)
-                    .await?,
-            )
+            ctx.print(admin.send(Method::PUT, "/v1/workspace?create=true", &spec).await?)
         }
-        WorkspaceCommand::Update {
-            file,
-            set,
-            public_network_access,
-        } => {
+        WorkspaceCommand::Update { file, set, public_network_access } => {
             let mut doc = match file {
                 Some(f) => Document::load(&f, &set.set)?,
                 None => {
                     // Changes apply on top of the current spec.
-                    let current: WorkspaceSpec =
-                        serde_json::from_value(admin.get("/v1/workspace").await?)
-                            .map_err(|e| Error::other("decoding the workspace", e))?;
+                    let current: WorkspaceSpec = serde_json::from_value(admin.get("/v1/workspace").await?)
+                        .map_err(|e| Error::other("decoding the workspace", e))?;
                     let mut doc = Document::from_sets(&[])?;
-                    doc.value =
-                        serde_json::to_value(&current).map_err(|e| Error::other("encoding", e))?;
+                    doc.value = serde_json::to_value(&current).map_err(|e| Error::other("encoding", e))?;
                     let words: Vec<String> = set.set.clone();
                     let mut with_sets = Document::from_sets(&words)?;
                     merge(&mut doc.value, std::mem::take(&mut with_sets.value));

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Access, Document, Text, local_path, names, not_yet, require, sku, string_or_struct, texts,
-};
+use super::{Access, Document, Text, local_path, names, not_yet, require, sku, string_or_struct, texts};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -50,10 +48,7 @@ pub struct ModelFile {
 
 impl From<String> for ModelFile {
     fn from(path: String) -> Self {
-        ModelFile {
-            path: Some(path),
-            ..ModelFile::default()
-        }
+        ModelFile { path: Some(path), ..ModelFile::default() }
     }
 }
 
@@ -80,10 +75,7 @@ pub struct EnvironmentFile {
 
 impl From<String> for EnvironmentFile {
     fn from(reference: String) -> Self {
-        EnvironmentFile {
-            reference: Some(reference),
-            ..EnvironmentFile::default()
-        }
+        EnvironmentFile { reference: Some(reference), ..EnvironmentFile::default() }
     }
 }
 
@@ -204,35 +196,23 @@ pub struct Names<'a> {
 
 pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Error> {
     let file: DeploymentFile = doc.decode()?;
-    let pick =
-        |flag: Option<&str>, field: Option<String>, what: &str, hint: &str| match (flag, field) {
-            (Some(f), _) => Ok(f.to_string()),
-            (None, Some(v)) => Ok(v),
-            (None, None) => Err(Error::Invalid(
-                doc.locate("", &format!("no {what}: give {hint}")),
-            )),
-        };
-    let name = pick(
-        flags.name,
-        file.name,
-        "deployment name",
-        "--name or set `name`",
-    )?;
+    let pick = |flag: Option<&str>, field: Option<String>, what: &str, hint: &str| match (flag, field) {
+        (Some(f), _) => Ok(f.to_string()),
+        (None, Some(v)) => Ok(v),
+        (None, None) => Err(Error::Invalid(doc.locate("", &format!("no {what}: give {hint}")))),
+    };
+    let name = pick(flags.name, file.name, "deployment name", "--name or set `name`")?;
     let endpoint_name = pick(
         flags.endpoint_name,
         file.endpoint_name,
         "endpoint name",
         "--endpoint-name or set `endpoint_name`",
     )?;
-    names::check("deployment", &name)
-        .map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
+    names::check("deployment", &name).map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
     names::check("endpoint", &endpoint_name)
         .map_err(|e| Error::Invalid(doc.locate("endpoint_name", &e.to_string())))?;
 
-    let egress = match (
-        file.egress_public_network_access,
-        file.private_network_connection,
-    ) {
+    let egress = match (file.egress_public_network_access, file.private_network_connection) {
         (Some(Access::Enabled), Some(true)) => {
             return Err(Error::Invalid(doc.locate(
                 "private_network_connection",
@@ -284,35 +264,25 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
     let code_configuration = match file.code_configuration {
         None => None,
         Some(c) => {
-            let code = c.code.ok_or_else(|| {
-                Error::Invalid(doc.locate("code_configuration", "missing field `code`"))
-            })?;
+            let code = c
+                .code
+                .ok_or_else(|| Error::Invalid(doc.locate("code_configuration", "missing field `code`")))?;
             let script = c.scoring_script.ok_or_else(|| {
                 Error::Invalid(doc.locate("code_configuration", "missing field `scoring_script`"))
             })?;
             let code = local_path(doc, "code_configuration.code", &code)?;
-            require(
-                doc,
-                code.is_dir(),
-                "code_configuration.code",
-                "must be a folder",
-            )?;
-            Some(Code {
-                code,
-                scoring_script: script,
-            })
+            require(doc, code.is_dir(), "code_configuration.code", "must be a folder")?;
+            Some(Code { code, scoring_script: script })
         }
     };
 
-    let env = file.environment.ok_or_else(|| {
-        Error::Invalid(doc.locate("", "missing field `environment` (with `image`)"))
-    })?;
+    let env = file
+        .environment
+        .ok_or_else(|| Error::Invalid(doc.locate("", "missing field `environment` (with `image`)")))?;
     if let Some(reference) = env.reference {
         return Err(Error::Invalid(doc.locate(
             "environment",
-            &format!(
-                "{reference:?} is an Azure ML environment reference; moat needs `environment.image`"
-            ),
+            &format!("{reference:?} is an Azure ML environment reference; moat needs `environment.image`"),
         )));
     }
     if env.conda_file.is_some() {
@@ -321,9 +291,8 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
             "conda_file is not supported: moat runs images; build one with your environment and set environment.image",
         )));
     }
-    let image = env
-        .image
-        .ok_or_else(|| Error::Invalid(doc.locate("environment", "missing field `image`")))?;
+    let image =
+        env.image.ok_or_else(|| Error::Invalid(doc.locate("environment", "missing field `image`")))?;
     require(
         doc,
         !image.trim().is_empty() && !image.contains(char::is_whitespace),
@@ -333,17 +302,10 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
     let routes = env.inference_config;
     let route = |r: Option<&RouteFile>, field: &str, default_path: &str| -> Result<Route, Error> {
         let port = r.and_then(|r| r.port).unwrap_or(DEFAULT_PORT);
-        let path = r
-            .and_then(|r| r.path.clone())
-            .unwrap_or_else(|| default_path.to_string());
+        let path = r.and_then(|r| r.path.clone()).unwrap_or_else(|| default_path.to_string());
         let at = format!("environment.inference_config.{field}");
         require(doc, port != 0, &format!("{at}.port"), "must be 1-65535")?;
-        require(
-            doc,
-            path.starts_with('/'),
-            &format!("{at}.path"),
-            "must start with '/'",
-        )?;
+        require(doc, path.starts_with('/'), &format!("{at}.path"), "must start with '/'")?;
         Ok(Route { port, path })
     };
     let inference_config = InferenceConfig {
@@ -367,12 +329,7 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
     let environment_variables = texts(file.environment_variables);
     for key in environment_variables.keys() {
         let ok = !key.is_empty() && !key.contains('=') && !key.contains('\0');
-        require(
-            doc,
-            ok,
-            &format!("environment_variables.{key}"),
-            "is not a valid variable name",
-        )?;
+        require(doc, ok, &format!("environment_variables.{key}"), "is not a valid variable name")?;
     }
 
     let instance_type = file.instance_type.ok_or_else(|| {
@@ -392,10 +349,7 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
 
     let rs = file.request_settings;
     let request_settings = RequestSettings {
-        request_timeout_ms: rs
-            .as_ref()
-            .and_then(|r| r.request_timeout_ms)
-            .unwrap_or(5000),
+        request_timeout_ms: rs.as_ref().and_then(|r| r.request_timeout_ms).unwrap_or(5000),
         max_concurrent_requests_per_instance: rs
             .as_ref()
             .and_then(|r| r.max_concurrent_requests_per_instance)
@@ -423,10 +377,7 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
         model,
         model_mount_path: file.model_mount_path,
         code_configuration,
-        environment: Environment {
-            image,
-            inference_config,
-        },
+        environment: Environment { image, inference_config },
         environment_variables,
         instance_type,
         instance_count,
@@ -451,12 +402,7 @@ fn probe(doc: &Document, field: &str, p: Option<&ProbeFile>) -> Result<Probe, Er
         ("success_threshold", probe.success_threshold),
         ("failure_threshold", probe.failure_threshold),
     ] {
-        require(
-            doc,
-            value >= 1,
-            &format!("{field}.{name}"),
-            "must be at least 1",
-        )?;
+        require(doc, value >= 1, &format!("{field}.{name}"), "must be at least 1")?;
     }
     Ok(probe)
 }
@@ -492,39 +438,19 @@ mod tests {
         );
         assert_eq!(
             d.readiness_probe,
-            Probe {
-                initial_delay: 10,
-                period: 10,
-                timeout: 2,
-                success_threshold: 1,
-                failure_threshold: 30
-            }
+            Probe { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
         );
-        assert_eq!(
-            d.environment.inference_config.scoring_route,
-            Route {
-                port: 5001,
-                path: "/score".into()
-            }
-        );
+        assert_eq!(d.environment.inference_config.scoring_route, Route { port: 5001, path: "/score".into() });
         let model = d.model.expect("model");
-        assert_eq!(
-            (model.name.as_str(), model.version.as_str()),
-            ("blue-model", "1")
-        );
+        assert_eq!((model.name.as_str(), model.version.as_str()), ("blue-model", "1"));
         assert!(model.path.is_absolute() && model.path.ends_with("model"));
     }
 
     #[test]
     fn the_seeds_set_words_work() {
         let d = parse(MINIMAL, &["environment.image=other:v2", "instance_count=2"]).expect("valid");
-        assert_eq!(
-            (d.environment.image.as_str(), d.instance_count),
-            ("other:v2", 2)
-        );
-        let e = parse(MINIMAL, &["private_network_connection=true"])
-            .unwrap_err()
-            .to_string();
+        assert_eq!((d.environment.image.as_str(), d.instance_count), ("other:v2", 2));
+        let e = parse(MINIMAL, &["private_network_connection=true"]).unwrap_err().to_string();
         assert!(e.contains("not supported yet"), "{e}");
     }
 
@@ -533,17 +459,11 @@ mod tests {
         let cases = [
             ("model: azureml:my-model:1", "asset reference"),
             ("environment: azureml:my-env:1", "environment reference"),
-            (
-                "environment:\n  image: x\n  conda_file: env.yml",
-                "conda_file is not supported",
-            ),
+            ("environment:\n  image: x\n  conda_file: env.yml", "conda_file is not supported"),
             ("model:\n  path: no-such-folder/", "no-such-folder"),
             ("instance_type: Standard_Huge", "not a known SKU"),
             ("instance_count: 0", "must be 1 to 100"),
-            (
-                "request_settings:\n  request_timeout_ms: 180001",
-                "must be 1 to 180000",
-            ),
+            ("request_settings:\n  request_timeout_ms: 180001", "must be 1 to 180000"),
         ];
         for (overlay, expected) in cases {
             // Drop the minimal spec's lines that the overlay replaces.
@@ -553,11 +473,7 @@ mod tests {
                     || (key == "model" && l.starts_with("  path"))
                     || (key == "environment" && l.starts_with("  image"))
             };
-            let kept: String = MINIMAL
-                .lines()
-                .filter(|l| !replaced(l))
-                .map(|l| format!("{l}\n"))
-                .collect();
+            let kept: String = MINIMAL.lines().filter(|l| !replaced(l)).map(|l| format!("{l}\n")).collect();
             let text = kept + overlay + "\n";
             let e = parse(&text, &[]).unwrap_err().to_string();
             assert!(e.contains(expected), "{overlay}: {e}");

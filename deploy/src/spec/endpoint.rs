@@ -50,31 +50,21 @@ pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Erro
         (Some(flag), _) => flag.to_string(),
         (None, Some(field)) => field,
         (None, None) => {
-            return Err(Error::Invalid(
-                doc.locate("", "no endpoint name: give --name or set `name`"),
-            ));
+            return Err(Error::Invalid(doc.locate("", "no endpoint name: give --name or set `name`")));
         }
     };
-    names::check("endpoint", &name)
-        .map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
+    names::check("endpoint", &name).map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
     let auth_mode = file.auth_mode.unwrap_or_default();
     if auth_mode != AuthMode::Key {
         return Err(not_yet(
             doc,
             "auth_mode",
-            &format!(
-                "auth_mode: {}",
-                serde_json::json!(auth_mode).as_str().unwrap_or("?")
-            ),
+            &format!("auth_mode: {}", serde_json::json!(auth_mode).as_str().unwrap_or("?")),
         ));
     }
     let public_network_access = file.public_network_access.unwrap_or_default();
     if public_network_access == Access::Disabled {
-        return Err(not_yet(
-            doc,
-            "public_network_access",
-            "public_network_access: disabled",
-        ));
+        return Err(not_yet(doc, "public_network_access", "public_network_access: disabled"));
     }
     let traffic = file.traffic.unwrap_or_default();
     check_traffic(doc, &traffic)?;
@@ -98,12 +88,7 @@ pub fn check_traffic(doc: &Document, traffic: &BTreeMap<String, u32>) -> Result<
     for (deployment, percent) in traffic {
         names::check("deployment", deployment)
             .map_err(|e| Error::Invalid(doc.locate("traffic", &e.to_string())))?;
-        require(
-            doc,
-            *percent <= 100,
-            &format!("traffic.{deployment}"),
-            "a share is 0 to 100 percent",
-        )?;
+        require(doc, *percent <= 100, &format!("traffic.{deployment}"), "a share is 0 to 100 percent")?;
     }
     let total: u32 = traffic.values().sum();
     require(
@@ -126,20 +111,12 @@ mod tests {
     #[test]
     fn defaults_are_key_auth_and_public_access() {
         let ep = parse("$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\nname: my-endpoint\n", None).expect("valid");
-        assert_eq!(
-            (ep.auth_mode, ep.public_network_access),
-            (AuthMode::Key, Access::Enabled)
-        );
+        assert_eq!((ep.auth_mode, ep.public_network_access), (AuthMode::Key, Access::Enabled));
     }
 
     #[test]
     fn the_name_flag_wins_and_must_follow_the_rule() {
-        assert_eq!(
-            parse("name: from-file\n", Some("from-flag"))
-                .expect("valid")
-                .name,
-            "from-flag"
-        );
+        assert_eq!(parse("name: from-file\n", Some("from-flag")).expect("valid").name, "from-flag");
         let e = parse("name: 9lives\n", None).unwrap_err();
         assert_eq!(e.exit_code(), 1);
         assert!(e.to_string().starts_with("ep.yml:1:7: field `name`"), "{e}");
@@ -148,9 +125,7 @@ mod tests {
     #[test]
     fn traffic_must_total_0_or_100() {
         assert!(parse("name: abc\ntraffic: {blue: 90, green: 10}\n", None).is_ok());
-        let e = parse("name: abc\ntraffic: {blue: 90, green: 20}\n", None)
-            .unwrap_err()
-            .to_string();
+        let e = parse("name: abc\ntraffic: {blue: 90, green: 20}\n", None).unwrap_err().to_string();
         assert!(e.contains("add up to 110"), "{e}");
     }
 
@@ -164,11 +139,6 @@ mod tests {
             let e = parse(text, None).unwrap_err().to_string();
             assert!(e.contains("not supported yet"), "{e}");
         }
-        assert_eq!(
-            parse("name: abc\nauth_mode: password\n", None)
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
+        assert_eq!(parse("name: abc\nauth_mode: password\n", None).unwrap_err().exit_code(), 2);
     }
 }

@@ -76,10 +76,7 @@ impl<'de> Deserialize<'de> for Text {
 }
 
 pub fn texts(map: Option<BTreeMap<String, Text>>) -> BTreeMap<String, String> {
-    map.unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect()
+    map.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
 }
 
 /// A field written either as a plain string or as a mapping (`model: path/` or `model:
@@ -122,17 +119,12 @@ pub fn local_path(doc: &Document, field: &str, written: &str) -> Result<PathBuf,
         _ => PathBuf::from("."),
     };
     let path = base.join(written);
-    path.canonicalize()
-        .map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))
+    path.canonicalize().map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))
 }
 
 /// Fails with the field's location when `ok` is false.
 pub fn require(doc: &Document, ok: bool, field: &str, message: &str) -> Result<(), Error> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(doc.locate(field, message)))
-    }
+    if ok { Ok(()) } else { Err(Error::Invalid(doc.locate(field, message))) }
 }
 
 /// "not supported yet" for a feature a later issue brings, never a setting stored and ignored.
@@ -151,12 +143,8 @@ pub enum Kind {
 impl Kind {
     /// By `$schema` when it names one, else by the fields only one kind has.
     pub fn of(doc: &Document) -> Kind {
-        let schema = doc
-            .value
-            .get("$schema")
-            .and_then(|s| s.as_str())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let schema =
+            doc.value.get("$schema").and_then(|s| s.as_str()).unwrap_or_default().to_ascii_lowercase();
         if schema.contains("deployment") {
             return Kind::Deployment;
         }
@@ -167,16 +155,9 @@ impl Kind {
             return Kind::Workspace;
         }
         let has = |k: &str| doc.value.get(k).is_some();
-        if [
-            "endpoint_name",
-            "model",
-            "environment",
-            "instance_type",
-            "instance_count",
-            "code_configuration",
-        ]
-        .iter()
-        .any(|k| has(k))
+        if ["endpoint_name", "model", "environment", "instance_type", "instance_count", "code_configuration"]
+            .iter()
+            .any(|k| has(k))
         {
             Kind::Deployment
         } else if has("private_endpoints") {

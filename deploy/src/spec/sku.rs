@@ -10,11 +10,7 @@ pub struct Sku {
 }
 
 const fn sku(name: &'static str, vcpus: u32, memory_mib: u64) -> Sku {
-    Sku {
-        name,
-        vcpus,
-        memory_mib,
-    }
+    Sku { name, vcpus, memory_mib }
 }
 
 pub const KNOWN: &[Sku] = &[
@@ -40,17 +36,10 @@ pub const KNOWN: &[Sku] = &[
 
 /// The SKU by name, case-insensitively, or an error listing the known ones.
 pub fn lookup(name: &str) -> Result<Sku, Error> {
-    KNOWN
-        .iter()
-        .find(|s| s.name.eq_ignore_ascii_case(name))
-        .copied()
-        .ok_or_else(|| {
-            let known: Vec<&str> = KNOWN.iter().map(|s| s.name).collect();
-            Error::Invalid(format!(
-                "instance_type {name:?} is not a known SKU; known: {}",
-                known.join(", ")
-            ))
-        })
+    KNOWN.iter().find(|s| s.name.eq_ignore_ascii_case(name)).copied().ok_or_else(|| {
+        let known: Vec<&str> = KNOWN.iter().map(|s| s.name).collect();
+        Error::Invalid(format!("instance_type {name:?} is not a known SKU; known: {}", known.join(", ")))
+    })
 }
 
 #[cfg(test)]
@@ -59,14 +48,8 @@ mod tests {
 
     #[test]
     fn lookup_ignores_case_and_lists_known_skus_on_a_miss() {
-        assert_eq!(
-            lookup("standard_f2s_v2").expect("known").name,
-            "Standard_F2s_v2"
-        );
+        assert_eq!(lookup("standard_f2s_v2").expect("known").name, "Standard_F2s_v2");
         let e = lookup("Standard_Huge").unwrap_err().to_string();
-        assert!(
-            e.contains("Standard_F2s_v2") && e.contains("Standard_DS3_v2"),
-            "{e}"
-        );
+        assert!(e.contains("Standard_F2s_v2") && e.contains("Standard_DS3_v2"), "{e}");
     }
 }

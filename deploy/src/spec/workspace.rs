@@ -83,25 +83,16 @@ fn is_host_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
     let file: WorkspaceFile = doc.decode()?;
-    let name = file
-        .name
-        .ok_or_else(|| Error::Invalid(doc.locate("", "missing field `name`")))?;
+    let name = file.name.ok_or_else(|| Error::Invalid(doc.locate("", "missing field `name`")))?;
     let name_ok = (3..=33).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     require(
         doc,
         name_ok,
@@ -112,20 +103,11 @@ pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
     )?;
     let public_network_access = file.public_network_access.unwrap_or_default();
     if public_network_access == Access::Disabled {
-        return Err(not_yet(
-            doc,
-            "public_network_access",
-            "public_network_access: disabled",
-        ));
+        return Err(not_yet(doc, "public_network_access", "public_network_access: disabled"));
     }
     let mut seen = HashSet::new();
     let mut private_endpoints = Vec::new();
-    for (i, pe) in file
-        .private_endpoints
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (i, pe) in file.private_endpoints.unwrap_or_default().into_iter().enumerate() {
         let at = |field: &str| format!("private_endpoints[{i}].{field}");
         require(
             doc,
@@ -133,12 +115,7 @@ pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
             &at("name"),
             &format!("private endpoint name {:?} is empty or used twice", pe.name),
         )?;
-        require(
-            doc,
-            is_host_name(&pe.fqdn),
-            &at("fqdn"),
-            &format!("{:?} is not a DNS name", pe.fqdn),
-        )?;
+        require(doc, is_host_name(&pe.fqdn), &at("fqdn"), &format!("{:?} is not a DNS name", pe.fqdn))?;
         for (j, alias) in pe.aliases.iter().enumerate() {
             require(
                 doc,
@@ -147,12 +124,7 @@ pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
                 &format!("{alias:?} is not a DNS name"),
             )?;
         }
-        require(
-            doc,
-            !pe.ips.is_empty(),
-            &at("ips"),
-            "list at least one address",
-        )?;
+        require(doc, !pe.ips.is_empty(), &at("ips"), "list at least one address")?;
         require(
             doc,
             !pe.ports.is_empty() && !pe.ports.contains(&0),
@@ -163,21 +135,12 @@ pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
             name: pe.name,
             kind: pe.kind,
             fqdn: pe.fqdn.trim_end_matches('.').to_ascii_lowercase(),
-            aliases: pe
-                .aliases
-                .iter()
-                .map(|a| a.trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
+            aliases: pe.aliases.iter().map(|a| a.trim_end_matches('.').to_ascii_lowercase()).collect(),
             ips: pe.ips,
             ports: pe.ports,
         });
     }
-    Ok(WorkspaceSpec {
-        name,
-        public_network_access,
-        private_endpoints,
-        description: file.description,
-    })
+    Ok(WorkspaceSpec { name, public_network_access, private_endpoints, description: file.description })
 }
 
 #[cfg(test)]
@@ -195,10 +158,7 @@ mod tests {
             "name: mlw-demo\npublic_network_access: enabled\nprivate_endpoints:\n  - name: registry\n    kind: container_registry\n    fqdn: crdemo.azurecr.io\n    aliases: [crdemo.privatelink.azurecr.io]\n    ips: [10.0.1.4]\n    ports: [443]\n",
         )
         .expect("valid");
-        assert_eq!(
-            ws.private_endpoints[0].kind,
-            PrivateEndpointKind::ContainerRegistry
-        );
+        assert_eq!(ws.private_endpoints[0].kind, PrivateEndpointKind::ContainerRegistry);
     }
 
     #[test]
@@ -206,19 +166,14 @@ mod tests {
         let e = parse("name: mlw-demo\nprivate_endpoints:\n  - name: r\n    kind: container_registry\n    fqdn: bad_name!\n    ips: [10.0.1.4]\n    ports: [443]\n")
             .unwrap_err()
             .to_string();
-        assert!(
-            e.starts_with("ws.yml:5:11: field `private_endpoints[0].fqdn`"),
-            "{e}"
-        );
+        assert!(e.starts_with("ws.yml:5:11: field `private_endpoints[0].fqdn`"), "{e}");
         let e = parse("name: mlw-demo\nprivate_endpoints:\n  - name: r\n    kind: dns\n    fqdn: a.b\n    ips: [10.0.1.4]\n    ports: [443]\n").unwrap_err();
         assert_eq!(e.exit_code(), 2, "{e}");
     }
 
     #[test]
     fn disabled_public_access_waits_for_its_issue() {
-        let e = parse("name: mlw-demo\npublic_network_access: disabled\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("name: mlw-demo\npublic_network_access: disabled\n").unwrap_err().to_string();
         assert!(e.contains("not supported yet"), "{e}");
     }
 }

@@ -41,10 +41,7 @@ struct Pos {
 
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Self {
-        Pos {
-            line: m.line(),
-            column: m.col() + 1,
-        }
+        Pos { line: m.line(), column: m.col() + 1 }
     }
 }
 
@@ -74,23 +71,14 @@ impl Document {
         let mut parser = Parser::new_from_str(text);
         parser.load(&mut builder, false).map_err(|e| {
             let pos = Pos::from(*e.marker());
-            Error::Parse(format!(
-                "{}:{}:{}: YAML syntax: {}",
-                file.display(),
-                pos.line,
-                pos.column,
-                e.info()
-            ))
+            Error::Parse(format!("{}:{}:{}: YAML syntax: {}", file.display(), pos.line, pos.column, e.info()))
         })?;
         if let Some(message) = builder.error {
             return Err(Error::Parse(format!("{}: {message}", file.display())));
         }
         let (value, positions) = match builder.stack.pop() {
             Some((v, n)) => (v, n),
-            None => (
-                Value::Object(Map::new()),
-                Node::Map(Pos { line: 1, column: 1 }, Vec::new()),
-            ),
+            None => (Value::Object(Map::new()), Node::Map(Pos { line: 1, column: 1 }, Vec::new())),
         };
         let value = match value {
             Value::Null => Value::Object(Map::new()),
@@ -102,12 +90,7 @@ impl Document {
                 )));
             }
         };
-        let mut doc = Document {
-            file: file.to_path_buf(),
-            value,
-            positions,
-            sets: Vec::new(),
-        };
+        let mut doc = Document { file: file.to_path_buf(), value, positions, sets: Vec::new() };
         for word in sets {
             doc.apply_set(word)?;
         }
@@ -123,26 +106,20 @@ impl Document {
         };
         let keys: Vec<&str> = path.split('.').collect();
         if keys.iter().any(|k| k.is_empty()) {
-            return Err(Error::Parse(format!(
-                "--set {word}: {path:?} is not a dotted field path"
-            )));
+            return Err(Error::Parse(format!("--set {word}: {path:?} is not a dotted field path")));
         }
         let value = scalar(raw);
         let mut node = &mut self.value;
         for (i, key) in keys.iter().enumerate() {
             let Value::Object(map) = node else {
                 let parent = keys[..i].join(".");
-                return Err(Error::Parse(format!(
-                    "--set {word}: {parent} is not a mapping"
-                )));
+                return Err(Error::Parse(format!("--set {word}: {parent} is not a mapping")));
             };
             if i + 1 == keys.len() {
                 map.insert(key.to_string(), value);
                 break;
             }
-            node = map
-                .entry(key.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
+            node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
             if node.is_null() {
                 *node = Value::Object(Map::new());
             }
@@ -157,9 +134,7 @@ impl Document {
             .iter()
             .rev()
             .find(|(set, _)| {
-                path == set
-                    || path.starts_with(&format!("{set}."))
-                    || set.starts_with(&format!("{path}."))
+                path == set || path.starts_with(&format!("{set}.")) || set.starts_with(&format!("{path}."))
             })
             .map(|(_, word)| word.as_str())
     }
@@ -171,11 +146,7 @@ impl Document {
             let path = if path == "." { String::new() } else { path };
             let message = e.inner().to_string();
             // An unknown key is best shown at the key, anything else at its value.
-            let at = if message.starts_with("unknown field") {
-                Point::Key
-            } else {
-                Point::Value
-            };
+            let at = if message.starts_with("unknown field") { Point::Key } else { Point::Value };
             Error::Parse(self.locate_at(&path, &with_suggestion(&message), at))
         })
     }
@@ -191,19 +162,9 @@ impl Document {
         }
         let pos = self.position(path, at);
         if path.is_empty() {
-            format!(
-                "{}:{}:{}: {message}",
-                self.file.display(),
-                pos.line,
-                pos.column
-            )
+            format!("{}:{}:{}: {message}", self.file.display(), pos.line, pos.column)
         } else {
-            format!(
-                "{}:{}:{}: field `{path}`: {message}",
-                self.file.display(),
-                pos.line,
-                pos.column
-            )
+            format!("{}:{}:{}: field `{path}`: {message}", self.file.display(), pos.line, pos.column)
         }
     }
 
@@ -214,13 +175,12 @@ impl Document {
         let mut pos = node.pos();
         for segment in segments(path) {
             let next = match (node, segment) {
-                (Node::Map(_, entries), Segment::Key(k)) => entries
-                    .iter()
-                    .find(|(key, _, _)| key == k)
-                    .map(|(_, p, n)| match (at, n) {
+                (Node::Map(_, entries), Segment::Key(k)) => {
+                    entries.iter().find(|(key, _, _)| key == k).map(|(_, p, n)| match (at, n) {
                         (Point::Value, Node::Scalar(v)) => (*v, n),
                         _ => (*p, n),
-                    }),
+                    })
+                }
                 (Node::Seq(_, items), Segment::Index(i)) => items.get(i).map(|n| (n.pos(), n)),
                 _ => None,
             };
@@ -340,10 +300,8 @@ impl Builder {
                     },
                     Some((key, pos)) => {
                         if map.contains_key(&key) {
-                            self.error.get_or_insert(format!(
-                                "{}:{}: duplicate key `{key}`",
-                                pos.line, pos.column
-                            ));
+                            self.error
+                                .get_or_insert(format!("{}:{}: duplicate key `{key}`", pos.line, pos.column));
                         }
                         map.insert(key.clone(), value);
                         entries.push((key, pos, node));
@@ -360,19 +318,14 @@ impl MarkedEventReceiver for Builder {
         let pos = Pos::from(mark);
         match event {
             Event::Scalar(text, style, _, _) => {
-                let value = if style == TScalarStyle::Plain {
-                    scalar(&text)
-                } else {
-                    Value::String(text)
-                };
+                let value = if style == TScalarStyle::Plain { scalar(&text) } else { Value::String(text) };
                 self.push_value(value, Node::Scalar(pos));
             }
-            Event::SequenceStart(..) => self
-                .stack
-                .push((Value::Array(Vec::new()), Node::Seq(pos, Vec::new()))),
+            Event::SequenceStart(..) => {
+                self.stack.push((Value::Array(Vec::new()), Node::Seq(pos, Vec::new())))
+            }
             Event::MappingStart(..) => {
-                self.stack
-                    .push((Value::Object(Map::new()), Node::Map(pos, Vec::new())));
+                self.stack.push((Value::Object(Map::new()), Node::Map(pos, Vec::new())));
                 self.keys.push(None);
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -427,10 +380,7 @@ mod tests {
     fn a_misspelt_key_is_located_and_gets_a_suggestion() {
         let d = doc("name: blue\ninstanc_count: 1\n", &[]).expect("parses");
         let e = message(d.decode::<Spec>().unwrap_err());
-        assert!(
-            e.starts_with("d.yml:2:1: field `instanc_count`: unknown field `instanc_count`"),
-            "{e}"
-        );
+        assert!(e.starts_with("d.yml:2:1: field `instanc_count`: unknown field `instanc_count`"), "{e}");
         assert!(e.ends_with("did you mean `instance_count`?"), "{e}");
     }
 
@@ -438,10 +388,7 @@ mod tests {
     fn a_wrong_type_points_at_the_nested_field() {
         let d = doc("name: blue\nenvironment:\n  image: [1]\n", &[]).expect("parses");
         let e = message(d.decode::<Spec>().unwrap_err());
-        assert!(
-            e.starts_with("d.yml:3:3: field `environment.image`: invalid type"),
-            "{e}"
-        );
+        assert!(e.starts_with("d.yml:3:3: field `environment.image`: invalid type"), "{e}");
     }
 
     #[test]
@@ -467,34 +414,21 @@ mod tests {
     fn errors_in_set_values_name_the_word() {
         let d = doc("name: blue\n", &["instance_count=many"]).expect("parses");
         let e = message(d.decode::<Spec>().unwrap_err());
-        assert!(
-            e.starts_with("--set instance_count=many: invalid type: string \"many\""),
-            "{e}"
-        );
+        assert!(e.starts_with("--set instance_count=many: invalid type: string \"many\""), "{e}");
     }
 
     #[test]
     fn malformed_set_words_are_refused() {
-        assert!(
-            message(doc("name: x\n", &["instance_count"]).unwrap_err())
-                .contains("expected KEY=VALUE")
-        );
-        assert!(
-            message(doc("name: x\n", &["name.first=a"]).unwrap_err())
-                .contains("name is not a mapping")
-        );
-        assert!(
-            message(doc("name: x\n", &[".a=1"]).unwrap_err()).contains("not a dotted field path")
-        );
+        assert!(message(doc("name: x\n", &["instance_count"]).unwrap_err()).contains("expected KEY=VALUE"));
+        assert!(message(doc("name: x\n", &["name.first=a"]).unwrap_err()).contains("name is not a mapping"));
+        assert!(message(doc("name: x\n", &[".a=1"]).unwrap_err()).contains("not a dotted field path"));
     }
 
     #[test]
     fn quoted_scalars_stay_strings_and_duplicates_are_refused() {
         let d = doc("name: \"123\"\n", &[]).expect("parses");
         assert_eq!(d.value["name"], "123");
-        assert!(
-            message(doc("name: a\nname: b\n", &[]).unwrap_err()).contains("duplicate key `name`")
-        );
+        assert!(message(doc("name: a\nname: b\n", &[]).unwrap_err()).contains("duplicate key `name`"));
     }
 
     #[test]

@@ -40,10 +40,7 @@ fn main() {
         }
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => fail(&format!("cannot start the runtime: {e}")),
     };
@@ -60,15 +57,11 @@ async fn serve() {
         fail("AZUREML_MODEL_DIR is not set");
     };
     let (model, path) = Model::load(&PathBuf::from(dir)).unwrap_or_else(|e| fail(&e));
-    println!(
-        "sample-scorer: loaded {} ({} features)",
-        path.display(),
-        model.features()
-    );
+    println!("sample-scorer: loaded {} ({} features)", path.display(), model.features());
     let port = match std::env::var("AZUREML_SCORER_PORT") {
-        Ok(p) => p
-            .parse::<u16>()
-            .unwrap_or_else(|_| fail(&format!("AZUREML_SCORER_PORT={p:?} is not a port"))),
+        Ok(p) => {
+            p.parse::<u16>().unwrap_or_else(|_| fail(&format!("AZUREML_SCORER_PORT={p:?} is not a port")))
+        }
         Err(_) => 5001,
     };
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
@@ -104,31 +97,21 @@ async fn serve() {
     }
 }
 
-async fn handle(
-    model: Arc<Model>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(model: Arc<Model>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/") => text(StatusCode::OK, "Healthy"),
         (&Method::GET, "/swagger.json") => json(StatusCode::OK, swagger(model.features())),
-        (&Method::POST, "/score") => {
-            match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(body) => match model.score(&body.to_bytes()) {
-                    Ok(predictions) => json(StatusCode::OK, serde_json::json!(predictions)),
-                    Err(message) => json(
-                        StatusCode::BAD_REQUEST,
-                        serde_json::json!({ "message": message }),
-                    ),
-                },
-                Err(e) => json(
-                    StatusCode::BAD_REQUEST,
-                    serde_json::json!({ "message": format!("cannot read body: {e}") }),
-                ),
-            }
-        }
-        (_, "/" | "/score" | "/swagger.json") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (&Method::POST, "/score") => match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(body) => match model.score(&body.to_bytes()) {
+                Ok(predictions) => json(StatusCode::OK, serde_json::json!(predictions)),
+                Err(message) => json(StatusCode::BAD_REQUEST, serde_json::json!({ "message": message })),
+            },
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "message": format!("cannot read body: {e}") }),
+            ),
+        },
+        (_, "/" | "/score" | "/swagger.json") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(response)
@@ -137,20 +120,16 @@ async fn handle(
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     response
 }
 

@@ -42,10 +42,7 @@ impl Model {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read model file {}: {e}", path.display()))?;
         let model: Model = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "model file {}: {e} (expected {{\"coef\": [...], \"intercept\": x}})",
-                path.display()
-            )
+            format!("model file {}: {e} (expected {{\"coef\": [...], \"intercept\": x}})", path.display())
         })?;
         if model.coef.is_empty() {
             return Err(format!("model file {}: `coef` is empty", path.display()));
@@ -59,9 +56,8 @@ impl Model {
 
     /// Predictions for a request body, or a message saying what is wrong with it.
     pub fn score(&self, body: &[u8]) -> Result<Vec<f64>, String> {
-        let request: ScoreRequest = serde_json::from_slice(body).map_err(|e| {
-            format!("invalid request body: {e}; expected {{\"data\": [[number, ...], ...]}}")
-        })?;
+        let request: ScoreRequest = serde_json::from_slice(body)
+            .map_err(|e| format!("invalid request body: {e}; expected {{\"data\": [[number, ...], ...]}}"))?;
         request
             .data
             .iter()
@@ -138,11 +134,7 @@ mod tests {
         let (m, _) = Model::load(&dir).expect("loads from a nested folder");
         assert_eq!(m.features(), 10);
         std::fs::write(dir.join("b.json"), MODEL_1).expect("write");
-        assert!(
-            Model::load(&dir)
-                .unwrap_err()
-                .contains("expected exactly one")
-        );
+        assert!(Model::load(&dir).unwrap_err().contains("expected exactly one"));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -42,9 +42,7 @@ pub struct DockerCleanup {
 
 impl DockerCleanup {
     pub fn new(home_id: &str) -> Self {
-        DockerCleanup {
-            home_id: home_id.to_string(),
-        }
+        DockerCleanup { home_id: home_id.to_string() }
     }
 
     /// Ids of this home's containers, running or not.
@@ -59,35 +57,19 @@ impl DockerCleanup {
 
 /// Ids of a home's containers, running or not.
 pub fn home_containers(home_id: &str) -> Vec<String> {
-    docker_ids(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=moat.home={home_id}"),
-    ])
+    docker_ids(&["ps", "-aq", "--filter", &format!("label=moat.home={home_id}")])
 }
 
 /// Ids of a home's networks.
 pub fn home_networks(home_id: &str) -> Vec<String> {
-    docker_ids(&[
-        "network",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label=moat.home={home_id}"),
-    ])
+    docker_ids(&["network", "ls", "-q", "--filter", &format!("label=moat.home={home_id}")])
 }
 
 fn docker_ids(args: &[&str]) -> Vec<String> {
     Command::new("docker")
         .args(args)
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(String::from)
-                .collect()
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
         .unwrap_or_default()
 }
 
@@ -95,17 +77,11 @@ impl Drop for DockerCleanup {
     fn drop(&mut self) {
         let containers = self.containers();
         if !containers.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&containers)
-                .output();
+            let _ = Command::new("docker").args(["rm", "-f"]).args(&containers).output();
         }
         let networks = self.networks();
         if !networks.is_empty() {
-            let _ = Command::new("docker")
-                .args(["network", "rm"])
-                .args(&networks)
-                .output();
+            let _ = Command::new("docker").args(["network", "rm"]).args(&networks).output();
         }
     }
 }
@@ -120,10 +96,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -137,8 +110,7 @@ pub fn http(
     body: &str,
 ) -> std::io::Result<Reply> {
     use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -164,19 +136,10 @@ pub fn http(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    let chunked =
+        headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok(Reply { status, headers, body })
 }
 
 fn dechunk(mut rest: &str) -> String {
@@ -205,12 +168,25 @@ pub struct Run {
 impl Run {
     /// Panics with the command's output unless it exited 0.
     pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "command failed\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
+    }
+}
+
+/// Runs `moat --home <home> ARGS...` from the repository's root, without a terminal.
+pub fn run_moat(bin: &std::path::Path, home: &std::path::Path, args: &[&str]) -> Run {
+    let output = Command::new(bin)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("moat runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -227,12 +203,7 @@ impl Daemon {
     pub fn start(bin: &str) -> Daemon {
         let home = std::env::temp_dir().join(format!("moat-test-{}", unique_id()));
         std::fs::create_dir_all(&home).expect("home");
-        let mut daemon = Daemon {
-            bin: PathBuf::from(bin),
-            home,
-            child: None,
-            cleanup: None,
-        };
+        let mut daemon = Daemon { bin: PathBuf::from(bin), home, child: None, cleanup: None };
         daemon.spawn();
         daemon
     }
@@ -242,9 +213,7 @@ impl Daemon {
     }
 
     pub fn home_id(&self) -> String {
-        std::fs::read_to_string(self.home.join("id"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
+        std::fs::read_to_string(self.home.join("id")).map(|s| s.trim().to_string()).unwrap_or_default()
     }
 
     fn spawn(&mut self) {
@@ -280,11 +249,7 @@ impl Daemon {
             {
                 panic!("moat serve exited with {status}: {}", self.log());
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "moat serve did not become ready: {}",
-                self.log()
-            );
+            assert!(std::time::Instant::now() < deadline, "moat serve did not become ready: {}", self.log());
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
@@ -304,9 +269,7 @@ impl Daemon {
     /// SIGTERM; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         child.wait().ok().and_then(|s| s.code())
     }
 
@@ -317,19 +280,13 @@ impl Daemon {
 
     /// Runs `moat --home <home> ARGS...`.
     pub fn moat(&self, args: &[&str]) -> Run {
-        let output = Command::new(&self.bin)
-            .arg("--home")
-            .arg(&self.home)
-            .args(args)
-            .current_dir(repo_root())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("moat runs");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        run_moat(&self.bin, &self.home, args)
+    }
+
+    /// Runs a command written as one line; words are split at whitespace.
+    pub fn cli(&self, line: &str) -> Run {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        self.moat(&words)
     }
 
     /// The store's bytes, to show that a refused command changed nothing.
