@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples/sample-scorer/build-image.sh
+tests/test-scorer/build-image.sh
+
 cargo nextest run --workspace --locked "$@"

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use moat_supervisor::BackoffSettings;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -91,6 +92,7 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub stop_timeout: Duration,
+    pub backoff: BackoffSettings,
 }
 
 /// `serve` flags; each overrides its config key.
@@ -156,14 +158,27 @@ impl Config {
                 return Err(not_yet("auth", "token authentication (auth)"));
             }
         }
-        if let Some(s) = &file.supervisor
-            && (s.restart_backoff_initial_ms.is_some()
-                || s.restart_backoff_max_ms.is_some()
-                || s.restart_backoff_reset_s.is_some())
-        {
-            return Err(not_yet("supervisor", "restart backoff settings"));
-        }
         let _ = file.mirror_max_in_flight;
+        let supervisor = file.supervisor.as_ref();
+        let defaults = BackoffSettings::default();
+        let backoff = BackoffSettings {
+            initial: supervisor
+                .and_then(|s| s.restart_backoff_initial_ms)
+                .map_or(defaults.initial, Duration::from_millis),
+            max: supervisor
+                .and_then(|s| s.restart_backoff_max_ms)
+                .map_or(defaults.max, Duration::from_millis),
+            reset_after: supervisor
+                .and_then(|s| s.restart_backoff_reset_s)
+                .map_or(defaults.reset_after, Duration::from_secs),
+        };
+        if backoff.initial.is_zero() || backoff.max < backoff.initial {
+            let message = "restart_backoff_initial_ms must be at least 1 and at most restart_backoff_max_ms";
+            return Err(Error::Invalid(match &doc {
+                Some(d) => d.locate("supervisor", message),
+                None => message.to_string(),
+            }));
+        }
 
         let listen_text = flags.listen.clone().or(file.listen);
         let listen = match listen_text.as_deref() {
@@ -191,7 +206,8 @@ impl Config {
             max_connections,
             header_read_timeout: Duration::from_millis(file.header_read_timeout_ms.unwrap_or(10_000)),
             shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
-            stop_timeout: Duration::from_secs(file.supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),
+            stop_timeout: Duration::from_secs(supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),
+            backoff,
         })
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use moat_supervisor as supervisor;
 
 use crate::spec::deployment::{DeploymentSpec, Probe, Route};
+use crate::spec::sku;
 
 pub const APP_ROOT: &str = "/var/azureml-app";
 pub const MODELS_ROOT: &str = "/var/azureml-app/azureml-models";
@@ -55,7 +56,16 @@ pub fn supervisor_spec(spec: &DeploymentSpec) -> supervisor::DeploymentSpec {
         scoring_route: route(&routes.scoring_route),
         liveness_probe: probe(&spec.liveness_probe),
         readiness_probe: probe(&spec.readiness_probe),
+        memory_bytes: memory_bytes(spec),
+        cpus: sku::lookup(&spec.instance_type).map_or(1, |s| s.vcpus),
+        // A drained instance's requests cannot run longer than the request timeout.
+        drain_grace: Duration::from_millis(spec.request_settings.request_timeout_ms) + Duration::from_secs(1),
     }
+}
+
+/// Each instance's memory, from its SKU.
+pub fn memory_bytes(spec: &DeploymentSpec) -> u64 {
+    sku::lookup(&spec.instance_type).map_or(0, |s| s.memory_mib * 1024 * 1024)
 }
 
 fn route(r: &Route) -> supervisor::Route {

@@ -9,7 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use moat_gateway::{Gateway, Routes};
+use moat_gateway::{Gateway, Load, Routes};
+
 use moat_supervisor::Supervisor;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -44,9 +45,17 @@ async fn run(
     access_log: moat_gateway::LogSink,
 ) -> Result<(), Error> {
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&home.store())?);
+    // The gateway counts requests per instance; the supervisor drains by those counts.
+    let load = Arc::new(Load::default());
+    let in_flight = {
+        let load = load.clone();
+        Arc::new(move |ip| load.in_flight(ip))
+    };
     let supervisor = Supervisor::connect(moat_supervisor::Config {
         home_id: home_id.clone(),
         stop_timeout: config.stop_timeout,
+        backoff: config.backoff,
+        in_flight,
     })
     .await
     .map_err(|e| Error::Other(e.to_string()))?;
@@ -66,7 +75,7 @@ async fn run(
     };
 
     let routes = Routes::default();
-    let reconciler = Reconciler::new(store.clone(), supervisor.clone(), routes.clone());
+    let reconciler = Reconciler::new(store.clone(), supervisor.clone(), routes.clone(), load);
     let node = Arc::new(Node { store, supervisor, reconciler: reconciler.clone(), scoring: scoring.clone() });
 
     // The socket comes last: its presence tells scripts the daemon is ready.

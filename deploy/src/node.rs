@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::container;
 use crate::error::Error;
+
 use crate::keys;
 use crate::reconciler::{Busy, Reconciler};
 use crate::spec::deployment::{DeploymentSpec, MAX_INSTANCE_COUNT, MAX_REQUEST_TIMEOUT_MS};
@@ -209,17 +211,18 @@ impl Node {
         let at = desired.deployments.get(id)?;
         let spec = at.record.spec.clone();
         let outcome = desired.current_outcome(id);
+        // An outcome of an earlier revision means this one is an update.
+        let updating = desired.outcomes.contains_key(id);
         let provisioning_state = match (self.reconciler.busy(id), outcome) {
             (Some(Busy::Removing), _) => "Deleting",
             (_, Some(o)) if o.succeeded => "Succeeded",
             (_, Some(_)) => "Failed",
+            (_, None) if updating => "Updating",
             (_, None) => "Creating",
         };
         let instances = self.supervisor.instances(&id.0, &id.1);
-        let mut warnings = Vec::new();
-        if let Some(reason) = outcome.and_then(|o| o.reason.clone()) {
-            warnings.push(reason);
-        }
+        let mut warnings: Vec<String> = outcome.and_then(|o| o.reason.clone()).into_iter().collect();
+        warnings.extend(views::instance_warnings(&instances));
         Some(DeploymentView {
             health: views::health(&instances, spec.instance_count),
             spec,
@@ -280,6 +283,7 @@ impl Node {
                 spec.name
             )));
         }
+        self.check_capacity(&desired, &spec)?;
         let key = state::deployment_key(&endpoint, &spec.name);
         let record = DeploymentRecord { spec, all_traffic };
         let txn = Txn::default()
@@ -294,6 +298,97 @@ impl Node {
         let desired = self.desired();
         self.deployment_view(&desired, &id)
             .ok_or_else(|| Error::Other(format!("deployment {} was deleted meanwhile", id.1)))
+    }
+
+    /// Stores a new spec for a deployment; the reconciler rolls its instances to it one
+    /// surge instance at a time. With `wait`, returns once every instance runs the new spec.
+    pub async fn update_deployment(&self, spec: DeploymentSpec, wait: bool) -> Result<DeploymentView, Error> {
+        recheck(&spec)?;
+        let desired = self.desired();
+        let endpoint = spec.endpoint_name.clone();
+        if !desired.endpoints.contains_key(&endpoint) {
+            return Err(Error::NotFound(format!("endpoint {endpoint} not found")));
+        }
+        let id = (endpoint.clone(), spec.name.clone());
+        let at = desired.deployments.get(&id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "deployment {} not found on endpoint {endpoint}; create it first",
+                spec.name
+            ))
+        })?;
+        self.check_capacity(&desired, &spec)?;
+        let key = state::deployment_key(&endpoint, &spec.name);
+        let record = DeploymentRecord { spec, all_traffic: false };
+        let revision = self.commit(Txn::default().expect(&key, Some(at.revision)).put(&key, &record)).await?;
+        if wait {
+            self.wait_outcome(&id, revision).await?;
+        }
+        let desired = self.desired();
+        self.deployment_view(&desired, &id)
+            .ok_or_else(|| Error::Other(format!("deployment {} was deleted meanwhile", id.1)))
+    }
+
+    /// Refuses a spec whose instances, with one surge instance for the rollout, would take
+    /// more memory than the host has beside this home's other deployments.
+    fn check_capacity(&self, desired: &Desired, spec: &DeploymentSpec) -> Result<(), Error> {
+        let id = (spec.endpoint_name.clone(), spec.name.clone());
+        let others: u64 = desired
+            .deployments
+            .iter()
+            .filter(|(other, _)| **other != id && desired.current_outcome(other).is_none_or(|o| o.succeeded))
+            .map(|(_, at)| {
+                u64::from(at.record.spec.instance_count) * container::memory_bytes(&at.record.spec)
+            })
+            .sum();
+        let per_instance = container::memory_bytes(spec);
+        let wanted = (u64::from(spec.instance_count) + 1) * per_instance;
+        let host = self.supervisor.host().memory_bytes;
+        if others + wanted <= host {
+            return Ok(());
+        }
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        Err(Error::Invalid(format!(
+            "not enough memory: {} × {} ({:.1} GiB each) plus one surge instance needs {:.1} GiB, but this host has {:.1} GiB and this home's other deployments take {:.1} GiB",
+            spec.instance_count,
+            spec.instance_type,
+            gib(per_instance),
+            gib(wanted),
+            gib(host),
+            gib(others)
+        )))
+    }
+
+    /// The last `lines` log lines of the deployment's instances (or of the one named).
+    pub async fn logs(
+        &self,
+        endpoint: &str,
+        name: &str,
+        instance: Option<&str>,
+        lines: usize,
+    ) -> Result<String, Error> {
+        let view = self.deployment(endpoint, name)?;
+        if let Some(wanted) = instance
+            && !view.instances.iter().any(|i| i.name == wanted)
+        {
+            let known: Vec<&str> = view.instances.iter().map(|i| i.name.as_str()).collect();
+            return Err(Error::NotFound(format!(
+                "instance {wanted} not found on deployment {name}; its instances: {}",
+                known.join(", ")
+            )));
+        }
+        let logs = self
+            .supervisor
+            .logs(endpoint, name, instance, lines)
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
+        Ok(match logs.as_slice() {
+            [(_, text)] => text.clone(),
+            many => many
+                .iter()
+                .map(|(instance, text)| format!("==> {instance} <==\n{text}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
     }
 
     async fn wait_outcome(&self, id: &DeploymentId, revision: u64) -> Result<(), Error> {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use moat_gateway::Routes;
+use moat_gateway::{Load, Routes};
 use moat_supervisor::Supervisor;
 use tokio::sync::watch;
 
@@ -24,6 +24,7 @@ pub struct Reconciler {
     store: Arc<dyn Store>,
     supervisor: Supervisor,
     routes: Routes,
+    load: Arc<Load>,
     books: Mutex<Books>,
     /// Bumps when an action ends; admin calls waiting on a delete watch it.
     progress: watch::Sender<u64>,
@@ -44,11 +45,18 @@ pub enum Busy {
 }
 
 impl Reconciler {
-    pub fn new(store: Arc<dyn Store>, supervisor: Supervisor, routes: Routes) -> Arc<Reconciler> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        supervisor: Supervisor,
+        routes: Routes,
+        load: Arc<Load>,
+    ) -> Arc<Reconciler> {
         Arc::new(Reconciler {
             store,
             supervisor,
             routes,
+            load,
+
             books: Mutex::new(Books::default()),
             progress: watch::channel(0).0,
             published: watch::channel(0).0,
@@ -107,7 +115,9 @@ impl Reconciler {
     fn pass(self: &Arc<Self>) {
         let revision = *self.store.watch().borrow();
         let desired = Desired::read(&*self.store);
-        self.routes.publish(route_table(&desired, &self.supervisor.leases()));
+        self.routes.publish(route_table(&desired, &self.supervisor.leases(), &self.load));
+        self.load.prune();
+
         self.published.send_if_modified(|p| {
             let newer = revision > *p;
             *p = (*p).max(revision);

@@ -6,12 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moat_gateway::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Upstream};
+use moat_gateway::{Credentials, DeploymentRoute, EndpointRoute, Load, RouteTable, Upstream};
 use moat_supervisor::{DeploymentKey, Lease};
 
 use crate::state::Desired;
 
-pub fn route_table(desired: &Desired, leases: &HashMap<DeploymentKey, Vec<Lease>>) -> RouteTable {
+/// `load` lends each instance its in-flight counter, the same one across tables.
+pub fn route_table(
+    desired: &Desired,
+    leases: &HashMap<DeploymentKey, Vec<Lease>>,
+    load: &Load,
+) -> RouteTable {
     let mut endpoints = HashMap::new();
     for (name, at) in &desired.endpoints {
         let record = &at.record;
@@ -27,6 +32,7 @@ pub fn route_table(desired: &Desired, leases: &HashMap<DeploymentKey, Vec<Lease>
                         .map(|l| Upstream {
                             instance: l.instance.clone(),
                             addr: SocketAddr::new(l.address, port),
+                            load: load.counter(l.address),
                         })
                         .collect()
                 })

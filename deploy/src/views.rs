@@ -41,6 +41,30 @@ pub struct Egress {
     pub private_endpoints: Vec<String>,
 }
 
+/// Restarts from which an instance counts as crashing.
+pub const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// What deserves a word about the instances: crash loops (with their last log lines) and
+/// Docker's warnings about their containers.
+pub fn instance_warnings(instances: &[InstanceStatus]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for i in instances {
+        if i.restarts >= CRASH_LOOP_RESTARTS {
+            let code = i.last_exit_code.map_or_else(|| "none".to_string(), |c| c.to_string());
+            warnings.push(format!(
+                "instance {} keeps crashing: {} restarts, last exit code {code}; its last log lines:\n{}",
+                i.name,
+                i.restarts,
+                i.last_logs.trim_end()
+            ));
+        }
+        for w in &i.docker_warnings {
+            warnings.push(format!("Docker warned about instance {}: {w}", i.name));
+        }
+    }
+    warnings
+}
+
 /// Healthy: every instance ready; Degraded: some; Unhealthy: none.
 pub fn health(instances: &[InstanceStatus], wanted: u32) -> &'static str {
     let ready = instances.iter().filter(|i| i.ready).count();

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::load::InFlight;
 use crate::reject::Reject;
 use crate::request::RequestCtx;
 use crate::table::{DeploymentRoute, Upstream};
@@ -67,7 +68,7 @@ pub async fn forward(
     let deadline = tokio::time::Instant::now() + deployment.request_timeout;
     let timeout = Reject::Timeout(deployment.request_timeout.as_millis());
     let first =
-        deployment.next_instance().ok_or_else(|| Reject::NoReadyInstance(deployment.name.clone()))?.clone();
+        deployment.pick_instance().ok_or_else(|| Reject::NoReadyInstance(deployment.name.clone()))?.clone();
     let mut upstream = first.clone();
     let mut attempt = 0;
     loop {
@@ -75,6 +76,7 @@ pub async fn forward(
         ctx.instance = Some(upstream.instance.clone());
         let request = upstream_request(&upstream, method, path, headers, body.clone(), &ctx.request_id)?;
         let started = Instant::now();
+        let _in_flight = InFlight::start(&upstream.load);
         let sent = tokio::time::timeout_at(deadline, client.request(request)).await;
         let response = match sent {
             Err(_) => return Err(timeout),

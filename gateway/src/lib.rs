@@ -8,7 +8,8 @@
 //! - [`request`]: the life of one scoring request, phase by phase.
 //! - [`target`]: which endpoint and operation a request URL names.
 //! - [`auth`]: the credential check (keys compared in constant time).
-//! - [`pick`]: deployment pick (traffic weights, header targeting) and instance pick.
+//! - [`pick`]: deployment pick (traffic weights, header targeting).
+//! - [`load`]: in-flight requests per instance, kept across table swaps.
 //! - [`forward`]: the call to the instance, with its deadline and the one allowed retry.
 //! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
 //! - [`access_log`]: the one JSON line per request.
@@ -17,6 +18,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod forward;
+pub mod load;
 pub mod pick;
 pub mod reject;
 pub mod request;
@@ -25,6 +27,7 @@ pub mod table;
 pub mod target;
 
 pub use access_log::{AccessRecord, LogSink};
+pub use load::Load;
 pub use server::{Gateway, serve};
 pub use table::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Routes, Upstream};
 

@@ -56,8 +56,6 @@ pub struct DeploymentRoute {
     /// The container's OpenAPI document, served at the endpoint's `swagger.json`.
     pub swagger_path: String,
     pub request_timeout: Duration,
-    /// Round-robin cursor for the instance pick.
-    pub next: AtomicUsize,
 }
 
 impl DeploymentRoute {
@@ -68,25 +66,36 @@ impl DeploymentRoute {
             scoring_path: scoring_path.to_string(),
             swagger_path: "/swagger.json".to_string(),
             request_timeout,
-            next: AtomicUsize::new(0),
         }
     }
 
-    /// The instance after the last one picked.
-    pub fn next_instance(&self) -> Option<&Upstream> {
-        if self.instances.is_empty() {
-            return None;
+    /// The less loaded of two instances drawn at random (power of two choices): close to
+    /// least-loaded without a scan or a shared cursor.
+    pub fn pick_instance(&self) -> Option<&Upstream> {
+        let n = self.instances.len();
+        if n < 2 {
+            return self.instances.first();
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.instances.len();
-        self.instances.get(i)
+        let a = fastrand::usize(..n);
+        let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+        let (ua, ub) = (&self.instances[a], &self.instances[b]);
+        Some(if ub.in_flight() < ua.in_flight() { ub } else { ua })
     }
 }
 
-/// One ready instance: its name (for logs and headers) and where its scoring port listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One ready instance: its name (for logs and headers), where its scoring port listens, and
+/// its in-flight counter (shared across tables, see [`crate::load::Load`]).
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub instance: String,
     pub addr: SocketAddr,
+    pub load: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn in_flight(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
 }
 
 /// The handle through which `deploy` publishes tables and requests read them.

@@ -85,7 +85,7 @@ async fn gateway(config: Config) -> Harness {
         let instances = ups
             .into_iter()
             .enumerate()
-            .map(|(i, addr)| Upstream { instance: format!("{name}-{i}"), addr })
+            .map(|(i, addr)| Upstream { instance: format!("{name}-{i}"), addr, load: Default::default() })
             .collect();
         (name.to_string(), Arc::new(DeploymentRoute::new(name, instances, path, timeout)))
     };

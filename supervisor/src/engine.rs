@@ -37,6 +37,34 @@ pub struct NewContainer<'a> {
     pub labels: HashMap<String, String>,
     pub binds: Vec<String>,
     pub network: &'a str,
+    pub limits: Limits,
+}
+
+/// What one container may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: i64,
+    /// CPUs in billionths, as Docker's `NanoCpus`.
+    pub nano_cpus: i64,
+    pub pids: i64,
+}
+
+/// The only capabilities an instance keeps (CONTRACT.md): enough to drop privileges and own
+/// its files, never NET_RAW, NET_ADMIN or SYS_ADMIN.
+pub const CAPABILITIES: [&str; 5] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
+
+/// What the machine offers, as Docker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host {
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
+/// A new container and Docker's warnings about it (a limit the kernel cannot enforce, say).
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub id: String,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -178,15 +206,24 @@ impl Engine {
 
     /// Creates and starts a container; a leftover of the same name (a crash between create
     /// and start, say) is replaced. Returns its id.
-    pub async fn create_and_start(&self, new: NewContainer<'_>) -> Result<String, Error> {
+    pub async fn create_and_start(&self, new: NewContainer<'_>) -> Result<Created, Error> {
         let body = ContainerCreateBody {
             image: Some(new.image.to_string()),
             env: Some(new.env),
             labels: Some(new.labels.clone()),
-
             host_config: Some(HostConfig {
                 binds: Some(new.binds),
+                // The deployment's own bridge network; never the host's.
                 network_mode: Some(new.network.to_string()),
+                privileged: Some(false),
+                cap_drop: Some(vec!["ALL".to_string()]),
+                cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+                security_opt: Some(vec!["no-new-privileges".to_string()]),
+                memory: Some(new.limits.memory_bytes),
+                // No swap beyond the memory limit.
+                memory_swap: Some(new.limits.memory_bytes),
+                nano_cpus: Some(new.limits.nano_cpus),
+                pids_limit: Some(new.limits.pids),
                 ..Default::default()
             }),
             ..Default::default()
@@ -210,15 +247,42 @@ impl Engine {
                 self.remove(new.name).await?;
                 self.docker.create_container(Some(options), body).await
             }
-
             other => other,
         }
         .map_err(|e| docker_error(format!("create container {}", new.name), e))?;
-        if let Err(e) = self.docker.start_container(&created.id, None).await {
+        if let Err(e) = self.start(&created.id).await {
             let _ = self.remove(&created.id).await;
-            return Err(docker_error(format!("start container {}", new.name), e));
+            return Err(e);
         }
-        Ok(created.id)
+        Ok(Created { id: created.id, warnings: created.warnings })
+    }
+
+    /// Starts a created or exited container; one already running is fine.
+    pub async fn start(&self, id: &str) -> Result<(), Error> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(304) => Ok(()),
+            Err(e) => Err(docker_error(format!("start container {id}"), e)),
+        }
+    }
+
+    /// SIGTERM, SIGKILL after `timeout`; a container already stopped or gone is fine.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), Error> {
+        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(secs).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => Ok(()),
+            Err(e) => Err(docker_error(format!("stop container {id}"), e)),
+        }
+    }
+
+    pub async fn host(&self) -> Result<Host, Error> {
+        let info = self.docker.info().await.map_err(|e| docker_error("read the engine's info", e))?;
+        Ok(Host {
+            cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1),
+            memory_bytes: info.mem_total.and_then(|m| u64::try_from(m).ok()).unwrap_or(0),
+        })
     }
 
     /// Waits until the container stops and returns its exit code (`None`: it is gone).
@@ -243,13 +307,7 @@ impl Engine {
 
     /// SIGTERM, SIGKILL after `timeout`, then remove; a container already gone is fine.
     pub async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<(), Error> {
-        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        let options = StopContainerOptionsBuilder::default().t(secs).build();
-        match self.docker.stop_container(id, Some(options)).await {
-            Ok(()) => {}
-            Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
-            Err(e) => return Err(docker_error(format!("stop container {id}"), e)),
-        }
+        self.stop(id, timeout).await?;
         self.remove(id).await
     }
 

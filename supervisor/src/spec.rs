@@ -19,6 +19,12 @@ pub struct DeploymentSpec {
     pub scoring_route: Route,
     pub liveness_probe: ProbeSettings,
     pub readiness_probe: ProbeSettings,
+    /// Memory limit of each container.
+    pub memory_bytes: u64,
+    /// CPU limit of each container, already capped at the host's CPUs.
+    pub cpus: u32,
+    /// How long a drained instance's in-flight requests may take before it is stopped.
+    pub drain_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,8 +60,16 @@ impl DeploymentSpec {
             image: &'a str,
             env: &'a [(String, String)],
             mounts: &'a [Mount],
+            memory_bytes: u64,
+            cpus: u32,
         }
-        let shape = Shape { image: &self.image, env: &self.env, mounts: &self.mounts };
+        let shape = Shape {
+            image: &self.image,
+            env: &self.env,
+            mounts: &self.mounts,
+            memory_bytes: self.memory_bytes,
+            cpus: self.cpus,
+        };
         let bytes = serde_json::to_vec(&shape).unwrap_or_default();
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for b in bytes {

@@ -41,11 +41,14 @@ fn scorer(endpoint: &str, deployment: &str, count: u32, with_model: bool) -> Dep
         scoring_route: route("/score"),
         liveness_probe: probe(),
         readiness_probe: probe(),
+        memory_bytes: 512 << 20,
+        cpus: 1,
+        drain_grace: Duration::from_secs(1),
     }
 }
 
 async fn supervisor(home: &str) -> Supervisor {
-    Supervisor::connect(Config { home_id: home.into(), stop_timeout: Duration::from_secs(5) })
+    Supervisor::connect(Config { stop_timeout: Duration::from_secs(5), ..Config::new(home) })
         .await
         .expect("Docker is running")
 }

@@ -34,7 +34,27 @@ impl AdminClient {
         self.call(method, path, Some(body)).await
     }
 
+    /// A plain-text answer, as `get-logs` prints it.
+    pub async fn get_text(&self, path: &str) -> Result<String, Error> {
+        let body = self.exchange(Method::GET, path, None::<()>).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<impl Serialize>) -> Result<Value, Error> {
+        let body = self.exchange(method, path, body).await?;
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::other("decoding the daemon's answer", e))
+    }
+
+    /// One request; the body of a success, or the daemon's error as an [`Error`].
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<impl Serialize>,
+    ) -> Result<Bytes, Error> {
         let down = || Error::DaemonDown(self.socket.clone());
         let stream = UnixStream::connect(&self.socket).await.map_err(|_| down())?;
         let (mut sender, connection) =
@@ -65,12 +85,9 @@ impl AdminClient {
             .map_err(|e| Error::other("reading the daemon's answer", e))?
             .to_bytes();
         if status.is_success() {
-            if status == StatusCode::NO_CONTENT || body.is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&body)
-                .map_err(|e| Error::other("decoding the daemon's answer", e));
+            return Ok(if status == StatusCode::NO_CONTENT { Bytes::new() } else { body });
         }
+
         match serde_json::from_slice::<WireError>(&body) {
             Ok(wire) => Err(wire.into()),
             Err(_) => {

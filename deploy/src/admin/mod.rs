@@ -56,6 +56,13 @@ pub struct CreateDeployment {
     pub wait: bool,
 }
 
+/// The body of a deployment update.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UpdateDeployment {
+    pub spec: crate::spec::deployment::DeploymentSpec,
+    pub wait: bool,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegenerateKeys {
     pub key_type: crate::node::KeyType,

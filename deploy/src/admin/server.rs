@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 
-use super::{CreateDeployment, RegenerateKeys, WireError};
+use super::{CreateDeployment, RegenerateKeys, UpdateDeployment, WireError};
+
 use crate::error::Error;
 use crate::node::Node;
 use crate::spec::endpoint::EndpointSpec;
@@ -53,8 +54,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/endpoints/{endpoint}/deployments", get(deployment_list).post(deployment_create))
         .route(
             "/v1/endpoints/{endpoint}/deployments/{deployment}",
-            get(deployment_show).delete(deployment_delete),
+            get(deployment_show).put(deployment_update).delete(deployment_delete),
         )
+        .route("/v1/endpoints/{endpoint}/deployments/{deployment}/logs", get(deployment_logs))
         .with_state(node)
 }
 
@@ -141,6 +143,34 @@ async fn deployment_create(
         )));
     }
     Ok(Json(node.create_deployment(body.spec, body.all_traffic, body.wait).await?))
+}
+
+async fn deployment_update(
+    State(node): Shared,
+    Path((endpoint, deployment)): Path<(String, String)>,
+    Json(body): Json<UpdateDeployment>,
+) -> Result<impl IntoResponse, Error> {
+    if body.spec.endpoint_name != endpoint || body.spec.name != deployment {
+        return Err(Error::Invalid(format!(
+            "the spec names {}/{}, the request {endpoint}/{deployment}",
+            body.spec.endpoint_name, body.spec.name
+        )));
+    }
+    Ok(Json(node.update_deployment(body.spec, body.wait).await?))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+    instance: Option<String>,
+}
+
+async fn deployment_logs(
+    State(node): Shared,
+    Path((endpoint, deployment)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> Result<String, Error> {
+    node.logs(&endpoint, &deployment, q.instance.as_deref(), q.lines.unwrap_or(5000)).await
 }
 
 async fn deployment_show(

@@ -6,8 +6,13 @@ use clap::Subcommand;
 use hyper::Method;
 
 use super::{Context, SetArgs, confirm, document};
-use crate::admin::CreateDeployment;
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::admin::{CreateDeployment, UpdateDeployment};
 use crate::error::Error;
+use crate::spec::Document;
 use crate::spec::deployment::{self, Names};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -99,16 +104,7 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
                 );
             }
             let body = CreateDeployment { spec, all_traffic, wait: !no_wait };
-            match admin.send(Method::POST, &path, &body).await {
-                Ok(view) => ctx.print(view),
-                Err(Error::Failed { message, logs }) => {
-                    if !logs.trim().is_empty() {
-                        eprintln!("The container's last log lines:\n{}", logs.trim_end());
-                    }
-                    Err(Error::Failed { message, logs: String::new() })
-                }
-                Err(e) => Err(e),
-            }
+            ctx.print(with_logs(admin.send(Method::POST, &path, &body).await)?)
         }
         DeploymentCommand::Show { name, endpoint } => ctx.print(
             admin.get(&format!("/v1/endpoints/{}/deployments/{name}", endpoint_of(&endpoint)?)).await?,
@@ -116,8 +112,26 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
         DeploymentCommand::List { endpoint } => {
             ctx.print(admin.get(&format!("/v1/endpoints/{}/deployments", endpoint_of(&endpoint)?)).await?)
         }
-        DeploymentCommand::Update { .. } => {
-            Err(Error::Invalid("online-deployment update is not supported yet".into()))
+        DeploymentCommand::Update { name, endpoint, file, set, no_wait } => {
+            let doc = match &file {
+                Some(f) => Document::load(f, &set.set)?,
+                None => {
+                    // The current spec with the `--set` words on top.
+                    let (Some(name), Some(endpoint)) = (&name, &endpoint.endpoint_name) else {
+                        return Err(Error::Parse("without -f, give --name and --endpoint-name".into()));
+                    };
+                    let current = admin.get(&format!("/v1/endpoints/{endpoint}/deployments/{name}")).await?;
+                    Document::from_value(spec_fields(current), &set.set)?
+                }
+            };
+            let names = Names { name: name.as_deref(), endpoint_name: endpoint.endpoint_name.as_deref() };
+            let spec = deployment::validate(&doc, names)?;
+            if !no_wait && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!("Updating deployment {}: rolling its instances to the new spec...", spec.name);
+            }
+            let path = format!("/v1/endpoints/{}/deployments/{}", spec.endpoint_name, spec.name);
+            let body = UpdateDeployment { spec, wait: !no_wait };
+            ctx.print(with_logs(admin.send(Method::PUT, &path, &body).await)?)
         }
         DeploymentCommand::Delete { name, endpoint, yes, no_wait } => {
             let endpoint = endpoint_of(&endpoint)?;
@@ -125,8 +139,41 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
             let query = if no_wait { "?no_wait=true" } else { "" };
             admin.delete(&format!("/v1/endpoints/{endpoint}/deployments/{name}{query}")).await.map(drop)
         }
-        DeploymentCommand::GetLogs { .. } => {
-            Err(Error::Invalid("online-deployment get-logs is not supported yet".into()))
+        DeploymentCommand::GetLogs { name, endpoint, lines, instance } => {
+            let mut path =
+                format!("/v1/endpoints/{}/deployments/{name}/logs?lines={lines}", endpoint_of(&endpoint)?);
+            if let Some(instance) = instance {
+                path.push_str(&format!("&instance={instance}"));
+            }
+            let text = admin.get_text(&path).await?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush())
+                .map_err(|e| Error::other("writing output", e))
         }
     }
+}
+
+/// A create or update that ended Failed shows the container's last log lines on stderr.
+fn with_logs(result: Result<Value, Error>) -> Result<Value, Error> {
+    match result {
+        Err(Error::Failed { message, logs }) => {
+            if !logs.trim().is_empty() {
+                eprintln!("The container's last log lines:\n{}", logs.trim_end());
+            }
+            Err(Error::Failed { message, logs: String::new() })
+        }
+        other => other,
+    }
+}
+
+/// The spec part of what `show` prints.
+fn spec_fields(mut view: Value) -> Value {
+    if let Value::Object(map) = &mut view {
+        for observed in ["provisioning_state", "health", "instances", "egress", "warnings"] {
+            map.remove(observed);
+        }
+    }
+    view
 }

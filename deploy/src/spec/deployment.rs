@@ -455,6 +455,15 @@ mod tests {
     }
 
     #[test]
+    fn no_mount_may_hand_a_container_the_docker_socket() {
+        for path in ["/", "/var", "/run", "/var/run/docker.sock"] {
+            let e = parse(MINIMAL, &[&format!("model.path={path}")]).unwrap_err().to_string();
+            assert!(e.contains("Docker socket") || e.contains("No such file"), "{path}: {e}");
+        }
+        assert!(!crate::spec::exposes_docker_socket(Path::new("/work/models")));
+    }
+
+    #[test]
     fn what_moat_cannot_run_is_refused_with_the_reason() {
         let cases = [
             ("model: azureml:my-model:1", "asset reference"),

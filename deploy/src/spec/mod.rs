@@ -119,7 +119,25 @@ pub fn local_path(doc: &Document, field: &str, written: &str) -> Result<PathBuf,
         _ => PathBuf::from("."),
     };
     let path = base.join(written);
-    path.canonicalize().map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))
+    let path = path
+        .canonicalize()
+        .map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))?;
+    if exposes_docker_socket(&path) {
+        return Err(Error::Invalid(doc.locate(
+            field,
+            &format!("{} is or holds the Docker socket, which no container may see", path.display()),
+        )));
+    }
+    Ok(path)
+}
+
+/// Whether mounting `path` would hand a container the Docker engine (and so the host).
+pub fn exposes_docker_socket(path: &Path) -> bool {
+    ["/var/run/docker.sock", "/run/docker.sock"].iter().any(|socket| {
+        let socket = Path::new(socket);
+        let real = socket.canonicalize().unwrap_or_else(|_| socket.to_path_buf());
+        [socket, real.as_path()].iter().any(|s| s.starts_with(path))
+    })
 }
 
 /// Fails with the field's location when `ok` is false.

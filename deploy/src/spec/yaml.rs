@@ -66,6 +66,16 @@ impl Document {
         Document::parse(Path::new("--set"), "{}", sets)
     }
 
+    /// A spec as it stands (say, the current one from the daemon) with `--set` words on top.
+    pub fn from_value(value: Value, sets: &[String]) -> Result<Document, Error> {
+        let mut doc = Document::from_sets(&[])?;
+        doc.value = value;
+        for word in sets {
+            doc.apply_set(word)?;
+        }
+        Ok(doc)
+    }
+
     pub fn parse(file: &Path, text: &str, sets: &[String]) -> Result<Document, Error> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);

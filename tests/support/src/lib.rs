@@ -9,6 +9,8 @@ use std::process::Command;
 
 /// The image `examples/sample-scorer/build-image.sh` builds.
 pub const SCORER_IMAGE: &str = "moat-sample-scorer:latest";
+/// The image `tests/test-scorer/build-image.sh` builds: a scorer tests control by requests.
+pub const TEST_IMAGE: &str = "moat-test-scorer:latest";
 
 /// A random 8-hex-digit id, the shape of a moat home id.
 pub fn unique_id() -> String {
@@ -24,15 +26,21 @@ pub fn repo_root() -> PathBuf {
 
 /// Fails the test with the command to run when the sample scorer image is missing.
 pub fn require_scorer_image() {
+    require_image(SCORER_IMAGE, "examples/sample-scorer/build-image.sh");
+}
+
+/// Fails the test with the command to run when the test scorer image is missing.
+pub fn require_test_image() {
+    require_image(TEST_IMAGE, "tests/test-scorer/build-image.sh");
+}
+
+fn require_image(image: &str, script: &str) {
     let present = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", SCORER_IMAGE])
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(
-        present,
-        "image {SCORER_IMAGE} is missing: run examples/sample-scorer/build-image.sh (tests/run.sh does)"
-    );
+    assert!(present, "image {image} is missing: run {script} (tests/run.sh does)");
 }
 
 /// Removes every container and network labelled with a home id when dropped.
@@ -201,8 +209,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(bin: &str) -> Daemon {
+        Daemon::start_with_config(bin, "")
+    }
+
+    /// Starts with this `config.yaml` in the home.
+    pub fn start_with_config(bin: &str, config: &str) -> Daemon {
         let home = std::env::temp_dir().join(format!("moat-test-{}", unique_id()));
         std::fs::create_dir_all(&home).expect("home");
+        if !config.is_empty() {
+            std::fs::write(home.join("config.yaml"), config).expect("config.yaml");
+        }
+
         let mut daemon = Daemon { bin: PathBuf::from(bin), home, child: None, cleanup: None };
         daemon.spawn();
         daemon
