@@ -271,3 +271,88 @@ fn an_update_whose_containers_cannot_start_fails_with_their_logs() {
     let view: Value = serde_json::from_str(&fixed.ok().stdout).expect("json");
     assert_eq!(view["provisioning_state"], "Succeeded");
 }
+
+/// A registry on loopback (Debian's `docker-registry`), killed with its storage when dropped.
+struct Registry {
+    port: u16,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Registry {
+    fn start(dir: std::path::PathBuf) -> Registry {
+        let port = free_port();
+        std::fs::create_dir_all(&dir).expect("registry dir");
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.yml"), config).expect("registry config");
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry package; .ci/run installs it)");
+        let registry = Registry { port, child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+fn docker(args: &[&str]) {
+    let out = std::process::Command::new("docker").args(args).output().expect("docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_missing_image_is_pulled_from_its_registry_with_progress_and_an_unreachable_one_fails_clearly() {
+    require_test_image();
+    let d = Daemon::start(MOAT);
+    let registry = Registry::start(d.home.join("registry"));
+    let image = format!("127.0.0.1:{}/moat-pull-{}:v1", registry.port, d.home_id());
+    docker(&["tag", TEST_IMAGE, &image]);
+    docker(&["push", &image]);
+    docker(&["rmi", &image]);
+
+    d.cli("online-endpoint create -n pull-ep -f examples/model-1/endpoint.yml").ok();
+    let file = d.home.join("pull.yml");
+    std::fs::write(&file, deployment_yaml("pull-ep", 1, "")).expect("spec");
+    let run = d.cli(&format!(
+        "online-deployment create -e pull-ep -f {} --set environment.image={image}",
+        file.display()
+    ));
+    docker(&["rmi", &image]);
+    let run = run.ok();
+    assert!(run.stderr.contains(&format!("pulling image {image}")), "progress on stderr: {}", run.stderr);
+    assert!(run.stderr.contains("Downloaded newer image"), "{}", run.stderr);
+    let view: Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(view["provisioning_state"], "Succeeded");
+
+    let nowhere = format!("127.0.0.1:{}/moat-nowhere:v1", free_port());
+    let run = d.cli(&format!(
+        "online-deployment create -n green -e pull-ep -f {} --set environment.image={nowhere}",
+        file.display()
+    ));
+    assert_eq!(run.code, 1);
+    let last = run.stderr.trim_end().lines().last().unwrap_or_default().to_string();
+    assert!(last.contains(&format!("cannot pull image {nowhere}")), "{}", run.stderr);
+    assert_eq!(home_containers(&d.home_id()).len(), 1, "the failed create left no container");
+}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::container;
 use crate::error::Error;
@@ -20,7 +20,10 @@ use crate::spec::{names, sku};
 use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
 use crate::store::{Store, Txn};
 use crate::views::{self, DeploymentView, Egress, EndpointView, ScoringBase};
-use moat_supervisor::Supervisor;
+use moat_supervisor::{Progress, Supervisor};
+
+/// Where progress lines of a long command go (to the CLI's stderr, in the end).
+pub type ProgressSink = mpsc::UnboundedSender<String>;
 
 pub struct Node {
     pub store: Arc<dyn Store>,
@@ -258,6 +261,7 @@ impl Node {
         spec: DeploymentSpec,
         all_traffic: bool,
         wait: bool,
+        sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
         recheck(&spec)?;
         let desired = self.desired();
@@ -291,9 +295,10 @@ impl Node {
             .expect(&key, None)
             .put(&key, &record)
             .delete(&state::outcome_key(&id.0, &id.1));
+        let progress = self.supervisor.progress();
         let revision = self.commit(txn).await?;
         if wait {
-            self.wait_outcome(&id, revision).await?;
+            self.wait_outcome(&id, revision, progress, sink).await?;
         }
         let desired = self.desired();
         self.deployment_view(&desired, &id)
@@ -302,7 +307,12 @@ impl Node {
 
     /// Stores a new spec for a deployment; the reconciler rolls its instances to it one
     /// surge instance at a time. With `wait`, returns once every instance runs the new spec.
-    pub async fn update_deployment(&self, spec: DeploymentSpec, wait: bool) -> Result<DeploymentView, Error> {
+    pub async fn update_deployment(
+        &self,
+        spec: DeploymentSpec,
+        wait: bool,
+        sink: &ProgressSink,
+    ) -> Result<DeploymentView, Error> {
         recheck(&spec)?;
         let desired = self.desired();
         let endpoint = spec.endpoint_name.clone();
@@ -319,9 +329,10 @@ impl Node {
         self.check_capacity(&desired, &spec)?;
         let key = state::deployment_key(&endpoint, &spec.name);
         let record = DeploymentRecord { spec, all_traffic: false };
+        let progress = self.supervisor.progress();
         let revision = self.commit(Txn::default().expect(&key, Some(at.revision)).put(&key, &record)).await?;
         if wait {
-            self.wait_outcome(&id, revision).await?;
+            self.wait_outcome(&id, revision, progress, sink).await?;
         }
         let desired = self.desired();
         self.deployment_view(&desired, &id)
@@ -391,7 +402,15 @@ impl Node {
         })
     }
 
-    async fn wait_outcome(&self, id: &DeploymentId, revision: u64) -> Result<(), Error> {
+    /// Waits until the revision's outcome is stored, passing on the supervisor's progress
+    /// lines about the deployment (an image pull) as they come.
+    async fn wait_outcome(
+        &self,
+        id: &DeploymentId,
+        revision: u64,
+        mut progress: broadcast::Receiver<Progress>,
+        sink: &ProgressSink,
+    ) -> Result<(), Error> {
         let mut changes = self.store.watch();
         loop {
             let desired = self.desired();
@@ -422,8 +441,17 @@ impl Node {
                 let _ = self.reconciler.published().wait_for(|p| *p >= now).await;
                 return Ok(());
             }
-            if changes.changed().await.is_err() {
-                return Err(Error::Other("the store closed".into()));
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() {
+                    return Err(Error::Other("the store closed".into()));
+                },
+                line = progress.recv() => match line {
+                    Ok(p) if p.key == *id => {
+                        let _ = sink.send(p.message);
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => progress = self.supervisor.progress(),
+                },
             }
         }
     }

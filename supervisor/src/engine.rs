@@ -9,8 +9,9 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -96,6 +97,29 @@ impl Engine {
         let docker = Docker::connect_with_local_defaults().map_err(|e| Error::Connect(e.to_string()))?;
         let docker = docker.negotiate_version().await.map_err(|e| Error::Connect(e.to_string()))?;
         Ok(Engine { docker })
+    }
+
+    /// Pulls an image, reporting Docker's progress lines (layer downloads are reported when
+    /// they start and end, not at every tick).
+    pub async fn pull(&self, image: &str, mut progress: impl FnMut(String)) -> Result<(), Error> {
+        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let failed = |message: String| Error::Pull { image: image.to_string(), message };
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| failed(docker_error("pull", e).to_string()))?;
+            if let Some(detail) = info.error_detail {
+                return Err(failed(detail.message.unwrap_or_else(|| "unknown error".into())));
+            }
+            let Some(status) = info.status else { continue };
+            if status == "Downloading" || status == "Extracting" {
+                continue;
+            }
+            progress(match info.id {
+                Some(id) => format!("{id}: {status}"),
+                None => status,
+            });
+        }
+        Ok(())
     }
 
     pub async fn image_present(&self, image: &str) -> Result<bool, Error> {

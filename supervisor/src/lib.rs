@@ -26,7 +26,7 @@ mod supervisor;
 
 pub use instance::{InstanceState, InstanceStatus, Lease};
 pub use spec::{DeploymentSpec, Mount, ProbeSettings, Route};
-pub use supervisor::{ApplyError, DeploymentKey, Supervisor};
+pub use supervisor::{ApplyError, DeploymentKey, Progress, Supervisor};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -69,6 +69,6 @@ pub enum Error {
     Connect(String),
     #[error("Docker: {action}: {message}")]
     Docker { action: String, message: String },
-    #[error("image {0} is not present on this machine (build or load it first)")]
-    ImageMissing(String),
+    #[error("cannot pull image {image}: {message}")]
+    Pull { image: String, message: String },
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::engine::{ContainerInfo, Engine, Host, Limits, NewContainer};
 use crate::instance::{Ctx, Instance, InstanceState, InstanceStatus, Lease, Start};
@@ -33,6 +33,13 @@ impl From<Error> for ApplyError {
     }
 }
 
+/// A line of progress about one deployment (an image pull, for now), for whoever waits on it.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub key: DeploymentKey,
+    pub message: String,
+}
+
 /// How many log lines a failed create carries back to the user.
 const FAILURE_LOG_LINES: usize = 20;
 /// Every container's process limit.
@@ -51,6 +58,7 @@ struct Inner {
     ctx: Arc<Ctx>,
     host: Host,
     deployments: Mutex<HashMap<DeploymentKey, Running>>,
+    progress: broadcast::Sender<Progress>,
 }
 
 /// A deployment this daemon supervises.
@@ -75,9 +83,19 @@ impl Supervisor {
             backoff: config.backoff,
             stop_timeout: config.stop_timeout,
         });
-        Ok(Supervisor {
-            inner: Arc::new(Inner { config, ctx, host, deployments: Mutex::new(HashMap::new()) }),
-        })
+        let inner = Inner {
+            config,
+            ctx,
+            host,
+            deployments: Mutex::new(HashMap::new()),
+            progress: broadcast::channel(256).0,
+        };
+        Ok(Supervisor { inner: Arc::new(inner) })
+    }
+
+    /// Progress lines of every deployment being applied.
+    pub fn progress(&self) -> broadcast::Receiver<Progress> {
+        self.inner.progress.subscribe()
     }
 
     fn deployments(&self) -> MutexGuard<'_, HashMap<DeploymentKey, Running>> {
@@ -139,7 +157,14 @@ impl Supervisor {
 
     async fn prepare(&self, spec: &DeploymentSpec) -> Result<(), ApplyError> {
         if !self.engine().image_present(&spec.image).await? {
-            return Err(Error::ImageMissing(spec.image.clone()).into());
+            let key = key_of(spec);
+            let report = |message: String| {
+                let _ = self.inner.progress.send(Progress { key: key.clone(), message });
+            };
+            report(format!("pulling image {}", spec.image));
+            self.engine()
+                .pull(&spec.image, |line| report(format!("pulling image {}: {line}", spec.image)))
+                .await?;
         }
         let home = &self.inner.config.home_id;
         let network = names::network(home, &spec.endpoint, &spec.deployment);

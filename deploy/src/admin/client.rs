@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
-use super::WireError;
+use super::{StreamLine, WireError};
 use crate::error::Error;
 
 pub struct AdminClient {
@@ -55,6 +55,48 @@ impl AdminClient {
         path: &str,
         body: Option<impl Serialize>,
     ) -> Result<Bytes, Error> {
+        let response = self.open(method, path, body).await?;
+        let status = response.status();
+        let body = collect(response).await?;
+        Ok(if status == StatusCode::NO_CONTENT { Bytes::new() } else { body })
+    }
+
+    /// A long operation whose answer streams as JSON lines: `{"progress"}` lines, handed to
+    /// `on_progress` as they come, then `{"result"}` or `{"error"}`.
+    pub async fn send_streamed(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Serialize,
+        mut on_progress: impl FnMut(&str),
+    ) -> Result<Value, Error> {
+        let mut body = self.open(method, path, Some(body)).await?.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Error::other("reading the daemon's answer", e))?;
+            let Ok(data) = frame.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let message: StreamLine = serde_json::from_slice(&line)
+                    .map_err(|e| Error::other("decoding the daemon's answer", e))?;
+                match message {
+                    StreamLine::Progress(text) => on_progress(&text),
+                    StreamLine::Result(value) => return Ok(value),
+                    StreamLine::Error(wire) => return Err(wire.into()),
+                }
+            }
+        }
+        Err(Error::Other("the daemon closed the connection before it answered".into()))
+    }
+
+    /// Sends one request; a non-2xx answer becomes the daemon's error.
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<impl Serialize>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
         let down = || Error::DaemonDown(self.socket.clone());
         let stream = UnixStream::connect(&self.socket).await.map_err(|_| down())?;
         let (mut sender, connection) =
@@ -78,16 +120,10 @@ impl AdminClient {
             .await
             .map_err(|e| Error::other("the daemon closed the connection", e))?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::other("reading the daemon's answer", e))?
-            .to_bytes();
         if status.is_success() {
-            return Ok(if status == StatusCode::NO_CONTENT { Bytes::new() } else { body });
+            return Ok(response);
         }
-
+        let body = collect(response).await?;
         match serde_json::from_slice::<WireError>(&body) {
             Ok(wire) => Err(wire.into()),
             Err(_) => {
@@ -95,4 +131,13 @@ impl AdminClient {
             }
         }
     }
+}
+
+async fn collect(response: hyper::Response<hyper::body::Incoming>) -> Result<Bytes, Error> {
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Error::other("reading the daemon's answer", e))?
+        .to_bytes())
 }

@@ -48,6 +48,15 @@ impl From<WireError> for Error {
     }
 }
 
+/// One line of a streamed answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamLine {
+    Progress(String),
+    Result(serde_json::Value),
+    Error(WireError),
+}
+
 /// The body of a deployment create.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CreateDeployment {

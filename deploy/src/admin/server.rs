@@ -10,7 +10,17 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 
-use super::{CreateDeployment, RegenerateKeys, UpdateDeployment, WireError};
+use std::convert::Infallible;
+use std::future::Future;
+
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{CreateDeployment, RegenerateKeys, StreamLine, UpdateDeployment, WireError};
+use crate::node::ProgressSink;
 
 use crate::error::Error;
 use crate::node::Node;
@@ -142,7 +152,9 @@ async fn deployment_create(
             body.spec.endpoint_name
         )));
     }
-    Ok(Json(node.create_deployment(body.spec, body.all_traffic, body.wait).await?))
+    Ok(streamed(move |sink| async move {
+        node.create_deployment(body.spec, body.all_traffic, body.wait, &sink).await
+    }))
 }
 
 async fn deployment_update(
@@ -156,7 +168,44 @@ async fn deployment_update(
             body.spec.endpoint_name, body.spec.name
         )));
     }
-    Ok(Json(node.update_deployment(body.spec, body.wait).await?))
+    Ok(streamed(move |sink| async move { node.update_deployment(body.spec, body.wait, &sink).await }))
+}
+
+/// Runs a long operation and answers with JSON lines: its progress as it comes, then its
+/// result or error (see [`StreamLine`]).
+fn streamed<F, Fut, T>(work: F) -> Response
+where
+    F: FnOnce(ProgressSink) -> Fut,
+    Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    let (sink, mut progress) = mpsc::unbounded_channel::<String>();
+    let (lines, body) = mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
+    let work = work(sink);
+    tokio::spawn(async move {
+        let line = |message: StreamLine| {
+            let mut bytes = serde_json::to_vec(&message).unwrap_or_default();
+            bytes.push(b'\n');
+            let _ = lines.send(Ok(Bytes::from(bytes)));
+        };
+        tokio::pin!(work);
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                Some(text) = progress.recv() => line(StreamLine::Progress(text)),
+            }
+        };
+        while let Ok(text) = progress.try_recv() {
+            line(StreamLine::Progress(text));
+        }
+        line(match result.and_then(|v| serde_json::to_value(v).map_err(|e| Error::other("encoding", e))) {
+            Ok(value) => StreamLine::Result(value),
+            Err(e) => StreamLine::Error(WireError::from(&e)),
+        });
+    });
+    let stream =
+        futures_util::stream::unfold(body, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    ([(CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
 }
 
 #[derive(Deserialize)]

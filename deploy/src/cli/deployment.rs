@@ -104,7 +104,7 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
                 );
             }
             let body = CreateDeployment { spec, all_traffic, wait: !no_wait };
-            ctx.print(with_logs(admin.send(Method::POST, &path, &body).await)?)
+            ctx.print(with_logs(admin.send_streamed(Method::POST, &path, &body, progress).await)?)
         }
         DeploymentCommand::Show { name, endpoint } => ctx.print(
             admin.get(&format!("/v1/endpoints/{}/deployments/{name}", endpoint_of(&endpoint)?)).await?,
@@ -131,7 +131,7 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
             }
             let path = format!("/v1/endpoints/{}/deployments/{}", spec.endpoint_name, spec.name);
             let body = UpdateDeployment { spec, wait: !no_wait };
-            ctx.print(with_logs(admin.send(Method::PUT, &path, &body).await)?)
+            ctx.print(with_logs(admin.send_streamed(Method::PUT, &path, &body, progress).await)?)
         }
         DeploymentCommand::Delete { name, endpoint, yes, no_wait } => {
             let endpoint = endpoint_of(&endpoint)?;
@@ -153,6 +153,11 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
                 .map_err(|e| Error::other("writing output", e))
         }
     }
+}
+
+/// Progress of a long command (an image pull) goes to stderr as it comes.
+fn progress(line: &str) {
+    eprintln!("{line}");
 }
 
 /// A create or update that ended Failed shows the container's last log lines on stderr.
