@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use moat_gateway::{Load, Routes};
+use moat_gateway::{Admissions, Load, Routes};
 use moat_supervisor::Supervisor;
 use tokio::sync::watch;
 
@@ -25,6 +25,7 @@ pub struct Reconciler {
     supervisor: Supervisor,
     routes: Routes,
     load: Arc<Load>,
+    admissions: Arc<Admissions>,
     books: Mutex<Books>,
     /// Bumps when an action ends; admin calls waiting on a delete watch it.
     progress: watch::Sender<u64>,
@@ -56,7 +57,7 @@ impl Reconciler {
             supervisor,
             routes,
             load,
-
+            admissions: Arc::new(Admissions::default()),
             books: Mutex::new(Books::default()),
             progress: watch::channel(0).0,
             published: watch::channel(0).0,
@@ -115,8 +116,10 @@ impl Reconciler {
     fn pass(self: &Arc<Self>) {
         let revision = *self.store.watch().borrow();
         let desired = Desired::read(&*self.store);
-        self.routes.publish(route_table(&desired, &self.supervisor.leases(), &self.load));
+        let table = route_table(&desired, &self.supervisor.leases(), &self.load, &self.admissions);
+        self.routes.publish(table);
         self.load.prune();
+        self.admissions.prune();
 
         self.published.send_if_modified(|p| {
             let newer = revision > *p;

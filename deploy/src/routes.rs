@@ -6,16 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moat_gateway::{Credentials, DeploymentRoute, EndpointRoute, Load, RouteTable, Upstream};
+use moat_gateway::{
+    Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, Load, RouteTable, Upstream,
+};
 use moat_supervisor::{DeploymentKey, Lease};
 
 use crate::state::Desired;
 
-/// `load` lends each instance its in-flight counter, the same one across tables.
+/// `load` lends each instance its in-flight counter and `admissions` each deployment its
+/// queue, the same ones across tables.
 pub fn route_table(
     desired: &Desired,
     leases: &HashMap<DeploymentKey, Vec<Lease>>,
     load: &Load,
+    admissions: &Admissions,
 ) -> RouteTable {
     let mut endpoints = HashMap::new();
     for (name, at) in &desired.endpoints {
@@ -37,11 +41,19 @@ pub fn route_table(
                         .collect()
                 })
                 .unwrap_or_default();
+            let settings = &spec.request_settings;
+            let limits = Limits {
+                max_per_instance: settings.max_concurrent_requests_per_instance as usize,
+                max_queue_wait: Duration::from_millis(settings.max_queue_wait_ms),
+                instance_count: spec.instance_count as usize,
+            };
             let route = DeploymentRoute::new(
                 &spec.name,
-                instances,
                 &spec.environment.inference_config.scoring_route.path,
-                Duration::from_millis(spec.request_settings.request_timeout_ms),
+                Duration::from_millis(settings.request_timeout_ms),
+                admissions.get(name, &spec.name, limits),
+                instances,
+                limits,
             );
             deployments.insert(spec.name.clone(), Arc::new(route));
         }

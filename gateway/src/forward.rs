@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::load::InFlight;
+use crate::admission::Slot;
 use crate::reject::Reject;
 use crate::request::RequestCtx;
 use crate::table::{DeploymentRoute, Upstream};
@@ -59,24 +59,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub async fn forward(
     client: &Client,
     deployment: &DeploymentRoute,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
+    mut slot: Slot,
+    call: Call<'_>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Full<Bytes>>, Reject> {
     let deadline = tokio::time::Instant::now() + deployment.request_timeout;
     let timeout = Reject::Timeout(deployment.request_timeout.as_millis());
-    let first =
-        deployment.pick_instance().ok_or_else(|| Reject::NoReadyInstance(deployment.name.clone()))?.clone();
-    let mut upstream = first.clone();
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let upstream = slot.upstream();
         ctx.instance = Some(upstream.instance.clone());
-        let request = upstream_request(&upstream, method, path, headers, body.clone(), &ctx.request_id)?;
+        let request = upstream_request(upstream, &call, &ctx.request_id)?;
         let started = Instant::now();
-        let _in_flight = InFlight::start(&upstream.load);
         let sent = tokio::time::timeout_at(deadline, client.request(request)).await;
         let response = match sent {
             Err(_) => return Err(timeout),
@@ -84,13 +79,10 @@ pub async fn forward(
             Ok(Err(e)) if e.is_connect() && attempt == 1 => {
                 // Nothing reached the container; another instance may take it.
                 tracing::debug!(instance = %upstream.instance, error = %e, "connect failed, retrying");
-                match deployment.instances.iter().find(|u| u.addr != first.addr) {
-                    Some(other) => {
-                        upstream = other.clone();
-                        continue;
-                    }
-                    None => return Err(Reject::InstanceLost(describe(&e))),
+                if slot.switch() {
+                    continue;
                 }
+                return Err(Reject::InstanceLost(describe(&e)));
             }
             Ok(Err(e)) => return Err(Reject::InstanceLost(describe(&e))),
         };
@@ -130,14 +122,21 @@ fn model_error(headers: &mut HeaderMap, status: StatusCode) {
     headers.insert("ms-azureml-model-error-reason", HeaderValue::from_static(reason));
 }
 
+/// What goes to the container: the client's request, minus what is moat's.
+pub struct Call<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// Read whole already, so a retry or a mirror copy can send it again.
+    pub body: Bytes,
+}
+
 fn upstream_request(
     upstream: &Upstream,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
+    call: &Call<'_>,
     request_id: &str,
 ) -> Result<Request<Full<Bytes>>, Reject> {
+    let (method, path, headers, body) = (call.method, call.path, call.headers, call.body.clone());
     let uri: Uri = format!("http://{}{path}", upstream.addr)
         .parse()
         .map_err(|_| Reject::Internal("instance address does not form a URI"))?;

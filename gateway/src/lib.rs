@@ -10,12 +10,14 @@
 //! - [`auth`]: the credential check (keys compared in constant time).
 //! - [`pick`]: deployment pick (traffic weights, header targeting).
 //! - [`load`]: in-flight requests per instance, kept across table swaps.
+//! - [`admission`]: per-instance concurrency, the FIFO queue and its limits.
 //! - [`forward`]: the call to the instance, with its deadline and the one allowed retry.
 //! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
 //! - [`access_log`]: the one JSON line per request.
 //! - [`server`]: the listener's accept loop and graceful shutdown.
 
 pub mod access_log;
+pub mod admission;
 pub mod auth;
 pub mod forward;
 pub mod load;
@@ -27,6 +29,7 @@ pub mod table;
 pub mod target;
 
 pub use access_log::{AccessRecord, LogSink};
+pub use admission::{Admission, Admissions, Limits};
 pub use load::Load;
 pub use server::{Gateway, serve};
 pub use table::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Routes, Upstream};

@@ -22,6 +22,10 @@ pub enum Reject {
     UnknownDeployment(String, String),
     #[error("deployment {0} has no ready instance; retry later")]
     NoReadyInstance(String),
+    #[error("deployment {0} has too many requests in flight; retry later")]
+    TooManyRequests(String),
+    #[error("deployment {0} had no free instance within max_queue_wait_ms ({1} ms); retry later")]
+    QueueTimeout(String, u128),
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
     #[error("cannot read the request body: {0}")]
@@ -44,6 +48,7 @@ impl Reject {
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::Unauthorized => StatusCode::UNAUTHORIZED,
             Reject::NoReadyInstance(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::TooManyRequests(_) | Reject::QueueTimeout(..) => StatusCode::TOO_MANY_REQUESTS,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BadBody(_) => StatusCode::BAD_REQUEST,
             Reject::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -59,7 +64,7 @@ impl Reject {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(self.status(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response

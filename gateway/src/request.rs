@@ -20,8 +20,9 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::access_log::{self, AccessRecord};
+use crate::admission::Refusal;
 use crate::auth::{self, Verdict};
-use crate::forward;
+use crate::forward::{self, Call};
 use crate::pick::{self, DEPLOYMENT_HEADER};
 use crate::reject::Reject;
 use crate::server::Gateway;
@@ -39,6 +40,7 @@ pub struct RequestCtx {
     pub auth_mode: Option<&'static str>,
     pub auth: Option<Verdict>,
     pub upstream: Option<Duration>,
+    pub queue: Option<Duration>,
     pub error: Option<String>,
 }
 
@@ -55,6 +57,7 @@ impl RequestCtx {
             auth_mode: None,
             auth: None,
             upstream: None,
+            queue: None,
             error: None,
         }
     }
@@ -104,11 +107,24 @@ async fn life(
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, gw.config.max_body_bytes).await?;
 
+    let queued = Instant::now();
+    let slot = deployment.admission.admit().await.map_err(|refusal| {
+        let name = deployment.name.clone();
+        match refusal {
+            Refusal::NoInstance => Reject::NoReadyInstance(name),
+            Refusal::Overflow => Reject::TooManyRequests(name),
+            Refusal::QueueTimeout => Reject::QueueTimeout(name, queued.elapsed().as_millis()),
+        }
+    });
+    ctx.queue = Some(queued.elapsed());
+    let slot = slot?;
+
     let path = match target.operation {
         Operation::Score => &deployment.scoring_path,
         Operation::Swagger => &deployment.swagger_path,
     };
-    forward::forward(&gw.client, &deployment, &parts.method, path, &parts.headers, body, ctx).await
+    let call = Call { method: &parts.method, path, headers: &parts.headers, body };
+    forward::forward(&gw.client, &deployment, slot, call, ctx).await
 }
 
 /// The whole body, refused early when its declared length is already over the limit.
@@ -160,7 +176,7 @@ fn log(gw: &Gateway, ctx: &RequestCtx, status: u16) {
         status,
         duration_ms: ms(ctx.started.elapsed()),
         upstream_ms: ctx.upstream.map(ms),
-        queue_ms: None,
+        queue_ms: ctx.queue.map(ms),
         client: ctx.client,
         auth_mode: ctx.auth_mode,
         auth: ctx.auth.map(Verdict::as_str),

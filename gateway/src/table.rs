@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::admission::{Admission, Limits};
+
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub endpoints: HashMap<String, EndpointRoute>,
@@ -50,36 +52,32 @@ impl Credentials {
 #[derive(Debug)]
 pub struct DeploymentRoute {
     pub name: String,
-    /// Ready instances only.
-    pub instances: Vec<Upstream>,
     pub scoring_path: String,
     /// The container's OpenAPI document, served at the endpoint's `swagger.json`.
     pub swagger_path: String,
     pub request_timeout: Duration,
+    /// Its ready instances and who may use them now (shared across tables).
+    pub admission: Arc<Admission>,
 }
 
 impl DeploymentRoute {
-    pub fn new(name: &str, instances: Vec<Upstream>, scoring_path: &str, request_timeout: Duration) -> Self {
+    /// Publishes `instances` and `limits` to the deployment's admission as well.
+    pub fn new(
+        name: &str,
+        scoring_path: &str,
+        request_timeout: Duration,
+        admission: Arc<Admission>,
+        instances: Vec<Upstream>,
+        limits: Limits,
+    ) -> Self {
+        admission.configure(instances, limits);
         DeploymentRoute {
             name: name.to_string(),
-            instances,
             scoring_path: scoring_path.to_string(),
             swagger_path: "/swagger.json".to_string(),
             request_timeout,
+            admission,
         }
-    }
-
-    /// The less loaded of two instances drawn at random (power of two choices): close to
-    /// least-loaded without a scan or a shared cursor.
-    pub fn pick_instance(&self) -> Option<&Upstream> {
-        let n = self.instances.len();
-        if n < 2 {
-            return self.instances.first();
-        }
-        let a = fastrand::usize(..n);
-        let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-        let (ua, ub) = (&self.instances[a], &self.instances[b]);
-        Some(if ub.in_flight() < ua.in_flight() { ub } else { ua })
     }
 }
 

@@ -11,12 +11,19 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use moat_gateway::{
-    AccessRecord, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, RouteTable, Routes, Upstream,
+    AccessRecord, Admissions, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, Limits,
+    RouteTable, Routes, Upstream,
 };
 use moat_test_support::{Reply, http};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+
+/// Requests inside `/pause` now, and the most there ever were (one test uses `/pause`).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 /// An upstream that echoes the headers it got (`/echo`), fails (`/fail`), or stalls (`/slow`);
 /// it reports every connection it sees close.
@@ -41,6 +48,13 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                         "/echo" => (200, serde_json::json!(headers).to_string()),
                         "/swagger.json" => (200, "{\"swagger\":\"2.0\"}".to_string()),
                         "/fail" => (400, "{\"detail\":\"bad input\"}".to_string()),
+                        "/pause" => {
+                            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+                            PEAK.fetch_max(now, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                            RUNNING.fetch_sub(1, Ordering::SeqCst);
+                            (200, "paused".to_string())
+                        }
                         _ => {
                             tokio::time::sleep(Duration::from_secs(30)).await;
                             (200, "late".to_string())
@@ -80,15 +94,23 @@ async fn gateway(config: Config) -> Harness {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
     };
-    let timeout = Duration::from_millis(300);
-    let route = |name: &str, path: &str, ups: Vec<SocketAddr>| {
+    let admissions = Admissions::default();
+    let limited = |name: &str, path: &str, ups: Vec<SocketAddr>, max_per_instance: usize| {
+        let limits = Limits {
+            max_per_instance,
+            max_queue_wait: Duration::from_millis(100),
+            instance_count: ups.len(),
+        };
         let instances = ups
             .into_iter()
             .enumerate()
             .map(|(i, addr)| Upstream { instance: format!("{name}-{i}"), addr, load: Default::default() })
             .collect();
-        (name.to_string(), Arc::new(DeploymentRoute::new(name, instances, path, timeout)))
+        let timeout = Duration::from_millis(if name == "tight" { 2000 } else { 300 });
+        let admission = admissions.get("ep", name, limits);
+        (name.to_string(), Arc::new(DeploymentRoute::new(name, path, timeout, admission, instances, limits)))
     };
+    let route = |name: &str, path: &str, ups: Vec<SocketAddr>| limited(name, path, ups, 8);
     let endpoint = EndpointRoute {
         name: "ep".into(),
         credentials: Credentials::Keys(vec![PRIMARY.into(), SECONDARY.into()]),
@@ -100,6 +122,7 @@ async fn gateway(config: Config) -> Harness {
             route("empty", "/echo", vec![]),
             route("gone", "/echo", vec![dead]),
             route("half", "/echo", vec![dead, up]),
+            limited("tight", "/pause", vec![up], 1),
         ]),
     };
     let idle = EndpointRoute {
@@ -244,4 +267,33 @@ async fn a_body_over_the_limit_is_413() {
     assert_eq!(r.status, 413);
     let r = call(h.addr, "POST", "/endpoints/ep/score", &[("Authorization", &auth)], &"x".repeat(1000)).await;
     assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn an_instance_never_runs_more_than_its_limit_and_the_rest_get_429_with_retry_after() {
+    let h = gateway(Config::default()).await;
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let h_addr = h.addr;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 30)).await;
+                let auth = bearer(PRIMARY);
+                let headers = [("Authorization", auth.as_str()), ("azureml-model-deployment", "tight")];
+                call(h_addr, "POST", "/endpoints/ep/score", &headers, "{}").await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for c in calls {
+        replies.push(c.await.expect("join"));
+    }
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    // One runs; one waits 100 ms in the queue and gives up; one finds the queue full.
+    assert_eq!(statuses, [200, 429, 429], "{replies:?}");
+    assert!(replies[1].body.contains("max_queue_wait_ms"), "{}", replies[1].body);
+    assert!(replies[2].body.contains("too many requests"), "{}", replies[2].body);
+    assert!(replies[1..].iter().all(|r| r.header("retry-after").is_some()));
+    assert_eq!(PEAK.load(Ordering::SeqCst), 1, "the instance never had two in flight");
+    let logs = h.logs.lock().expect("logs").clone();
+    assert!(logs.iter().any(|l| l.contains("\"queue_ms\":1")), "queue time is logged: {logs:?}");
 }

@@ -1,0 +1,337 @@
+//! Admission: how many requests a deployment takes at once, and in what order the rest wait.
+//!
+//! Each ready instance takes at most `max_concurrent_requests_per_instance` requests; a
+//! request claims a slot on the least loaded instance that has one. When none has, it waits
+//! in the deployment's FIFO queue up to `max_queue_wait_ms`; when running plus queued
+//! requests already reach `2 * max_concurrent_requests_per_instance * instance_count`, it is
+//! refused at once. A finished request hands its freed capacity to the head of the queue, so
+//! newcomers never overtake waiters.
+//!
+//! An [`Admission`] outlives route tables (`deploy` takes it from [`Admissions`] when it builds
+//! one), so queues and counts carry over when instances come and go.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+
+use crate::table::Upstream;
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No ready instance at all: 503.
+    NoInstance,
+    /// Running plus queued requests are at the limit: 429 at once.
+    Overflow,
+    /// It waited `max_queue_wait_ms` without a free slot: 429.
+    QueueTimeout,
+}
+
+/// The limits of one deployment, from its `request_settings` and `instance_count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_per_instance: usize,
+    pub max_queue_wait: Duration,
+    pub instance_count: usize,
+}
+
+#[derive(Debug)]
+pub struct Admission {
+    instances: ArcSwap<Vec<Upstream>>,
+    limits: ArcSwap<Limits>,
+    queue: Mutex<VecDeque<Waiter>>,
+    running: AtomicUsize,
+    next_waiter: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    hand_off: oneshot::Sender<Slot>,
+}
+
+/// A claimed place on one instance; freeing it (on drop) lets the next waiter in.
+#[derive(Debug)]
+pub struct Slot {
+    admission: Arc<Admission>,
+    upstream: Upstream,
+    held: bool,
+}
+
+impl Slot {
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Moves to another instance with a free place (for the one retry after a connect
+    /// failure); false when there is none.
+    pub fn switch(&mut self) -> bool {
+        let Some(other) = self.admission.place(Some(self.upstream.addr)) else { return false };
+        self.upstream.load.fetch_sub(1, Ordering::Relaxed);
+        self.upstream = other;
+        true
+    }
+
+    /// Gives the place back without waking anyone (the caller hands it on itself).
+    fn forget(mut self) {
+        self.held = false;
+        self.upstream.load.fetch_sub(1, Ordering::Relaxed);
+        self.admission.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.held {
+            self.upstream.load.fetch_sub(1, Ordering::Relaxed);
+            self.admission.running.fetch_sub(1, Ordering::Relaxed);
+            self.admission.hand_on();
+        }
+    }
+}
+
+impl Admission {
+    fn new(limits: Limits) -> Admission {
+        Admission {
+            instances: ArcSwap::from_pointee(Vec::new()),
+            limits: ArcSwap::from_pointee(limits),
+            queue: Mutex::new(VecDeque::new()),
+            running: AtomicUsize::new(0),
+            next_waiter: AtomicU64::new(0),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Waiter>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New ready instances or limits, from a new route table; waiters that now fit go in.
+    pub fn configure(self: &Arc<Self>, instances: Vec<Upstream>, limits: Limits) {
+        self.instances.store(Arc::new(instances));
+        self.limits.store(Arc::new(limits));
+        self.hand_on();
+    }
+
+    pub fn instances(&self) -> Arc<Vec<Upstream>> {
+        self.instances.load_full()
+    }
+
+    /// Requests running (holding a slot) and waiting.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.running.load(Ordering::Relaxed), self.queue().len())
+    }
+
+    /// A slot now, or after waiting in line.
+    pub async fn admit(self: &Arc<Self>) -> Result<Slot, Refusal> {
+        if self.instances.load().is_empty() {
+            return Err(Refusal::NoInstance);
+        }
+        let limits = **self.limits.load();
+        let (id, mut handed) = {
+            let mut queue = self.queue();
+            if queue.is_empty()
+                && let Some(slot) = self.claim()
+            {
+                return Ok(slot);
+            }
+            let ceiling = 2 * limits.max_per_instance * limits.instance_count.max(1);
+            if self.running.load(Ordering::Relaxed) + queue.len() >= ceiling {
+                return Err(Refusal::Overflow);
+            }
+            let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+            let (hand_off, handed) = oneshot::channel();
+            queue.push_back(Waiter { id, hand_off });
+            (id, handed)
+        };
+        match tokio::time::timeout(limits.max_queue_wait, &mut handed).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => {
+                let mut queue = self.queue();
+                queue.retain(|w| w.id != id);
+                drop(queue);
+                // A slot may have been handed over just as the wait ended.
+                handed.try_recv().map_err(|_| Refusal::QueueTimeout)
+            }
+        }
+    }
+
+    fn claim(self: &Arc<Self>) -> Option<Slot> {
+        let upstream = self.place(None)?;
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Some(Slot { admission: self.clone(), upstream, held: true })
+    }
+
+    /// Takes a place on the least loaded instance below the limit (other than `not`).
+    fn place(&self, not: Option<SocketAddr>) -> Option<Upstream> {
+        let max = self.limits.load().max_per_instance;
+        let instances = self.instances.load();
+        for _ in 0..64 {
+            let best = instances
+                .iter()
+                .filter(|u| Some(u.addr) != not)
+                .map(|u| (u.load.load(Ordering::Relaxed), u))
+                .filter(|(load, _)| *load < max)
+                .min_by_key(|(load, _)| *load)?;
+            let (load, upstream) = best;
+            if upstream.load.compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return Some(upstream.clone());
+            }
+        }
+        None
+    }
+
+    /// Hands free places to the waiters at the head of the queue, in order.
+    fn hand_on(self: &Arc<Self>) {
+        let mut queue = self.queue();
+        while !queue.is_empty() {
+            let Some(mut slot) = self.claim() else { return };
+            loop {
+                let Some(waiter) = queue.pop_front() else {
+                    slot.forget();
+                    return;
+                };
+                match waiter.hand_off.send(slot) {
+                    Ok(()) => break,
+                    // That waiter gave up: the next one gets the place.
+                    Err(back) => slot = back,
+                }
+            }
+        }
+    }
+}
+
+/// Every deployment's admission, kept across route tables.
+#[derive(Debug, Default)]
+pub struct Admissions {
+    by_deployment: Mutex<HashMap<(String, String), Arc<Admission>>>,
+}
+
+impl Admissions {
+    pub fn get(&self, endpoint: &str, deployment: &str, limits: Limits) -> Arc<Admission> {
+        let mut map = self.by_deployment.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((endpoint.to_string(), deployment.to_string()))
+            .or_insert_with(|| Arc::new(Admission::new(limits)))
+            .clone()
+    }
+
+    /// Forgets deployments no table holds and nothing runs on.
+    pub fn prune(&self) {
+        let mut map = self.by_deployment.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, a| Arc::strong_count(a) > 1 || a.running.load(Ordering::Relaxed) > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(port: u16) -> Upstream {
+        Upstream {
+            instance: format!("i{port}"),
+            addr: SocketAddr::from(([10, 0, 0, 1], port)),
+            load: Default::default(),
+        }
+    }
+
+    fn admission(instances: usize, max: usize, wait_ms: u64) -> Arc<Admission> {
+        let limits = Limits {
+            max_per_instance: max,
+            max_queue_wait: Duration::from_millis(wait_ms),
+            instance_count: instances,
+        };
+        let a = Arc::new(Admission::new(limits));
+        a.configure((0..instances).map(|i| upstream(i as u16)).collect(), limits);
+        a
+    }
+
+    fn loads(a: &Admission) -> Vec<usize> {
+        a.instances().iter().map(|u| u.load.load(Ordering::Relaxed)).collect()
+    }
+
+    #[tokio::test]
+    async fn slots_fill_the_least_loaded_instance_and_never_exceed_the_limit() {
+        let a = admission(2, 2, 10);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(a.admit().await.expect("a free slot"));
+        }
+        assert_eq!(loads(&a), [2, 2]);
+        drop(held.pop());
+        assert_eq!(loads(&a).iter().sum::<usize>(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_first_come_first_served() {
+        let a = admission(1, 1, 10_000);
+        // Room for two waiters: as if a second instance were counted but not yet ready.
+        let limits = Limits { instance_count: 2, ..**a.limits.load() };
+        a.configure((*a.instances()).clone(), limits);
+        let first = a.admit().await.expect("slot");
+        let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        for n in 0..2 {
+            let (a, tx) = (a.clone(), tx.clone());
+            tokio::spawn(async move {
+                let slot = a.admit().await.expect("slot after waiting");
+                tx.send(n).expect("send");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                drop(slot);
+            });
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(a.in_flight(), (1, 2));
+        drop(first);
+        assert_eq!(order.recv().await, Some(0));
+        assert_eq!(order.recv().await, Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_wait_ends_in_a_refusal_and_overflow_is_refused_at_once() {
+        let a = admission(1, 1, 500);
+        let _busy = a.admit().await.expect("slot");
+        let waited = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit().await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // 2 * 1 * 1 = 2 in flight (one running, one queued): the third is refused at once.
+        assert_eq!(a.admit().await.map(drop), Err(Refusal::Overflow));
+        assert_eq!(waited.await.expect("join"), Err(Refusal::QueueTimeout));
+        assert_eq!(a.in_flight(), (1, 0), "the one who gave up left the queue");
+    }
+
+    #[tokio::test]
+    async fn no_ready_instance_is_its_own_refusal_and_new_instances_let_waiters_in() {
+        let a = admission(0, 1, 10_000);
+        assert_eq!(a.admit().await.map(drop), Err(Refusal::NoInstance));
+        let a = admission(1, 1, 10_000);
+        let busy = a.admit().await.expect("slot");
+        let waiter = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit().await.map(|s| s.upstream().addr.port()) }
+        });
+        tokio::task::yield_now().await;
+        let limits = **a.limits.load();
+        let mut more = (*a.instances()).clone();
+        more.push(upstream(7));
+        a.configure(more, limits);
+        assert_eq!(waiter.await.expect("join"), Ok(7));
+        drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_switch_moves_the_slot_to_another_instance_with_room() {
+        let a = admission(2, 1, 10);
+        let mut slot = a.admit().await.expect("slot");
+        let before = slot.upstream().addr;
+        assert!(slot.switch());
+        assert_ne!(slot.upstream().addr, before);
+        assert_eq!(loads(&a).iter().sum::<usize>(), 1);
+        let _other = a.admit().await.expect("the first instance is free again");
+        assert!(!slot.switch(), "no other instance has room");
+    }
+}
