@@ -17,7 +17,7 @@ examples/sample-scorer/build-image.sh
 if ! "$moat" online-endpoint list >/dev/null 2>&1; then
   echo "==> starting moat serve (home $MOAT_HOME, log $MOAT_HOME/moat.log)" >&2
   mkdir -p "$MOAT_HOME"
-  nohup "$moat" serve --listen 127.0.0.1:0 --log-file "$MOAT_HOME/moat.log" >/dev/null 2>&1 &
+  nohup "$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log-file "$MOAT_HOME/moat.log" >/dev/null 2>&1 &
   echo $! > "$MOAT_HOME/serve.pid"
   for _ in $(seq 1 100); do
     "$moat" online-endpoint list >/dev/null 2>&1 && break

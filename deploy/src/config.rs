@@ -17,6 +17,7 @@ struct ConfigFile {
     #[serde(default = "default_listen", deserialize_with = "nullable")]
     listen: Option<String>,
     tls: Option<serde_json::Value>,
+    #[serde(default = "default_metrics_listen", deserialize_with = "nullable")]
     metrics_listen: Option<String>,
     advertise_host: Option<String>,
     domain: Option<String>,
@@ -36,6 +37,10 @@ struct ConfigFile {
 
 fn default_listen() -> Option<String> {
     Some(DEFAULT_LISTEN.to_string())
+}
+
+fn default_metrics_listen() -> Option<String> {
+    Some(DEFAULT_METRICS_LISTEN.to_string())
 }
 
 /// `listen: null` turns the listener off, which differs from leaving the key out.
@@ -77,11 +82,13 @@ struct SupervisorFile {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 /// The daemon's settings, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
     pub advertise_host: String,
     pub domain: Option<String>,
     pub workers: usize,
@@ -89,6 +96,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    pub mirror_max_in_flight: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub stop_timeout: Duration,
@@ -119,7 +127,14 @@ impl Config {
                 let doc = Document::load(p, &[])?;
                 (doc.decode::<ConfigFile>()?, Some(doc))
             }
-            None => (ConfigFile { listen: default_listen(), ..ConfigFile::default() }, None),
+            None => (
+                ConfigFile {
+                    listen: default_listen(),
+                    metrics_listen: default_metrics_listen(),
+                    ..ConfigFile::default()
+                },
+                None,
+            ),
         };
         let not_yet = |field: &str, what: &str| -> Error {
             let message = format!("{what} is not supported yet");
@@ -128,12 +143,7 @@ impl Config {
                 None => message,
             })
         };
-        if flags.metrics_listen.is_some() {
-            return Err(Error::Invalid("--metrics-listen: metrics are not supported yet".into()));
-        }
-        if file.metrics_listen.is_some() {
-            return Err(not_yet("metrics_listen", "metrics_listen"));
-        }
+
         if file.tls.as_ref().is_some_and(|t| !t.is_null()) {
             return Err(not_yet("tls", "tls"));
         }
@@ -158,7 +168,7 @@ impl Config {
                 return Err(not_yet("auth", "token authentication (auth)"));
             }
         }
-        let _ = file.mirror_max_in_flight;
+        let mirror_max_in_flight = file.mirror_max_in_flight.unwrap_or(64);
         let supervisor = file.supervisor.as_ref();
         let defaults = BackoffSettings::default();
         let backoff = BackoffSettings {
@@ -185,6 +195,11 @@ impl Config {
             None | Some("null") => None,
             Some(text) => Some(addr("listen", text)?),
         };
+        let metrics_text = flags.metrics_listen.clone().or(file.metrics_listen);
+        let metrics_listen = match metrics_text.as_deref() {
+            None | Some("null") => None,
+            Some(text) => Some(addr("metrics_listen", text)?),
+        };
         let workers = flags.workers.or(file.workers).unwrap_or(0);
         let max_header_bytes = file.max_header_bytes.unwrap_or(65_536);
         let max_connections = file.max_connections.unwrap_or(10_000);
@@ -193,6 +208,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            metrics_listen,
             advertise_host: flags
                 .advertise_host
                 .clone()
@@ -204,6 +220,7 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
             max_header_bytes,
             max_connections,
+            mirror_max_in_flight,
             header_read_timeout: Duration::from_millis(file.header_read_timeout_ms.unwrap_or(10_000)),
             shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
             stop_timeout: Duration::from_secs(supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),

@@ -23,7 +23,7 @@ use crate::node::Node;
 use crate::reconciler::Reconciler;
 use crate::store::{FileStore, Store};
 use crate::views::ScoringBase;
-use crate::{admin, logging};
+use crate::{admin, logging, metrics_server};
 
 pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     let home_id = home.ensure()?;
@@ -66,6 +66,15 @@ async fn run(
         ),
         None => None,
     };
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::other(&format!("binding metrics_listen {addr}"), e))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let scoring = match &scoring_listener {
         Some(l) => {
             let bound = l.local_addr().map_err(|e| Error::other("reading the bound address", e))?;
@@ -96,6 +105,10 @@ async fn run(
     };
     let reconcile = tokio::spawn(reconciler.run());
     let admin_task = tokio::spawn(admin::server::serve(admin_listener, node, wait_stop(stopped.clone())));
+    if let Some(listener) = metrics_listener {
+        let handle = metrics_server::install()?;
+        tokio::spawn(metrics_server::serve(listener, handle, wait_stop(stopped.clone())));
+    }
     let gateway_task = scoring_listener.map(|listener| {
         let gateway_config = moat_gateway::Config {
             max_body_bytes: config.max_body_bytes,
@@ -103,6 +116,7 @@ async fn run(
             header_read_timeout: config.header_read_timeout,
             max_connections: config.max_connections,
             domain: config.domain.clone(),
+            mirror_max_in_flight: config.mirror_max_in_flight,
         };
         let gateway = Gateway::new(gateway_config, routes, access_log);
         tokio::spawn(moat_gateway::serve(
@@ -116,6 +130,7 @@ async fn run(
         home = %home.dir.display(),
         home_id = %home_id,
         scoring = scoring.as_ref().map(|s| s.uri("<endpoint>", "score")).unwrap_or_default(),
+        metrics = metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_default(),
         "moat serve is ready"
     );
 

@@ -12,6 +12,7 @@
 //! - [`views`]: what `show` prints.
 //! - [`admin`]: the admin API on `admin.sock`, server and client.
 //! - [`daemon`]: `moat serve`.
+//! - [`metrics_server`]: the Prometheus endpoint.
 //! - [`home`], [`config`], [`logging`], [`keys`]: the node's folder, settings, log, secrets.
 //! - [`private_file`]: owner-only files written atomically.
 //! - [`cli`]: the command line.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod home;
 pub mod keys;
 pub mod logging;
+pub mod metrics_server;
 pub mod node;
 pub mod plan;
 pub mod private_file;

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::keys;
 use crate::reconciler::{Busy, Reconciler};
 use crate::spec::deployment::{DeploymentSpec, MAX_INSTANCE_COUNT, MAX_REQUEST_TIMEOUT_MS};
-use crate::spec::endpoint::EndpointSpec;
+use crate::spec::endpoint::{self, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
 use crate::spec::{names, sku};
 use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
@@ -132,7 +132,7 @@ impl Node {
 
     pub async fn create_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
         names::check("endpoint", &spec.name)?;
-        if let Some(name) = spec.traffic.keys().next() {
+        if let Some(name) = spec.traffic.keys().chain(spec.mirror_traffic.keys()).next() {
             return Err(Error::Invalid(format!(
                 "traffic names deployment {name}, which does not exist yet: create the endpoint without traffic, then its deployments (--all-traffic)"
             )));
@@ -144,6 +144,38 @@ impl Node {
         let record =
             EndpointRecord { spec, keys: Keys { primary: keys::new_key()?, secondary: keys::new_key()? } };
         self.commit(Txn::default().expect(&key, None).put(&key, &record)).await?;
+        Ok(self.endpoint_view(&record))
+    }
+
+    /// Replaces the endpoint's spec (traffic, mirror, description, tags); its keys stay.
+    /// Traffic and mirror may name only the endpoint's own deployments.
+    pub async fn update_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
+        let desired = self.desired();
+        let at = desired
+            .endpoints
+            .get(&spec.name)
+            .ok_or_else(|| Error::NotFound(format!("endpoint {} not found", spec.name)))?;
+        if spec.auth_mode != at.record.spec.auth_mode {
+            return Err(Error::Invalid("auth_mode cannot change; create a new endpoint instead".into()));
+        }
+        endpoint::check_shares(&spec)
+            .map_err(|(field, message)| Error::Invalid(format!("{field}: {message}")))?;
+        let exists = |d: &String| desired.deployments.contains_key(&(spec.name.clone(), d.clone()));
+        let mut named = spec.traffic.iter().chain(spec.mirror_traffic.iter()).filter(|(_, p)| **p > 0);
+        if let Some((missing, _)) = named.find(|(d, _)| !exists(d)) {
+            return Err(Error::NotFound(format!("deployment {missing} not found on endpoint {}", spec.name)));
+        }
+        let key = state::endpoint_key(&spec.name);
+        let mut record = at.record.clone();
+        record.spec = spec;
+        let deployments = desired.deployments_of(&record.spec.name).map(|d| {
+            let dkey = state::deployment_key(&record.spec.name, &d.record.spec.name);
+            (dkey, d.revision)
+        });
+        // The deployments it names must still be there when this commits.
+        let txn = deployments
+            .fold(Txn::default().expect(&key, Some(at.revision)), |t, (k, r)| t.expect(&k, Some(r)));
+        self.commit(txn.put(&key, &record)).await?;
         Ok(self.endpoint_view(&record))
     }
 

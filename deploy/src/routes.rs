@@ -68,8 +68,14 @@ pub fn route_table(
             record.keys.primary.clone().into_bytes(),
             record.keys.secondary.clone().into_bytes(),
         ]);
-        endpoints
-            .insert(name.clone(), EndpointRoute { name: name.clone(), credentials, traffic, deployments });
+        let mirror = record
+            .spec
+            .mirror_traffic
+            .iter()
+            .find(|&(d, &p)| p > 0 && deployments.contains_key(d))
+            .map(|(d, &p)| (d.clone(), p));
+        let route = EndpointRoute { name: name.clone(), credentials, traffic, mirror, deployments };
+        endpoints.insert(name.clone(), route);
     }
     RouteTable { endpoints }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
+use crate::metrics::AdmissionGauges;
 use crate::table::Upstream;
 
 /// Why a request was not admitted.
@@ -42,6 +43,7 @@ pub struct Limits {
 
 #[derive(Debug)]
 pub struct Admission {
+    gauges: AdmissionGauges,
     instances: ArcSwap<Vec<Upstream>>,
     limits: ArcSwap<Limits>,
     queue: Mutex<VecDeque<Waiter>>,
@@ -96,8 +98,9 @@ impl Drop for Slot {
 }
 
 impl Admission {
-    fn new(limits: Limits) -> Admission {
+    fn new(limits: Limits, gauges: AdmissionGauges) -> Admission {
         Admission {
+            gauges,
             instances: ArcSwap::from_pointee(Vec::new()),
             limits: ArcSwap::from_pointee(limits),
             queue: Mutex::new(VecDeque::new()),
@@ -126,8 +129,29 @@ impl Admission {
         (self.running.load(Ordering::Relaxed), self.queue().len())
     }
 
+    /// A slot now if one is free and nobody waits (for mirror copies, which never queue).
+    pub fn try_admit(self: &Arc<Self>) -> Option<Slot> {
+        let queue = self.queue();
+        let slot = if queue.is_empty() { self.claim() } else { None };
+        drop(queue);
+        self.report();
+        slot
+    }
+
+    fn report(&self) {
+        let (running, queued) = self.in_flight();
+        self.gauges.in_flight.set((running + queued) as f64);
+        self.gauges.queue_depth.set(queued as f64);
+    }
+
     /// A slot now, or after waiting in line.
     pub async fn admit(self: &Arc<Self>) -> Result<Slot, Refusal> {
+        let admitted = self.admit_inner().await;
+        self.report();
+        admitted
+    }
+
+    async fn admit_inner(self: &Arc<Self>) -> Result<Slot, Refusal> {
         if self.instances.load().is_empty() {
             return Err(Refusal::NoInstance);
         }
@@ -146,6 +170,7 @@ impl Admission {
             let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
             let (hand_off, handed) = oneshot::channel();
             queue.push_back(Waiter { id, hand_off });
+            self.gauges.queue_depth.set(queue.len() as f64);
             (id, handed)
         };
         match tokio::time::timeout(limits.max_queue_wait, &mut handed).await {
@@ -188,6 +213,8 @@ impl Admission {
     /// Hands free places to the waiters at the head of the queue, in order.
     fn hand_on(self: &Arc<Self>) {
         let mut queue = self.queue();
+        let running = self.running.load(Ordering::Relaxed);
+        self.gauges.in_flight.set((running + queue.len()) as f64);
         while !queue.is_empty() {
             let Some(mut slot) = self.claim() else { return };
             loop {
@@ -215,7 +242,7 @@ impl Admissions {
     pub fn get(&self, endpoint: &str, deployment: &str, limits: Limits) -> Arc<Admission> {
         let mut map = self.by_deployment.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((endpoint.to_string(), deployment.to_string()))
-            .or_insert_with(|| Arc::new(Admission::new(limits)))
+            .or_insert_with(|| Arc::new(Admission::new(limits, AdmissionGauges::new(endpoint, deployment))))
             .clone()
     }
 
@@ -244,7 +271,7 @@ mod tests {
             max_queue_wait: Duration::from_millis(wait_ms),
             instance_count: instances,
         };
-        let a = Arc::new(Admission::new(limits));
+        let a = Arc::new(Admission::new(limits, AdmissionGauges::new("ep", "d")));
         a.configure((0..instances).map(|i| upstream(i as u16)).collect(), limits);
         a
     }

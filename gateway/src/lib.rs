@@ -13,7 +13,9 @@
 //! - [`admission`]: per-instance concurrency, the FIFO queue and its limits.
 //! - [`forward`]: the call to the instance, with its deadline and the one allowed retry.
 //! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
+//! - [`mirror`]: copies of live requests to the mirror deployment, off the request's path.
 //! - [`access_log`]: the one JSON line per request.
+//! - [`metrics`]: the Prometheus series of CONTRACT.md.
 //! - [`server`]: the listener's accept loop and graceful shutdown.
 
 pub mod access_log;
@@ -21,6 +23,8 @@ pub mod admission;
 pub mod auth;
 pub mod forward;
 pub mod load;
+pub mod metrics;
+pub mod mirror;
 pub mod pick;
 pub mod reject;
 pub mod request;
@@ -48,6 +52,8 @@ pub struct Config {
     pub max_connections: usize,
     /// With a domain, `<endpoint>.<domain>/score` also names an endpoint.
     pub domain: Option<String>,
+    /// Mirror copies in flight at once, over all endpoints; beyond it copies are dropped.
+    pub mirror_max_in_flight: usize,
 }
 
 impl Default for Config {
@@ -58,6 +64,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             domain: None,
+            mirror_max_in_flight: 64,
         }
     }
 }

@@ -32,6 +32,16 @@ pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<D
         .ok_or(Reject::Internal("traffic names a deployment missing from the route table"))
 }
 
+/// The mirror deployment when this request is to be copied (never for a request that named
+/// its deployment).
+pub fn mirror(endpoint: &EndpointRoute, headers: &HeaderMap) -> Option<Arc<DeploymentRoute>> {
+    let (name, percent) = endpoint.mirror.as_ref()?;
+    if headers.contains_key(DEPLOYMENT_HEADER) || fastrand::u32(0..100) >= *percent {
+        return None;
+    }
+    endpoint.deployments.get(name).cloned()
+}
+
 /// The deployment whose share of `[0, total)` holds `roll`, shares laid out in order.
 pub fn weighted(traffic: &[(String, u32)], roll: u32) -> Option<&str> {
     let mut upto = 0;

@@ -2,11 +2,12 @@
 //!
 //! 1. target: which endpoint and operation the URL names;
 //! 2. credential: the bearer key against the endpoint's keys;
-//! 3. route: the deployment, by header or traffic weight;
-//! 4. body: read whole, up to `max_body_bytes`;
-//! 5. forward: an instance of the deployment answers, within `request_timeout_ms`;
-//! 6. respond: moat's headers on whatever answer there is;
-//! 7. log: exactly once, rejects included.
+//! 3. route: the deployment, by header or traffic weight (and whether to mirror a copy);
+//! 4. body: read whole, up to `max_body_bytes`; a mirror copy leaves here;
+//! 5. admit: a slot on an instance, or a wait in the queue;
+//! 6. forward: an instance of the deployment answers, within `request_timeout_ms`;
+//! 7. respond: moat's headers on whatever answer there is;
+//! 8. log: exactly once, rejects included, with its metrics.
 //!
 //! A phase that ends the request returns a [`Reject`]; only [`handle`] turns it into a response.
 
@@ -27,6 +28,7 @@ use crate::pick::{self, DEPLOYMENT_HEADER};
 use crate::reject::Reject;
 use crate::server::Gateway;
 use crate::target::{self, Operation};
+use crate::{metrics, mirror};
 
 /// What one request has learnt so far; the log phase reads it.
 #[derive(Debug)]
@@ -103,9 +105,27 @@ async fn life(
 
     let deployment = pick::deployment(endpoint, req.headers())?;
     ctx.deployment = Some(deployment.name.clone());
+    // Only scoring is mirrored, never a read of the OpenAPI document.
+    let mirror = pick::mirror(endpoint, req.headers()).filter(|_| target.operation == Operation::Score);
 
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, gw.config.max_body_bytes).await?;
+
+    let path = match target.operation {
+        Operation::Score => &deployment.scoring_path,
+        Operation::Swagger => &deployment.swagger_path,
+    };
+    if let Some(mirror_to) = mirror {
+        let copy = mirror::Copy {
+            endpoint: endpoint.name.clone(),
+            method: parts.method.clone(),
+            path: mirror_to.scoring_path.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            request_id: ctx.request_id.clone(),
+        };
+        mirror::send(gw, mirror_to, copy);
+    }
 
     let queued = Instant::now();
     let slot = deployment.admission.admit().await.map_err(|refusal| {
@@ -118,11 +138,6 @@ async fn life(
     });
     ctx.queue = Some(queued.elapsed());
     let slot = slot?;
-
-    let path = match target.operation {
-        Operation::Score => &deployment.scoring_path,
-        Operation::Swagger => &deployment.swagger_path,
-    };
     let call = Call { method: &parts.method, path, headers: &parts.headers, body };
     forward::forward(&gw.client, &deployment, slot, call, ctx).await
 }
@@ -167,6 +182,10 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
 
 fn log(gw: &Gateway, ctx: &RequestCtx, status: u16) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let duration = ctx.started.elapsed();
+    let (endpoint, deployment) =
+        (ctx.endpoint.as_deref().unwrap_or(""), ctx.deployment.as_deref().unwrap_or(""));
+    metrics::request(endpoint, deployment, status, duration, ctx.upstream);
     (gw.log)(&AccessRecord {
         time: access_log::now(),
         request_id: ctx.request_id.clone(),
@@ -174,7 +193,7 @@ fn log(gw: &Gateway, ctx: &RequestCtx, status: u16) {
         deployment: ctx.deployment.clone(),
         instance: ctx.instance.clone(),
         status,
-        duration_ms: ms(ctx.started.elapsed()),
+        duration_ms: ms(duration),
         upstream_ms: ctx.upstream.map(ms),
         queue_ms: ctx.queue.map(ms),
         client: ctx.client,

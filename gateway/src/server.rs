@@ -24,11 +24,13 @@ pub struct Gateway {
     pub routes: Routes,
     pub client: Client,
     pub log: LogSink,
+    pub mirror_budget: Arc<Semaphore>,
 }
 
 impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
-        Arc::new(Gateway { config, routes, client: forward::client(), log })
+        let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
+        Arc::new(Gateway { config, routes, client: forward::client(), log, mirror_budget })
     }
 }
 

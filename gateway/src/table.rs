@@ -24,6 +24,8 @@ pub struct EndpointRoute {
     pub credentials: Credentials,
     /// Deployments with a positive share of live traffic, in percent.
     pub traffic: Vec<(String, u32)>,
+    /// The mirror deployment and the percent of live requests copied to it.
+    pub mirror: Option<(String, u32)>,
     pub deployments: HashMap<String, Arc<DeploymentRoute>>,
 }
 

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 /// Requests inside `/pause` now, and the most there ever were (one test uses `/pause`).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Copies that reached the mirror deployment.
+static MIRRORED: AtomicUsize = AtomicUsize::new(0);
 
 /// An upstream that echoes the headers it got (`/echo`), fails (`/fail`), or stalls (`/slow`);
 /// it reports every connection it sees close.
@@ -48,6 +50,11 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                         "/echo" => (200, serde_json::json!(headers).to_string()),
                         "/swagger.json" => (200, "{\"swagger\":\"2.0\"}".to_string()),
                         "/fail" => (400, "{\"detail\":\"bad input\"}".to_string()),
+                        "/mirror" => {
+                            MIRRORED.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            (500, "the mirror's answer is never seen".to_string())
+                        }
                         "/pause" => {
                             let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
                             PEAK.fetch_max(now, Ordering::SeqCst);
@@ -115,6 +122,7 @@ async fn gateway(config: Config) -> Harness {
         name: "ep".into(),
         credentials: Credentials::Keys(vec![PRIMARY.into(), SECONDARY.into()]),
         traffic: vec![("blue".into(), 100)],
+        mirror: None,
         deployments: HashMap::from([
             route("blue", "/echo", vec![up]),
             route("bad", "/fail", vec![up]),
@@ -129,10 +137,34 @@ async fn gateway(config: Config) -> Harness {
         name: "idle".into(),
         credentials: Credentials::Keys(vec![PRIMARY.into()]),
         traffic: vec![],
+        mirror: None,
         deployments: HashMap::new(),
     };
+    // `split` sends 90 % of its traffic to blue and 10 % to green.
+    let split = EndpointRoute {
+        name: "split".into(),
+        credentials: Credentials::Keys(vec![PRIMARY.into()]),
+        traffic: vec![("blue".into(), 90), ("green".into(), 10)],
+        mirror: None,
+        deployments: HashMap::from([route("blue", "/echo", vec![up]), route("green", "/echo", vec![up])]),
+    };
+    // Every request to `mirrored` is copied to its deployment `copy`, which is slow.
+    let mirrored = EndpointRoute {
+        name: "mirrored".into(),
+        credentials: Credentials::Keys(vec![PRIMARY.into()]),
+        traffic: vec![("live".into(), 100)],
+        mirror: Some(("copy".into(), 100)),
+        deployments: HashMap::from([route("live", "/echo", vec![up]), route("copy", "/mirror", vec![up])]),
+    };
     let routes = Routes::default();
-    routes.publish(RouteTable { endpoints: HashMap::from([("ep".into(), endpoint), ("idle".into(), idle)]) });
+    routes.publish(RouteTable {
+        endpoints: HashMap::from([
+            ("ep".into(), endpoint),
+            ("idle".into(), idle),
+            ("mirrored".into(), mirrored),
+            ("split".into(), split),
+        ]),
+    });
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = {
         let logs = logs.clone();
@@ -296,4 +328,43 @@ async fn an_instance_never_runs_more_than_its_limit_and_the_rest_get_429_with_re
     assert_eq!(PEAK.load(Ordering::SeqCst), 1, "the instance never had two in flight");
     let logs = h.logs.lock().expect("logs").clone();
     assert!(logs.iter().any(|l| l.contains("\"queue_ms\":1")), "queue time is logged: {logs:?}");
+}
+
+#[tokio::test]
+async fn mirror_copies_never_touch_the_live_answer_and_targeted_requests_are_not_copied() {
+    let h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    let before = MIRRORED.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let r = call(h.addr, "POST", "/endpoints/mirrored/score", &[("Authorization", &auth)], "{}").await;
+        assert_eq!(r.status, 200, "the mirror's 500 stays out of the live answer");
+        assert_eq!(r.header("azureml-model-deployment"), Some("live"));
+        assert!(started.elapsed() < Duration::from_secs(1), "the mirror's 2 s never delay the live answer");
+    }
+    let targeted = [("Authorization", auth.as_str()), ("azureml-model-deployment", "live")];
+    call(h.addr, "POST", "/endpoints/mirrored/score", &targeted, "{}").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(MIRRORED.load(Ordering::SeqCst) - before, 3, "three copies, none of the targeted request");
+}
+
+#[tokio::test]
+async fn live_traffic_follows_the_split_within_a_statistical_bound() {
+    let h = gateway(Config::default()).await;
+    let addr = h.addr;
+    let green = tokio::task::spawn_blocking(move || {
+        let auth = bearer(PRIMARY);
+        (0..1000)
+            .filter(|_| {
+                let r = http(addr, "POST", "/endpoints/split/score", &[("Authorization", &auth)], "{}")
+                    .expect("call");
+                assert_eq!(r.status, 200);
+                r.header("azureml-model-deployment") == Some("green")
+            })
+            .count()
+    })
+    .await
+    .expect("join");
+    // Binomial(1000, 0.1): mean 100, standard deviation 9.5; five deviations either side.
+    assert!((52..=148).contains(&green), "green took {green} of 1000 at a 10 % share");
 }

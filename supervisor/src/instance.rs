@@ -228,6 +228,8 @@ async fn supervise(
             return;
         }
         let delay = backoff.next_delay(started.elapsed());
+        let labels = [("endpoint", spec.endpoint.clone()), ("deployment", spec.deployment.clone())];
+        metrics::counter!("moat_instance_restarts_total", &labels).increment(1);
         {
             let mut s = this.lock();
             s.state = InstanceState::Restarting;

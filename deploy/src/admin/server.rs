@@ -58,7 +58,7 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/v1/workspace", get(workspace_show).put(workspace_put))
         .route("/v1/endpoints", get(endpoint_list).post(endpoint_create))
-        .route("/v1/endpoints/{endpoint}", get(endpoint_show).delete(endpoint_delete))
+        .route("/v1/endpoints/{endpoint}", get(endpoint_show).put(endpoint_update).delete(endpoint_delete))
         .route("/v1/endpoints/{endpoint}/credentials", get(credentials))
         .route("/v1/endpoints/{endpoint}/regenerate-keys", post(regenerate_keys))
         .route("/v1/endpoints/{endpoint}/deployments", get(deployment_list).post(deployment_create))
@@ -103,6 +103,17 @@ async fn endpoint_create(
     Json(spec): Json<EndpointSpec>,
 ) -> Result<impl IntoResponse, Error> {
     Ok(Json(node.create_endpoint(spec).await?))
+}
+
+async fn endpoint_update(
+    State(node): Shared,
+    Path(endpoint): Path<String>,
+    Json(spec): Json<EndpointSpec>,
+) -> Result<impl IntoResponse, Error> {
+    if spec.name != endpoint {
+        return Err(Error::Invalid(format!("the spec names endpoint {}, the request {endpoint}", spec.name)));
+    }
+    Ok(Json(node.update_endpoint(spec).await?))
 }
 
 async fn endpoint_show(

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use hyper::Method;
+use serde_json::Value;
 
 use super::{Context, SetArgs, confirm, document};
 use crate::admin::RegenerateKeys;
 use crate::error::Error;
 use crate::node::KeyType;
-use crate::spec::endpoint;
+use crate::spec::{Document, endpoint};
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
@@ -88,8 +89,26 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
         }
         EndpointCommand::Show { name } => ctx.print(admin.get(&format!("/v1/endpoints/{name}")).await?),
         EndpointCommand::List => ctx.print(admin.get("/v1/endpoints").await?),
-        EndpointCommand::Update { .. } => {
-            Err(Error::Invalid("online-endpoint update is not supported yet".into()))
+        EndpointCommand::Update { name, file, set, traffic, mirror_traffic, no_wait: _ } => {
+            let mut doc = match &file {
+                Some(f) => Document::load(f, &set.set)?,
+                None => {
+                    // The current spec with the changes on top.
+                    let Some(name) = &name else {
+                        return Err(Error::Parse("without -f, give --name".into()));
+                    };
+                    let current = admin.get(&format!("/v1/endpoints/{name}")).await?;
+                    Document::from_value(spec_fields(current), &set.set)?
+                }
+            };
+            if let Some(words) = traffic {
+                doc.value["traffic"] = shares("--traffic", &words)?;
+            }
+            if let Some(words) = mirror_traffic {
+                doc.value["mirror_traffic"] = shares("--mirror-traffic", &words)?;
+            }
+            let spec = endpoint::validate(&doc, name.as_deref())?;
+            ctx.print(admin.send(Method::PUT, &format!("/v1/endpoints/{}", spec.name), &spec).await?)
         }
         EndpointCommand::Delete { name, yes, no_wait } => {
             confirm(&format!("Delete endpoint {name} and all its deployments?"), yes)?;
@@ -111,4 +130,27 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
             super::invoke::invoke(ctx, &name, &request_file, deployment_name.as_deref()).await
         }
     }
+}
+
+/// `"blue=90 green=10"` (spaces or commas between words) as a map of percentages.
+fn shares(flag: &str, words: &str) -> Result<Value, Error> {
+    let mut map = serde_json::Map::new();
+    for word in words.split([' ', ',']).filter(|w| !w.is_empty()) {
+        let parsed = word.split_once('=').and_then(|(name, p)| Some((name, p.trim().parse::<u32>().ok()?)));
+        let Some((name, percent)) = parsed else {
+            return Err(Error::Parse(format!("{flag} {word}: expected DEPLOYMENT=PERCENT, e.g. blue=90")));
+        };
+        map.insert(name.to_string(), Value::from(percent));
+    }
+    Ok(Value::Object(map))
+}
+
+/// The spec part of what `show` prints.
+fn spec_fields(mut view: Value) -> Value {
+    if let Value::Object(map) = &mut view {
+        for observed in ["scoring_uri", "swagger_uri", "openapi_uri", "provisioning_state"] {
+            map.remove(observed);
+        }
+    }
+    view
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Document, Text, names, not_yet, require, texts};
+use super::{Access, Document, Text, names, not_yet, texts};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -66,37 +66,54 @@ pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Erro
     if public_network_access == Access::Disabled {
         return Err(not_yet(doc, "public_network_access", "public_network_access: disabled"));
     }
-    let traffic = file.traffic.unwrap_or_default();
-    check_traffic(doc, &traffic)?;
-    let mirror_traffic = file.mirror_traffic.unwrap_or_default();
-    if mirror_traffic.values().any(|&p| p > 0) {
-        return Err(not_yet(doc, "mirror_traffic", "mirror_traffic"));
-    }
-    Ok(EndpointSpec {
+    let spec = EndpointSpec {
         name,
         auth_mode,
         public_network_access,
-        traffic,
-        mirror_traffic,
+        traffic: file.traffic.unwrap_or_default(),
+        mirror_traffic: file.mirror_traffic.unwrap_or_default(),
         description: file.description,
         tags: texts(file.tags),
-    })
+    };
+    check_shares(&spec).map_err(|(field, message)| Error::Invalid(doc.locate(&field, &message)))?;
+    Ok(spec)
 }
 
-/// Each deployment 0-100 percent, all together 0 or 100.
-pub fn check_traffic(doc: &Document, traffic: &BTreeMap<String, u32>) -> Result<(), Error> {
-    for (deployment, percent) in traffic {
-        names::check("deployment", deployment)
-            .map_err(|e| Error::Invalid(doc.locate("traffic", &e.to_string())))?;
-        require(doc, *percent <= 100, &format!("traffic.{deployment}"), "a share is 0 to 100 percent")?;
+/// The traffic rules: each share 0-100 percent, live shares totalling 0 or 100; a mirror to
+/// one deployment at most, at most 50 percent, and not to one that takes live traffic.
+/// A broken rule comes back as (field, message).
+pub fn check_shares(spec: &EndpointSpec) -> Result<(), (String, String)> {
+    let fail = |field: &str, message: String| Err((field.to_string(), message));
+    for (deployment, percent) in spec.traffic.iter().chain(&spec.mirror_traffic) {
+        if let Err(e) = names::check("deployment", deployment) {
+            return fail("traffic", e.to_string());
+        }
+        if *percent > 100 {
+            return fail(&format!("traffic.{deployment}"), "a share is 0 to 100 percent".into());
+        }
     }
-    let total: u32 = traffic.values().sum();
-    require(
-        doc,
-        total == 0 || total == 100,
-        "traffic",
-        &format!("shares add up to {total}; they must total 0 or 100"),
-    )
+    let total: u32 = spec.traffic.values().sum();
+    if total != 0 && total != 100 {
+        return fail("traffic", format!("shares add up to {total}; they must total 0 or 100"));
+    }
+    let mirrored: Vec<(&String, &u32)> = spec.mirror_traffic.iter().filter(|(_, p)| **p > 0).collect();
+    if mirrored.len() > 1 {
+        return fail("mirror_traffic", "mirror traffic goes to one deployment at most".into());
+    }
+    for (deployment, percent) in mirrored {
+        let field = format!("mirror_traffic.{deployment}");
+        if *percent > 50 {
+            return fail(&field, "a mirror takes at most 50 percent".into());
+        }
+        let live = spec.traffic.get(deployment).copied().unwrap_or(0);
+        if live > 0 {
+            return fail(
+                &field,
+                format!("{deployment} takes {live}% of live traffic; a mirror must take none"),
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -131,14 +148,23 @@ mod tests {
 
     #[test]
     fn later_features_are_refused_clearly() {
-        for text in [
-            "name: abc\nauth_mode: aml_token\n",
-            "name: abc\npublic_network_access: disabled\n",
-            "name: abc\nmirror_traffic: {green: 10}\n",
-        ] {
+        for text in ["name: abc\nauth_mode: aml_token\n", "name: abc\npublic_network_access: disabled\n"] {
             let e = parse(text, None).unwrap_err().to_string();
             assert!(e.contains("not supported yet"), "{e}");
         }
         assert_eq!(parse("name: abc\nauth_mode: password\n", None).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn a_mirror_is_one_deployment_at_most_50_percent_without_live_traffic() {
+        assert!(parse("name: abc\ntraffic: {blue: 100}\nmirror_traffic: {green: 50}\n", None).is_ok());
+        for (text, why) in [
+            ("name: abc\nmirror_traffic: {green: 51}\n", "at most 50 percent"),
+            ("name: abc\nmirror_traffic: {green: 10, red: 10}\n", "one deployment at most"),
+            ("name: abc\ntraffic: {blue: 100}\nmirror_traffic: {blue: 10}\n", "must take none"),
+        ] {
+            let e = parse(text, None).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 }

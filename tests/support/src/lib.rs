@@ -242,7 +242,7 @@ impl Daemon {
         let child = Command::new(&self.bin)
             .args(["serve", "--home"])
             .arg(&self.home)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -269,6 +269,15 @@ impl Daemon {
             assert!(std::time::Instant::now() < deadline, "moat serve did not become ready: {}", self.log());
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Where the daemon serves `/metrics`, from its ready line in the log.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains("moat serve is ready")).expect("ready line");
+        let url =
+            line.split("\"metrics\":\"http://").nth(1).and_then(|r| r.split('/').next()).expect("metrics");
+        url.parse().expect("metrics address")
     }
 
     pub fn log(&self) -> String {

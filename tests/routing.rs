@@ -1,0 +1,133 @@
+//! Routing through moat with real containers: the traffic split and mirror set with
+//! `online-endpoint update`, the metrics that count them, and no secret anywhere a user can
+//! read (logs, metrics, error bodies).
+
+use std::net::SocketAddr;
+
+use moat_test_support::{Daemon, TEST_IMAGE, http, require_test_image};
+use serde_json::Value;
+
+const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+
+fn deployment(d: &Daemon, endpoint: &str, name: &str) {
+    let spec = format!(
+        "name: {name}
+endpoint_name: {endpoint}
+environment:
+  image: {TEST_IMAGE}
+  inference_config:
+    liveness_route: {{port: 5001, path: /live}}
+    readiness_route: {{port: 5001, path: /ready}}
+    scoring_route: {{port: 5001, path: /score}}
+instance_type: Standard_F1s
+request_settings: {{max_concurrent_requests_per_instance: 4}}
+readiness_probe: {{initial_delay: 0, period: 1}}
+environment_variables: {{VERSION: {name}}}
+"
+    );
+    let file = d.home.join(format!("{name}.yml"));
+    std::fs::write(&file, spec).expect("spec");
+    d.cli(&format!("online-deployment create -f {}", file.display())).ok();
+}
+
+fn tsv(d: &Daemon, line: &str) -> String {
+    d.cli(&format!("{line} -o tsv")).ok().stdout.trim().to_string()
+}
+
+fn scoring(uri: &str) -> (SocketAddr, String) {
+    let rest = uri.strip_prefix("http://").expect("http");
+    let (authority, path) = rest.split_once('/').expect("path");
+    (authority.parse().expect("addr"), format!("/{path}"))
+}
+
+fn metrics(d: &Daemon) -> String {
+    http(d.metrics_addr(), "GET", "/metrics", &[], "").expect("metrics").body
+}
+
+/// The value of the first series whose line contains every part.
+fn series(text: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn traffic_and_mirror_follow_endpoint_updates_and_the_metrics_count_them() {
+    require_test_image();
+    let d = Daemon::start(MOAT);
+    d.cli("online-endpoint create -n route-ep -f examples/model-1/endpoint.yml").ok();
+    deployment(&d, "route-ep", "blue");
+    deployment(&d, "route-ep", "green");
+    let key = tsv(&d, "online-endpoint get-credentials -n route-ep --query primaryKey");
+    let (addr, path) = scoring(&tsv(&d, "online-endpoint show -n route-ep --query scoring_uri"));
+    let auth = format!("Bearer {key}");
+    let score = |headers: &[(&str, &str)]| {
+        let mut all = vec![("Authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        http(addr, "POST", &path, &all, "{}").expect("score")
+    };
+    assert_eq!(score(&[]).status, 404, "no traffic yet");
+
+    let view: Value = serde_json::from_str(
+        &d.cli("online-endpoint update -n route-ep --traffic blue=50,green=50").ok().stdout,
+    )
+    .expect("json");
+    assert_eq!(view["traffic"], serde_json::json!({"blue": 50, "green": 50}));
+    let green = (0..200).filter(|_| score(&[]).header("azureml-model-deployment") == Some("green")).count();
+    // Binomial(200, 0.5): standard deviation 7; five deviations either side.
+    assert!((65..=135).contains(&green), "green took {green} of 200 at 50 %");
+
+    for (words, why) in [
+        ("--traffic blue=50,green=60", "add up to 110"),
+        ("--traffic blue=100 --mirror-traffic green=10", ""),
+        ("--traffic blue=50,green=50 --mirror-traffic green=10", "must take none"),
+        ("--traffic blue=100 --mirror-traffic green=60", "at most 50 percent"),
+        ("--traffic red=100", "deployment red not found"),
+    ] {
+        let run = d.cli(&format!("online-endpoint update -n route-ep {words}"));
+        if why.is_empty() {
+            run.ok();
+        } else {
+            assert_eq!(run.code, 1, "{words}: {run:?}");
+            assert!(run.stderr.contains(why), "{words}: {}", run.stderr);
+        }
+    }
+    let shown: Value =
+        serde_json::from_str(&d.cli("online-endpoint show -n route-ep").ok().stdout).expect("json");
+    assert_eq!(shown["traffic"], serde_json::json!({"blue": 100}));
+    assert_eq!(shown["mirror_traffic"], serde_json::json!({"green": 10}));
+
+    d.cli("online-endpoint update -n route-ep --mirror-traffic green=50").ok();
+    for _ in 0..40 {
+        let r = score(&[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("azureml-model-deployment"), Some("blue"), "a mirror never answers");
+    }
+    // Targeted requests reach a deployment at 0 % and are never mirrored.
+    assert_eq!(
+        score(&[("azureml-model-deployment", "green")]).header("azureml-model-deployment"),
+        Some("green")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let text = metrics(&d);
+    let sent = series(&text, &["moat_mirror_requests_total", "deployment=\"green\"", "result=\"sent\""]);
+    assert!((5.0..=40.0).contains(&sent), "about half of 40 requests mirrored, got {sent}\n{text}");
+    let ok = series(&text, &["moat_requests_total", "deployment=\"blue\"", "code=\"200\""]);
+    assert!(ok >= 40.0, "{text}");
+    assert!(series(&text, &["moat_requests_total", "code=\"404\""]) >= 1.0, "{text}");
+    assert!(text.contains("moat_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains("moat_upstream_duration_seconds_bucket"), "{text}");
+    assert!(text.contains("moat_requests_in_flight{"), "{text}");
+    assert!(text.contains("moat_queue_depth{"), "{text}");
+
+    // Nothing a user can read holds a key: not the log, not the metrics, not an error body.
+    let wrong =
+        http(addr, "POST", &path, &[("Authorization", &format!("Bearer {key}x"))], "{}").expect("score");
+    assert_eq!(wrong.status, 401);
+    let secondary = tsv(&d, "online-endpoint get-credentials -n route-ep --query secondaryKey");
+    for place in [d.log(), metrics(&d), wrong.body] {
+        assert!(!place.contains(&key) && !place.contains(&secondary), "a key leaked into: {place}");
+    }
+}
