@@ -98,6 +98,7 @@ pub struct Config {
     pub max_connections: usize,
     pub mirror_max_in_flight: usize,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub stop_timeout: Duration,
     pub backoff: BackoffSettings,
@@ -147,9 +148,7 @@ impl Config {
         if file.tls.as_ref().is_some_and(|t| !t.is_null()) {
             return Err(not_yet("tls", "tls"));
         }
-        if file.idle_timeout_ms.is_some_and(|v| v != 60_000) {
-            return Err(not_yet("idle_timeout_ms", "an idle_timeout_ms other than 60000"));
-        }
+
         if let Some(ingress) = &file.ingress {
             let private_default = ingress.private_networks.is_none();
             let trusted_default = ingress.trusted_proxies.as_ref().is_none_or(Vec::is_empty);
@@ -222,6 +221,7 @@ impl Config {
             max_connections,
             mirror_max_in_flight,
             header_read_timeout: Duration::from_millis(file.header_read_timeout_ms.unwrap_or(10_000)),
+            idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(60_000)),
             shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
             stop_timeout: Duration::from_secs(supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),
             backoff,

@@ -114,6 +114,7 @@ async fn run(
             max_body_bytes: config.max_body_bytes,
             max_header_bytes: config.max_header_bytes,
             header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
             domain: config.domain.clone(),
             mirror_max_in_flight: config.mirror_max_in_flight,

@@ -17,6 +17,7 @@
 //! - [`access_log`]: the one JSON line per request.
 //! - [`metrics`]: the Prometheus series of CONTRACT.md.
 //! - [`server`]: the listener's accept loop and graceful shutdown.
+//! - [`timeouts`]: idle and header-read timeouts on each client connection.
 
 pub mod access_log;
 pub mod admission;
@@ -31,6 +32,7 @@ pub mod request;
 pub mod server;
 pub mod table;
 pub mod target;
+pub mod timeouts;
 
 pub use access_log::{AccessRecord, LogSink};
 pub use admission::{Admission, Admissions, Limits};
@@ -48,6 +50,8 @@ pub struct Config {
     /// A larger request header section gets 431.
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// Between requests, a connection silent this long is closed.
+    pub idle_timeout: Duration,
     /// Connections beyond this wait in the kernel's backlog until one closes.
     pub max_connections: usize,
     /// With a domain, `<endpoint>.<domain>/score` also names an endpoint.
@@ -62,6 +66,7 @@ impl Default for Config {
             max_body_bytes: 10 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             domain: None,
             mirror_max_in_flight: 64,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -17,6 +17,7 @@ use crate::access_log::LogSink;
 use crate::forward::{self, Client};
 use crate::request;
 use crate::table::Routes;
+use crate::timeouts::{Activity, TimedIo};
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
@@ -66,15 +67,26 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
+        let activity = Activity::new();
+        let io = TimedIo::new(
+            stream,
+            activity.clone(),
+            gateway.config.idle_timeout,
+            gateway.config.header_read_timeout,
+        );
         let service = service_fn(move |req| {
             let gw = gw.clone();
-            async move { Ok::<_, Infallible>(request::handle(&gw, req, Some(peer)).await) }
+            let serving = activity.serving();
+            async move {
+                let response = request::handle(&gw, req, Some(peer)).await;
+                drop(serving);
+                Ok::<_, Infallible>(response)
+            }
         });
+        // A header section beyond this buffer gets 431 from hyper itself.
         let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(gateway.config.header_read_timeout)
             .max_buf_size(gateway.config.max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

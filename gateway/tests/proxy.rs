@@ -368,3 +368,88 @@ async fn live_traffic_follows_the_split_within_a_statistical_bound() {
     // Binomial(1000, 0.1): mean 100, standard deviation 9.5; five deviations either side.
     assert!((52..=148).contains(&green), "green took {green} of 1000 at a 10 % share");
 }
+
+#[tokio::test]
+async fn an_oversized_header_section_gets_431() {
+    let h = gateway(Config { max_header_bytes: 16 * 1024, ..Config::default() }).await;
+    let big = "x".repeat(20 * 1024);
+    let r = call(h.addr, "POST", "/endpoints/ep/score", &[("X-Big", &big)], "{}").await;
+    assert_eq!(r.status, 431);
+}
+
+/// Opens a connection and sends the start of a request, then nothing more.
+fn slow_client(addr: SocketAddr) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(b"POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\nX-Slow: ").expect("write");
+    s
+}
+
+/// Whether the server has closed the connection (reads end or fail within a few seconds).
+fn closed_by_server(mut s: std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return matches!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_holding_every_connection_cannot_starve_the_gateway() {
+    let config =
+        Config { max_connections: 20, header_read_timeout: Duration::from_millis(500), ..Config::default() };
+    let h = gateway(config).await;
+    let addr = h.addr;
+    let slow: Vec<_> = tokio::task::spawn_blocking(move || (0..20).map(|_| slow_client(addr)).collect())
+        .await
+        .expect("join");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let auth = bearer(PRIMARY);
+    let r = call(h.addr, "POST", "/endpoints/ep/score", &[("Authorization", &auth)], "{}").await;
+    assert_eq!(r.status, 200, "served once the slow headers timed out");
+    assert!(started.elapsed() < Duration::from_secs(3), "waited {:?}", started.elapsed());
+    let closed = tokio::task::spawn_blocking(move || {
+        slow.into_iter().filter(|s| closed_by_server(s.try_clone().expect("clone"))).count()
+    })
+    .await
+    .expect("join");
+    assert_eq!(closed, 20, "every slow connection was cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    let h = gateway(Config { idle_timeout: Duration::from_millis(300), ..Config::default() }).await;
+    let addr = h.addr;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let auth = bearer(PRIMARY);
+        let request = format!("POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 2\r\n\r\n{{}}");
+        s.write_all(request.as_bytes()).expect("write");
+        s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        // Read the whole answer: until nothing more comes for 100 ms.
+        let mut answer = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let still_open = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => break true,
+            }
+        };
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        assert!(still_open, "kept alive past a short pause");
+        // Closed once idle for longer than the timeout.
+        std::thread::sleep(Duration::from_millis(400));
+        closed_by_server(s)
+    })
+    .await
+    .expect("join");
+    assert!(outcome, "the idle connection stayed open");
+}
