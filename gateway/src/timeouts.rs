@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -27,6 +28,9 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// Milliseconds after `base` when the next request's first byte came (0: not yet).
     head_since: AtomicU64,
+    /// The connection's task, woken when a request ends so that its read arms the idle
+    /// clock even if it was already waiting on the socket.
+    reader: AtomicWaker,
 }
 
 impl Activity {
@@ -36,6 +40,7 @@ impl Activity {
             busy: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            reader: AtomicWaker::new(),
         })
     }
 
@@ -58,6 +63,7 @@ impl Drop for Serving {
         a.idle_since.store(a.now_ms(), Ordering::Release);
         a.head_since.store(0, Ordering::Release);
         a.busy.fetch_sub(1, Ordering::AcqRel);
+        a.reader.wake();
     }
 }
 
@@ -116,6 +122,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         {
             // The first bytes of the next request: the header section's clock starts.
             this.activity.head_since.store(this.activity.now_ms().max(1), Ordering::Release);
+        }
+        if polled.is_pending() {
+            this.activity.reader.register(cx.waker());
         }
         if polled.is_pending()
             && let Some(deadline) = this.deadline()
