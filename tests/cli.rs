@@ -80,12 +80,8 @@ fn bad_files_names_and_words_are_refused_and_change_nothing() {
         1,
         "not supported yet",
     );
-    let aml = write(&d, "aml.yml", "name: token-ep\nauth_mode: aml_token\n");
-    refused(
-        d.cli(&format!("online-endpoint create -f {aml}")),
-        1,
-        "auth_mode: aml_token is not supported yet",
-    );
+    let aad = write(&d, "aad.yml", "name: token-ep\nauth_mode: aad_token\n");
+    refused(d.cli(&format!("online-endpoint create -f {aad}")), 1, "needs auth.aad");
     refused(d.cli("online-endpoint update -n good-ep --traffic blue=100"), 1, "deployment blue not found");
     refused(d.cli("online-endpoint update -n good-ep --traffic blue:100"), 2, "expected DEPLOYMENT=PERCENT");
     refused(

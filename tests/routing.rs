@@ -131,3 +131,42 @@ fn traffic_and_mirror_follow_endpoint_updates_and_the_metrics_count_them() {
         assert!(!place.contains(&key) && !place.contains(&secondary), "a key leaked into: {place}");
     }
 }
+
+#[test]
+fn an_aml_token_endpoint_scores_with_the_token_get_credentials_gives() {
+    require_test_image();
+    let d = Daemon::start(MOAT);
+    let file = d.home.join("aml.yml");
+    std::fs::write(&file, "name: aml-ep\nauth_mode: aml_token\n").expect("spec");
+    d.cli(&format!("online-endpoint create -f {}", file.display())).ok();
+    deployment(&d, "aml-ep", "blue");
+    d.cli("online-endpoint update -n aml-ep --traffic blue=100").ok();
+
+    let creds: Value =
+        serde_json::from_str(&d.cli("online-endpoint get-credentials -n aml-ep").ok().stdout).expect("json");
+    assert_eq!(creds["tokenType"], "Bearer");
+    let (expiry, refresh) = (
+        creds["expiryTimeUtc"].as_u64().expect("expiry"),
+        creds["refreshAfterTimeUtc"].as_u64().expect("refresh"),
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    assert!(refresh < expiry && expiry > now + 3000 && expiry <= now + 3601, "{creds}");
+    let token = creds["accessToken"].as_str().expect("token").to_string();
+
+    let (addr, path) = scoring(&tsv(&d, "online-endpoint show -n aml-ep --query scoring_uri"));
+    let ok =
+        http(addr, "POST", &path, &[("Authorization", &format!("Bearer {token}"))], "{}").expect("score");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    assert_eq!(
+        http(addr, "POST", &path, &[("Authorization", &format!("Bearer {forged}"))], "{}")
+            .expect("score")
+            .status,
+        401
+    );
+    d.cli("online-endpoint invoke -n aml-ep --request-file examples/model-1/sample-request.json").ok();
+    let run = d.cli("online-endpoint regenerate-keys -n aml-ep --key-type primary");
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("uses tokens, not keys"), "{}", run.stderr);
+    assert!(!d.log().contains(&token), "a token in the log");
+}

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use moat_gateway::auth::aad::{AadConfig, MIN_REFRESH_GAP};
 use moat_supervisor::BackoffSettings;
 use serde::Deserialize;
 
@@ -102,6 +103,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub stop_timeout: Duration,
     pub backoff: BackoffSettings,
+    pub aml_token_ttl: Duration,
+    pub aad: Option<AadConfig>,
 }
 
 /// `serve` flags; each overrides its config key.
@@ -158,15 +161,34 @@ impl Config {
                 return Err(not_yet("ingress", "the ingress settings"));
             }
         }
-        if let Some(auth) = &file.auth {
-            let aad_default = auth
-                .aad
-                .as_ref()
-                .is_none_or(|a| a.issuer.is_none() && a.jwks_uri.is_none() && a.audience.is_none());
-            if auth.aml_token_ttl_s.is_some() || !aad_default {
-                return Err(not_yet("auth", "token authentication (auth)"));
-            }
+        let invalid = |field: &str, message: &str| {
+            Error::Invalid(match &doc {
+                Some(d) => d.locate(field, message),
+                None => message.to_string(),
+            })
+        };
+        let auth = file.auth.as_ref();
+        let aml_token_ttl = Duration::from_secs(auth.and_then(|a| a.aml_token_ttl_s).unwrap_or(3600));
+        if aml_token_ttl.is_zero() {
+            return Err(invalid("auth.aml_token_ttl_s", "must be at least 1"));
         }
+        let aad = match auth.and_then(|a| a.aad.as_ref()) {
+            None => None,
+            Some(AadFile { issuer: None, jwks_uri: None, .. }) => None,
+            Some(AadFile { issuer: Some(issuer), jwks_uri: Some(jwks_uri), audience }) => {
+                let scheme_ok = jwks_uri.starts_with("https://") || jwks_uri.starts_with("http://");
+                if !scheme_ok || jwks_uri.parse::<hyper::Uri>().is_err() {
+                    return Err(invalid("auth.aad.jwks_uri", "must be an http(s) URL"));
+                }
+                Some(AadConfig {
+                    issuer: issuer.clone(),
+                    jwks_uri: jwks_uri.clone(),
+                    audience: audience.clone().unwrap_or_else(|| "https://ml.azure.com".into()),
+                    refresh_gap: MIN_REFRESH_GAP,
+                })
+            }
+            Some(_) => return Err(invalid("auth.aad", "give both issuer and jwks_uri")),
+        };
         let mirror_max_in_flight = file.mirror_max_in_flight.unwrap_or(64);
         let supervisor = file.supervisor.as_ref();
         let defaults = BackoffSettings::default();
@@ -225,6 +247,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
             stop_timeout: Duration::from_secs(supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),
             backoff,
+            aml_token_ttl,
+            aad,
         })
     }
 }
@@ -265,5 +289,20 @@ mod tests {
         assert!(e.to_string().contains("did you mean `listen`"), "{e}");
         let e = load("ingress:\n  mode: report\n", Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn aad_needs_an_issuer_and_a_jwks_uri_and_defaults_its_audience() {
+        let c = load(
+            "auth:\n  aml_token_ttl_s: 60\n  aad: {issuer: https://login.test/t/v2.0, jwks_uri: https://login.test/keys}\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(c.aml_token_ttl, Duration::from_secs(60));
+        assert_eq!(c.aad.expect("aad").audience, "https://ml.azure.com");
+        let e = load("auth:\n  aad: {issuer: https://login.test}\n", Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("give both issuer and jwks_uri"), "{e}");
+        let e = load("auth:\n  aad: {issuer: x, jwks_uri: ftp://x}\n", Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("http(s) URL"), "{e}");
     }
 }

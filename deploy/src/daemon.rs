@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use moat_gateway::auth::aml::AmlKey;
 use moat_gateway::{Gateway, Load, Routes};
 
 use moat_supervisor::Supervisor;
@@ -19,7 +20,8 @@ use tokio::sync::watch;
 use crate::config::{Config, Overrides};
 use crate::error::Error;
 use crate::home::Home;
-use crate::node::Node;
+use crate::keys;
+use crate::node::{Node, Tokens};
 use crate::reconciler::Reconciler;
 use crate::store::{FileStore, Store};
 use crate::views::ScoringBase;
@@ -84,8 +86,16 @@ async fn run(
     };
 
     let routes = Routes::default();
-    let reconciler = Reconciler::new(store.clone(), supervisor.clone(), routes.clone(), load);
-    let node = Arc::new(Node { store, supervisor, reconciler: reconciler.clone(), scoring: scoring.clone() });
+    let aml = Arc::new(AmlKey::new(&keys::aml_token_secret(&*store)?));
+    let reconciler = Reconciler::new(store.clone(), supervisor.clone(), routes.clone(), load, aml.clone());
+    let tokens = Tokens { aml, aml_ttl: config.aml_token_ttl, aad: config.aad.clone() };
+    let node = Arc::new(Node {
+        store,
+        supervisor,
+        reconciler: reconciler.clone(),
+        scoring: scoring.clone(),
+        tokens,
+    });
 
     // The socket comes last: its presence tells scripts the daemon is ready.
     let socket = home.socket();
@@ -118,8 +128,18 @@ async fn run(
             max_connections: config.max_connections,
             domain: config.domain.clone(),
             mirror_max_in_flight: config.mirror_max_in_flight,
+            aad: config.aad.clone(),
         };
         let gateway = Gateway::new(gateway_config, routes, access_log);
+        if let Some(aad) = gateway.aad.clone() {
+            // Warm the key set; a failure here only means the first token fetches it.
+            tokio::spawn(async move {
+                match aad.prefetch().await {
+                    Ok(count) => tracing::info!(keys = count, "fetched the AAD key set"),
+                    Err(e) => tracing::warn!(error = %e, "cannot fetch the AAD key set yet"),
+                }
+            });
+        }
         tokio::spawn(moat_gateway::serve(
             listener,
             gateway,

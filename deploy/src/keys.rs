@@ -1,6 +1,7 @@
 //! Secrets moat makes: endpoint keys and the home id, from the operating system's RNG.
 
 use crate::error::Error;
+use crate::store::{Store, Txn};
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -25,6 +26,27 @@ pub fn new_home_id() -> Result<String, Error> {
     let mut buf = [0u8; 4];
     getrandom::fill(&mut buf).map_err(|e| Error::other("reading the system RNG", e))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The workspace's secret for signing aml tokens: made once, kept in the store (owner-only)
+/// so that every node of a workspace verifies the same tokens.
+pub fn aml_token_secret(store: &dyn Store) -> Result<Vec<u8>, Error> {
+    const KEY: &str = "secrets/aml-token-key";
+    loop {
+        if let Some(stored) = store.get(KEY) {
+            let hex = stored.value.as_str().unwrap_or_default();
+            let bytes: Option<Vec<u8>> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+            return bytes
+                .filter(|b| b.len() >= 32)
+                .ok_or_else(|| Error::Other(format!("store key {KEY} is damaged")));
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| Error::other("reading the system RNG", e))?;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        // Another node may make it at the same moment; then its secret is the one.
+        store.commit(Txn::default().expect(KEY, None).put(KEY, hex))?;
+    }
 }
 
 /// A key a user supplies with `--key-value`.

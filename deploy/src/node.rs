@@ -14,12 +14,14 @@ use crate::error::Error;
 use crate::keys;
 use crate::reconciler::{Busy, Reconciler};
 use crate::spec::deployment::{DeploymentSpec, MAX_INSTANCE_COUNT, MAX_REQUEST_TIMEOUT_MS};
-use crate::spec::endpoint::{self, EndpointSpec};
+use crate::spec::endpoint::{self, AuthMode, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
 use crate::spec::{names, sku};
 use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
 use crate::store::{Store, Txn};
 use crate::views::{self, DeploymentView, Egress, EndpointView, ScoringBase};
+use moat_gateway::auth::aad::AadConfig;
+use moat_gateway::auth::aml::{self, AmlKey};
 use moat_supervisor::{Progress, Supervisor};
 
 /// Where progress lines of a long command go (to the CLI's stderr, in the end).
@@ -30,6 +32,15 @@ pub struct Node {
     pub supervisor: Supervisor,
     pub reconciler: Arc<Reconciler>,
     pub scoring: Option<ScoringBase>,
+    pub tokens: Tokens,
+}
+
+/// What token auth needs: the workspace's aml signing key and token lifetime, and the
+/// configured AAD issuer (None: `aad_token` endpoints cannot be served).
+pub struct Tokens {
+    pub aml: Arc<AmlKey>,
+    pub aml_ttl: std::time::Duration,
+    pub aad: Option<AadConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,13 +50,26 @@ pub enum KeyType {
     Secondary,
 }
 
-/// The credentials `get-credentials` prints in key mode.
+/// What `get-credentials` prints: the keys, or an aml token with its times (epoch seconds).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Credentials {
-    #[serde(rename = "primaryKey")]
-    pub primary_key: String,
-    #[serde(rename = "secondaryKey")]
-    pub secondary_key: String,
+#[serde(untagged)]
+pub enum Credentials {
+    Keys {
+        #[serde(rename = "primaryKey")]
+        primary_key: String,
+        #[serde(rename = "secondaryKey")]
+        secondary_key: String,
+    },
+    Token {
+        #[serde(rename = "accessToken")]
+        access_token: String,
+        #[serde(rename = "expiryTimeUtc")]
+        expiry_time_utc: u64,
+        #[serde(rename = "refreshAfterTimeUtc")]
+        refresh_after_time_utc: u64,
+        #[serde(rename = "tokenType")]
+        token_type: String,
+    },
 }
 
 impl Node {
@@ -132,6 +156,11 @@ impl Node {
 
     pub async fn create_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
         names::check("endpoint", &spec.name)?;
+        if spec.auth_mode == AuthMode::AadToken && self.tokens.aad.is_none() {
+            return Err(Error::Invalid(
+                "auth_mode aad_token needs auth.aad (issuer and jwks_uri) in the daemon's config".into(),
+            ));
+        }
         if let Some(name) = spec.traffic.keys().chain(spec.mirror_traffic.keys()).next() {
             return Err(Error::Invalid(format!(
                 "traffic names deployment {name}, which does not exist yet: create the endpoint without traffic, then its deployments (--all-traffic)"
@@ -206,9 +235,37 @@ impl Node {
         Ok(())
     }
 
+    /// Key mode: both keys. aml_token mode: a fresh token. aad_token mode: where to get one.
     pub fn credentials(&self, name: &str) -> Result<Credentials, Error> {
-        let record = Self::endpoint_record(&self.desired(), name)?;
-        Ok(Credentials { primary_key: record.keys.primary, secondary_key: record.keys.secondary })
+        let desired = self.desired();
+        let record = Self::endpoint_record(&desired, name)?;
+        match record.spec.auth_mode {
+            AuthMode::Key => Ok(Credentials::Keys {
+                primary_key: record.keys.primary,
+                secondary_key: record.keys.secondary,
+            }),
+            AuthMode::AmlToken => {
+                let audience = aml::audience(&desired.workspace.name, name);
+                let issued = self
+                    .tokens
+                    .aml
+                    .issue(&audience, self.tokens.aml_ttl)
+                    .map_err(|e| Error::other("issuing a token", e))?;
+                Ok(Credentials::Token {
+                    access_token: issued.token,
+                    expiry_time_utc: issued.expires,
+                    refresh_after_time_utc: issued.refresh_after,
+                    token_type: "Bearer".into(),
+                })
+            }
+            AuthMode::AadToken => Err(Error::Invalid(match &self.tokens.aad {
+                Some(aad) => format!(
+                    "endpoint {name} uses aad_token: get a token for audience {} from your identity provider {}",
+                    aad.audience, aad.issuer
+                ),
+                None => format!("endpoint {name} uses aad_token, but auth.aad is not configured"),
+            })),
+        }
     }
 
     /// A new key (or the given one) replaces one of the two; the next request sees it.
@@ -230,6 +287,11 @@ impl Node {
             }
             None => keys::new_key()?,
         };
+        if at.record.spec.auth_mode != AuthMode::Key {
+            return Err(Error::Invalid(format!(
+                "endpoint {name} uses tokens, not keys: there is no key to regenerate"
+            )));
+        }
         let mut record = at.record.clone();
         match key_type {
             KeyType::Primary => record.keys.primary = new,

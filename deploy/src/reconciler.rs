@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use moat_gateway::auth::aml::AmlKey;
 use moat_gateway::{Admissions, Load, Routes};
 use moat_supervisor::Supervisor;
 use tokio::sync::watch;
@@ -25,6 +26,7 @@ pub struct Reconciler {
     supervisor: Supervisor,
     routes: Routes,
     load: Arc<Load>,
+    aml: Arc<AmlKey>,
     admissions: Arc<Admissions>,
     books: Mutex<Books>,
     /// Bumps when an action ends; admin calls waiting on a delete watch it.
@@ -51,12 +53,14 @@ impl Reconciler {
         supervisor: Supervisor,
         routes: Routes,
         load: Arc<Load>,
+        aml: Arc<AmlKey>,
     ) -> Arc<Reconciler> {
         Arc::new(Reconciler {
             store,
             supervisor,
             routes,
             load,
+            aml,
             admissions: Arc::new(Admissions::default()),
             books: Mutex::new(Books::default()),
             progress: watch::channel(0).0,
@@ -116,7 +120,7 @@ impl Reconciler {
     fn pass(self: &Arc<Self>) {
         let revision = *self.store.watch().borrow();
         let desired = Desired::read(&*self.store);
-        let table = route_table(&desired, &self.supervisor.leases(), &self.load, &self.admissions);
+        let table = route_table(&desired, &self.supervisor.leases(), &self.load, &self.admissions, &self.aml);
         self.routes.publish(table);
         self.load.prune();
         self.admissions.prune();

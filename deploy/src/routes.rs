@@ -11,7 +11,9 @@ use moat_gateway::{
 };
 use moat_supervisor::{DeploymentKey, Lease};
 
+use crate::spec::endpoint::AuthMode;
 use crate::state::Desired;
+use moat_gateway::auth::aml::{AmlKey, audience};
 
 /// `load` lends each instance its in-flight counter and `admissions` each deployment its
 /// queue, the same ones across tables.
@@ -20,6 +22,7 @@ pub fn route_table(
     leases: &HashMap<DeploymentKey, Vec<Lease>>,
     load: &Load,
     admissions: &Admissions,
+    aml: &Arc<AmlKey>,
 ) -> RouteTable {
     let mut endpoints = HashMap::new();
     for (name, at) in &desired.endpoints {
@@ -64,10 +67,16 @@ pub fn route_table(
             .filter(|&(d, &w)| w > 0 && deployments.contains_key(d))
             .map(|(d, &w)| (d.clone(), w))
             .collect();
-        let credentials = Credentials::Keys(vec![
-            record.keys.primary.clone().into_bytes(),
-            record.keys.secondary.clone().into_bytes(),
-        ]);
+        let credentials = match record.spec.auth_mode {
+            AuthMode::Key => Credentials::Keys(vec![
+                record.keys.primary.clone().into_bytes(),
+                record.keys.secondary.clone().into_bytes(),
+            ]),
+            AuthMode::AmlToken => {
+                Credentials::AmlToken { key: aml.clone(), audience: audience(&desired.workspace.name, name) }
+            }
+            AuthMode::AadToken => Credentials::AadToken,
+        };
         let mirror = record
             .spec
             .mirror_traffic

@@ -7,7 +7,7 @@
 //!   swapped atomically and read without locks.
 //! - [`request`]: the life of one scoring request, phase by phase.
 //! - [`target`]: which endpoint and operation a request URL names.
-//! - [`auth`]: the credential check (keys compared in constant time).
+//! - [`auth`]: the credential check: keys (constant time), aml tokens, AAD tokens (JWKS).
 //! - [`pick`]: deployment pick (traffic weights, header targeting).
 //! - [`load`]: in-flight requests per instance, kept across table swaps.
 //! - [`admission`]: per-instance concurrency, the FIFO queue and its limits.
@@ -58,6 +58,8 @@ pub struct Config {
     pub domain: Option<String>,
     /// Mirror copies in flight at once, over all endpoints; beyond it copies are dropped.
     pub mirror_max_in_flight: usize,
+    /// The OpenID issuer for `aad_token` endpoints.
+    pub aad: Option<auth::aad::AadConfig>,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             max_connections: 10_000,
             domain: None,
             mirror_max_in_flight: 64,
+            aad: None,
         }
     }
 }

@@ -14,8 +14,10 @@ pub enum Reject {
     MethodNotAllowed,
     #[error("endpoint {0} not found")]
     UnknownEndpoint(String),
-    #[error("missing or invalid credential: send Authorization: Bearer <endpoint key>")]
+    #[error("missing or invalid credential: send Authorization: Bearer <endpoint key or token>")]
     Unauthorized,
+    #[error("the identity provider's signing keys cannot be fetched; retry later")]
+    KeysUnavailable,
     #[error("endpoint {0} has no deployment with a positive traffic weight")]
     NoTraffic(String),
     #[error("endpoint {0} has no deployment named {1:?} (header azureml-model-deployment)")]
@@ -47,7 +49,7 @@ impl Reject {
             | Reject::UnknownDeployment(..) => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::Unauthorized => StatusCode::UNAUTHORIZED,
-            Reject::NoReadyInstance(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoReadyInstance(_) | Reject::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::TooManyRequests(_) | Reject::QueueTimeout(..) => StatusCode::TOO_MANY_REQUESTS,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BadBody(_) => StatusCode::BAD_REQUEST,

@@ -99,7 +99,7 @@ async fn life(
     ctx.endpoint = Some(endpoint.name.clone());
 
     ctx.auth_mode = Some(endpoint.credentials.mode());
-    let (verdict, allowed) = auth::check(&endpoint.credentials, req.headers());
+    let (verdict, allowed) = auth::check(&endpoint.credentials, gw.aad.as_deref(), req.headers()).await;
     ctx.auth = Some(verdict);
     allowed?;
 

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::Config;
 use crate::access_log::LogSink;
+use crate::auth::aad::Aad;
 use crate::forward::{self, Client};
 use crate::request;
 use crate::table::Routes;
@@ -22,6 +23,8 @@ use crate::timeouts::{Activity, TimedIo};
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     pub config: Config,
+    /// The OpenID issuer's key set, when `auth.aad` is configured.
+    pub aad: Option<Arc<Aad>>,
     pub routes: Routes,
     pub client: Client,
     pub log: LogSink,
@@ -31,7 +34,8 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
         let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
-        Arc::new(Gateway { config, routes, client: forward::client(), log, mirror_budget })
+        let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
+        Arc::new(Gateway { config, aad, routes, client: forward::client(), log, mirror_budget })
     }
 }
 

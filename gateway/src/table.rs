@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::admission::{Admission, Limits};
+use crate::auth::aml::AmlKey;
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -33,12 +34,18 @@ pub struct EndpointRoute {
 pub enum Credentials {
     /// `auth_mode: key`: the primary and secondary keys.
     Keys(Vec<Vec<u8>>),
+    /// `auth_mode: aml_token`: tokens signed with the workspace's key, for this audience.
+    AmlToken { key: Arc<AmlKey>, audience: String },
+    /// `auth_mode: aad_token`: tokens of the configured OpenID issuer.
+    AadToken,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Credentials::Keys(keys) => write!(f, "Keys(<{} redacted>)", keys.len()),
+            Credentials::AmlToken { audience, .. } => write!(f, "AmlToken({audience})"),
+            Credentials::AadToken => f.write_str("AadToken"),
         }
     }
 }
@@ -47,6 +54,8 @@ impl Credentials {
     pub fn mode(&self) -> &'static str {
         match self {
             Credentials::Keys(_) => "key",
+            Credentials::AmlToken { .. } => "aml_token",
+            Credentials::AadToken => "aad_token",
         }
     }
 }

@@ -32,7 +32,12 @@ pub async fn invoke(
         })?
         .to_string();
     let credentials = admin.get(&format!("/v1/endpoints/{endpoint}/credentials")).await?;
-    let key = credentials["primaryKey"].as_str().unwrap_or_default().to_string();
+    // Key mode gives keys; aml_token mode a fresh token.
+    let key = credentials["primaryKey"]
+        .as_str()
+        .or(credentials["accessToken"].as_str())
+        .unwrap_or_default()
+        .to_string();
 
     let uri: Uri = uri.parse().map_err(|e| Error::other(&format!("scoring_uri {uri}"), e))?;
     if uri.scheme_str() != Some("http") {

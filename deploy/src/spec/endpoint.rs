@@ -55,13 +55,7 @@ pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Erro
     };
     names::check("endpoint", &name).map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
     let auth_mode = file.auth_mode.unwrap_or_default();
-    if auth_mode != AuthMode::Key {
-        return Err(not_yet(
-            doc,
-            "auth_mode",
-            &format!("auth_mode: {}", serde_json::json!(auth_mode).as_str().unwrap_or("?")),
-        ));
-    }
+
     let public_network_access = file.public_network_access.unwrap_or_default();
     if public_network_access == Access::Disabled {
         return Err(not_yet(doc, "public_network_access", "public_network_access: disabled"));
@@ -148,7 +142,7 @@ mod tests {
 
     #[test]
     fn later_features_are_refused_clearly() {
-        for text in ["name: abc\nauth_mode: aml_token\n", "name: abc\npublic_network_access: disabled\n"] {
+        for text in ["name: abc\npublic_network_access: disabled\n"] {
             let e = parse(text, None).unwrap_err().to_string();
             assert!(e.contains("not supported yet"), "{e}");
         }

@@ -1,0 +1,322 @@
+//! Token auth with real keys: aml tokens signed with the workspace secret, and AAD tokens
+//! checked against a local JWKS server holding a real RSA and a real EC key (made with
+//! openssl for each run).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use moat_gateway::auth::aad::AadConfig;
+use moat_gateway::auth::aml::{AmlKey, audience};
+use moat_gateway::{
+    Admissions, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, Limits, RouteTable, Routes,
+    Upstream,
+};
+use moat_test_support::{Reply, http, unique_id};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// A fresh RSA 2048 and EC P-256 key pair (PKCS#8 PEM) and their public JWKs.
+struct Keys {
+    rsa_pem: Vec<u8>,
+    ec_pem: Vec<u8>,
+    other_rsa_pem: Vec<u8>,
+    rsa_jwk: serde_json::Value,
+    ec_jwk: serde_json::Value,
+}
+
+fn keys(dir: &Path) -> Keys {
+    std::fs::create_dir_all(dir).expect("dir");
+    let path = |n: &str| dir.join(n).display().to_string();
+    let (rsa, ec, other) = (path("rsa.pem"), path("ec.pem"), path("other.pem"));
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &rsa]);
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &other]);
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &ec]);
+    let modulus = String::from_utf8(openssl(&["rsa", "-in", &rsa, "-noout", "-modulus"])).expect("utf8");
+    let hex = modulus.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+    // The DER public key ends with the uncompressed point 04 || x || y.
+    let der = openssl(&["ec", "-in", &ec, "-pubout", "-outform", "DER"]);
+    let point = &der[der.len() - 64..];
+    Keys {
+        rsa_pem: std::fs::read(&rsa).expect("rsa"),
+        ec_pem: std::fs::read(&ec).expect("ec"),
+        other_rsa_pem: std::fs::read(&other).expect("other"),
+        rsa_jwk: json!({"kty": "RSA", "kid": "rsa-1", "use": "sig", "n": b64(&n), "e": "AQAB"}),
+        ec_jwk: json!({"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": b64(&point[..32]), "y": b64(&point[32..])}),
+    }
+}
+
+/// A JWKS server that counts its fetches and can be taken down.
+struct Jwks {
+    addr: SocketAddr,
+    set: Arc<Mutex<serde_json::Value>>,
+    fetches: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+async fn jwks(set: serde_json::Value) -> Jwks {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (set, fetches, down) =
+        (Arc::new(Mutex::new(set)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let shared = (set.clone(), fetches.clone(), down.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (set, fetches, down) = shared.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let (set, fetches, down) = (set.clone(), fetches.clone(), down.clone());
+                    async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        let mut r = hyper::Response::new(Full::new(Bytes::from(
+                            set.lock().expect("set").to_string(),
+                        )));
+                        if down.load(Ordering::SeqCst) {
+                            *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Jwks { addr, set, fetches, down }
+}
+
+/// An upstream that answers 200 to everything.
+async fn upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("{}"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+const ISSUER: &str = "https://login.example.test/tenant/v2.0";
+const AUDIENCE: &str = "https://ml.azure.com";
+
+async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>) -> SocketAddr {
+    let up = upstream().await;
+    let admissions = Admissions::default();
+    let endpoint = |name: &str, credentials: Credentials| {
+        let limits =
+            Limits { max_per_instance: 8, max_queue_wait: Duration::from_millis(100), instance_count: 1 };
+        let instances = vec![Upstream { instance: format!("{name}-0"), addr: up, load: Default::default() }];
+        let admission = admissions.get(name, "blue", limits);
+        let route =
+            DeploymentRoute::new("blue", "/score", Duration::from_secs(5), admission, instances, limits);
+        let route = EndpointRoute {
+            name: name.into(),
+            credentials,
+            traffic: vec![("blue".into(), 100)],
+            mirror: None,
+            deployments: HashMap::from([("blue".to_string(), Arc::new(route))]),
+        };
+        (name.to_string(), route)
+    };
+    let routes = Routes::default();
+    routes.publish(RouteTable {
+        endpoints: HashMap::from([
+            endpoint("aad-ep", Credentials::AadToken),
+            endpoint(
+                "aml-ep",
+                Credentials::AmlToken { key: aml.clone(), audience: audience("ws", "aml-ep") },
+            ),
+            endpoint("aml-other", Credentials::AmlToken { key: aml, audience: audience("ws", "aml-other") }),
+        ]),
+    });
+    let config = Config {
+        aad: Some(AadConfig {
+            issuer: ISSUER.into(),
+            jwks_uri: format!("http://{jwks_addr}/keys"),
+            audience: AUDIENCE.into(),
+            refresh_gap: Duration::from_millis(300),
+        }),
+        ..Config::default()
+    };
+    let gw = Gateway::new(config, routes, moat_gateway::access_log::discard());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(moat_gateway::serve(listener, gw, std::future::pending(), Duration::from_secs(1)));
+    addr
+}
+
+async fn score(addr: SocketAddr, endpoint: &str, token: &str) -> Reply {
+    let (path, auth) = (format!("/endpoints/{endpoint}/score"), format!("Bearer {token}"));
+    tokio::task::spawn_blocking(move || {
+        http(addr, "POST", &path, &[("Authorization", &auth)], "{}").expect("call")
+    })
+    .await
+    .expect("join")
+}
+
+fn sign(alg: Algorithm, kid: &str, pem: &[u8], claims: serde_json::Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
+        _ => EncodingKey::from_ec_pem(pem),
+    }
+    .expect("key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("token")
+}
+
+fn claims() -> serde_json::Value {
+    json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "nbf": now() - 10, "exp": now() + 600, "sub": "user"})
+}
+
+fn with(mut base: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+    base[key] = value;
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aad_tokens_pass_only_with_the_issuers_keys_and_claims() {
+    let keys = keys(&std::env::temp_dir().join(format!("moat-jwks-{}", unique_id())));
+    let server = jwks(json!({"keys": [keys.rsa_jwk, keys.ec_jwk]})).await;
+    let addr = gateway(server.addr, Arc::new(AmlKey::new(b"unused"))).await;
+
+    let rsa = sign(Algorithm::RS256, "rsa-1", &keys.rsa_pem, claims());
+    let ec = sign(Algorithm::ES256, "ec-1", &keys.ec_pem, claims());
+    assert_eq!(score(addr, "aad-ep", &rsa).await.status, 200, "RS256");
+    assert_eq!(score(addr, "aad-ep", &ec).await.status, 200, "ES256");
+    assert_eq!(server.fetches.load(Ordering::SeqCst), 1, "the key set is fetched once and cached");
+
+    let refused = [
+        (
+            "wrong audience",
+            sign(Algorithm::RS256, "rsa-1", &keys.rsa_pem, with(claims(), "aud", json!("api://other"))),
+        ),
+        (
+            "wrong issuer",
+            sign(Algorithm::RS256, "rsa-1", &keys.rsa_pem, with(claims(), "iss", json!("https://evil.test"))),
+        ),
+        (
+            "expired",
+            sign(Algorithm::RS256, "rsa-1", &keys.rsa_pem, with(claims(), "exp", json!(now() - 3600))),
+        ),
+        (
+            "not yet valid",
+            sign(Algorithm::RS256, "rsa-1", &keys.rsa_pem, with(claims(), "nbf", json!(now() + 3600))),
+        ),
+        ("another key, same kid", sign(Algorithm::RS256, "rsa-1", &keys.other_rsa_pem, claims())),
+        ("EC key named as RSA", sign(Algorithm::ES256, "rsa-1", &keys.ec_pem, claims())),
+        (
+            "alg none",
+            format!("{}.{}.", b64(br#"{"alg":"none","kid":"rsa-1"}"#), b64(claims().to_string().as_bytes())),
+        ),
+    ];
+    for (what, token) in refused {
+        let r = score(addr, "aad-ep", &token).await;
+        assert_eq!(r.status, 401, "{what}");
+        assert!(
+            !r.body.contains("audience") && !r.body.contains("expired"),
+            "{what}: the message helps nobody forge: {}",
+            r.body
+        );
+    }
+    let hs256 = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".into());
+        jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(b"guess")).expect("token")
+    };
+    assert_eq!(score(addr, "aad-ep", &hs256).await.status, 401, "HS256");
+
+    // An unknown kid refreshes the set once, then not again until the gap has passed.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = server.fetches.load(Ordering::SeqCst);
+    let stranger = sign(Algorithm::RS256, "rsa-2", &keys.other_rsa_pem, claims());
+    assert_eq!(score(addr, "aad-ep", &stranger).await.status, 401);
+    assert_eq!(score(addr, "aad-ep", &stranger).await.status, 401);
+    assert_eq!(server.fetches.load(Ordering::SeqCst), before + 1, "rate-limited refresh");
+
+    // A rotated-in key is found by the next refresh.
+    let mut rotated = keys.rsa_jwk.clone();
+    rotated["kid"] = json!("rsa-2");
+    let other_modulus = {
+        let dir = std::env::temp_dir().join(format!("moat-jwks-other-{}", unique_id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("other.pem");
+        std::fs::write(&path, &keys.other_rsa_pem).expect("write");
+        let out =
+            String::from_utf8(openssl(&["rsa", "-in", &path.display().to_string(), "-noout", "-modulus"]))
+                .expect("utf8");
+        let _ = std::fs::remove_dir_all(&dir);
+        let hex = out.trim().trim_start_matches("Modulus=").to_string();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect::<Vec<u8>>()
+    };
+    rotated["n"] = json!(b64(&other_modulus));
+    server.set.lock().expect("set")["keys"].as_array_mut().expect("keys").push(rotated);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(score(addr, "aad-ep", &stranger).await.status, 200, "rotated key accepted after a refresh");
+
+    // With the key set unreachable, a kid it does not know is 503, never a pass.
+    server.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let unknown = sign(Algorithm::RS256, "rsa-3", &keys.other_rsa_pem, claims());
+    let r = score(addr, "aad-ep", &unknown).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(score(addr, "aad-ep", &rsa).await.status, 200, "known keys keep working from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aml_tokens_pass_for_their_endpoint_until_they_expire() {
+    let server = jwks(json!({"keys": []})).await;
+    let key = Arc::new(AmlKey::new(b"workspace secret, thirty-two+ bytes"));
+    let addr = gateway(server.addr, key.clone()).await;
+    let issued = key.issue(&audience("ws", "aml-ep"), Duration::from_secs(60)).expect("token");
+    assert_eq!(score(addr, "aml-ep", &issued.token).await.status, 200);
+    assert_eq!(score(addr, "aml-other", &issued.token).await.status, 401, "scoped to its endpoint");
+    let short = key.issue(&audience("ws", "aml-ep"), Duration::from_secs(1)).expect("token");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(score(addr, "aml-ep", &short.token).await.status, 401, "expired");
+    let forged = AmlKey::new(b"not the workspace secret")
+        .issue(&audience("ws", "aml-ep"), Duration::from_secs(60))
+        .expect("token");
+    assert_eq!(score(addr, "aml-ep", &forged.token).await.status, 401, "bad signature");
+}
