@@ -170,3 +170,63 @@ fn an_aml_token_endpoint_scores_with_the_token_get_credentials_gives() {
     assert!(run.stderr.contains("uses tokens, not keys"), "{}", run.stderr);
     assert!(!d.log().contains(&token), "a token in the log");
 }
+
+#[test]
+fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
+    require_test_image();
+    let dir = std::env::temp_dir().join(format!("moat-tls-e2e-{}", moat_test_support::unique_id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=moat-test", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let config = format!("tls: {{listen: 127.0.0.1:0, cert: {}, key: {}}}\n", cert.display(), key.display());
+    let d = Daemon::start_with_config(MOAT, &config);
+    d.cli("online-endpoint create -n tls-ep -f examples/model-1/endpoint.yml").ok();
+    deployment(&d, "tls-ep", "blue");
+    d.cli("online-endpoint update -n tls-ep --traffic blue=100").ok();
+    let uri = tsv(&d, "online-endpoint show -n tls-ep --query scoring_uri");
+    assert!(uri.starts_with("https://127.0.0.1:") && uri.ends_with("/endpoints/tls-ep/score"), "{uri}");
+
+    let invoke = |trust: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(MOAT);
+        cmd.arg("--home").arg(&d.home).current_dir(moat_test_support::repo_root());
+        cmd.args([
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "tls-ep",
+            "--request-file",
+            "examples/model-1/sample-request.json",
+        ]);
+        match trust {
+            Some(file) => cmd.env("SSL_CERT_FILE", file),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        cmd.output().expect("moat")
+    };
+    let trusted = invoke(Some(&cert));
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("\"version\":\"blue\""));
+    let untrusted = invoke(None);
+    assert_eq!(untrusted.status.code(), Some(1), "an unknown certificate is not trusted");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use moat_gateway::auth::aad::{AadConfig, MIN_REFRESH_GAP};
+use moat_gateway::tls::TlsFiles;
 use moat_supervisor::BackoffSettings;
 use serde::Deserialize;
 
@@ -17,7 +18,7 @@ use crate::spec::Document;
 struct ConfigFile {
     #[serde(default = "default_listen", deserialize_with = "nullable")]
     listen: Option<String>,
-    tls: Option<serde_json::Value>,
+    tls: Option<TlsFile>,
     #[serde(default = "default_metrics_listen", deserialize_with = "nullable")]
     metrics_listen: Option<String>,
     advertise_host: Option<String>,
@@ -47,6 +48,21 @@ fn default_metrics_listen() -> Option<String> {
 /// `listen: null` turns the listener off, which differs from leaving the key out.
 fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Option::<String>::deserialize(d)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The TLS listener: where, and its certificate and key.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub listen: SocketAddr,
+    pub files: TlsFiles,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +105,7 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Option<SocketAddr>,
+    pub tls: Option<Tls>,
     pub metrics_listen: Option<SocketAddr>,
     pub advertise_host: String,
     pub domain: Option<String>,
@@ -148,10 +165,6 @@ impl Config {
             })
         };
 
-        if file.tls.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(not_yet("tls", "tls"));
-        }
-
         if let Some(ingress) = &file.ingress {
             let private_default = ingress.private_networks.is_none();
             let trusted_default = ingress.trusted_proxies.as_ref().is_none_or(Vec::is_empty);
@@ -166,6 +179,16 @@ impl Config {
                 Some(d) => d.locate(field, message),
                 None => message.to_string(),
             })
+        };
+        // Relative certificate paths resolve against the config file's folder.
+        let base = path.as_ref().and_then(|p| p.parent()).map(Path::to_path_buf).unwrap_or_default();
+        let tls = match &file.tls {
+            None => None,
+            Some(t) => {
+                let files = TlsFiles { cert: base.join(&t.cert), key: base.join(&t.key) };
+                moat_gateway::tls::load(&files).map_err(|e| invalid("tls", &e))?;
+                Some(Tls { listen: addr("tls.listen", &t.listen)?, files })
+            }
         };
         let auth = file.auth.as_ref();
         let aml_token_ttl = Duration::from_secs(auth.and_then(|a| a.aml_token_ttl_s).unwrap_or(3600));
@@ -229,6 +252,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            tls,
             metrics_listen,
             advertise_host: flags
                 .advertise_host

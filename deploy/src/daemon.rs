@@ -77,10 +77,26 @@ async fn run(
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let scoring = match &scoring_listener {
-        Some(l) => {
+    let tls_listener = match &config.tls {
+        Some(tls) => {
+            let listener = TcpListener::bind(tls.listen)
+                .await
+                .map_err(|e| Error::other(&format!("binding tls.listen {}", tls.listen), e))?;
+            let (acceptor, reloader) = moat_gateway::tls::acceptor(&tls.files).map_err(Error::Invalid)?;
+            Some((listener, acceptor, reloader))
+        }
+        None => None,
+    };
+    // With TLS on, clients are sent to the TLS listener.
+    let advertised = match (&tls_listener, &scoring_listener) {
+        (Some((l, _, _)), _) => Some(("https", l)),
+        (None, Some(l)) => Some(("http", l)),
+        (None, None) => None,
+    };
+    let scoring = match advertised {
+        Some((scheme, l)) => {
             let bound = l.local_addr().map_err(|e| Error::other("reading the bound address", e))?;
-            Some(scoring_base(bound, &config))
+            Some(scoring_base(scheme, bound, &config))
         }
         None => None,
     };
@@ -97,6 +113,9 @@ async fn run(
         tokens,
     });
 
+    // Signals are ours before anyone can see the daemon is ready and send one.
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
     // The socket comes last: its presence tells scripts the daemon is ready.
     let socket = home.socket();
     if socket.exists() {
@@ -119,34 +138,47 @@ async fn run(
         let handle = metrics_server::install()?;
         tokio::spawn(metrics_server::serve(listener, handle, wait_stop(stopped.clone())));
     }
-    let gateway_task = scoring_listener.map(|listener| {
-        let gateway_config = moat_gateway::Config {
-            max_body_bytes: config.max_body_bytes,
-            max_header_bytes: config.max_header_bytes,
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-            max_connections: config.max_connections,
-            domain: config.domain.clone(),
-            mirror_max_in_flight: config.mirror_max_in_flight,
-            aad: config.aad.clone(),
-        };
-        let gateway = Gateway::new(gateway_config, routes, access_log);
-        if let Some(aad) = gateway.aad.clone() {
-            // Warm the key set; a failure here only means the first token fetches it.
-            tokio::spawn(async move {
-                match aad.prefetch().await {
-                    Ok(count) => tracing::info!(keys = count, "fetched the AAD key set"),
-                    Err(e) => tracing::warn!(error = %e, "cannot fetch the AAD key set yet"),
-                }
-            });
-        }
-        tokio::spawn(moat_gateway::serve(
+    let gateway_config = moat_gateway::Config {
+        max_body_bytes: config.max_body_bytes,
+        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+        domain: config.domain.clone(),
+        mirror_max_in_flight: config.mirror_max_in_flight,
+        aad: config.aad.clone(),
+    };
+    let gateway = Gateway::new(gateway_config, routes, access_log);
+    if let Some(aad) = gateway.aad.clone() {
+        // Warm the key set; a failure here only means the first token fetches it.
+        tokio::spawn(async move {
+            match aad.prefetch().await {
+                Ok(count) => tracing::info!(keys = count, "fetched the AAD key set"),
+                Err(e) => tracing::warn!(error = %e, "cannot fetch the AAD key set yet"),
+            }
+        });
+    }
+    let mut serving = Vec::new();
+    if let Some(listener) = scoring_listener {
+        let done = wait_stop(stopped.clone());
+        serving.push(tokio::spawn(moat_gateway::serve(
             listener,
-            gateway,
-            wait_stop(stopped.clone()),
+            gateway.clone(),
+            done,
             config.shutdown_grace,
-        ))
-    });
+        )));
+    }
+    if let Some((listener, acceptor, reloader)) = tls_listener {
+        tokio::spawn(reloader.watch(CERT_CHECK_PERIOD));
+        let done = wait_stop(stopped.clone());
+        serving.push(tokio::spawn(moat_gateway::serve_tls(
+            listener,
+            acceptor,
+            gateway,
+            done,
+            config.shutdown_grace,
+        )));
+    }
     tracing::info!(
         home = %home.dir.display(),
         home_id = %home_id,
@@ -155,15 +187,13 @@ async fn run(
         "moat serve is ready"
     );
 
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop.send(true);
-    if let Some(task) = gateway_task {
+    for task in serving {
         let _ = task.await;
     }
     reconcile.abort();
@@ -173,7 +203,10 @@ async fn run(
     Ok(())
 }
 
-fn scoring_base(bound: SocketAddr, config: &Config) -> ScoringBase {
+/// How often the TLS certificate files are checked for a change.
+const CERT_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn scoring_base(scheme: &'static str, bound: SocketAddr, config: &Config) -> ScoringBase {
     let host = if bound.ip().is_unspecified() {
         config.advertise_host.clone()
     } else {
@@ -182,5 +215,5 @@ fn scoring_base(bound: SocketAddr, config: &Config) -> ScoringBase {
             IpAddr::V4(v4) => v4.to_string(),
         }
     };
-    ScoringBase { scheme: "http", host, port: bound.port(), domain: config.domain.clone() }
+    ScoringBase { scheme, host, port: bound.port(), domain: config.domain.clone() }
 }

@@ -18,6 +18,7 @@
 //! - [`metrics`]: the Prometheus series of CONTRACT.md.
 //! - [`server`]: the listener's accept loop and graceful shutdown.
 //! - [`timeouts`]: idle and header-read timeouts on each client connection.
+//! - [`tls`]: rustls with ALPN, and a certificate reloaded when its files change.
 
 pub mod access_log;
 pub mod admission;
@@ -33,11 +34,12 @@ pub mod server;
 pub mod table;
 pub mod target;
 pub mod timeouts;
+pub mod tls;
 
 pub use access_log::{AccessRecord, LogSink};
 pub use admission::{Admission, Admissions, Limits};
 pub use load::Load;
-pub use server::{Gateway, serve};
+pub use server::{Gateway, serve, serve_tls};
 pub use table::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Routes, Upstream};
 
 use std::time::Duration;

@@ -1,16 +1,19 @@
-//! The scoring listener: accepts connections, serves HTTP/1.1 on each, and on shutdown stops
-//! accepting and lets in-flight requests finish within the grace period.
+//! The scoring listeners: accept connections (plain HTTP/1.1, or TLS with HTTP/2 or HTTP/1.1
+//! by ALPN), serve each with the gateway's request life, and on shutdown stop accepting and
+//! let in-flight requests finish within the grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::Config;
 use crate::access_log::LogSink;
@@ -39,9 +42,31 @@ impl Gateway {
     }
 }
 
-/// Serves `listener` until `shutdown` resolves, then waits up to `grace` for open requests.
+/// Serves plain HTTP/1.1 on `listener` until `shutdown` resolves, then waits up to `grace`
+/// for open requests.
 pub async fn serve(
     listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    accept(listener, None, gateway, shutdown, grace).await
+}
+
+/// Serves TLS on `listener`: HTTP/2 or HTTP/1.1, as ALPN settles.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    accept(listener, Some(tls), gateway, shutdown, grace).await
+}
+
+async fn accept(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -70,32 +95,9 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
-        let activity = Activity::new();
-        let io = TimedIo::new(
-            stream,
-            activity.clone(),
-            gateway.config.idle_timeout,
-            gateway.config.header_read_timeout,
-        );
-        let service = service_fn(move |req| {
-            let gw = gw.clone();
-            let serving = activity.serving();
-            async move {
-                let response = request::handle(&gw, req, Some(peer)).await;
-                drop(serving);
-                Ok::<_, Infallible>(response)
-            }
-        });
-        // A header section beyond this buffer gets 431 from hyper itself.
-        let connection = hyper::server::conn::http1::Builder::new()
-            .max_buf_size(gateway.config.max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(io), service);
-        let connection = graceful.watch(connection);
+        let (gateway, tls, watcher) = (gateway.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-            }
+            connection(gateway, stream, peer, tls, watcher).await;
             drop(slot);
         });
     }
@@ -103,4 +105,56 @@ pub async fn serve(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over with requests still open");
     }
+}
+
+/// One client connection, from the TLS handshake (if any) to its last request.
+async fn connection(
+    gateway: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    watcher: Watcher,
+) {
+    let activity = Activity::new();
+    let config = &gateway.config;
+    let io = TimedIo::new(stream, activity.clone(), config.idle_timeout, config.header_read_timeout);
+    let gw = gateway.clone();
+    let service = service_fn(move |req| {
+        let gw = gw.clone();
+        let serving = activity.serving();
+        async move {
+            let response = request::handle(&gw, req, Some(peer)).await;
+            drop(serving);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let ended = match tls {
+        None => watcher.watch(http1(config).serve_connection(TokioIo::new(io), service)).await,
+        Some(acceptor) => {
+            // A handshake gets no longer than a header section would.
+            let stream = match tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+                    .serve_connection(TokioIo::new(stream), service);
+                watcher.watch(h2).await
+            } else {
+                watcher.watch(http1(config).serve_connection(TokioIo::new(stream), service)).await
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A header section beyond the buffer gets 431 from hyper itself.
+fn http1(config: &Config) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_buf_size(config.max_header_bytes.max(8192));
+    builder
 }

@@ -3,12 +3,17 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use super::Context;
 use crate::error::Error;
@@ -40,22 +45,8 @@ pub async fn invoke(
         .to_string();
 
     let uri: Uri = uri.parse().map_err(|e| Error::other(&format!("scoring_uri {uri}"), e))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(Error::Invalid(format!(
-            "invoke over {} is not supported yet",
-            uri.scheme_str().unwrap_or("?")
-        )));
-    }
-    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-    let stream = TcpStream::connect(&authority)
-        .await
-        .map_err(|e| Error::other(&format!("connecting to {authority}"), e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Error::other(&format!("connecting to {authority}"), e))?;
-    tokio::spawn(connection);
-    let mut request = Request::post(uri.path())
-        .header("host", &authority)
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https_connector()?);
+    let mut request = Request::post(uri)
         .header("authorization", format!("Bearer {key}"))
         .header("content-type", "application/json");
     if let Some(d) = deployment {
@@ -63,7 +54,7 @@ pub async fn invoke(
     }
     let request =
         request.body(Full::new(Bytes::from(body))).map_err(|e| Error::other("building the request", e))?;
-    let response = sender.send_request(request).await.map_err(|e| Error::other("sending the request", e))?;
+    let response = client.request(request).await.map_err(|e| Error::other("sending the request", e))?;
     let status = response.status();
     let body =
         response.into_body().collect().await.map_err(|e| Error::other("reading the response", e))?.to_bytes();
@@ -73,4 +64,32 @@ pub async fn invoke(
     } else {
         Err(Error::Other(format!("scoring answered {status}: {}", String::from_utf8_lossy(&body))))
     }
+}
+
+/// HTTP, or HTTPS trusting the usual public roots plus those in `SSL_CERT_FILE`, as curl
+/// and openssl do.
+fn https_connector() -> Result<HttpsConnector<HttpConnector>, Error> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        let certs = CertificateDer::pem_file_iter(&file)
+            .map_err(|e| Error::other(&format!("SSL_CERT_FILE {}", file.to_string_lossy()), e))?;
+        for cert in certs {
+            let cert =
+                cert.map_err(|e| Error::other(&format!("SSL_CERT_FILE {}", file.to_string_lossy()), e))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::other(&format!("SSL_CERT_FILE {}", file.to_string_lossy()), e))?;
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::other("TLS", e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_all_versions()
+        .build())
 }

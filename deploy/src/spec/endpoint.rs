@@ -142,10 +142,8 @@ mod tests {
 
     #[test]
     fn later_features_are_refused_clearly() {
-        for text in ["name: abc\npublic_network_access: disabled\n"] {
-            let e = parse(text, None).unwrap_err().to_string();
-            assert!(e.contains("not supported yet"), "{e}");
-        }
+        let e = parse("name: abc\npublic_network_access: disabled\n", None).unwrap_err().to_string();
+        assert!(e.contains("not supported yet"), "{e}");
         assert_eq!(parse("name: abc\nauth_mode: password\n", None).unwrap_err().exit_code(), 2);
     }
 
