@@ -134,6 +134,11 @@ impl Aad {
         }
     }
 
+    /// Uses this key set until the next refresh (for benchmarks and tests without a server).
+    pub fn preload(&self, set: &JwkSet) {
+        self.keys.store(Arc::new(keys_of(set)));
+    }
+
     /// Fetches the key set now (at start-up), whatever the rate limit says.
     pub async fn prefetch(&self) -> Result<usize, String> {
         let mut last = self.refresh.lock().await;

@@ -1,0 +1,109 @@
+//! The per-request decision path, without sockets: target, credential, deployment pick and
+//! admission (instance pick), as one request would take them; and the credential checks
+//! alone, key and token.
+//!
+//! `cargo bench -p moat-gateway --bench decision`; results in BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, Method, Request};
+use moat_gateway::auth::aml::{AmlKey, audience};
+use moat_gateway::{
+    Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, RouteTable, Routes, Upstream, auth,
+    pick, target,
+};
+
+fn table(credentials: Credentials) -> Routes {
+    let admissions = Admissions::default();
+    let deployment = |name: &str| {
+        let limits =
+            Limits { max_per_instance: 1000, max_queue_wait: Duration::from_millis(500), instance_count: 3 };
+        let instances = (0..3)
+            .map(|i| Upstream {
+                instance: format!("{name}-{i}"),
+                addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 5001)),
+                load: Default::default(),
+            })
+            .collect();
+        let admission = admissions.get("ep", name, limits);
+        (
+            name.to_string(),
+            Arc::new(DeploymentRoute::new(
+                name,
+                "/score",
+                Duration::from_secs(5),
+                admission,
+                instances,
+                limits,
+            )),
+        )
+    };
+    let endpoint = EndpointRoute {
+        name: "ep".into(),
+        credentials,
+        traffic: vec![("blue".into(), 90), ("green".into(), 10)],
+        mirror: None,
+        deployments: HashMap::from([deployment("blue"), deployment("green")]),
+    };
+    let routes = Routes::default();
+    routes.publish(RouteTable { endpoints: HashMap::from([("ep".to_string(), endpoint)]) });
+    routes
+}
+
+/// Everything the gateway decides for one request before it forwards it.
+fn decide(routes: &Routes, request: &Request<()>) -> bool {
+    let table = routes.load();
+    let Ok(t) = target::resolve(request, None) else { return false };
+    let Some(endpoint) = table.endpoints.get(&t.endpoint) else { return false };
+    let (_, allowed) =
+        auth::check(&endpoint.credentials, None, request.headers()).now_or_never().expect("ready");
+    if allowed.is_err() {
+        return false;
+    }
+    let Ok(deployment) = pick::deployment(endpoint, request.headers()) else { return false };
+    // The slot is given back at once, as if the request had ended.
+    deployment.admission.try_admit().is_some()
+}
+
+fn request(token: &str) -> Request<()> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/endpoints/ep/score")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request")
+}
+
+fn bench(c: &mut Criterion) {
+    let key = "k".repeat(40);
+    let keys = table(Credentials::Keys(vec![key.clone().into_bytes(), "s".repeat(40).into_bytes()]));
+    let keyed = request(&key);
+    assert!(decide(&keys, &keyed));
+    c.bench_function("decision path, key auth", |b| b.iter(|| black_box(decide(&keys, black_box(&keyed)))));
+
+    let aml = Arc::new(AmlKey::new(b"a workspace secret of thirty-two bytes!"));
+    let token = aml.issue(&audience("ws", "ep"), Duration::from_secs(3600)).expect("token").token;
+    let tokens = table(Credentials::AmlToken { key: aml, audience: audience("ws", "ep") });
+    let with_token = request(&token);
+    assert!(decide(&tokens, &with_token));
+    c.bench_function("decision path, aml_token auth", |b| {
+        b.iter(|| black_box(decide(&tokens, black_box(&with_token))))
+    });
+
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {key}")).expect("header"));
+    let credentials = Credentials::Keys(vec![key.clone().into_bytes(), "s".repeat(40).into_bytes()]);
+    c.bench_function("credential check, key", |b| {
+        b.iter(|| black_box(auth::check(&credentials, None, black_box(&headers)).now_or_never()))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
