@@ -230,3 +230,23 @@ fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
     assert_eq!(untrusted.status.code(), Some(1), "an unknown certificate is not trusted");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
+    require_test_image();
+    let mut d = Daemon::start(MOAT);
+    d.cli("online-endpoint create -n drain-ep -f examples/model-1/endpoint.yml").ok();
+    deployment(&d, "drain-ep", "blue");
+    d.cli("online-endpoint update -n drain-ep --traffic blue=100").ok();
+    let key = tsv(&d, "online-endpoint get-credentials -n drain-ep --query primaryKey");
+    let (addr, path) = scoring(&tsv(&d, "online-endpoint show -n drain-ep --query scoring_uri"));
+    let slow = std::thread::spawn(move || {
+        let auth = format!("Bearer {key}");
+        http(addr, "POST", &path, &[("Authorization", &auth)], r#"{"delay_ms": 1500}"#).expect("answer")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(d.terminate(), Some(0));
+    let reply = slow.join().expect("client");
+    assert_eq!(reply.status, 200, "the request in flight at SIGTERM was answered: {}", reply.body);
+    assert!(std::net::TcpStream::connect(addr).is_err(), "no longer accepting");
+}
