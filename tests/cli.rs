@@ -84,11 +84,7 @@ fn bad_files_names_and_words_are_refused_and_change_nothing() {
     refused(d.cli(&format!("online-endpoint create -f {aad}")), 1, "needs auth.aad");
     refused(d.cli("online-endpoint update -n good-ep --traffic blue=100"), 1, "deployment blue not found");
     refused(d.cli("online-endpoint update -n good-ep --traffic blue:100"), 2, "expected DEPLOYMENT=PERCENT");
-    refused(
-        d.cli("online-endpoint update -n good-ep --set public_network_access=disabled"),
-        1,
-        "public_network_access: disabled is not supported yet",
-    );
+
     refused(d.cli("online-deployment get-logs -n blue -e good-ep"), 1, "deployment blue not found");
     let conda = write(
         &d,

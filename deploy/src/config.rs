@@ -1,11 +1,13 @@
 //! `config.yaml` and the `serve` flags that override it. Unknown keys are refused, and keys of
 //! features not built yet are refused when set to anything but their default.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use moat_gateway::auth::aad::{AadConfig, MIN_REFRESH_GAP};
+use moat_gateway::ingress::{IngressConfig, Mode};
 use moat_gateway::tls::TlsFiles;
 use moat_supervisor::BackoffSettings;
 use serde::Deserialize;
@@ -122,6 +124,7 @@ pub struct Config {
     pub backoff: BackoffSettings,
     pub aml_token_ttl: Duration,
     pub aad: Option<AadConfig>,
+    pub ingress: IngressConfig,
 }
 
 /// `serve` flags; each overrides its config key.
@@ -157,28 +160,40 @@ impl Config {
                 None,
             ),
         };
-        let not_yet = |field: &str, what: &str| -> Error {
-            let message = format!("{what} is not supported yet");
-            Error::Invalid(match &doc {
-                Some(d) => d.locate(field, &message),
-                None => message,
-            })
-        };
 
-        if let Some(ingress) = &file.ingress {
-            let private_default = ingress.private_networks.is_none();
-            let trusted_default = ingress.trusted_proxies.as_ref().is_none_or(Vec::is_empty);
-            let links_default = ingress.private_link_ids.as_ref().is_none_or(Vec::is_empty);
-            let mode_default = ingress.mode.as_deref().is_none_or(|m| m == "enforce");
-            if !(private_default && trusted_default && links_default && mode_default) {
-                return Err(not_yet("ingress", "the ingress settings"));
-            }
-        }
         let invalid = |field: &str, message: &str| {
             Error::Invalid(match &doc {
                 Some(d) => d.locate(field, message),
                 None => message.to_string(),
             })
+        };
+        let ingress = match &file.ingress {
+            None => IngressConfig::default(),
+            Some(i) => {
+                let cidrs = |field: &str, list: &[String]| -> Result<Vec<IpNet>, Error> {
+                    list.iter()
+                        .map(|c| c.parse::<IpNet>().or_else(|_| c.parse::<IpAddr>().map(IpNet::from)))
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| invalid(field, "expected addresses or CIDRs like 10.0.0.0/8"))
+                };
+                let defaults = IngressConfig::default();
+                IngressConfig {
+                    private_networks: match &i.private_networks {
+                        Some(list) => cidrs("ingress.private_networks", list)?,
+                        None => defaults.private_networks,
+                    },
+                    trusted_proxies: cidrs(
+                        "ingress.trusted_proxies",
+                        i.trusted_proxies.as_deref().unwrap_or_default(),
+                    )?,
+                    private_link_ids: i.private_link_ids.clone().unwrap_or_default(),
+                    mode: match i.mode.as_deref() {
+                        None | Some("enforce") => Mode::Enforce,
+                        Some("report") => Mode::Report,
+                        Some(_) => return Err(invalid("ingress.mode", "expected enforce or report")),
+                    },
+                }
+            }
         };
         // Relative certificate paths resolve against the config file's folder.
         let base = path.as_ref().and_then(|p| p.parent()).map(Path::to_path_buf).unwrap_or_default();
@@ -273,6 +288,7 @@ impl Config {
             backoff,
             aml_token_ttl,
             aad,
+            ingress,
         })
     }
 }
@@ -307,12 +323,28 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_later_features_are_refused() {
+    fn unknown_keys_are_refused_with_a_suggestion() {
         let e = load("listn: 1\n", Overrides::default()).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("did you mean `listen`"), "{e}");
-        let e = load("ingress:\n  mode: report\n", Overrides::default()).unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn ingress_settings_parse_and_bad_ones_are_named() {
+        let c = load(
+            "ingress:\n  trusted_proxies: [10.9.0.0/16, 10.8.0.4]\n  private_link_ids: [42]\n  mode: report\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(c.ingress.mode, Mode::Report);
+        assert_eq!(c.ingress.trusted_proxies.len(), 2);
+        assert_eq!(c.ingress.private_networks.len(), 6, "the defaults stay");
+        let e = load("ingress:\n  mode: lenient\n", Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("ingress.mode") && e.contains("enforce or report"), "{e}");
+        let e = load("ingress:\n  trusted_proxies: [10.9.0.0/33]\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ingress.trusted_proxies"), "{e}");
     }
 
     #[test]

@@ -147,6 +147,7 @@ async fn run(
         domain: config.domain.clone(),
         mirror_max_in_flight: config.mirror_max_in_flight,
         aad: config.aad.clone(),
+        ingress: config.ingress.clone(),
     };
     let gateway = Gateway::new(gateway_config, routes, access_log);
     if let Some(aad) = gateway.aad.clone() {

@@ -16,7 +16,7 @@ use crate::reconciler::{Busy, Reconciler};
 use crate::spec::deployment::{DeploymentSpec, MAX_INSTANCE_COUNT, MAX_REQUEST_TIMEOUT_MS};
 use crate::spec::endpoint::{self, AuthMode, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
-use crate::spec::{names, sku};
+use crate::spec::{Access, names, sku};
 use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
 use crate::store::{Store, Txn};
 use crate::views::{self, DeploymentView, Egress, EndpointView, ScoringBase};
@@ -49,6 +49,16 @@ pub enum KeyType {
     Primary,
     Secondary,
 }
+
+/// A workspace change and what the operator should know about it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkspaceUpdate {
+    pub workspace: WorkspaceSpec,
+    pub warnings: Vec<String>,
+}
+
+/// The seed's supported pairs, for the messages that name them.
+pub const SUPPORTED_PAIRS: &str = "the supported pairs are (public access enabled, egress enabled) and (public access disabled, egress disabled)";
 
 /// What `get-credentials` prints: the keys, or an aml token with its times (epoch seconds).
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,12 +120,29 @@ impl Node {
         Ok(spec)
     }
 
-    pub async fn update_workspace(&self, spec: WorkspaceSpec) -> Result<WorkspaceSpec, Error> {
+    /// Replaces the workspace spec. Disabling public access while deployments with egress
+    /// enabled exist is allowed, with a warning naming them (the seed's rule).
+    pub async fn update_workspace(&self, spec: WorkspaceSpec) -> Result<WorkspaceUpdate, Error> {
         let desired = self.desired();
         let txn =
             Txn::default().expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &spec);
         self.commit(txn).await?;
-        Ok(spec)
+        let mut warnings = Vec::new();
+        let disabling = desired.workspace.public_network_access == Access::Enabled
+            && spec.public_network_access == Access::Disabled;
+        let public: Vec<String> = desired
+            .deployments
+            .values()
+            .filter(|d| d.record.spec.egress_public_network_access == Access::Enabled)
+            .map(|d| format!("{}/{}", d.record.spec.endpoint_name, d.record.spec.name))
+            .collect();
+        if disabling && !public.is_empty() {
+            warnings.push(format!(
+                "public network access is now disabled: these deployments, which have egress enabled, are no longer reachable from public networks and lose their public path to workspace resources: {}",
+                public.join(", ")
+            ));
+        }
+        Ok(WorkspaceUpdate { workspace: spec, warnings })
     }
 
     // ---- endpoints ----
@@ -319,6 +346,14 @@ impl Node {
         };
         let instances = self.supervisor.instances(&id.0, &id.1);
         let mut warnings: Vec<String> = outcome.and_then(|o| o.reason.clone()).into_iter().collect();
+        if desired.workspace.public_network_access == Access::Disabled
+            && spec.egress_public_network_access == Access::Enabled
+        {
+            warnings.push(format!(
+                "workspace {} has public network access disabled: this deployment (egress enabled) is no longer reachable from public networks and has lost its public path to workspace resources; {SUPPORTED_PAIRS}",
+                desired.workspace.name
+            ));
+        }
         warnings.extend(views::instance_warnings(&instances));
         Some(DeploymentView {
             health: views::health(&instances, spec.instance_count),
@@ -379,6 +414,14 @@ impl Node {
             return Err(Error::Conflict(format!(
                 "deployment {} already exists on endpoint {endpoint}",
                 spec.name
+            )));
+        }
+        if desired.workspace.public_network_access == Access::Disabled
+            && spec.egress_public_network_access == Access::Enabled
+        {
+            return Err(Error::Invalid(format!(
+                "unsupported pair: workspace {} has public network access disabled, and deployment {} has egress_public_network_access enabled; {SUPPORTED_PAIRS}",
+                desired.workspace.name, spec.name
             )));
         }
         self.check_capacity(&desired, &spec)?;

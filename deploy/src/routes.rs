@@ -11,6 +11,7 @@ use moat_gateway::{
 };
 use moat_supervisor::{DeploymentKey, Lease};
 
+use crate::spec::Access;
 use crate::spec::endpoint::AuthMode;
 use crate::state::Desired;
 use moat_gateway::auth::aml::{AmlKey, audience};
@@ -83,7 +84,10 @@ pub fn route_table(
             .iter()
             .find(|&(d, &p)| p > 0 && deployments.contains_key(d))
             .map(|(d, &p)| (d.clone(), p));
-        let route = EndpointRoute { name: name.clone(), credentials, traffic, mirror, deployments };
+        let public_access = desired.workspace.public_network_access == Access::Enabled
+            && record.spec.public_network_access == Access::Enabled;
+        let route =
+            EndpointRoute { name: name.clone(), public_access, credentials, traffic, mirror, deployments };
         endpoints.insert(name.clone(), route);
     }
     RouteTable { endpoints }

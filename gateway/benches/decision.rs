@@ -1,5 +1,5 @@
-//! The per-request decision path, without sockets: target, credential, deployment pick and
-//! admission (instance pick), as one request would take them; and the credential checks
+//! The per-request decision path, without sockets: target, access policy, credential,
+//! deployment pick and admission (instance pick), as one request would take them; and the credential checks
 //! alone, key and token.
 //!
 //! `cargo bench -p moat-gateway --bench decision`; results in BENCHMARKS.md.
@@ -14,6 +14,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method, Request};
 use moat_gateway::auth::aml::{AmlKey, audience};
+use moat_gateway::ingress::IngressConfig;
+use moat_gateway::ingress::origin::{self, Connection};
+use moat_gateway::ingress::policy::{self, Decision};
 use moat_gateway::{
     Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, RouteTable, Routes, Upstream, auth,
     pick, target,
@@ -46,6 +49,7 @@ fn table(credentials: Credentials) -> Routes {
     };
     let endpoint = EndpointRoute {
         name: "ep".into(),
+        public_access: false,
         credentials,
         traffic: vec![("blue".into(), 90), ("green".into(), 10)],
         mirror: None,
@@ -57,10 +61,15 @@ fn table(credentials: Credentials) -> Routes {
 }
 
 /// Everything the gateway decides for one request before it forwards it.
-fn decide(routes: &Routes, request: &Request<()>) -> bool {
+fn decide(routes: &Routes, request: &Request<()>, ingress: &IngressConfig) -> bool {
     let table = routes.load();
     let Ok(t) = target::resolve(request, None) else { return false };
     let Some(endpoint) = table.endpoints.get(&t.endpoint) else { return false };
+    let conn = Connection { peer: SocketAddr::from(([10, 1, 2, 3], 40000)), proxy: None };
+    let origin = origin::origin(&conn, request.headers(), ingress);
+    if policy::decide(endpoint.public_access, &origin, ingress) != Decision::Allow {
+        return false;
+    }
     let (_, allowed) =
         auth::check(&endpoint.credentials, None, request.headers()).now_or_never().expect("ready");
     if allowed.is_err() {
@@ -82,19 +91,23 @@ fn request(token: &str) -> Request<()> {
 }
 
 fn bench(c: &mut Criterion) {
+    // Public access disabled: the policy finds the client (10.1.2.3) in the private networks.
+    let ingress = IngressConfig::default();
     let key = "k".repeat(40);
     let keys = table(Credentials::Keys(vec![key.clone().into_bytes(), "s".repeat(40).into_bytes()]));
     let keyed = request(&key);
-    assert!(decide(&keys, &keyed));
-    c.bench_function("decision path, key auth", |b| b.iter(|| black_box(decide(&keys, black_box(&keyed)))));
+    assert!(decide(&keys, &keyed, &ingress));
+    c.bench_function("decision path, key auth", |b| {
+        b.iter(|| black_box(decide(&keys, black_box(&keyed), &ingress)))
+    });
 
     let aml = Arc::new(AmlKey::new(b"a workspace secret of thirty-two bytes!"));
     let token = aml.issue(&audience("ws", "ep"), Duration::from_secs(3600)).expect("token").token;
     let tokens = table(Credentials::AmlToken { key: aml, audience: audience("ws", "ep") });
     let with_token = request(&token);
-    assert!(decide(&tokens, &with_token));
+    assert!(decide(&tokens, &with_token, &ingress));
     c.bench_function("decision path, aml_token auth", |b| {
-        b.iter(|| black_box(decide(&tokens, black_box(&with_token))))
+        b.iter(|| black_box(decide(&tokens, black_box(&with_token), &ingress)))
     });
 
     let mut headers = HeaderMap::new();

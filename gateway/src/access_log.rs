@@ -1,7 +1,7 @@
 //! The access log: one JSON line per request, rejected ones included, with the fields of
 //! CONTRACT.md. Never a key, a token or a body.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -21,7 +21,7 @@ pub struct AccessRecord {
     pub duration_ms: f64,
     pub upstream_ms: Option<f64>,
     pub queue_ms: Option<f64>,
-    pub client: Option<SocketAddr>,
+    pub client: Option<IpAddr>,
     pub auth_mode: Option<&'static str>,
     pub auth: Option<&'static str>,
     pub policy: Option<&'static str>,

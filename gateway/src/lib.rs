@@ -7,6 +7,8 @@
 //!   swapped atomically and read without locks.
 //! - [`request`]: the life of one scoring request, phase by phase.
 //! - [`target`]: which endpoint and operation a request URL names.
+//! - [`ingress`]: where a request comes from (peer, PROXY header, X-Forwarded-For) and the
+//!   public network access policy.
 //! - [`auth`]: the credential check: keys (constant time), aml tokens, AAD tokens (JWKS).
 //! - [`pick`]: deployment pick (traffic weights, header targeting).
 //! - [`load`]: in-flight requests per instance, kept across table swaps.
@@ -24,6 +26,7 @@ pub mod access_log;
 pub mod admission;
 pub mod auth;
 pub mod forward;
+pub mod ingress;
 pub mod load;
 pub mod metrics;
 pub mod mirror;
@@ -62,6 +65,7 @@ pub struct Config {
     pub mirror_max_in_flight: usize,
     /// The OpenID issuer for `aad_token` endpoints.
     pub aad: Option<auth::aad::AadConfig>,
+    pub ingress: ingress::IngressConfig,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             domain: None,
             mirror_max_in_flight: 64,
             aad: None,
+            ingress: ingress::IngressConfig::default(),
         }
     }
 }

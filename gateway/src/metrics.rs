@@ -12,6 +12,7 @@ pub const UPSTREAM_DURATION: &str = "moat_upstream_duration_seconds";
 pub const IN_FLIGHT: &str = "moat_requests_in_flight";
 pub const QUEUE_DEPTH: &str = "moat_queue_depth";
 pub const MIRROR: &str = "moat_mirror_requests_total";
+pub const INGRESS_DENIED: &str = "moat_ingress_denied_total";
 
 /// The histograms, for the recorder's bucket setup.
 pub const HISTOGRAMS: [&str; 2] = [REQUEST_DURATION, UPSTREAM_DURATION];
@@ -25,6 +26,13 @@ pub fn request(endpoint: &str, deployment: &str, code: u16, duration: Duration, 
     if let Some(upstream) = upstream {
         metrics::histogram!(UPSTREAM_DURATION, &labels).record(upstream.as_secs_f64());
     }
+}
+
+/// A request (or a connection) the ingress policy refused, or in report mode would have.
+pub fn ingress_denied(endpoint: &str, reason: &str, mode: &str) {
+    let labels =
+        [("endpoint", endpoint.to_string()), ("reason", reason.to_string()), ("mode", mode.to_string())];
+    metrics::counter!(INGRESS_DENIED, &labels).increment(1);
 }
 
 /// How one mirror copy ended.

@@ -14,6 +14,8 @@ pub enum Reject {
     MethodNotAllowed,
     #[error("endpoint {0} not found")]
     UnknownEndpoint(String),
+    #[error("public network access to endpoint {0} is disabled; use its private endpoint")]
+    PublicAccessDisabled(String),
     #[error("missing or invalid credential: send Authorization: Bearer <endpoint key or token>")]
     Unauthorized,
     #[error("the identity provider's signing keys cannot be fetched; retry later")]
@@ -49,6 +51,7 @@ impl Reject {
             | Reject::UnknownDeployment(..) => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::Unauthorized => StatusCode::UNAUTHORIZED,
+            Reject::PublicAccessDisabled(_) => StatusCode::FORBIDDEN,
             Reject::NoReadyInstance(_) | Reject::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::TooManyRequests(_) | Reject::QueueTimeout(..) => StatusCode::TOO_MANY_REQUESTS,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

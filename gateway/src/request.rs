@@ -11,7 +11,7 @@
 //!
 //! A phase that ends the request returns a [`Reject`]; only [`handle`] turns it into a response.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,9 +24,13 @@ use crate::access_log::{self, AccessRecord};
 use crate::admission::Refusal;
 use crate::auth::{self, Verdict};
 use crate::forward::{self, Call};
+use crate::ingress::Mode;
+use crate::ingress::origin::{self, Connection, Origin};
+use crate::ingress::policy::{self, Decision};
 use crate::pick::{self, DEPLOYMENT_HEADER};
 use crate::reject::Reject;
 use crate::server::Gateway;
+use crate::table::EndpointRoute;
 use crate::target::{self, Operation};
 use crate::{metrics, mirror};
 
@@ -35,7 +39,8 @@ use crate::{metrics, mirror};
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
-    pub client: Option<SocketAddr>,
+    pub client: Option<IpAddr>,
+    pub policy: Option<&'static str>,
     pub endpoint: Option<String>,
     pub deployment: Option<String>,
     pub instance: Option<String>,
@@ -47,12 +52,13 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(client: Option<SocketAddr>) -> Self {
+    pub fn new(client: Option<IpAddr>) -> Self {
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
         RequestCtx {
             request_id: id.hyphenated().to_string(),
             started: Instant::now(),
             client,
+            policy: None,
             endpoint: None,
             deployment: None,
             instance: None,
@@ -65,14 +71,11 @@ impl RequestCtx {
     }
 }
 
-pub async fn handle(
-    gw: &Gateway,
-    req: Request<Incoming>,
-    client: Option<SocketAddr>,
-) -> Response<Full<Bytes>> {
-    let mut ctx = RequestCtx::new(client);
+pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> Response<Full<Bytes>> {
+    let origin = origin::origin(conn, req.headers(), &gw.config.ingress);
+    let mut ctx = RequestCtx::new(origin.client);
     let client_request_id = client_request_id(req.headers());
-    let mut response = match life(gw, req, &mut ctx).await {
+    let mut response = match life(gw, req, &origin, &mut ctx).await {
         Ok(response) => response,
         Err(reject) => {
             ctx.error = Some(reject.to_string());
@@ -87,6 +90,7 @@ pub async fn handle(
 async fn life(
     gw: &Gateway,
     req: Request<Incoming>,
+    origin: &Origin,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Full<Bytes>>, Reject> {
     // One table for the whole request: a swap mid-request does not change its route.
@@ -97,6 +101,8 @@ async fn life(
         .get(&target.endpoint)
         .ok_or_else(|| Reject::UnknownEndpoint(target.endpoint.clone()))?;
     ctx.endpoint = Some(endpoint.name.clone());
+
+    access_policy(gw, endpoint, origin, ctx)?;
 
     ctx.auth_mode = Some(endpoint.credentials.mode());
     let (verdict, allowed) = auth::check(&endpoint.credentials, gw.aad.as_deref(), req.headers()).await;
@@ -140,6 +146,33 @@ async fn life(
     let slot = slot?;
     let call = Call { method: &parts.method, path, headers: &parts.headers, body };
     forward::forward(&gw.client, &deployment, slot, call, ctx).await
+}
+
+/// The ingress policy, before the credential is even looked at. In report mode a refusal
+/// is only counted and logged.
+fn access_policy(
+    gw: &Gateway,
+    endpoint: &EndpointRoute,
+    origin: &Origin,
+    ctx: &mut RequestCtx,
+) -> Result<(), Reject> {
+    let mode = gw.config.ingress.mode;
+    match (policy::decide(endpoint.public_access, origin, &gw.config.ingress), mode) {
+        (Decision::Allow, _) => {
+            ctx.policy = Some("allow");
+            Ok(())
+        }
+        (Decision::Deny(reason), Mode::Report) => {
+            ctx.policy = Some("would_deny");
+            metrics::ingress_denied(&endpoint.name, reason.as_str(), mode.as_str());
+            Ok(())
+        }
+        (Decision::Deny(reason), Mode::Enforce) => {
+            ctx.policy = Some("deny");
+            metrics::ingress_denied(&endpoint.name, reason.as_str(), mode.as_str());
+            Err(Reject::PublicAccessDisabled(endpoint.name.clone()))
+        }
+    }
 }
 
 /// The whole body, refused early when its declared length is already over the limit.
@@ -199,7 +232,7 @@ fn log(gw: &Gateway, ctx: &RequestCtx, status: u16) {
         client: ctx.client,
         auth_mode: ctx.auth_mode,
         auth: ctx.auth.map(Verdict::as_str),
-        policy: None,
+        policy: ctx.policy,
         error: ctx.error.clone(),
     });
 }

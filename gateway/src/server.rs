@@ -19,9 +19,12 @@ use crate::Config;
 use crate::access_log::LogSink;
 use crate::auth::aad::Aad;
 use crate::forward::{self, Client};
-use crate::request;
+use crate::ingress::Mode;
+use crate::ingress::accept::{self, Refused};
+use crate::ingress::origin::Connection;
 use crate::table::Routes;
 use crate::timeouts::{Activity, TimedIo};
+use crate::{metrics, request};
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
@@ -110,20 +113,38 @@ async fn accept(
 /// One client connection, from the TLS handshake (if any) to its last request.
 async fn connection(
     gateway: Arc<Gateway>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     watcher: Watcher,
 ) {
-    let activity = Activity::new();
     let config = &gateway.config;
+    let ingress = &config.ingress;
+    let start = match accept::proxy_header(&mut stream, ingress, config.header_read_timeout).await {
+        Ok(start) => start,
+        Err(Refused::UntrustedProxyHeader) => {
+            tracing::warn!(client = %peer, "closed: a PROXY header from a peer not in ingress.trusted_proxies");
+            metrics::ingress_denied("", "untrusted_proxy_header", Mode::Enforce.as_str());
+            return;
+        }
+        Err(Refused::MalformedProxyHeader) => {
+            return tracing::warn!(client = %peer, "closed: a malformed PROXY header");
+        }
+        Err(Refused::Gone) => return,
+    };
+    if start.untrusted_header {
+        tracing::warn!(client = %peer, "a PROXY header from a peer not in ingress.trusted_proxies (report mode: served, not believed)");
+        metrics::ingress_denied("", "untrusted_proxy_header", Mode::Report.as_str());
+    }
+    let conn = Connection { peer, proxy: start.header };
+    let activity = Activity::new();
     let io = TimedIo::new(stream, activity.clone(), config.idle_timeout, config.header_read_timeout);
     let gw = gateway.clone();
     let service = service_fn(move |req| {
         let gw = gw.clone();
         let serving = activity.serving();
         async move {
-            let response = request::handle(&gw, req, Some(peer)).await;
+            let response = request::handle(&gw, req, &conn).await;
             drop(serving);
             Ok::<_, Infallible>(response)
         }

@@ -22,6 +22,9 @@ pub struct RouteTable {
 #[derive(Debug)]
 pub struct EndpointRoute {
     pub name: String,
+    /// Public network access of the workspace and the endpoint together: when false, only
+    /// private ingress is served.
+    pub public_access: bool,
     pub credentials: Credentials,
     /// Deployments with a positive share of live traffic, in percent.
     pub traffic: Vec<(String, u32)>,

@@ -120,6 +120,7 @@ async fn gateway(config: Config) -> Harness {
     let route = |name: &str, path: &str, ups: Vec<SocketAddr>| limited(name, path, ups, 8);
     let endpoint = EndpointRoute {
         name: "ep".into(),
+        public_access: true,
         credentials: Credentials::Keys(vec![PRIMARY.into(), SECONDARY.into()]),
         traffic: vec![("blue".into(), 100)],
         mirror: None,
@@ -135,6 +136,7 @@ async fn gateway(config: Config) -> Harness {
     };
     let idle = EndpointRoute {
         name: "idle".into(),
+        public_access: true,
         credentials: Credentials::Keys(vec![PRIMARY.into()]),
         traffic: vec![],
         mirror: None,
@@ -143,6 +145,7 @@ async fn gateway(config: Config) -> Harness {
     // `split` sends 90 % of its traffic to blue and 10 % to green.
     let split = EndpointRoute {
         name: "split".into(),
+        public_access: true,
         credentials: Credentials::Keys(vec![PRIMARY.into()]),
         traffic: vec![("blue".into(), 90), ("green".into(), 10)],
         mirror: None,
@@ -151,6 +154,7 @@ async fn gateway(config: Config) -> Harness {
     // Every request to `mirrored` is copied to its deployment `copy`, which is slow.
     let mirrored = EndpointRoute {
         name: "mirrored".into(),
+        public_access: true,
         credentials: Credentials::Keys(vec![PRIMARY.into()]),
         traffic: vec![("live".into(), 100)],
         mirror: Some(("copy".into(), 100)),

@@ -83,6 +83,7 @@ async fn tls_gateway(files: &TlsFiles) -> (SocketAddr, moat_gateway::tls::Reload
             "ep".to_string(),
             EndpointRoute {
                 name: "ep".into(),
+                public_access: true,
                 credentials: Credentials::Keys(vec![b"tls-test-key".to_vec()]),
                 traffic: vec![("blue".into(), 100)],
                 mirror: None,

@@ -148,6 +148,7 @@ async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>) -> SocketAddr {
             DeploymentRoute::new("blue", "/score", Duration::from_secs(5), admission, instances, limits);
         let route = EndpointRoute {
             name: name.into(),
+            public_access: true,
             credentials,
             traffic: vec![("blue".into(), 100)],
             mirror: None,

@@ -23,7 +23,7 @@ use super::{CreateDeployment, RegenerateKeys, StreamLine, UpdateDeployment, Wire
 use crate::node::ProgressSink;
 
 use crate::error::Error;
-use crate::node::Node;
+use crate::node::{Node, WorkspaceUpdate};
 use crate::spec::endpoint::EndpointSpec;
 use crate::spec::workspace::WorkspaceSpec;
 
@@ -88,10 +88,13 @@ async fn workspace_put(
     State(node): Shared,
     Query(mode): Query<WorkspaceMode>,
     Json(spec): Json<WorkspaceSpec>,
-) -> Result<Json<WorkspaceSpec>, Error> {
-    let spec =
-        if mode.create { node.create_workspace(spec).await? } else { node.update_workspace(spec).await? };
-    Ok(Json(spec))
+) -> Result<Json<WorkspaceUpdate>, Error> {
+    let update = if mode.create {
+        WorkspaceUpdate { workspace: node.create_workspace(spec).await?, warnings: Vec::new() }
+    } else {
+        node.update_workspace(spec).await?
+    };
+    Ok(Json(update))
 }
 
 async fn endpoint_list(State(node): Shared) -> impl IntoResponse {

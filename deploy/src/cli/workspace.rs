@@ -43,7 +43,7 @@ pub async fn run(ctx: &Context, command: WorkspaceCommand) -> Result<(), Error> 
         WorkspaceCommand::Show => ctx.print(admin.get("/v1/workspace").await?),
         WorkspaceCommand::Create { file, set } => {
             let spec = workspace::validate(&document(Some(&file), &set)?)?;
-            ctx.print(admin.send(Method::PUT, "/v1/workspace?create=true", &spec).await?)
+            print_update(ctx, admin.send(Method::PUT, "/v1/workspace?create=true", &spec).await?)
         }
         WorkspaceCommand::Update { file, set, public_network_access } => {
             let mut doc = match file {
@@ -69,9 +69,17 @@ pub async fn run(ctx: &Context, command: WorkspaceCommand) -> Result<(), Error> 
                 doc.value["public_network_access"] = serde_json::json!(value);
             }
             let spec = workspace::validate(&doc)?;
-            ctx.print(admin.send(Method::PUT, "/v1/workspace", &spec).await?)
+            print_update(ctx, admin.send(Method::PUT, "/v1/workspace", &spec).await?)
         }
     }
+}
+
+/// The workspace on stdout, what the operator should know on stderr.
+fn print_update(ctx: &Context, update: serde_json::Value) -> Result<(), Error> {
+    for warning in update["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+    }
+    ctx.print(update["workspace"].clone())
 }
 
 /// Overlays `top` on `base`, mapping by mapping.

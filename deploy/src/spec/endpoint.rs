@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Document, Text, names, not_yet, texts};
+use super::{Access, Document, Text, names, texts};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -55,11 +55,7 @@ pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Erro
     };
     names::check("endpoint", &name).map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
     let auth_mode = file.auth_mode.unwrap_or_default();
-
     let public_network_access = file.public_network_access.unwrap_or_default();
-    if public_network_access == Access::Disabled {
-        return Err(not_yet(doc, "public_network_access", "public_network_access: disabled"));
-    }
     let spec = EndpointSpec {
         name,
         auth_mode,
@@ -141,10 +137,9 @@ mod tests {
     }
 
     #[test]
-    fn later_features_are_refused_clearly() {
-        let e = parse("name: abc\npublic_network_access: disabled\n", None).unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+    fn unknown_modes_are_parse_errors() {
         assert_eq!(parse("name: abc\nauth_mode: password\n", None).unwrap_err().exit_code(), 2);
+        assert_eq!(parse("name: abc\npublic_network_access: maybe\n", None).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Document, not_yet, require};
+use super::{Access, Document, require};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -102,9 +102,6 @@ pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
         ),
     )?;
     let public_network_access = file.public_network_access.unwrap_or_default();
-    if public_network_access == Access::Disabled {
-        return Err(not_yet(doc, "public_network_access", "public_network_access: disabled"));
-    }
     let mut seen = HashSet::new();
     let mut private_endpoints = Vec::new();
     for (i, pe) in file.private_endpoints.unwrap_or_default().into_iter().enumerate() {
@@ -172,8 +169,8 @@ mod tests {
     }
 
     #[test]
-    fn disabled_public_access_waits_for_its_issue() {
-        let e = parse("name: mlw-demo\npublic_network_access: disabled\n").unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+    fn public_access_can_be_disabled() {
+        let ws = parse("name: mlw-demo\npublic_network_access: disabled\n").expect("valid");
+        assert_eq!(ws.public_network_access, Access::Disabled);
     }
 }

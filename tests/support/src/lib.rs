@@ -203,6 +203,7 @@ pub fn run_moat(bin: &std::path::Path, home: &std::path::Path, args: &[&str]) ->
 pub struct Daemon {
     pub bin: PathBuf,
     pub home: PathBuf,
+    listen: String,
     child: Option<std::process::Child>,
     cleanup: Option<DockerCleanup>,
 }
@@ -214,13 +215,19 @@ impl Daemon {
 
     /// Starts with this `config.yaml` in the home.
     pub fn start_with_config(bin: &str, config: &str) -> Daemon {
+        Daemon::start_listening(bin, config, "127.0.0.1:0")
+    }
+
+    /// Starts with this `config.yaml`, its scoring listener on `listen`.
+    pub fn start_listening(bin: &str, config: &str, listen: &str) -> Daemon {
         let home = std::env::temp_dir().join(format!("moat-test-{}", unique_id()));
         std::fs::create_dir_all(&home).expect("home");
         if !config.is_empty() {
             std::fs::write(home.join("config.yaml"), config).expect("config.yaml");
         }
 
-        let mut daemon = Daemon { bin: PathBuf::from(bin), home, child: None, cleanup: None };
+        let mut daemon =
+            Daemon { bin: PathBuf::from(bin), home, listen: listen.to_string(), child: None, cleanup: None };
         daemon.spawn();
         daemon
     }
@@ -242,7 +249,7 @@ impl Daemon {
         let child = Command::new(&self.bin)
             .args(["serve", "--home"])
             .arg(&self.home)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen, "--metrics-listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -326,5 +333,88 @@ impl Drop for Daemon {
         self.kill9();
         drop(self.cleanup.take());
         let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// A network namespace joined to the host by a veth pair: a test host of its own, with an
+/// address on a /30 whose other end is the host. Removed (with its links) when dropped.
+pub struct TestHost {
+    pub name: String,
+    pub host_if: String,
+    pub host_addr: std::net::Ipv4Addr,
+    pub addr: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl TestHost {
+    /// `tag` (a few letters) and `id` make the names unique; `host_addr`/`addr` share a /30.
+    pub fn new(tag: &str, id: &str, host_addr: std::net::Ipv4Addr, addr: std::net::Ipv4Addr) -> TestHost {
+        let name = format!("moat-{id}-{tag}");
+        let host_if = format!("m{id}{tag}");
+        let peer_if = format!("n{id}{tag}");
+        let host = TestHost { name: name.clone(), host_if: host_if.clone(), host_addr, addr };
+        let setup = || -> Result<(), String> {
+            ip(&["netns", "add", &name])?;
+            ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if])?;
+            ip(&["link", "set", &peer_if, "netns", &name])?;
+            ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_if])?;
+            ip(&["link", "set", &host_if, "up"])?;
+            ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{addr}/30"), "dev", &peer_if])?;
+            ip(&["netns", "exec", &name, "ip", "link", "set", &peer_if, "up"])?;
+            ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"])?;
+            ip(&["netns", "exec", &name, "ip", "route", "add", "default", "via", &host_addr.to_string()])?;
+            Ok(())
+        };
+        if let Err(e) = setup() {
+            drop(host);
+            panic!("setting up test host {name}: {e}");
+        }
+        host
+    }
+
+    /// Stops the test unless the host's route to this address leads into this host's link:
+    /// no packet may go anywhere but to the test's own hosts.
+    pub fn assert_route_is_ours(&self) {
+        let route = ip(&["route", "get", &self.addr.to_string()]).expect("ip route get");
+        assert!(
+            route
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| w == ["dev", self.host_if.as_str()]),
+            "the route to {} does not lead into test host {}: {route}",
+            self.addr,
+            self.name
+        );
+    }
+
+    /// Runs `f` on a thread inside this host's network namespace (its sockets are the host's).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&path).expect("namespace file");
+            // SAFETY: setns on a file descriptor we own, for this thread only.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("test host thread")
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = ip(&["link", "del", &self.host_if]);
     }
 }
