@@ -72,13 +72,12 @@ fn bad_files_names_and_words_are_refused_and_change_nothing() {
     refused(first_line(d.cli("online-endpoint show --nme x")), 2, "--nme");
     refused(d.cli("online-endpoint show -n good-ep --query [?"), 2, "--query");
 
-    // Features of later issues are refused, never stored and ignored.
     refused(
         d.cli(&format!(
-            "online-deployment create -n blue -e good-ep {BLUE} --set private_network_connection=true"
+            "online-deployment create -n blue -e good-ep {BLUE} --set private_network_connection=true egress_public_network_access=enabled"
         )),
         1,
-        "not supported yet",
+        "contradicts",
     );
     let aad = write(&d, "aad.yml", "name: token-ep\nauth_mode: aad_token\n");
     refused(d.cli(&format!("online-endpoint create -f {aad}")), 1, "needs auth.aad");

@@ -7,7 +7,8 @@ use std::time::Duration;
 use moat_supervisor as supervisor;
 
 use crate::spec::deployment::{DeploymentSpec, Probe, Route};
-use crate::spec::sku;
+use crate::spec::{Access, sku};
+use moat_egress_guard::Attachment;
 
 pub const APP_ROOT: &str = "/var/azureml-app";
 pub const MODELS_ROOT: &str = "/var/azureml-app/azureml-models";
@@ -16,7 +17,9 @@ fn base_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
-pub fn supervisor_spec(spec: &DeploymentSpec) -> supervisor::DeploymentSpec {
+/// The supervisor's spec for a deployment; a private one comes with what the egress guard
+/// set up for it (its DNS server and proxy variables).
+pub fn supervisor_spec(spec: &DeploymentSpec, egress: Option<&Attachment>) -> supervisor::DeploymentSpec {
     let mut env = Vec::new();
     let mut mounts = Vec::new();
     if let Some(model) = &spec.model {
@@ -41,7 +44,10 @@ pub fn supervisor_spec(spec: &DeploymentSpec) -> supervisor::DeploymentSpec {
         env.push(("AML_APP_ROOT".to_string(), root));
         env.push(("AZUREML_ENTRY_SCRIPT".to_string(), code.scoring_script.clone()));
     }
-    // Set last: the user's variables override anything moat injects.
+    if let Some(attachment) = egress {
+        env.extend(attachment.env.iter().cloned());
+    }
+    // Set last: the user's variables override anything moat injects (proxies included).
     env.extend(spec.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     let routes = &spec.environment.inference_config;
     supervisor::DeploymentSpec {
@@ -60,6 +66,8 @@ pub fn supervisor_spec(spec: &DeploymentSpec) -> supervisor::DeploymentSpec {
         cpus: sku::lookup(&spec.instance_type).map_or(1, |s| s.vcpus),
         // A drained instance's requests cannot run longer than the request timeout.
         drain_grace: Duration::from_millis(spec.request_settings.request_timeout_ms) + Duration::from_secs(1),
+        private: spec.egress_public_network_access == Access::Disabled,
+        dns: egress.map(|a| vec![a.dns]).unwrap_or_default(),
     }
 }
 
@@ -100,7 +108,7 @@ mod tests {
 
     #[test]
     fn the_model_file_appears_under_azureml_model_dir_by_its_base_name() {
-        let s = supervisor_spec(&spec(""));
+        let s = supervisor_spec(&spec(""), None);
         assert_eq!(s.mounts[0].container_path, "/var/azureml-app/azureml-models/blue-model/1/model-1.json");
         assert!(s.mounts[0].read_only);
         assert_eq!(
@@ -116,7 +124,8 @@ mod tests {
 
     #[test]
     fn code_is_mounted_under_the_app_root_with_its_entry_script() {
-        let s = supervisor_spec(&spec("code_configuration:\n  code: model\n  scoring_script: score.py\n"));
+        let s =
+            supervisor_spec(&spec("code_configuration:\n  code: model\n  scoring_script: score.py\n"), None);
         let code =
             s.mounts.iter().find(|m| m.container_path == "/var/azureml-app/model").expect("code mount");
         assert!(code.read_only && code.host_path.is_absolute());
@@ -127,7 +136,7 @@ mod tests {
 
     #[test]
     fn model_mount_path_replaces_the_root() {
-        let s = supervisor_spec(&spec("model_mount_path: /models\n"));
+        let s = supervisor_spec(&spec("model_mount_path: /models\n"), None);
         assert_eq!(s.mounts[0].container_path, "/models/model-1.json");
         assert_eq!(s.env[0].1, "/models");
     }

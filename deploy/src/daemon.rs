@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use moat_egress_guard::Guard;
 use moat_gateway::auth::aml::AmlKey;
 use moat_gateway::{Gateway, Load, Routes};
 
@@ -31,21 +32,16 @@ pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     let home_id = home.ensure()?;
     let _lock = home.lock()?;
     let config = Config::load(&home.config(), flags)?;
-    let access_log = logging::init(config.log_file.as_deref())?;
+    let logs = logging::init(config.log_file.as_deref())?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.workers > 0 {
         runtime.worker_threads(config.workers);
     }
     let runtime = runtime.enable_all().build().map_err(|e| Error::other("starting the runtime", e))?;
-    runtime.block_on(run(home, home_id, config, access_log))
+    runtime.block_on(run(home, home_id, config, logs))
 }
 
-async fn run(
-    home: &Home,
-    home_id: String,
-    config: Config,
-    access_log: moat_gateway::LogSink,
-) -> Result<(), Error> {
+async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks) -> Result<(), Error> {
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&home.store())?);
     // The gateway counts requests per instance; the supervisor drains by those counts.
     let load = Arc::new(Load::default());
@@ -103,7 +99,9 @@ async fn run(
 
     let routes = Routes::default();
     let aml = Arc::new(AmlKey::new(&keys::aml_token_secret(&*store)?));
-    let reconciler = Reconciler::new(store.clone(), supervisor.clone(), routes.clone(), load, aml.clone());
+    let guard = Arc::new(Guard::new(&home_id, logs.decisions));
+    let reconciler =
+        Reconciler::new(store.clone(), supervisor.clone(), routes.clone(), load, aml.clone(), guard);
     let tokens = Tokens { aml, aml_ttl: config.aml_token_ttl, aad: config.aad.clone() };
     let node = Arc::new(Node {
         store,
@@ -149,7 +147,7 @@ async fn run(
         aad: config.aad.clone(),
         ingress: config.ingress.clone(),
     };
-    let gateway = Gateway::new(gateway_config, routes, access_log);
+    let gateway = Gateway::new(gateway_config, routes, logs.access);
     if let Some(aad) = gateway.aad.clone() {
         // Warm the key set; a failure here only means the first token fetches it.
         tokio::spawn(async move {

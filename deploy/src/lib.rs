@@ -1,5 +1,5 @@
 //! moat's deploy crate: the `moat` binary's library. It is the only place that knows the
-//! gateway, the supervisor and (later) the egress guard, and translates between them.
+//! gateway, the supervisor and the egress guard, and translates between them.
 //!
 //! - [`spec`]: the YAML files (workspace, endpoint, deployment) and their validation.
 //! - [`store`]: the durable desired state (get, compare-and-set, watch).
@@ -7,6 +7,7 @@
 //! - [`plan`]: the reconciler's decisions, a pure function.
 //! - [`reconciler`]: acts on the plan (supervisor) and publishes route tables (gateway).
 //! - [`container`]: Azure ML's container contract as a supervisor spec.
+//! - [`egress`]: a private deployment's network and private endpoints, for the egress guard.
 //! - [`routes`]: the gateway's route table from the desired state and the leases.
 //! - [`node`]: the operations the admin API offers, with their cross-resource rules.
 //! - [`views`]: what `show` prints.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod daemon;
+pub mod egress;
 pub mod error;
 pub mod home;
 pub mod keys;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
+use moat_egress_guard::{Decision, DecisionSink};
 use moat_gateway::{AccessRecord, LogSink};
 use tracing_subscriber::EnvFilter;
 
@@ -31,7 +32,7 @@ impl Destination {
 }
 
 /// Sets up daemon logging; returns the gateway's access-log sink.
-pub fn init(log_file: Option<&Path>) -> Result<LogSink, Error> {
+pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
     let destination = match log_file {
         None => Destination::Stderr,
         Some(path) => {
@@ -69,19 +70,36 @@ pub fn init(log_file: Option<&Path>) -> Result<LogSink, Error> {
             }
         })
         .map_err(|e| Error::other("starting the log writer", e))?;
-    Ok(access_sink(sender, dropped))
+    let lines = Lines { sender, dropped };
+    let access = {
+        let lines = lines.clone();
+        Arc::new(move |record: &AccessRecord| lines.send(record)) as LogSink
+    };
+    let decisions = Arc::new(move |decision: &Decision| lines.send(decision)) as DecisionSink;
+    Ok(Sinks { access, decisions })
 }
 
-fn access_sink(sender: SyncSender<Vec<u8>>, dropped: Arc<AtomicU64>) -> LogSink {
-    Arc::new(move |record: &AccessRecord| {
-        let Ok(mut line) = serde_json::to_vec(record) else {
-            return;
-        };
+/// The gateway's access lines and the egress guard's decision lines.
+pub struct Sinks {
+    pub access: LogSink,
+    pub decisions: DecisionSink,
+}
+
+/// JSON lines to the writer thread, dropped (and counted) when it cannot keep up.
+#[derive(Clone)]
+struct Lines {
+    sender: SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Lines {
+    fn send(&self, record: &impl serde::Serialize) {
+        let Ok(mut line) = serde_json::to_vec(record) else { return };
         line.push(b'\n');
-        if let Err(TrySendError::Full(_)) = sender.try_send(line) {
-            dropped.fetch_add(1, Ordering::Relaxed);
+        if let Err(TrySendError::Full(_)) = self.sender.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-    })
+    }
 }
 
 /// Collects one event's bytes and writes them in one call when dropped, so lines from

@@ -19,7 +19,7 @@ use crate::spec::workspace::WorkspaceSpec;
 use crate::spec::{Access, names, sku};
 use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
 use crate::store::{Store, Txn};
-use crate::views::{self, DeploymentView, Egress, EndpointView, ScoringBase};
+use crate::views::{self, DeploymentView, Egress, EgressEndpoint, EndpointView, ScoringBase};
 use moat_gateway::auth::aad::AadConfig;
 use moat_gateway::auth::aml::{self, AmlKey};
 use moat_supervisor::{Progress, Supervisor};
@@ -128,21 +128,37 @@ impl Node {
             Txn::default().expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &spec);
         self.commit(txn).await?;
         let mut warnings = Vec::new();
-        let disabling = desired.workspace.public_network_access == Access::Enabled
-            && spec.public_network_access == Access::Disabled;
-        let public: Vec<String> = desired
-            .deployments
-            .values()
-            .filter(|d| d.record.spec.egress_public_network_access == Access::Enabled)
-            .map(|d| format!("{}/{}", d.record.spec.endpoint_name, d.record.spec.name))
-            .collect();
-        if disabling && !public.is_empty() {
+        let (was, now) = (desired.workspace.public_network_access, spec.public_network_access);
+        let public = self.public_deployments(&desired);
+        if was == Access::Enabled && now == Access::Disabled && !public.is_empty() {
             warnings.push(format!(
                 "public network access is now disabled: these deployments, which have egress enabled, are no longer reachable from public networks and lose their public path to workspace resources: {}",
                 public.join(", ")
             ));
         }
+        let private: Vec<String> = desired
+            .deployments
+            .values()
+            .filter(|d| d.record.spec.egress_public_network_access == Access::Disabled)
+            .map(|d| format!("{}/{}", d.record.spec.endpoint_name, d.record.spec.name))
+            .collect();
+        if was == Access::Disabled && now == Access::Enabled && !private.is_empty() {
+            warnings.push(format!(
+                "public network access is now enabled while these deployments have egress disabled, an unsupported pair ({SUPPORTED_PAIRS}): {}",
+                private.join(", ")
+            ));
+        }
         Ok(WorkspaceUpdate { workspace: spec, warnings })
+    }
+
+    /// Deployments with egress enabled, as `endpoint/deployment`.
+    fn public_deployments(&self, desired: &Desired) -> Vec<String> {
+        desired
+            .deployments
+            .values()
+            .filter(|d| d.record.spec.egress_public_network_access == Access::Enabled)
+            .map(|d| format!("{}/{}", d.record.spec.endpoint_name, d.record.spec.name))
+            .collect()
     }
 
     // ---- endpoints ----
@@ -360,7 +376,15 @@ impl Node {
             spec,
             provisioning_state,
             instances,
-            egress: Egress::default(),
+            egress: Egress {
+                private_endpoints: self
+                    .reconciler
+                    .guard()
+                    .addresses(&id.0, &id.1)
+                    .into_iter()
+                    .map(|(name, address)| EgressEndpoint { name, address })
+                    .collect(),
+            },
             warnings,
         })
     }
@@ -425,9 +449,30 @@ impl Node {
             )));
         }
         self.check_capacity(&desired, &spec)?;
+        // A private deployment switches its workspace to public access disabled (the seed's
+        // rule), in the same commit.
+        let switch_workspace = spec.egress_public_network_access == Access::Disabled
+            && desired.workspace.public_network_access == Access::Enabled;
         let key = state::deployment_key(&endpoint, &spec.name);
         let record = DeploymentRecord { spec, all_traffic };
-        let txn = Txn::default()
+        let mut txn = Txn::default();
+        if switch_workspace {
+            let mut workspace = desired.workspace.clone();
+            workspace.public_network_access = Access::Disabled;
+            txn = txn.expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &workspace);
+            let _ = sink.send(format!(
+                "warning: deployment {} has egress disabled, so workspace {} now has public network access disabled: its endpoints answer private ingress only",
+                id.1, desired.workspace.name
+            ));
+            let public = self.public_deployments(&desired);
+            if !public.is_empty() {
+                let _ = sink.send(format!(
+                    "warning: these deployments have egress enabled and are no longer reachable from public networks: {}",
+                    public.join(", ")
+                ));
+            }
+        }
+        let txn = txn
             .expect(&state::endpoint_key(&endpoint), Some(ep.revision))
             .expect(&key, None)
             .put(&key, &record)
@@ -463,6 +508,12 @@ impl Node {
                 spec.name
             ))
         })?;
+        if at.record.spec.egress_public_network_access != spec.egress_public_network_access {
+            return Err(Error::Invalid(format!(
+                "egress_public_network_access of deployment {} cannot change on update: delete it and create it again",
+                spec.name
+            )));
+        }
         self.check_capacity(&desired, &spec)?;
         let key = state::deployment_key(&endpoint, &spec.name);
         let record = DeploymentRecord { spec, all_traffic: false };

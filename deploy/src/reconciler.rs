@@ -10,16 +10,20 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use moat_egress_guard::Guard;
 use moat_gateway::auth::aml::AmlKey;
 use moat_gateway::{Admissions, Load, Routes};
+use moat_supervisor::ApplyError;
 use moat_supervisor::Supervisor;
 use tokio::sync::watch;
 
-use crate::container;
 use crate::plan::{Action, plan};
 use crate::routes::route_table;
+use crate::spec::Access;
+use crate::spec::deployment::DeploymentSpec;
 use crate::state::{self, DeploymentId, Desired, Outcome};
 use crate::store::{Store, Txn};
+use crate::{container, egress};
 
 pub struct Reconciler {
     store: Arc<dyn Store>,
@@ -27,6 +31,7 @@ pub struct Reconciler {
     routes: Routes,
     load: Arc<Load>,
     aml: Arc<AmlKey>,
+    guard: Arc<Guard>,
     admissions: Arc<Admissions>,
     books: Mutex<Books>,
     /// Bumps when an action ends; admin calls waiting on a delete watch it.
@@ -54,6 +59,7 @@ impl Reconciler {
         routes: Routes,
         load: Arc<Load>,
         aml: Arc<AmlKey>,
+        guard: Arc<Guard>,
     ) -> Arc<Reconciler> {
         Arc::new(Reconciler {
             store,
@@ -61,6 +67,7 @@ impl Reconciler {
             routes,
             load,
             aml,
+            guard,
             admissions: Arc::new(Admissions::default()),
             books: Mutex::new(Books::default()),
             progress: watch::channel(0).0,
@@ -81,6 +88,10 @@ impl Reconciler {
     pub fn holds(&self, id: &DeploymentId) -> bool {
         let books = self.books();
         books.busy.contains_key(id) || books.applied.contains_key(id)
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     pub fn progress(&self) -> watch::Receiver<u64> {
@@ -104,6 +115,8 @@ impl Reconciler {
         if let Err(e) = self.supervisor.remove_others(&keep).await {
             tracing::warn!(error = %e, "removing leftover containers");
         }
+        self.guard.remove_others(&keep.iter().cloned().collect::<Vec<_>>());
+        tokio::spawn(egress::report_kernel_drops(self.guard.clone()));
         let mut store_changes = self.store.watch();
         let mut instance_changes = self.supervisor.subscribe();
         let mut progress = self.progress.subscribe();
@@ -121,6 +134,11 @@ impl Reconciler {
         let revision = *self.store.watch().borrow();
         let desired = Desired::read(&*self.store);
         let table = route_table(&desired, &self.supervisor.leases(), &self.load, &self.admissions, &self.aml);
+        for (endpoint, deployment) in self.guard.deployments() {
+            let instances = self.supervisor.instances(&endpoint, &deployment);
+            let by_address = instances.into_iter().filter_map(|i| Some((i.address?, i.name))).collect();
+            self.guard.set_instances(&endpoint, &deployment, by_address);
+        }
         self.routes.publish(table);
         self.load.prune();
         self.admissions.prune();
@@ -164,7 +182,7 @@ impl Reconciler {
             return;
         };
         tracing::info!(endpoint = %id.0, deployment = %id.1, revision, "applying deployment");
-        let result = self.supervisor.apply(container::supervisor_spec(&at.record.spec)).await;
+        let result = self.bring_up(desired, &at.record.spec).await;
         let outcome = match result {
             Ok(()) => Outcome { revision, succeeded: true, reason: None, logs: String::new() },
             Err(e) => Outcome { revision, succeeded: false, reason: Some(e.reason), logs: e.logs },
@@ -173,6 +191,34 @@ impl Reconciler {
         if let Err(e) = self.record_outcome(id, revision, outcome) {
             tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "recording the outcome");
         }
+    }
+
+    /// A private deployment first gets its internal network and the egress guard on it; then
+    /// the supervisor starts (or adopts) its containers.
+    async fn bring_up(&self, desired: &Desired, spec: &DeploymentSpec) -> Result<(), ApplyError> {
+        let failed = |reason: String| ApplyError { reason, logs: String::new() };
+        let attachment = if spec.egress_public_network_access == Access::Disabled {
+            let network = self
+                .supervisor
+                .network(&spec.endpoint_name, &spec.name, true)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let net = egress::network(&spec.endpoint_name, &spec.name, &network, &desired.workspace);
+            match self.guard.attach(net).await {
+                Ok(attachment) => Some(attachment),
+                Err(e) => {
+                    let _ = self.supervisor.remove(&spec.endpoint_name, &spec.name).await;
+                    return Err(failed(e.to_string()));
+                }
+            }
+        } else {
+            None
+        };
+        let result = self.supervisor.apply(container::supervisor_spec(spec, attachment.as_ref())).await;
+        if result.is_err() && attachment.is_some() {
+            self.guard.detach(&spec.endpoint_name, &spec.name);
+        }
+        result
     }
 
     /// Stores the outcome unless the same one is already there for this revision (a restart
@@ -224,6 +270,7 @@ impl Reconciler {
         tracing::info!(endpoint = %id.0, deployment = %id.1, "removing deployment");
         match self.supervisor.remove(&id.0, &id.1).await {
             Ok(()) => {
+                self.guard.detach(&id.0, &id.1);
                 self.books().applied.remove(id);
             }
             Err(e) => {

@@ -38,7 +38,15 @@ pub struct DeploymentView {
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Egress {
-    pub private_endpoints: Vec<String>,
+    /// The private endpoints the egress guard set up for a private deployment, each with
+    /// the guard's address its names resolve to inside the deployment's network.
+    pub private_endpoints: Vec<EgressEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EgressEndpoint {
+    pub name: String,
+    pub address: std::net::Ipv4Addr,
 }
 
 /// Restarts from which an instance counts as crashing.

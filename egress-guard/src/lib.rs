@@ -5,9 +5,37 @@
 //!
 //! - [`acl`]: the allow/deny decision for a destination (pure);
 //! - [`ip_literal`], [`names`]: every spelling of an address or a name, made one;
-//! - [`dns`]: the network's DNS, answered from the workspace file alone.
+//! - [`dns`]: the network's DNS, answered from the workspace file alone;
+//! - [`sni`]: the server name of a TLS ClientHello (pure);
+//! - [`host`]: the guard's addresses on the deployment's bridge;
+//! - [`forward`]: one listener per private endpoint, dialling its listed address (SNI checked);
+//! - [`proxy`]: the explicit CONNECT and forward proxy;
+//! - [`nft`]: the kernel rules, in the home's own nftables table;
+//! - [`scope`]: one deployment as the guard knows it (endpoints, instances, decision sink);
+//! - [`decision_log`]: one JSON line and the metrics per decision;
+//! - [`guard`]: attach and detach a private deployment.
 
 pub mod acl;
+pub mod decision_log;
 pub mod dns;
+pub mod forward;
+pub mod guard;
+pub mod host;
 pub mod ip_literal;
 pub mod names;
+pub mod nft;
+pub mod proxy;
+pub mod scope;
+pub mod sni;
+
+pub use acl::Endpoint;
+pub use decision_log::{Decision, DecisionSink};
+pub use guard::{Attachment, Guard, Network};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("egress guard: {0}")]
+    Setup(String),
+    #[error("egress guard: the kernel rules cannot be installed: {0}")]
+    Rules(String),
+}

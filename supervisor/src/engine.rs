@@ -2,7 +2,7 @@
 //! 404 on remove, 304 on stop and 409 on create-network mean the object is already as wanted.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -30,6 +30,15 @@ pub struct ContainerInfo {
     pub addresses: HashMap<String, IpAddr>,
 }
 
+/// A deployment network's Linux side: its bridge and its IPv4 subnet and gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub bridge: String,
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+}
+
 /// What `create_and_start` needs; names and labels come from [`crate::names`].
 pub struct NewContainer<'a> {
     pub name: &'a str,
@@ -39,6 +48,8 @@ pub struct NewContainer<'a> {
     pub binds: Vec<String>,
     pub network: &'a str,
     pub limits: Limits,
+    /// DNS servers for the container (empty: Docker's default).
+    pub dns: Vec<String>,
 }
 
 /// What one container may use.
@@ -157,6 +168,36 @@ impl Engine {
         }
     }
 
+    /// A network's bridge, subnet and gateway (IPv4), as Docker set them up.
+    pub async fn inspect_network(&self, name: &str) -> Result<NetworkInfo, Error> {
+        let network = self
+            .docker
+            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map_err(|e| docker_error(format!("inspect network {name}"), e))?;
+        let id = network.id.unwrap_or_default();
+        let bridge = network
+            .options
+            .as_ref()
+            .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+            .unwrap_or_else(|| format!("br-{}", id.get(..12).unwrap_or(&id)));
+        let config = network.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().find_map(|c| {
+            let (subnet, prefix) = c.subnet?.split_once('/').map(|(a, p)| (a.to_string(), p.to_string()))?;
+            Some((
+                subnet.parse::<Ipv4Addr>().ok()?,
+                prefix.parse::<u8>().ok()?,
+                c.gateway?.parse::<Ipv4Addr>().ok()?,
+            ))
+        });
+        let Some((subnet, prefix, gateway)) = config else {
+            return Err(Error::Docker {
+                action: format!("inspect network {name}"),
+                message: "no IPv4 subnet".into(),
+            });
+        };
+        Ok(NetworkInfo { bridge, subnet, prefix, gateway })
+    }
+
     pub async fn remove_network(&self, name: &str) -> Result<(), Error> {
         match self.docker.remove_network(name).await {
             Ok(()) => Ok(()),
@@ -248,6 +289,7 @@ impl Engine {
                 memory_swap: Some(new.limits.memory_bytes),
                 nano_cpus: Some(new.limits.nano_cpus),
                 pids_limit: Some(new.limits.pids),
+                dns: (!new.dns.is_empty()).then_some(new.dns),
                 ..Default::default()
             }),
             ..Default::default()

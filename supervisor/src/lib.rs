@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use backoff::BackoffSettings;
-pub use engine::Host;
+pub use engine::{Host, NetworkInfo};
 
 /// How many requests are in flight to the instance at this address; `deploy` answers from
 /// the gateway's counters, so that draining waits for them.

@@ -1,5 +1,6 @@
 //! What a deployment asks the supervisor for, already validated by `deploy`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub struct DeploymentSpec {
     pub cpus: u32,
     /// How long a drained instance's in-flight requests may take before it is stopped.
     pub drain_grace: Duration,
+    /// A private deployment: its network is internal (no way out but what the host offers).
+    pub private: bool,
+    /// DNS servers for its containers (empty: Docker's default).
+    pub dns: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +67,8 @@ impl DeploymentSpec {
             mounts: &'a [Mount],
             memory_bytes: u64,
             cpus: u32,
+            private: bool,
+            dns: &'a [IpAddr],
         }
         let shape = Shape {
             image: &self.image,
@@ -69,6 +76,8 @@ impl DeploymentSpec {
             mounts: &self.mounts,
             memory_bytes: self.memory_bytes,
             cpus: self.cpus,
+            private: self.private,
+            dns: &self.dns,
         };
         let bytes = serde_json::to_vec(&shape).unwrap_or_default();
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::engine::{ContainerInfo, Engine, Host, Limits, NewContainer};
+use std::net::IpAddr;
+
+use crate::engine::{ContainerInfo, Engine, Host, Limits, NetworkInfo, NewContainer};
 use crate::instance::{Ctx, Instance, InstanceState, InstanceStatus, Lease, Start};
 use crate::probe::Prober;
 use crate::rollout::{self, Step};
@@ -166,11 +168,23 @@ impl Supervisor {
                 .pull(&spec.image, |line| report(format!("pulling image {}: {line}", spec.image)))
                 .await?;
         }
-        let home = &self.inner.config.home_id;
-        let network = names::network(home, &spec.endpoint, &spec.deployment);
-        let labels = names::deployment_labels(home, &spec.endpoint, &spec.deployment);
-        self.engine().ensure_network(&network, labels, false).await?;
+        self.network(&spec.endpoint, &spec.deployment, spec.private).await?;
         Ok(())
+    }
+
+    /// Makes the deployment's network (internal for a private deployment) if it is not there
+    /// yet, and says what it is: the egress guard serves its bridge.
+    pub async fn network(
+        &self,
+        endpoint: &str,
+        deployment: &str,
+        private: bool,
+    ) -> Result<NetworkInfo, Error> {
+        let home = &self.inner.config.home_id;
+        let network = names::network(home, endpoint, deployment);
+        let labels = names::deployment_labels(home, endpoint, deployment);
+        self.engine().ensure_network(&network, labels, private).await?;
+        self.engine().inspect_network(&network).await
     }
 
     async fn bring_up(
@@ -309,6 +323,7 @@ impl Supervisor {
                     })
                     .collect(),
                 network: &network,
+                dns: spec.dns.iter().map(IpAddr::to_string).collect(),
                 limits: Limits {
                     memory_bytes: i64::try_from(spec.memory_bytes).unwrap_or(i64::MAX),
                     nano_cpus: i64::from(cpus) * 1_000_000_000,

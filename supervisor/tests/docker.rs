@@ -44,6 +44,8 @@ fn scorer(endpoint: &str, deployment: &str, count: u32, with_model: bool) -> Dep
         memory_bytes: 512 << 20,
         cpus: 1,
         drain_grace: Duration::from_secs(1),
+        private: false,
+        dns: Vec::new(),
     }
 }
 

@@ -36,6 +36,8 @@ fn spec(deployment: &str, env: &[(&str, &str)]) -> DeploymentSpec {
         memory_bytes: 2 << 30,
         cpus: 1,
         drain_grace: Duration::from_secs(1),
+        private: false,
+        dns: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Document, Text, local_path, names, not_yet, require, sku, string_or_struct, texts};
+use super::{Access, Document, Text, local_path, names, require, sku, string_or_struct, texts};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -223,18 +223,6 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
         (None, Some(true)) => Access::Disabled,
         (None, _) => Access::Enabled,
     };
-    if egress == Access::Disabled {
-        let field = if file.private_network_connection == Some(true) {
-            "private_network_connection"
-        } else {
-            "egress_public_network_access"
-        };
-        return Err(not_yet(
-            doc,
-            field,
-            "a deployment with egress disabled (private_network_connection: true or egress_public_network_access: disabled)",
-        ));
-    }
 
     let model = match file.model {
         None => None,
@@ -450,8 +438,8 @@ mod tests {
     fn the_seeds_set_words_work() {
         let d = parse(MINIMAL, &["environment.image=other:v2", "instance_count=2"]).expect("valid");
         assert_eq!((d.environment.image.as_str(), d.instance_count), ("other:v2", 2));
-        let e = parse(MINIMAL, &["private_network_connection=true"]).unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+        let d = parse(MINIMAL, &["private_network_connection=true"]).expect("the preview spelling");
+        assert_eq!(d.egress_public_network_access, Access::Disabled);
     }
 
     #[test]

@@ -1,0 +1,55 @@
+//! The egress guard as deploy drives it: a private deployment's network and its workspace's
+//! private endpoints become the guard's input, and the kernel's drop counters its metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_egress_guard::{Endpoint, Guard, Network, names};
+use moat_supervisor::NetworkInfo;
+
+use crate::spec::workspace::WorkspaceSpec;
+
+/// What the guard serves for one private deployment: every private endpoint of the
+/// workspace (one set per deployment, as in the seed's preview).
+pub fn network(endpoint: &str, deployment: &str, info: &NetworkInfo, workspace: &WorkspaceSpec) -> Network {
+    let canonical = |n: &str| names::canonical(n).unwrap_or_else(|| n.to_ascii_lowercase());
+    Network {
+        endpoint: endpoint.to_string(),
+        deployment: deployment.to_string(),
+        bridge: info.bridge.clone(),
+        gateway: info.gateway,
+        subnet: info.subnet,
+        prefix: info.prefix,
+        endpoints: workspace
+            .private_endpoints
+            .iter()
+            .map(|pe| Endpoint {
+                name: pe.name.clone(),
+                fqdn: canonical(&pe.fqdn),
+                aliases: pe.aliases.iter().map(|a| canonical(a)).collect(),
+                ips: pe.ips.clone(),
+                ports: pe.ports.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Exports the kernel's drop counters as `moat_egress_decisions_total{decision="deny",
+/// reason="kernel"}`, every few seconds.
+pub async fn report_kernel_drops(guard: Arc<Guard>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let guard = guard.clone();
+        let Ok(drops) = tokio::task::spawn_blocking(move || guard.kernel_drops()).await else { continue };
+        for ((endpoint, deployment), packets) in drops {
+            let labels = [
+                ("endpoint", endpoint),
+                ("deployment", deployment),
+                ("decision", "deny".to_string()),
+                ("reason", "kernel".to_string()),
+            ];
+            metrics::counter!(moat_egress_guard::decision_log::DECISIONS, &labels).absolute(packets);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The guard's life for each private deployment: attach (addresses on its bridge, DNS, the
+//! proxy, one listener per private endpoint, kernel rules) and detach (all of it gone).
+//! Listeners die with the daemon; the kernel rules stay, so a private deployment fails
+//! closed while no guard runs.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+
+use crate::acl::{Endpoint, Reason};
+use crate::decision_log::{DecisionSink, Kind, RateLimit, record};
+use crate::dns::{self, Answer, Zone};
+use crate::nft::{self, Rules};
+use crate::scope::Scope;
+use crate::{Error, forward, host, proxy};
+
+/// The port of the explicit proxy on the gateway address.
+pub const PROXY_PORT: u16 = 3128;
+/// Refused DNS queries logged per second per deployment (all are counted).
+const DNS_LOG_PER_SECOND: u32 = 5;
+
+/// A private deployment's network, as the supervisor made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub endpoint: String,
+    pub deployment: String,
+    /// The Linux bridge of the Docker network (`br-<id>`).
+    pub bridge: String,
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// What the deployment's containers need: their DNS server and their environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub dns: IpAddr,
+    pub env: Vec<(String, String)>,
+    /// The guard's address for each private endpoint, by endpoint name.
+    pub addresses: Vec<(String, Ipv4Addr)>,
+}
+
+struct Attached {
+    scope: Arc<Scope>,
+    bridge: String,
+    addresses: Vec<Ipv4Addr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub struct Guard {
+    home_id: String,
+    sink: DecisionSink,
+    attached: Mutex<HashMap<(String, String), Attached>>,
+}
+
+impl Guard {
+    pub fn new(home_id: &str, sink: DecisionSink) -> Guard {
+        Guard { home_id: home_id.to_string(), sink, attached: Mutex::new(HashMap::new()) }
+    }
+
+    fn attached(&self) -> MutexGuard<'_, HashMap<(String, String), Attached>> {
+        self.attached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the deployment up (again: attaching twice replaces the first).
+    pub async fn attach(&self, net: Network) -> Result<Attachment, Error> {
+        let key = (net.endpoint.clone(), net.deployment.clone());
+        self.attached().remove(&key);
+        let result = self.bring_up(&net).await;
+        if result.is_err() {
+            self.detach(&net.endpoint, &net.deployment);
+        }
+        let (attached, attachment) = result?;
+        self.attached().insert(key, attached);
+        Ok(attachment)
+    }
+
+    async fn bring_up(&self, net: &Network) -> Result<(Attached, Attachment), Error> {
+        let addresses = host::top_addresses(net.subnet, net.prefix, net.endpoints.len());
+        if addresses.len() < net.endpoints.len() {
+            return Err(Error::Setup(format!(
+                "the subnet of {} has no room for the guard's addresses",
+                net.bridge
+            )));
+        }
+        let scope = Arc::new(Scope {
+            endpoint: net.endpoint.clone(),
+            deployment: net.deployment.clone(),
+            endpoints: net.endpoints.clone(),
+            instances: ArcSwap::from_pointee(HashMap::new()),
+            sink: self.sink.clone(),
+            dns_log: RateLimit::default(),
+        });
+        let mut attached = Attached {
+            scope: scope.clone(),
+            bridge: net.bridge.clone(),
+            addresses: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for addr in &addresses {
+            host::add(&net.bridge, *addr).map_err(Error::Setup)?;
+            attached.addresses.push(*addr);
+        }
+        let gateway = SocketAddr::from((net.gateway, 53));
+        let bind = |what: &str, e: std::io::Error| Error::Setup(format!("cannot listen for {what}: {e}"));
+        let udp = UdpSocket::bind(gateway).await.map_err(|e| bind(&format!("DNS on {gateway}/udp"), e))?;
+        let tcp = TcpListener::bind(gateway).await.map_err(|e| bind(&format!("DNS on {gateway}/tcp"), e))?;
+        let proxy_at = SocketAddr::from((net.gateway, PROXY_PORT));
+        let proxy =
+            TcpListener::bind(proxy_at).await.map_err(|e| bind(&format!("the proxy on {proxy_at}"), e))?;
+        let zone = Arc::new(Zone {
+            entries: net
+                .endpoints
+                .iter()
+                .zip(&addresses)
+                .flat_map(|(e, a)| std::iter::once(&e.fqdn).chain(&e.aliases).map(move |n| (n.clone(), *a)))
+                .collect(),
+        });
+        let on_query: dns::OnQuery = {
+            let scope = scope.clone();
+            Arc::new(move |from, asked| {
+                let who = scope.who(from.ip());
+                let target = format!("{} {}", asked.name.trim_end_matches('.'), asked.kind);
+                let reason =
+                    if asked.answer == Answer::Refused { Reason::DnsRefused } else { Reason::Allowlisted };
+                let log = reason == Reason::Allowlisted || scope.dns_log.allow(DNS_LOG_PER_SECOND);
+                record(&scope.sink, &who, Kind::Dns, &target, reason, (0, 0), log);
+            })
+        };
+        attached.tasks.push(tokio::spawn(dns::serve_udp(udp, zone.clone(), on_query.clone())));
+        attached.tasks.push(tokio::spawn(dns::serve_tcp(tcp, zone, on_query)));
+        attached.tasks.push(tokio::spawn(proxy::serve(proxy, scope.clone())));
+        for (index, (endpoint, addr)) in net.endpoints.iter().zip(&addresses).enumerate() {
+            for port in &endpoint.ports {
+                let at = SocketAddr::from((*addr, *port));
+                let listener = TcpListener::bind(at)
+                    .await
+                    .map_err(|e| bind(&format!("{} on {at}", endpoint.name), e))?;
+                attached.tasks.push(tokio::spawn(forward::serve(listener, scope.clone(), index)));
+            }
+        }
+        let rules = Rules {
+            owner: format!("{}/{}", net.endpoint, net.deployment),
+            bridge: net.bridge.clone(),
+            gateway: net.gateway,
+            gateway_tcp: vec![53, PROXY_PORT],
+            gateway_udp: vec![53],
+            endpoints: net.endpoints.iter().zip(&addresses).map(|(e, a)| (*a, e.ports.clone())).collect(),
+        };
+        nft::apply(&self.home_id, &rules).map_err(|e| Error::Rules(e.to_string()))?;
+
+        let proxy_url = format!("http://{}:{PROXY_PORT}", net.gateway);
+        let direct: Vec<String> = net
+            .endpoints
+            .iter()
+            .flat_map(|e| std::iter::once(e.fqdn.clone()).chain(e.aliases.clone()))
+            .collect();
+        let mut env = Vec::new();
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push((name.to_string(), proxy_url.clone()));
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            env.push((name.to_string(), direct.join(",")));
+        }
+        let attachment = Attachment {
+            dns: IpAddr::V4(net.gateway),
+            env,
+            addresses: net.endpoints.iter().map(|e| e.name.clone()).zip(addresses).collect(),
+        };
+        Ok((attached, attachment))
+    }
+
+    /// Which instance has which address, for the decision log.
+    pub fn set_instances(&self, endpoint: &str, deployment: &str, instances: HashMap<IpAddr, String>) {
+        if let Some(a) = self.attached().get(&(endpoint.to_string(), deployment.to_string())) {
+            a.scope.instances.store(Arc::new(instances));
+        }
+    }
+
+    /// Takes the deployment's listeners, addresses and kernel rules away.
+    pub fn detach(&self, endpoint: &str, deployment: &str) {
+        if let Some(a) = self.attached().remove(&(endpoint.to_string(), deployment.to_string())) {
+            for addr in &a.addresses {
+                host::remove(&a.bridge, *addr);
+            }
+        }
+        if let Err(e) = nft::remove(&self.home_id, &format!("{endpoint}/{deployment}")) {
+            tracing::warn!(endpoint, deployment, error = %e, "removing kernel rules");
+        }
+    }
+
+    /// Removes the kernel rules of every deployment not in `keep` (left by deployments deleted
+    /// while no daemon ran).
+    pub fn remove_others(&self, keep: &[(String, String)]) {
+        for owner in nft::owners(&self.home_id) {
+            let Some((endpoint, deployment)) = owner.split_once('/') else { continue };
+            if !keep.iter().any(|(e, d)| e == endpoint && d == deployment) {
+                self.detach(endpoint, deployment);
+            }
+        }
+    }
+
+    /// The guard's address for each private endpoint of a deployment it serves.
+    pub fn addresses(&self, endpoint: &str, deployment: &str) -> Vec<(String, Ipv4Addr)> {
+        let attached = self.attached();
+        let Some(a) = attached.get(&(endpoint.to_string(), deployment.to_string())) else {
+            return Vec::new();
+        };
+        a.scope.endpoints.iter().map(|e| e.name.clone()).zip(a.addresses.iter().copied()).collect()
+    }
+
+    /// The deployments the guard serves now.
+    pub fn deployments(&self) -> Vec<(String, String)> {
+        self.attached().keys().cloned().collect()
+    }
+
+    /// Packets the kernel rules dropped for each deployment, for the metrics.
+    pub fn kernel_drops(&self) -> Vec<((String, String), u64)> {
+        self.deployments()
+            .into_iter()
+            .filter_map(|(e, d)| {
+                Some(((e.clone(), d.clone()), nft::dropped(&self.home_id, &format!("{e}/{d}"))?))
+            })
+            .collect()
+    }
+}
