@@ -175,29 +175,8 @@ fn an_aml_token_endpoint_scores_with_the_token_get_credentials_gives() {
 fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
     require_test_image();
     let dir = std::env::temp_dir().join(format!("moat-tls-e2e-{}", moat_test_support::unique_id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args(["-subj", "/CN=moat-test", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success());
+    let (cert, key) =
+        moat_test_support::self_signed_certificate(&dir, "moat-test", "DNS:localhost,IP:127.0.0.1");
     let config = format!("tls: {{listen: 127.0.0.1:0, cert: {}, key: {}}}\n", cert.display(), key.display());
     let d = Daemon::start_with_config(MOAT, &config);
     d.cli("online-endpoint create -n tls-ep -f examples/model-1/endpoint.yml").ok();

@@ -10,8 +10,8 @@ fn ip(args: &[&str]) -> Result<(), String> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // Already so: the address is there (add) or gone (del).
-    if stderr.contains("File exists") || stderr.contains("Cannot assign requested address") {
+    // Already gone (del).
+    if stderr.contains("Cannot assign requested address") {
         return Ok(());
     }
     Err(format!("ip {}: {}", args.join(" "), stderr.trim()))
@@ -27,8 +27,9 @@ pub fn top_addresses(network: Ipv4Addr, prefix: u8, count: usize) -> Vec<Ipv4Add
         .collect()
 }
 
+/// Idempotent: a restarted guard finds its addresses still on the bridge.
 pub fn add(bridge: &str, addr: Ipv4Addr) -> Result<(), String> {
-    ip(&["addr", "add", &format!("{addr}/32"), "dev", bridge])
+    ip(&["addr", "replace", &format!("{addr}/32"), "dev", bridge])
 }
 
 pub fn remove(bridge: &str, addr: Ipv4Addr) {

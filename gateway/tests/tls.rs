@@ -25,29 +25,7 @@ use tokio::net::TcpListener;
 
 /// A self-signed certificate for localhost and 127.0.0.1, written to `cert.pem`/`key.pem`.
 fn self_signed(dir: &Path, name: &str) -> TlsFiles {
-    std::fs::create_dir_all(dir).expect("dir");
-    let (cert, key) = (dir.join(format!("{name}.cert.pem")), dir.join(format!("{name}.key.pem")));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (cert, key) = moat_test_support::self_signed_certificate(dir, name, "DNS:localhost,IP:127.0.0.1");
     TlsFiles { cert, key }
 }
 

@@ -43,6 +43,35 @@ fn require_image(image: &str, script: &str) {
     assert!(present, "image {image} is missing: run {script} (tests/run.sh does)");
 }
 
+/// A self-signed P-256 server certificate for `names` (`DNS:...`/`IP:...` entries), written
+/// by openssl to `<dir>/<file>.cert.pem` and `<dir>/<file>.key.pem`; returns their paths.
+pub fn self_signed_certificate(dir: &std::path::Path, file: &str, names: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("certificate folder");
+    let (cert, key) = (dir.join(format!("{file}.cert.pem")), dir.join(format!("{file}.key.pem")));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", &format!("/CN={file}"), "-addext", &format!("subjectAltName={names}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
 /// Removes every container and network labelled with a home id when dropped.
 pub struct DockerCleanup {
     pub home_id: String,
@@ -83,6 +112,9 @@ fn docker_ids(args: &[&str]) -> Vec<String> {
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
+        // The home's kernel rules go too (they stay while a daemon is down, by design).
+        let _ =
+            Command::new("nft").args(["delete", "table", "inet", &format!("moat_{}", self.home_id)]).output();
         let containers = self.containers();
         if !containers.is_empty() {
             let _ = Command::new("docker").args(["rm", "-f"]).args(&containers).output();
@@ -330,6 +362,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A failing test shows what the daemon said, the clearest clue there is.
+        if std::thread::panicking() {
+            eprintln!("--- moat serve log ({}) ---\n{}", self.home.display(), self.log());
+        }
         self.kill9();
         drop(self.cleanup.take());
         let _ = std::fs::remove_dir_all(&self.home);
@@ -357,17 +393,41 @@ fn ip(args: &[&str]) -> Result<String, String> {
 impl TestHost {
     /// `tag` (a few letters) and `id` make the names unique; `host_addr`/`addr` share a /30.
     pub fn new(tag: &str, id: &str, host_addr: std::net::Ipv4Addr, addr: std::net::Ipv4Addr) -> TestHost {
+        TestHost::with_addresses(tag, id, host_addr, &[addr], 30)
+    }
+
+    /// A test host with several addresses (the first is `addr`) on a `/prefix` it shares
+    /// with the host's end.
+    pub fn with_addresses(
+        tag: &str,
+        id: &str,
+        host_addr: std::net::Ipv4Addr,
+        addrs: &[std::net::Ipv4Addr],
+        prefix: u8,
+    ) -> TestHost {
         let name = format!("moat-{id}-{tag}");
         let host_if = format!("m{id}{tag}");
         let peer_if = format!("n{id}{tag}");
-        let host = TestHost { name: name.clone(), host_if: host_if.clone(), host_addr, addr };
+        let host = TestHost { name: name.clone(), host_if: host_if.clone(), host_addr, addr: addrs[0] };
         let setup = || -> Result<(), String> {
             ip(&["netns", "add", &name])?;
             ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if])?;
             ip(&["link", "set", &peer_if, "netns", &name])?;
-            ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_if])?;
+            ip(&["addr", "add", &format!("{host_addr}/{prefix}"), "dev", &host_if])?;
             ip(&["link", "set", &host_if, "up"])?;
-            ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{addr}/30"), "dev", &peer_if])?;
+            for addr in addrs {
+                ip(&[
+                    "netns",
+                    "exec",
+                    &name,
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{addr}/{prefix}"),
+                    "dev",
+                    &peer_if,
+                ])?;
+            }
             ip(&["netns", "exec", &name, "ip", "link", "set", &peer_if, "up"])?;
             ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"])?;
             ip(&["netns", "exec", &name, "ip", "route", "add", "default", "via", &host_addr.to_string()])?;
@@ -383,21 +443,33 @@ impl TestHost {
     /// Stops the test unless the host's route to this address leads into this host's link:
     /// no packet may go anywhere but to the test's own hosts.
     pub fn assert_route_is_ours(&self) {
-        let route = ip(&["route", "get", &self.addr.to_string()]).expect("ip route get");
+        self.assert_route_to(self.addr);
+    }
+
+    /// The same check for another of this host's addresses.
+    pub fn assert_route_to(&self, addr: std::net::Ipv4Addr) {
+        let route = ip(&["route", "get", &addr.to_string()]).expect("ip route get");
         assert!(
             route
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .windows(2)
                 .any(|w| w == ["dev", self.host_if.as_str()]),
-            "the route to {} does not lead into test host {}: {route}",
-            self.addr,
+            "the route to {addr} does not lead into test host {}: {route}",
             self.name
         );
     }
 
     /// Runs `f` on a thread inside this host's network namespace (its sockets are the host's).
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("test host thread")
+    }
+
+    /// Starts `f` on a thread inside this host's network namespace (a server, say).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
@@ -407,8 +479,6 @@ impl TestHost {
             assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
             f()
         })
-        .join()
-        .expect("test host thread")
     }
 }
 

@@ -7,10 +7,13 @@
 //! - `POST /score` `{"delay_ms": n}`: answers `{"version", "hostname"}` after the delay.
 //! - `GET /inspect`: what the container sees of itself (`/proc/1/status`, cgroup limits,
 //!   environment), for the hardening tests.
+//! - `POST /probe`: the container tries to reach something (see [`probe`]).
 //!
 //! Environment: `VERSION` (echoed), `START_DELAY_MS` (wait before listening), `EXIT_AT_START`
 //! (exit at once with this code), `EXIT_AFTER_MS` (serve, then exit with code 3 after this
 //! long: a crash loop). SIGTERM: stop accepting, finish open requests, exit 0.
+
+mod probe;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -156,6 +159,13 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             reply(StatusCode::OK, json!({"version": state.version, "hostname": hostname.trim()}))
         }
         (Method::GET, "/inspect") => reply(StatusCode::OK, inspect()),
+        (Method::POST, "/probe") => {
+            let result = tokio::task::spawn_blocking(move || probe::run(&body)).await;
+            reply(
+                StatusCode::OK,
+                result.unwrap_or_else(|_| json!({"ok": false, "detail": "the probe panicked"})),
+            )
+        }
         (Method::GET, "/swagger.json") => {
             reply(StatusCode::OK, json!({"swagger": "2.0", "info": {"title": "test"}}))
         }
