@@ -45,8 +45,20 @@ async fn connection(mut client: TcpStream, from: SocketAddr, scope: &Scope, inde
         tracing::warn!(endpoint = %endpoint.name, address = %dial, "private endpoint unreachable");
         return record(&scope.sink, &who, kind, &target, Reason::Allowlisted, (0, 0), true);
     };
-    let bytes = tokio::io::copy_bidirectional(&mut client, &mut upstream).await.unwrap_or((0, 0));
+    let bytes = relay(&mut client, &mut upstream).await;
     record(&scope.sink, &who, kind, &target, Reason::Allowlisted, bytes, true);
+}
+
+/// Copies both ways until both sides are done; the bytes (client to endpoint, endpoint to
+/// client). Buffers of 64 KiB: a private endpoint is mostly storage, and bulk transfers
+/// through 8 KiB buffers (tokio's default) took nearly twice as long in the guard bench.
+pub async fn relay<A, B>(client: &mut A, upstream: &mut B) -> (u64, u64)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    const BUFFER: usize = 64 * 1024;
+    tokio::io::copy_bidirectional_with_sizes(client, upstream, BUFFER, BUFFER).await.unwrap_or((0, 0))
 }
 
 /// Peeks at what the client sends first, without taking it off the wire.

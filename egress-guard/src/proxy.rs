@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::acl::{self, Reason, Verdict};
 use crate::decision_log::{Kind, record};
+use crate::forward;
 use crate::scope::Scope;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,7 +94,7 @@ async fn handle(req: Request<Incoming>, from: SocketAddr, scope: Arc<Scope>) -> 
             let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
             let mut upgraded = TokioIo::new(upgraded);
             let mut upstream = upstream;
-            let bytes = tokio::io::copy_bidirectional(&mut upgraded, &mut upstream).await.unwrap_or((0, 0));
+            let bytes = forward::relay(&mut upgraded, &mut upstream).await;
             record(&scope.sink, &who, kind, &target, Reason::Allowlisted, bytes, true);
         });
         return plain(StatusCode::OK, "");
