@@ -24,6 +24,7 @@ pub struct EndpointArg {
 
 #[derive(Debug, Subcommand)]
 pub enum DeploymentCommand {
+    /// Create a deployment and wait until its instances are ready
     Create {
         #[arg(short = 'n', long)]
         name: Option<String>,
@@ -39,16 +40,19 @@ pub enum DeploymentCommand {
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
+    /// Show a deployment: spec, state, instances, egress
     Show {
         #[arg(short = 'n', long)]
         name: String,
         #[command(flatten)]
         endpoint: EndpointArg,
     },
+    /// List the deployments of an endpoint
     List {
         #[command(flatten)]
         endpoint: EndpointArg,
     },
+    /// Change a deployment (a rolling update of its instances)
     Update {
         #[arg(short = 'n', long)]
         name: Option<String>,
@@ -61,6 +65,7 @@ pub enum DeploymentCommand {
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
+    /// Delete a deployment and its containers
     Delete {
         #[arg(short = 'n', long)]
         name: String,
@@ -71,6 +76,7 @@ pub enum DeploymentCommand {
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
+    /// Print the last log lines of a deployment's container
     GetLogs {
         #[arg(short = 'n', long)]
         name: String,

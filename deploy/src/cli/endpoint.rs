@@ -14,6 +14,7 @@ use crate::spec::{Document, endpoint};
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
+    /// Create an endpoint (new primary and secondary keys)
     Create {
         #[arg(short = 'n', long)]
         name: Option<String>,
@@ -24,11 +25,14 @@ pub enum EndpointCommand {
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
+    /// Show an endpoint with its scoring_uri and traffic
     Show {
         #[arg(short = 'n', long)]
         name: String,
     },
+    /// List the endpoints
     List,
+    /// Change an endpoint: traffic, mirror traffic, access, description, tags
     Update {
         #[arg(short = 'n', long)]
         name: Option<String>,
@@ -43,6 +47,7 @@ pub enum EndpointCommand {
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
+    /// Delete an endpoint and its deployments
     Delete {
         #[arg(short = 'n', long)]
         name: String,
@@ -51,10 +56,12 @@ pub enum EndpointCommand {
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
+    /// Print the keys (key auth) or a token (aml_token auth)
     GetCredentials {
         #[arg(short = 'n', long)]
         name: String,
     },
+    /// Replace the primary or the secondary key
     RegenerateKeys {
         #[arg(short = 'n', long)]
         name: String,

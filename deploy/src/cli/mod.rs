@@ -76,9 +76,10 @@ pub struct ServeArgs {
     pub log_file: Option<PathBuf>,
 }
 
-/// `--set` words: each `KEY=VALUE`, dotted paths; repeatable and several per flag.
+// Not a doc comment: clap would take it as the about of every command that flattens this.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SetArgs {
+    /// Change a field of the file: `KEY=VALUE` with a dotted path; repeatable, several per flag
     #[arg(long = "set", value_name = "KEY=VALUE", num_args = 1.., action = clap::ArgAction::Append)]
     pub set: Vec<String>,
 }

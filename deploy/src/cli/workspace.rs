@@ -19,6 +19,7 @@ pub enum WorkspaceCommand {
         #[command(flatten)]
         set: SetArgs,
     },
+    /// Show the workspace and its private endpoints
     Show,
     /// Replace or change the workspace spec
     Update {
