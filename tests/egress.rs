@@ -14,7 +14,9 @@ use std::time::Duration;
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
-use moat_test_support::{Daemon, TEST_IMAGE, TestHost, http, require_test_image, unique_id};
+use moat_test_support::{
+    Daemon, TEST_IMAGE, TestHost, home_containers, home_networks, http, require_test_image, unique_id,
+};
 use serde_json::{Value, json};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
@@ -107,7 +109,8 @@ fn probe(container: SocketAddr, request: Value) -> (bool, String) {
     (v["ok"] == true, v["detail"].as_str().unwrap_or_default().to_string())
 }
 
-fn deployment(d: &Daemon, name: &str, extra: &str) -> Value {
+/// A deployment file for the test scorer, in the daemon's home.
+fn deployment_file(d: &Daemon, name: &str) -> std::path::PathBuf {
     let spec = d.home.join(format!("{name}.yml"));
     std::fs::write(
         &spec,
@@ -116,6 +119,11 @@ fn deployment(d: &Daemon, name: &str, extra: &str) -> Value {
         ),
     )
     .expect("spec");
+    spec
+}
+
+fn deployment(d: &Daemon, name: &str, extra: &str) -> Value {
+    let spec = deployment_file(d, name);
     let run = d.cli(&format!("online-deployment create -f {} {extra}", spec.display()));
     assert_eq!(run.code, 0, "{run:?}");
     let mut view: Value = serde_json::from_str(&run.stdout).expect("json");
@@ -330,4 +338,32 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
         "guard address left behind"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without nftables the guard cannot fence a private deployment in, so moat refuses it and
+/// leaves nothing of it behind.
+#[test]
+fn a_private_deployment_is_refused_when_the_kernel_rules_cannot_be_installed() {
+    require_test_image();
+    let bin = std::env::temp_dir().join(format!("moat-no-nft-{}", unique_id()));
+    std::fs::create_dir_all(&bin).expect("dir");
+    let ip = std::process::Command::new("sh").args(["-c", "command -v ip"]).output().expect("sh");
+    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
+    std::os::unix::fs::symlink(&ip, bin.join("ip")).expect("symlink");
+    let path = bin.display().to_string();
+    let d = Daemon::start_with_env(MOAT, &[("PATH", &path)]);
+    d.cli("online-endpoint create -n egress-ep -f examples/model-1/endpoint.yml").ok();
+    let spec = deployment_file(&d, "closed");
+    let run = d.cli(&format!(
+        "online-deployment create -f {} --set private_network_connection=true",
+        spec.display()
+    ));
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("kernel rules cannot be installed"), "{}", run.stderr);
+    let shown = d.cli("online-deployment show -n closed -e egress-ep").ok().stdout;
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["provisioning_state"], "Failed");
+    assert!(home_containers(&d.home_id()).is_empty(), "a container of a refused private deployment");
+    assert!(home_networks(&d.home_id()).is_empty(), "a network of a refused private deployment");
+    let _ = std::fs::remove_dir_all(&bin);
 }

@@ -119,6 +119,46 @@ fn the_seeds_walkthrough_scores_the_sample_model_with_key_auth() {
     }
 }
 
+/// The seed's second scenario, its command run by a shell exactly as the seed writes it.
+#[test]
+fn the_seeds_private_command_runs_word_for_word_and_scores_from_the_private_network() {
+    require_scorer_image();
+    let d = Daemon::start(MOAT);
+    d.cli(&format!("online-endpoint create --name private-ep {ENDPOINT}")).ok();
+    let bin_dir = std::path::Path::new(MOAT).parent().expect("bin dir").display().to_string();
+    let seed = r#"moat online-deployment create --name blue --endpoint $ENDPOINT_NAME -f examples/model-1/blue-deployment.yml --all-traffic --set environment.image="$IMAGE" private_network_connection="true""#;
+    let run = std::process::Command::new("bash")
+        .args(["-c", seed])
+        .current_dir(repo_root())
+        .env("PATH", format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()))
+        .env("MOAT_HOME", &d.home)
+        .env("ENDPOINT_NAME", "private-ep")
+        .env("IMAGE", SCORER_IMAGE)
+        .output()
+        .expect("bash");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("public network access disabled"), "no warning about the workspace: {stderr}");
+    let blue = parse(&String::from_utf8_lossy(&run.stdout));
+    assert_eq!(blue["provisioning_state"], "Succeeded");
+    assert_eq!(blue["egress_public_network_access"], "disabled");
+    assert_eq!(show(&d, "workspace show --query public_network_access"), json!("disabled"));
+    let network = format!("moat-{}-private-ep-blue", d.home_id());
+    let internal = std::process::Command::new("docker")
+        .args(["network", "inspect", "-f", "{{.Internal}}", &network])
+        .output()
+        .expect("docker");
+    assert_eq!(String::from_utf8_lossy(&internal.stdout).trim(), "true", "{network} is not internal");
+    // invoke comes from loopback, a private network.
+    let invoked = d.cli(&format!("online-endpoint invoke --name private-ep --request-file {SAMPLE}")).ok();
+    assert_predictions(&invoked.stdout, &SEED);
+
+    // Public access may come back, with a warning naming the deployment it leaves unsupported.
+    let enabled = d.cli("workspace update --public-network-access enabled").ok();
+    assert!(enabled.stderr.contains("private-ep/blue"), "{}", enabled.stderr);
+    assert!(enabled.stderr.contains("egress disabled"), "{}", enabled.stderr);
+}
+
 #[test]
 fn a_second_model_file_gives_its_own_predictions_and_its_mount_is_read_only() {
     require_scorer_image();

@@ -236,6 +236,7 @@ pub struct Daemon {
     pub bin: PathBuf,
     pub home: PathBuf,
     listen: String,
+    env: Vec<(String, String)>,
     child: Option<std::process::Child>,
     cleanup: Option<DockerCleanup>,
 }
@@ -252,14 +253,28 @@ impl Daemon {
 
     /// Starts with this `config.yaml`, its scoring listener on `listen`.
     pub fn start_listening(bin: &str, config: &str, listen: &str) -> Daemon {
+        Daemon::start_in(bin, config, listen, &[])
+    }
+
+    /// Starts with these environment variables set for `moat serve` (PATH, for one).
+    pub fn start_with_env(bin: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(bin, "", "127.0.0.1:0", env)
+    }
+
+    fn start_in(bin: &str, config: &str, listen: &str, env: &[(&str, &str)]) -> Daemon {
         let home = std::env::temp_dir().join(format!("moat-test-{}", unique_id()));
         std::fs::create_dir_all(&home).expect("home");
         if !config.is_empty() {
             std::fs::write(home.join("config.yaml"), config).expect("config.yaml");
         }
-
-        let mut daemon =
-            Daemon { bin: PathBuf::from(bin), home, listen: listen.to_string(), child: None, cleanup: None };
+        let mut daemon = Daemon {
+            bin: PathBuf::from(bin),
+            home,
+            listen: listen.to_string(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+            cleanup: None,
+        };
         daemon.spawn();
         daemon
     }
@@ -282,6 +297,7 @@ impl Daemon {
             .args(["serve", "--home"])
             .arg(&self.home)
             .args(["--listen", &self.listen, "--metrics-listen", "127.0.0.1:0"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
