@@ -183,15 +183,19 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
     });
 
     let mut d = Daemon::start(MOAT);
-    let workspace = format!(
-        "name: egress-ws\nprivate_endpoints:\n  - {{name: tcp-a, kind: storage_file, fqdn: a.pe.test, aliases: [a.privatelink.pe.test], ips: [{}], ports: [7000]}}\n  - {{name: tcp-b, kind: storage_blob, fqdn: b.pe.test, ips: [{}], ports: [7000]}}\n  - {{name: web, kind: workspace, fqdn: web.pe.test, ips: [{}], ports: [80]}}\n  - {{name: vault, kind: key_vault, fqdn: tls.pe.test, aliases: [tls.privatelink.pe.test], ips: [{}], ports: [443]}}\n",
-        pe_ip(2),
-        pe_ip(3),
-        pe_ip(4),
-        pe_ip(5)
-    );
+    // The workspace; `storage` is its second private endpoint (changed later on).
+    let workspace = |access: &str, storage: &str| {
+        format!(
+            "name: egress-ws\npublic_network_access: {access}\nprivate_endpoints:\n  - {{name: tcp-a, kind: storage_file, fqdn: a.pe.test, aliases: [a.privatelink.pe.test], ips: [{}], ports: [7000]}}\n  - {storage}\n  - {{name: web, kind: workspace, fqdn: web.pe.test, ips: [{}], ports: [80]}}\n  - {{name: vault, kind: key_vault, fqdn: tls.pe.test, aliases: [tls.privatelink.pe.test], ips: [{}], ports: [443]}}\n",
+            pe_ip(2),
+            pe_ip(4),
+            pe_ip(5)
+        )
+    };
     let file = d.home.join("workspace.yml");
-    std::fs::write(&file, workspace).expect("workspace");
+    let storage_b =
+        format!("{{name: tcp-b, kind: storage_blob, fqdn: b.pe.test, ips: [{}], ports: [7000]}}", pe_ip(3));
+    std::fs::write(&file, workspace("enabled", &storage_b)).expect("workspace");
     d.cli(&format!("workspace create -f {}", file.display())).ok();
     d.cli("online-endpoint create -n egress-ep -f examples/model-1/endpoint.yml").ok();
     // The positive control first: a deployment with egress enabled.
@@ -304,6 +308,21 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
     assert!(count(&["decision=\"deny\"", "reason=\"kernel\""]) >= 1.0, "{metrics}");
     assert!(count(&["decision=\"allow\""]) >= 5.0, "{metrics}");
     assert!(metrics.contains("moat_egress_bytes_total{"), "{metrics}");
+
+    // A change of the workspace's private endpoints reaches the running deployment: tcp-b
+    // goes, and tcp-c (the same server under a new name) comes.
+    let storage_c =
+        format!("{{name: tcp-c, kind: storage_blob, fqdn: c.pe.test, ips: [{}], ports: [7000]}}", pe_ip(3));
+    std::fs::write(&file, workspace("disabled", &storage_c)).expect("workspace");
+    d.cli(&format!("workspace update -f {}", file.display())).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !probe(closed, json!({"tcp": "c.pe.test:7000"})).0 {
+        assert!(std::time::Instant::now() < deadline, "the new private endpoint never became reachable");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (ok, detail) = probe(closed, json!({"tcp": "b.pe.test:7000"}));
+    assert!(!ok, "a private endpoint taken out of the workspace still answers: {detail}");
+    reached(closed, json!({"tcp": "a.pe.test:7000"}), "pe-tcp-a");
 
     // The rules stay while the daemon is down and everything works again after a restart.
     let table = format!("moat_{}", d.home_id());

@@ -12,7 +12,6 @@ use crate::spec::workspace::WorkspaceSpec;
 /// What the guard serves for one private deployment: every private endpoint of the
 /// workspace (one set per deployment, as in the seed's preview).
 pub fn network(endpoint: &str, deployment: &str, info: &NetworkInfo, workspace: &WorkspaceSpec) -> Network {
-    let canonical = |n: &str| names::canonical(n).unwrap_or_else(|| n.to_ascii_lowercase());
     Network {
         endpoint: endpoint.to_string(),
         deployment: deployment.to_string(),
@@ -20,18 +19,24 @@ pub fn network(endpoint: &str, deployment: &str, info: &NetworkInfo, workspace: 
         gateway: info.gateway,
         subnet: info.subnet,
         prefix: info.prefix,
-        endpoints: workspace
-            .private_endpoints
-            .iter()
-            .map(|pe| Endpoint {
-                name: pe.name.clone(),
-                fqdn: canonical(&pe.fqdn),
-                aliases: pe.aliases.iter().map(|a| canonical(a)).collect(),
-                ips: pe.ips.clone(),
-                ports: pe.ports.clone(),
-            })
-            .collect(),
+        endpoints: endpoints(workspace),
     }
+}
+
+/// The workspace's private endpoints with their names in canonical form.
+pub fn endpoints(workspace: &WorkspaceSpec) -> Vec<Endpoint> {
+    let canonical = |n: &str| names::canonical(n).unwrap_or_else(|| n.to_ascii_lowercase());
+    workspace
+        .private_endpoints
+        .iter()
+        .map(|pe| Endpoint {
+            name: pe.name.clone(),
+            fqdn: canonical(&pe.fqdn),
+            aliases: pe.aliases.iter().map(|a| canonical(a)).collect(),
+            ips: pe.ips.clone(),
+            ports: pe.ports.clone(),
+        })
+        .collect()
 }
 
 /// Exports the kernel's drop counters as `moat_egress_decisions_total{decision="deny",

@@ -3,6 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use moat_egress_guard::Endpoint;
+
+use crate::egress;
 use crate::state::{DeploymentId, Desired};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,14 +14,19 @@ pub enum Action {
     Apply { id: DeploymentId, revision: u64 },
     /// Stop and remove its containers: the deployment is gone from the desired state.
     Remove { id: DeploymentId },
+    /// Attach the egress guard to a running private deployment again: the workspace's private
+    /// endpoints changed (its containers keep running).
+    Reattach { id: DeploymentId },
 }
 
 /// `applied`: the revision this daemon last brought up (or saw fail) per deployment.
 /// `busy`: deployments with an action still running; they are left alone until it ends.
+/// `guarded`: the private endpoints the egress guard serves each private deployment with.
 pub fn plan(
     desired: &Desired,
     applied: &HashMap<DeploymentId, u64>,
     busy: &HashSet<DeploymentId>,
+    guarded: &HashMap<DeploymentId, Vec<Endpoint>>,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for (id, at) in &desired.deployments {
@@ -34,6 +42,15 @@ pub fn plan(
     for id in applied.keys() {
         if !busy.contains(id) && !desired.deployments.contains_key(id) {
             actions.push(Action::Remove { id: id.clone() });
+        }
+    }
+    let wanted = egress::endpoints(&desired.workspace);
+    for (id, serving) in guarded {
+        let acted = actions
+            .iter()
+            .any(|a| matches!(a, Action::Apply { id: i, .. } | Action::Remove { id: i } if i == id));
+        if *serving != wanted && !acted && !busy.contains(id) && desired.deployments.contains_key(id) {
+            actions.push(Action::Reattach { id: id.clone() });
         }
     }
     actions
@@ -97,14 +114,17 @@ mod tests {
     fn new_and_changed_deployments_are_applied_once() {
         let d = desired(&[("blue", 3), ("green", 7)], &[]);
         let applied = HashMap::from([(id("blue"), 3), (id("green"), 5)]);
-        assert_eq!(plan(&d, &applied, &HashSet::new()), [Action::Apply { id: id("green"), revision: 7 }]);
+        assert_eq!(
+            plan(&d, &applied, &HashSet::new(), &HashMap::new()),
+            [Action::Apply { id: id("green"), revision: 7 }]
+        );
     }
 
     #[test]
     fn a_restarted_daemon_reapplies_succeeded_deployments_to_adopt_them_but_not_failed_ones() {
         let d = desired(&[("blue", 3), ("red", 4)], &[("blue", 3, true), ("red", 4, false)]);
         assert_eq!(
-            plan(&d, &HashMap::new(), &HashSet::new()),
+            plan(&d, &HashMap::new(), &HashSet::new(), &HashMap::new()),
             [Action::Apply { id: id("blue"), revision: 3 }]
         );
     }
@@ -113,7 +133,7 @@ mod tests {
     fn an_updated_failed_deployment_is_tried_again() {
         let d = desired(&[("red", 9)], &[("red", 4, false)]);
         assert_eq!(
-            plan(&d, &HashMap::new(), &HashSet::new()),
+            plan(&d, &HashMap::new(), &HashSet::new(), &HashMap::new()),
             [Action::Apply { id: id("red"), revision: 9 }]
         );
     }
@@ -123,6 +143,24 @@ mod tests {
         let d = desired(&[("blue", 3)], &[]);
         let applied = HashMap::from([(id("gone"), 2), (id("busy"), 1)]);
         let busy = HashSet::from([id("busy"), id("blue")]);
-        assert_eq!(plan(&d, &applied, &busy), [Action::Remove { id: id("gone") }]);
+        assert_eq!(plan(&d, &applied, &busy, &HashMap::new()), [Action::Remove { id: id("gone") }]);
+    }
+
+    #[test]
+    fn a_private_deployment_is_reattached_when_the_workspace_private_endpoints_change() {
+        let d = desired(&[("blue", 3), ("green", 4)], &[("blue", 3, true), ("green", 4, true)]);
+        let applied = HashMap::from([(id("blue"), 3), (id("green"), 4)]);
+        let stale = vec![Endpoint {
+            name: "gone".into(),
+            fqdn: "gone.example".into(),
+            aliases: Vec::new(),
+            ips: vec!["10.0.0.9".parse().expect("ip")],
+            ports: vec![443],
+        }];
+        let current = egress::endpoints(&d.workspace);
+        let guarded = HashMap::from([(id("blue"), stale.clone()), (id("green"), current)]);
+        assert_eq!(plan(&d, &applied, &HashSet::new(), &guarded), [Action::Reattach { id: id("blue") }]);
+        let busy = HashSet::from([id("blue")]);
+        assert_eq!(plan(&d, &applied, &busy, &guarded), []);
     }
 }

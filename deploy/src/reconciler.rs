@@ -151,10 +151,18 @@ impl Reconciler {
         let actions = {
             let mut books = self.books();
             let busy: HashSet<DeploymentId> = books.busy.keys().cloned().collect();
-            let actions = plan(&desired, &books.applied, &busy);
+            let guarded = self
+                .guard
+                .deployments()
+                .into_iter()
+                .filter_map(|id| Some((id.clone(), self.guard.endpoints(&id.0, &id.1)?)))
+                .collect();
+            let actions = plan(&desired, &books.applied, &busy, &guarded);
             for action in &actions {
                 match action {
-                    Action::Apply { id, .. } => books.busy.insert(id.clone(), Busy::Applying),
+                    Action::Apply { id, .. } | Action::Reattach { id } => {
+                        books.busy.insert(id.clone(), Busy::Applying)
+                    }
                     Action::Remove { id } => books.busy.insert(id.clone(), Busy::Removing),
                 };
             }
@@ -165,11 +173,12 @@ impl Reconciler {
             let desired = desired.clone();
             tokio::spawn(async move {
                 let id = match &action {
-                    Action::Apply { id, .. } | Action::Remove { id } => id.clone(),
+                    Action::Apply { id, .. } | Action::Remove { id } | Action::Reattach { id } => id.clone(),
                 };
                 match action {
                     Action::Apply { id, revision } => this.apply(&desired, &id, revision).await,
                     Action::Remove { id } => this.remove(&id).await,
+                    Action::Reattach { id } => this.reattach(&desired, &id).await,
                 }
                 this.books().busy.remove(&id);
                 this.progress.send_modify(|n| *n = n.wrapping_add(1));
@@ -219,6 +228,32 @@ impl Reconciler {
             self.guard.detach(&spec.endpoint_name, &spec.name);
         }
         result
+    }
+
+    /// The workspace's private endpoints changed under a running private deployment: the
+    /// guard takes the new list (DNS, listeners, kernel rules) while the containers keep
+    /// running (their environment does not name private endpoints). If the guard cannot be attached,
+    /// the deployment fails closed: its containers go and it is Failed with the reason.
+    async fn reattach(&self, desired: &Desired, id: &DeploymentId) {
+        let Some(at) = desired.deployments.get(id) else { return };
+        tracing::info!(endpoint = %id.0, deployment = %id.1, "the workspace's private endpoints changed; attaching the egress guard again");
+        let attached = match self.supervisor.network(&id.0, &id.1, true).await {
+            Ok(network) => {
+                let net = egress::network(&id.0, &id.1, &network, &desired.workspace);
+                self.guard.attach(net).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let Err(reason) = attached else { return };
+        tracing::warn!(endpoint = %id.0, deployment = %id.1, reason, "egress guard lost; removing the deployment's containers");
+        if let Err(e) = self.supervisor.remove(&id.0, &id.1).await {
+            tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "removing containers");
+        }
+        let outcome =
+            Outcome { revision: at.revision, succeeded: false, reason: Some(reason), logs: String::new() };
+        if let Err(e) = self.record_outcome(id, at.revision, outcome) {
+            tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "recording the outcome");
+        }
     }
 
     /// Stores the outcome unless the same one is already there for this revision (a restart

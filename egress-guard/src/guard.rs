@@ -78,7 +78,20 @@ impl Guard {
     /// Sets the deployment up (again: attaching twice replaces the first).
     pub async fn attach(&self, net: Network) -> Result<Attachment, Error> {
         let key = (net.endpoint.clone(), net.deployment.clone());
-        self.attached().remove(&key);
+        // The listeners of a first attachment go; so do its addresses, which a changed
+        // list of private endpoints may not take again.
+        let earlier = self.attached().remove(&key);
+        if let Some(mut earlier) = earlier {
+            for addr in &earlier.addresses {
+                host::remove(&earlier.bridge, *addr);
+            }
+            // An aborted task lets go of its socket only when it is dropped: wait for that,
+            // or binding the same addresses again races it.
+            for task in std::mem::take(&mut earlier.tasks) {
+                task.abort();
+                let _ = task.await;
+            }
+        }
         let result = self.bring_up(&net).await;
         if result.is_err() {
             self.detach(&net.endpoint, &net.deployment);
@@ -162,18 +175,17 @@ impl Guard {
         };
         nft::apply(&self.home_id, &rules).map_err(|e| Error::Rules(e.to_string()))?;
 
+        // The same for every attachment of the network: the private endpoints' names are not
+        // in NO_PROXY (the proxy reaches them under the same allowlist), so a changed
+        // workspace does not change the containers' environment, and a restarted daemon adopts
+        // them instead of replacing them.
         let proxy_url = format!("http://{}:{PROXY_PORT}", net.gateway);
-        let direct: Vec<String> = net
-            .endpoints
-            .iter()
-            .flat_map(|e| std::iter::once(e.fqdn.clone()).chain(e.aliases.clone()))
-            .collect();
         let mut env = Vec::new();
         for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
             env.push((name.to_string(), proxy_url.clone()));
         }
         for name in ["NO_PROXY", "no_proxy"] {
-            env.push((name.to_string(), direct.join(",")));
+            env.push((name.to_string(), "localhost,127.0.0.1,::1".to_string()));
         }
         let attachment = Attachment {
             dns: IpAddr::V4(net.gateway),
@@ -220,6 +232,12 @@ impl Guard {
             return Vec::new();
         };
         a.scope.endpoints.iter().map(|e| e.name.clone()).zip(a.addresses.iter().copied()).collect()
+    }
+
+    /// The private endpoints the guard serves a deployment, if it serves it.
+    pub fn endpoints(&self, endpoint: &str, deployment: &str) -> Option<Vec<Endpoint>> {
+        let attached = self.attached();
+        attached.get(&(endpoint.to_string(), deployment.to_string())).map(|a| a.scope.endpoints.clone())
     }
 
     /// The deployments the guard serves now.
