@@ -284,9 +284,16 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
         assert!(!ok, "{request} got through from the private deployment: {detail}");
     }
 
+    // A flood of refused queries is counted in full and logged a few lines a second.
+    for i in 0..40 {
+        assert!(!probe(closed, json!({"dns": format!("flood-{i}.internet.example")})).0);
+    }
+
     // Decisions are attributed, logged and counted; the kernel counts its drops.
     std::thread::sleep(Duration::from_secs(3));
     let log = d.log();
+    let flood_lines = log.lines().filter(|l| l.contains("flood-")).count();
+    assert!(flood_lines <= 20, "{flood_lines} of 40 refused queries logged: not rate-limited");
     for needle in [
         "\"kind\":\"dns\"",
         "\"reason\":\"dns_refused\"",
@@ -304,7 +311,7 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    assert!(count(&["decision=\"deny\"", "reason=\"dns_refused\""]) >= 3.0, "{metrics}");
+    assert!(count(&["decision=\"deny\"", "reason=\"dns_refused\""]) >= 43.0, "{metrics}");
     assert!(count(&["decision=\"deny\"", "reason=\"kernel\""]) >= 1.0, "{metrics}");
     assert!(count(&["decision=\"allow\""]) >= 5.0, "{metrics}");
     assert!(metrics.contains("moat_egress_bytes_total{"), "{metrics}");

@@ -118,3 +118,16 @@ impl RateLimit {
 pub fn discard() -> DecisionSink {
     Arc::new(|_| {})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_logs_a_few_lines_a_second() {
+        let limit = RateLimit::default();
+        let logged = (0..1000).filter(|_| limit.allow(5)).count();
+        // Five a second; ten if the loop straddles a second boundary.
+        assert!((5..=10).contains(&logged), "{logged} lines logged");
+    }
+}
