@@ -38,7 +38,10 @@ pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
         runtime.worker_threads(config.workers);
     }
     let runtime = runtime.enable_all().build().map_err(|e| Error::other("starting the runtime", e))?;
-    runtime.block_on(run(home, home_id, config, logs))
+    let flush = logs.flush.clone();
+    let result = runtime.block_on(run(home, home_id, config, logs));
+    flush();
+    result
 }
 
 async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks) -> Result<(), Error> {

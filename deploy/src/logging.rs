@@ -1,13 +1,14 @@
-//! The daemon's log: JSON lines on stderr or in `log_file`. Access lines reach a writer
-//! thread through a bounded channel, so a slow disk never stalls a request; when the channel
-//! is full, lines are dropped (and the drop is reported once the writer catches up).
+//! The daemon's log: JSON lines on stderr or in `log_file`. Access and egress-decision
+//! lines are appended to a shared buffer that a writer thread empties every few
+//! milliseconds in one write, so a slow disk never stalls a request and a request never
+//! wakes a thread (a channel's wake-up per line cost a fifth of the gateway's throughput);
+//! when the buffer is full, lines are dropped and the drop is reported.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use moat_egress_guard::{Decision, DecisionSink};
 use moat_gateway::{AccessRecord, LogSink};
@@ -45,6 +46,7 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
         }
     };
     let events = destination.clone();
+    let flush_to = destination.clone();
     let make_writer = move || LineBuffer { destination: events.clone(), buf: Vec::new() };
     let _ = tracing_subscriber::fmt()
         .json()
@@ -55,49 +57,70 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
         .with_writer(make_writer)
         .try_init();
 
-    let (sender, receiver) = sync_channel::<Vec<u8>>(8192);
-    let dropped = Arc::new(AtomicU64::new(0));
-    let dropped_in_writer = dropped.clone();
+    let lines = Lines::default();
+    let writer = lines.clone();
     std::thread::Builder::new()
         .name("moat-access-log".into())
         .spawn(move || {
-            for line in receiver {
-                destination.write_line(&line);
-                let lost = dropped_in_writer.swap(0, Ordering::Relaxed);
-                if lost > 0 {
-                    tracing::warn!(lines = lost, "access log lines dropped: the log could not keep up");
-                }
+            loop {
+                std::thread::sleep(WRITE_EVERY);
+                writer.write_to(&destination);
             }
         })
         .map_err(|e| Error::other("starting the log writer", e))?;
-    let lines = Lines { sender, dropped };
     let access = {
         let lines = lines.clone();
         Arc::new(move |record: &AccessRecord| lines.send(record)) as LogSink
     };
-    let decisions = Arc::new(move |decision: &Decision| lines.send(decision)) as DecisionSink;
-    Ok(Sinks { access, decisions })
+    let decisions = {
+        let lines = lines.clone();
+        Arc::new(move |decision: &Decision| lines.send(decision)) as DecisionSink
+    };
+    let flush = Arc::new(move || lines.write_to(&flush_to)) as Arc<dyn Fn() + Send + Sync>;
+    Ok(Sinks { access, decisions, flush })
 }
 
-/// The gateway's access lines and the egress guard's decision lines.
+/// The gateway's access lines and the egress guard's decision lines; `flush` writes what
+/// is pending (at shutdown).
 pub struct Sinks {
     pub access: LogSink,
     pub decisions: DecisionSink,
+    pub flush: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// JSON lines to the writer thread, dropped (and counted) when it cannot keep up.
-#[derive(Clone)]
+/// How often the writer empties the buffer: what a reader of the log waits at most.
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// Pending bytes at most; beyond them lines are dropped.
+const PENDING_MAX: usize = 8 << 20;
+
+/// JSON lines waiting for the writer, and how many were dropped.
+#[derive(Clone, Default)]
 struct Lines {
-    sender: SyncSender<Vec<u8>>,
+    pending: Arc<Mutex<Vec<u8>>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Lines {
     fn send(&self, record: &impl serde::Serialize) {
-        let Ok(mut line) = serde_json::to_vec(record) else { return };
-        line.push(b'\n');
-        if let Err(TrySendError::Full(_)) = self.sender.try_send(line) {
+        let Ok(line) = serde_json::to_vec(record) else { return };
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() + line.len() >= PENDING_MAX {
+            drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.extend_from_slice(&line);
+        pending.push(b'\n');
+    }
+
+    fn write_to(&self, destination: &Destination) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() {
+            destination.write_line(&batch);
+        }
+        let lost = self.dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            tracing::warn!(lines = lost, "access log lines dropped: the log could not keep up");
         }
     }
 }

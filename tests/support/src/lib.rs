@@ -335,7 +335,10 @@ impl Daemon {
         url.parse().expect("metrics address")
     }
 
+    /// The daemon's log so far. Access and decision lines reach it in batches every 10 ms;
+    /// the wait lets the last batch land.
     pub fn log(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(50));
         std::fs::read_to_string(self.home.join("serve.log")).unwrap_or_default()
     }
 

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# moat measured against its peers on this machine, in one run.
+#
+#   sudo bash benches/compare.sh [ROUNDS (5)] [SECONDS per measurement (8)] [CONNECTIONS (16)]
+#
+# Installs what it needs from Debian (nginx, haproxy, wrk, jq) when missing, builds moat,
+# moat-bench and the sample scorer image, and starts `moat serve` in a throw-away home with
+# one endpoint `cmp-one` (deployment blue, key auth, public network access disabled so the
+# access policy runs) and one endpoint `cmp-split` (deployments blue and green, 50/50).
+# The targets, all loaded with the sample request by moat-bench:
+#
+#   direct     blue's scorer container itself
+#   nginx      nginx proxy_pass to that same container (upstream keep-alive)
+#   haproxy    haproxy in front of that same container (connection reuse)
+#   moat       moat, endpoint cmp-one (whose only instance is that same container)
+#   moat-split moat, endpoint cmp-split (two deployments, two more containers)
+#
+# Every proxy gets WORKERS worker threads (the machine's CPUs): nginx worker_processes,
+# haproxy nbthread, moat serve --workers. Rounds interleave the targets (A B C D E A B C D E
+# ...). First the maximum throughput (closed loop, CONNECTIONS connections), then latency
+# at fixed offered rates, 25 % and 50 % of the direct median maximum (open loop). CPU
+# seconds per 10k requests of each proxy's processes come from /proc during the throughput
+# runs. Prints a Markdown table of medians over the rounds, with the ratios moat/direct,
+# moat/nginx and moat/haproxy; the raw moat-bench JSON stays in the output folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+rounds=${1:-5} seconds=${2:-8} connections=${3:-16}
+workers=$(nproc)
+
+need() { command -v "$1" >/dev/null || { echo "==> installing $2" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
+need nginx nginx-light
+need haproxy haproxy
+need wrk wrk
+need jq jq
+docker info >/dev/null
+
+echo "==> building moat, moat-bench and the sample scorer image" >&2
+cargo build --quiet --release --locked -p moat -p moat-bench
+examples/sample-scorer/build-image.sh >/dev/null
+moat="$root/target/release/moat"
+bench="$root/target/release/moat-bench"
+
+out=${OUT:-$(mktemp -d /tmp/moat-compare.XXXXXX)}
+mkdir -p "$out"
+export MOAT_HOME="$out/home"
+mkdir -p "$MOAT_HOME"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -f "$MOAT_HOME/id" ]; then
+        ids=$(docker ps -aq --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
+        [ -z "$ids" ] || docker rm -f $ids >/dev/null
+        nets=$(docker network ls -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
+        [ -z "$nets" ] || docker network rm $nets >/dev/null
+    fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "==> moat serve --workers $workers (home $MOAT_HOME)" >&2
+"$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers "$workers" --log-file "$MOAT_HOME/moat.log" &
+moat_pid=$!
+pids+=("$moat_pid")
+for _ in $(seq 100); do "$moat" online-endpoint list >/dev/null 2>&1 && break; sleep 0.1; done
+
+deployment() { # endpoint name
+    local file="$out/$1-$2.yml"
+    sed -e "s/^name: blue/name: $2/" -e "s/^endpoint_name: .*/endpoint_name: $1/" \
+        -e "s|path: model/|path: $root/examples/model-1/model/|" examples/model-1/blue-deployment.yml >"$file"
+    # Room for every connection at once: a 429 would count as a failure.
+    printf 'request_settings:\n  max_concurrent_requests_per_instance: %s\n  max_queue_wait_ms: 5000\n' "$connections" >>"$file"
+    echo "==> deployment $2 of $1" >&2
+    "$moat" online-deployment create -f "$file" >/dev/null
+}
+for ep in cmp-one cmp-split; do
+    "$moat" online-endpoint create -n "$ep" -f examples/model-1/endpoint.yml --set public_network_access=disabled >/dev/null
+done
+deployment cmp-one blue
+deployment cmp-split blue
+deployment cmp-split green
+"$moat" online-endpoint update -n cmp-one --traffic "blue=100" >/dev/null
+"$moat" online-endpoint update -n cmp-split --traffic "blue=50 green=50" >/dev/null
+container=$("$moat" online-deployment show -n blue -e cmp-one -o tsv --query 'instances[0].address')
+key_one=$("$moat" online-endpoint get-credentials -n cmp-one -o tsv --query primaryKey)
+key_split=$("$moat" online-endpoint get-credentials -n cmp-split -o tsv --query primaryKey)
+uri_one=$("$moat" online-endpoint show -n cmp-one -o tsv --query scoring_uri)
+uri_split=$("$moat" online-endpoint show -n cmp-split -o tsv --query scoring_uri)
+
+nginx_port=$(free_port)
+mkdir -p "$out/nginx"
+cat >"$out/nginx/nginx.conf" <<EOF
+worker_processes $workers;
+pid $out/nginx/nginx.pid;
+error_log $out/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream scorer { server $container:5001; keepalive 256; }
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://scorer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+echo "==> nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') on 127.0.0.1:$nginx_port" >&2
+nginx -p "$out/nginx" -c "$out/nginx/nginx.conf" -g 'daemon off;' &
+nginx_pid=$!
+pids+=("$nginx_pid")
+
+haproxy_port=$(free_port)
+cat >"$out/haproxy.cfg" <<EOF
+global
+    nbthread $workers
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend scoring
+    bind 127.0.0.1:$haproxy_port
+    default_backend scorer
+backend scorer
+    server blue $container:5001
+EOF
+echo "==> haproxy $(haproxy -v | head -1 | awk '{print $3}') on 127.0.0.1:$haproxy_port" >&2
+haproxy -f "$out/haproxy.cfg" -db &
+haproxy_pid=$!
+pids+=("$haproxy_pid")
+sleep 1
+
+declare -A url key pid
+url[direct]="http://$container:5001/score"
+url[nginx]="http://127.0.0.1:$nginx_port/score"
+url[haproxy]="http://127.0.0.1:$haproxy_port/score"
+url[moat]=$uri_one
+url[moat-split]=$uri_split
+key[moat]=$key_one
+key[moat-split]=$key_split
+pid[nginx]=$nginx_pid
+pid[haproxy]=$haproxy_pid
+pid[moat]=$moat_pid
+pid[moat-split]=$moat_pid
+targets=(direct nginx haproxy moat moat-split)
+
+# CPU seconds (user + system) of a process and its children threads/processes so far.
+cpu() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + ($14 + $15) / hz}' "/proc/$p/stat")
+    done
+    echo "$total"
+}
+
+load() { # target args...
+    local t=$1; shift
+    local headers=(-H 'Content-Type: application/json')
+    [ -z "${key[$t]:-}" ] || headers+=(-H "Authorization: Bearer ${key[$t]}")
+    "$bench" --json -c "$connections" -z "${seconds}s" "${headers[@]}" -D examples/model-1/sample-request.json "$@" "${url[$t]}"
+}
+
+for t in "${targets[@]}"; do load "$t" -n 200 >/dev/null 2>&1 || true; done # warm-up
+
+echo "==> throughput: $rounds rounds, closed loop, $connections connections, ${seconds}s each" >&2
+for r in $(seq "$rounds"); do
+    for t in "${targets[@]}"; do
+        before=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
+        load "$t" >"$out/max-$t-$r.json"
+        after=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
+        jq --argjson cpu "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" '. + {cpu_s: $cpu}' \
+            "$out/max-$t-$r.json" >"$out/max-$t-$r.tmp" && mv "$out/max-$t-$r.tmp" "$out/max-$t-$r.json"
+        echo "    round $r $t: $(jq -r '"\(.achieved_rps | floor)/s, errors \([.errors[]] | add), non-200 \([.status | to_entries[] | select(.key != "200") | .value] | add // 0)"' "$out/max-$t-$r.json")" >&2
+    done
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+med() { # prefix target jq-expression
+    for f in "$out/$1-$2-"*.json; do jq -r "$3" "$f"; done | median
+}
+direct_max=$(med max direct .achieved_rps)
+rates=("$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.25}')" "$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.5}')")
+
+echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (25 % and 50 % of direct's $direct_max/s)" >&2
+for r in $(seq "$rounds"); do
+    for q in "${rates[@]}"; do
+        for t in "${targets[@]}"; do
+            load "$t" -q "$q" >"$out/q$q-$t-$r.json"
+            echo "    round $r $t at $q/s: p99 $(jq .latency_us.p99 "$out/q$q-$t-$r.json") us" >&2
+        done
+    done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2f", a / b}'; }
+{
+    echo "| Target | max rate (req/s) | CPU s / 10k req | p50 at ${rates[0]}/s (µs) | p99 at ${rates[0]}/s (µs) | p50 at ${rates[1]}/s (µs) | p99 at ${rates[1]}/s (µs) | errors + non-200 |"
+    echo "|---|---|---|---|---|---|---|---|"
+    declare -A max cpu10k p99
+    for t in "${targets[@]}"; do
+        max[$t]=$(med max "$t" .achieved_rps)
+        cpu10k[$t]=$(med max "$t" 'if .requests > 0 then .cpu_s / .requests * 10000 else 0 end')
+        p99[$t]=$(med "q${rates[1]}" "$t" .latency_us.p99)
+        bad=$(for f in "$out/"*"-$t-"*.json; do jq '[.errors[]] + [.status | to_entries[] | select(.key != "200") | .value] | add // 0' "$f"; done | awk '{s += $1} END {print s}')
+        cpu_cell=$([ -n "${pid[$t]:-}" ] && printf '%.3f' "${cpu10k[$t]}" || echo "-")
+        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "$t" "${max[$t]}" "$cpu_cell" \
+            "$(med "q${rates[0]}" "$t" .latency_us.p50)" "$(med "q${rates[0]}" "$t" .latency_us.p99)" \
+            "$(med "q${rates[1]}" "$t" .latency_us.p50)" "${p99[$t]}" "$bad"
+    done
+    echo
+    echo "| Ratio | max rate | CPU / request | p99 at ${rates[1]}/s |"
+    echo "|---|---|---|---|"
+    echo "| moat / direct | $(ratio "${max[moat]}" "${max[direct]}") | - | $(ratio "${p99[moat]}" "${p99[direct]}") |"
+    echo "| moat / nginx | $(ratio "${max[moat]}" "${max[nginx]}") | $(ratio "${cpu10k[moat]}" "${cpu10k[nginx]}") | $(ratio "${p99[moat]}" "${p99[nginx]}") |"
+    echo "| moat / haproxy | $(ratio "${max[moat]}" "${max[haproxy]}") | $(ratio "${cpu10k[moat]}" "${cpu10k[haproxy]}") | $(ratio "${p99[moat]}" "${p99[haproxy]}") |"
+    echo "| moat-split / moat | $(ratio "${max[moat-split]}" "${max[moat]}") | $(ratio "${cpu10k[moat-split]}" "${cpu10k[moat]}") | $(ratio "${p99[moat-split]}" "${p99[moat]}") |"
+    echo
+    echo "Medians over $rounds interleaved rounds; $connections connections; ${seconds}s per measurement; $workers workers per proxy."
+    echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"
+    echo "$(. /etc/os-release && echo "$PRETTY_NAME"), $(rustc --version | cut -d' ' -f1-2), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), haproxy $(haproxy -v | head -1 | awk '{print $3}'), Docker $(docker version -f '{{.Server.Version}}')."
+} | tee "$out/table.md"
+echo "(raw results in $out)" >&2
