@@ -33,11 +33,13 @@ pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     let _lock = home.lock()?;
     let config = Config::load(&home.config(), flags)?;
     let logs = logging::init(config.log_file.as_deref())?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.workers > 0 {
-        runtime.worker_threads(config.workers);
-    }
-    let runtime = runtime.enable_all().build().map_err(|e| Error::other("starting the runtime", e))?;
+    // Scoring connections run on the gateway's own worker threads (`workers`); this runtime
+    // has the rest: accept loops, reconciler, supervisor, admin socket, metrics.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CONTROL_THREADS)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::other("starting the runtime", e))?;
     let flush = logs.flush.clone();
     let result = runtime.block_on(run(home, home_id, config, logs));
     flush();
@@ -149,6 +151,7 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         mirror_max_in_flight: config.mirror_max_in_flight,
         aad: config.aad.clone(),
         ingress: config.ingress.clone(),
+        workers: config.workers,
     };
     let gateway = Gateway::new(gateway_config, routes, logs.access);
     if let Some(aad) = gateway.aad.clone() {
@@ -206,6 +209,9 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
 }
 
 /// How often the TLS certificate files are checked for a change.
+/// Threads of the control runtime: its work is a few tasks a second, not a request each.
+const CONTROL_THREADS: usize = 2;
+
 const CERT_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn scoring_base(scheme: &'static str, bound: SocketAddr, config: &Config) -> ScoringBase {

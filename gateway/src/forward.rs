@@ -3,30 +3,19 @@
 //! is not left working for nobody. A connect failure (nothing was sent) is retried once on
 //! another instance; any other failure is the container's loss.
 
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 
 use crate::admission::Slot;
 use crate::reject::Reject;
 use crate::request::RequestCtx;
-use crate::table::{DeploymentRoute, Upstream};
-
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
-
-pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
-}
+use crate::table::DeploymentRoute;
+use crate::upstream::{self, Failure};
 
 /// Headers that describe one hop, not the request: never passed along.
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -57,7 +46,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Sends the request to an instance of `deployment` and returns the container's answer, with
 /// a non-2xx answer already turned into moat's 424.
 pub async fn forward(
-    client: &Client,
     deployment: &DeploymentRoute,
     mut slot: Slot,
     call: Call<'_>,
@@ -70,27 +58,21 @@ pub async fn forward(
         attempt += 1;
         let upstream = slot.upstream();
         ctx.instance = Some(upstream.instance.clone());
-        let request = upstream_request(upstream, &call, &ctx.request_id)?;
+        let request = upstream_request(upstream.addr, &call, &ctx.request_id)?;
         let started = Instant::now();
-        let sent = tokio::time::timeout_at(deadline, client.request(request)).await;
-        let response = match sent {
+        let answered = tokio::time::timeout_at(deadline, upstream::call(upstream.addr, request)).await;
+        let (mut parts, body) = match answered {
             Err(_) => return Err(timeout),
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) if e.is_connect() && attempt == 1 => {
+            Ok(Ok(response)) => response.into_parts(),
+            Ok(Err(Failure::Connect(e))) if attempt == 1 => {
                 // Nothing reached the container; another instance may take it.
                 tracing::debug!(instance = %upstream.instance, error = %e, "connect failed, retrying");
                 if slot.switch() {
                     continue;
                 }
-                return Err(Reject::InstanceLost(describe(&e)));
+                return Err(Reject::InstanceLost(e));
             }
-            Ok(Err(e)) => return Err(Reject::InstanceLost(describe(&e))),
-        };
-        let (mut parts, incoming) = response.into_parts();
-        let body = match tokio::time::timeout_at(deadline, incoming.collect()).await {
-            Err(_) => return Err(timeout),
-            Ok(Err(e)) => return Err(Reject::InstanceLost(format!("reading the answer: {e}"))),
-            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(Failure::Connect(e) | Failure::Lost(e))) => return Err(Reject::InstanceLost(e)),
         };
         ctx.upstream = Some(started.elapsed());
         strip_hop_by_hop(&mut parts.headers);
@@ -101,18 +83,6 @@ pub async fn forward(
         }
         return Ok(Response::from_parts(parts, Full::new(body)));
     }
-}
-
-/// The error text of a failed upstream call, down to its root cause.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A container's non-2xx answer becomes 424; its status and reason travel in headers.
@@ -131,15 +101,15 @@ pub struct Call<'a> {
     pub body: Bytes,
 }
 
+/// The request for the instance; its URI is the path alone (origin form), as HTTP/1.1 sends
+/// it to a server that is not a proxy.
 fn upstream_request(
-    upstream: &Upstream,
+    addr: SocketAddr,
     call: &Call<'_>,
     request_id: &str,
 ) -> Result<Request<Full<Bytes>>, Reject> {
     let (method, path, headers, body) = (call.method, call.path, call.headers, call.body.clone());
-    let uri: Uri = format!("http://{}{path}", upstream.addr)
-        .parse()
-        .map_err(|_| Reject::Internal("instance address does not form a URI"))?;
+    let uri = Uri::try_from(path).map_err(|_| Reject::Internal("the scoring path does not form a URI"))?;
     let mut request = Request::builder()
         .method(method.clone())
         .uri(uri)
@@ -149,7 +119,10 @@ fn upstream_request(
     strip_hop_by_hop(&mut forwarded);
     // The credential is for moat, never for the container.
     forwarded.remove(header::AUTHORIZATION);
-    forwarded.remove(header::HOST);
+    // HTTP/1.1 asks for a Host; the container's own address is the honest one.
+    if let Ok(host) = HeaderValue::try_from(addr.to_string()) {
+        forwarded.insert(header::HOST, host);
+    }
     forwarded.remove(header::CONTENT_LENGTH);
     if let Ok(id) = HeaderValue::from_str(request_id) {
         forwarded.insert("x-request-id", id);

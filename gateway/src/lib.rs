@@ -14,11 +14,13 @@
 //! - [`load`]: in-flight requests per instance, kept across table swaps.
 //! - [`admission`]: per-instance concurrency, the FIFO queue and its limits.
 //! - [`forward`]: the call to the instance, with its deadline and the one allowed retry.
+//! - [`upstream`]: kept-alive connections to the instances, reused call after call.
 //! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
 //! - [`mirror`]: copies of live requests to the mirror deployment, off the request's path.
 //! - [`access_log`]: the one JSON line per request.
 //! - [`metrics`]: the Prometheus series of CONTRACT.md.
 //! - [`server`]: the listener's accept loop and graceful shutdown.
+//! - [`workers`]: the threads that serve connections, one event loop each.
 //! - [`timeouts`]: idle and header-read timeouts on each client connection.
 //! - [`tls`]: rustls with ALPN, and a certificate reloaded when its files change.
 
@@ -38,6 +40,8 @@ pub mod table;
 pub mod target;
 pub mod timeouts;
 pub mod tls;
+pub mod upstream;
+pub mod workers;
 
 pub use access_log::{AccessRecord, LogSink};
 pub use admission::{Admission, Admissions, Limits};
@@ -66,6 +70,8 @@ pub struct Config {
     /// The OpenID issuer for `aad_token` endpoints.
     pub aad: Option<auth::aad::AadConfig>,
     pub ingress: ingress::IngressConfig,
+    /// Threads serving client connections, each with its own event loop; 0: one per CPU.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -80,6 +86,7 @@ impl Default for Config {
             mirror_max_in_flight: 64,
             aad: None,
             ingress: ingress::IngressConfig::default(),
+            workers: 0,
         }
     }
 }

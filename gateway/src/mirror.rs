@@ -31,13 +31,12 @@ pub fn send(gw: &Gateway, deployment: Arc<DeploymentRoute>, copy: Copy) {
     let Some(slot) = deployment.admission.try_admit() else {
         return dropped();
     };
-    let client = gw.client.clone();
     tokio::spawn(async move {
         let _permit = permit;
         let mut ctx = RequestCtx::new(None);
         ctx.request_id = copy.request_id;
         let call = Call { method: &copy.method, path: &copy.path, headers: &copy.headers, body: copy.body };
-        let answer = forward::forward(&client, &deployment, slot, call, &mut ctx).await;
+        let answer = forward::forward(&deployment, slot, call, &mut ctx).await;
         let result = match answer {
             Ok(response) if response.status().is_success() => MirrorResult::Sent,
             _ => MirrorResult::Failed,

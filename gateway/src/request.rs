@@ -145,7 +145,7 @@ async fn life(
     ctx.queue = Some(queued.elapsed());
     let slot = slot?;
     let call = Call { method: &parts.method, path, headers: &parts.headers, body };
-    forward::forward(&gw.client, &deployment, slot, call, ctx).await
+    forward::forward(&deployment, slot, call, ctx).await
 }
 
 /// The ingress policy, before the credential is even looked at. In report mode a refusal

@@ -18,12 +18,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::Config;
 use crate::access_log::LogSink;
 use crate::auth::aad::Aad;
-use crate::forward::{self, Client};
 use crate::ingress::Mode;
 use crate::ingress::accept::{self, Refused};
 use crate::ingress::origin::Connection;
 use crate::table::Routes;
 use crate::timeouts::{Activity, TimedIo};
+use crate::workers::Workers;
 use crate::{metrics, request};
 
 /// Everything a request needs, shared by all connections.
@@ -32,7 +32,6 @@ pub struct Gateway {
     /// The OpenID issuer's key set, when `auth.aad` is configured.
     pub aad: Option<Arc<Aad>>,
     pub routes: Routes,
-    pub client: Client,
     pub log: LogSink,
     pub mirror_budget: Arc<Semaphore>,
 }
@@ -41,7 +40,7 @@ impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
         let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
         let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
-        Arc::new(Gateway { config, aad, routes, client: forward::client(), log, mirror_budget })
+        Arc::new(Gateway { config, aad, routes, log, mirror_budget })
     }
 }
 
@@ -74,6 +73,10 @@ async fn accept(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    let workers = match Workers::start(gateway.config.workers) {
+        Ok(workers) => workers,
+        Err(e) => return tracing::error!(error = %e, "cannot start the gateway's worker threads"),
+    };
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -98,9 +101,13 @@ async fn accept(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // The socket leaves this runtime's reactor for the worker's.
+        let Ok(stream) = stream.into_std() else { continue };
         let (gateway, tls, watcher) = (gateway.clone(), tls.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            connection(gateway, stream, peer, tls, watcher).await;
+        workers.hand_over(async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                connection(gateway, stream, peer, tls, watcher).await;
+            }
             drop(slot);
         });
     }
@@ -108,6 +115,7 @@ async fn accept(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over with requests still open");
     }
+    drop(workers);
 }
 
 /// One client connection, from the TLS handshake (if any) to its last request.

@@ -2,6 +2,8 @@
 //! trusted balancer (127.0.0.1) that sends PROXY v1/v2 headers with and without a LINKID,
 //! and an untrusted peer (127.0.0.2) whose claims count for nothing.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -15,10 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use moat_gateway::ingress::proxy_protocol::v2_header;
 use moat_gateway::ingress::{IngressConfig, Mode};
-use moat_gateway::{
-    AccessRecord, Admissions, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, Limits,
-    RouteTable, Routes, Upstream,
-};
+use moat_gateway::{AccessRecord, Admissions, Config, Credentials, Gateway, RouteTable, Routes};
 use tokio::net::TcpListener;
 
 const KEY: &str = "ingress-test-key";
@@ -51,26 +50,13 @@ async fn gateway(mode: Mode) -> Harness {
     let up = upstream().await;
     let admissions = Admissions::default();
     let endpoint = |name: &str, public_access: bool| {
-        let limits =
-            Limits { max_per_instance: 8, max_queue_wait: Duration::from_millis(100), instance_count: 1 };
-        let instances = vec![Upstream { instance: format!("{name}-0"), addr: up, load: Default::default() }];
-        let route = DeploymentRoute::new(
-            "blue",
-            "/score",
-            Duration::from_secs(5),
-            admissions.get(name, "blue", limits),
-            instances,
-            limits,
-        );
-        let route = EndpointRoute {
-            name: name.into(),
+        common::endpoint(
+            &admissions,
+            name,
+            up,
+            Credentials::Keys(vec![KEY.as_bytes().to_vec()]),
             public_access,
-            credentials: Credentials::Keys(vec![KEY.as_bytes().to_vec()]),
-            traffic: vec![("blue".into(), 100)],
-            mirror: None,
-            deployments: HashMap::from([("blue".to_string(), Arc::new(route))]),
-        };
-        (name.to_string(), route)
+        )
     };
     let routes = Routes::default();
     routes.publish(RouteTable {

@@ -1,6 +1,8 @@
 //! The TLS listener with a real certificate (made with openssl for each run): HTTP/2 and
 //! HTTP/1.1 by ALPN, and a certificate swapped without a restart when its files change.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,10 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use moat_gateway::tls::{TlsFiles, acceptor};
-use moat_gateway::{
-    Admissions, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, Limits, RouteTable, Routes,
-    Upstream,
-};
+use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
 use moat_test_support::unique_id;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -50,24 +49,10 @@ async fn upstream() -> SocketAddr {
 
 async fn tls_gateway(files: &TlsFiles) -> (SocketAddr, moat_gateway::tls::Reloader) {
     let up = upstream().await;
-    let limits =
-        Limits { max_per_instance: 8, max_queue_wait: Duration::from_millis(100), instance_count: 1 };
-    let admission = Admissions::default().get("ep", "blue", limits);
-    let instances = vec![Upstream { instance: "blue-0".into(), addr: up, load: Default::default() }];
-    let route = DeploymentRoute::new("blue", "/score", Duration::from_secs(5), admission, instances, limits);
     let routes = Routes::default();
+    let credentials = Credentials::Keys(vec![b"tls-test-key".to_vec()]);
     routes.publish(RouteTable {
-        endpoints: HashMap::from([(
-            "ep".to_string(),
-            EndpointRoute {
-                name: "ep".into(),
-                public_access: true,
-                credentials: Credentials::Keys(vec![b"tls-test-key".to_vec()]),
-                traffic: vec![("blue".into(), 100)],
-                mirror: None,
-                deployments: HashMap::from([("blue".to_string(), Arc::new(route))]),
-            },
-        )]),
+        endpoints: HashMap::from([common::endpoint(&Admissions::default(), "ep", up, credentials, true)]),
     });
     let gw = Gateway::new(Config::default(), routes, moat_gateway::access_log::discard());
     let (tls, reloader) = acceptor(files).expect("certificate loads");

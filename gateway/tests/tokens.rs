@@ -2,6 +2,8 @@
 //! checked against a local JWKS server holding a real RSA and a real EC key (made with
 //! openssl for each run).
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,10 +20,7 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use moat_gateway::auth::aad::AadConfig;
 use moat_gateway::auth::aml::{AmlKey, audience};
-use moat_gateway::{
-    Admissions, Config, Credentials, DeploymentRoute, EndpointRoute, Gateway, Limits, RouteTable, Routes,
-    Upstream,
-};
+use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
 use moat_test_support::{Reply, http, unique_id};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -139,23 +138,8 @@ const AUDIENCE: &str = "https://ml.azure.com";
 async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>) -> SocketAddr {
     let up = upstream().await;
     let admissions = Admissions::default();
-    let endpoint = |name: &str, credentials: Credentials| {
-        let limits =
-            Limits { max_per_instance: 8, max_queue_wait: Duration::from_millis(100), instance_count: 1 };
-        let instances = vec![Upstream { instance: format!("{name}-0"), addr: up, load: Default::default() }];
-        let admission = admissions.get(name, "blue", limits);
-        let route =
-            DeploymentRoute::new("blue", "/score", Duration::from_secs(5), admission, instances, limits);
-        let route = EndpointRoute {
-            name: name.into(),
-            public_access: true,
-            credentials,
-            traffic: vec![("blue".into(), 100)],
-            mirror: None,
-            deployments: HashMap::from([("blue".to_string(), Arc::new(route))]),
-        };
-        (name.to_string(), route)
-    };
+    let endpoint =
+        |name: &str, credentials: Credentials| common::endpoint(&admissions, name, up, credentials, true);
     let routes = Routes::default();
     routes.publish(RouteTable {
         endpoints: HashMap::from([
