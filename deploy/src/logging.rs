@@ -70,7 +70,7 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
         .map_err(|e| Error::other("starting the log writer", e))?;
     let access = {
         let lines = lines.clone();
-        Arc::new(move |record: &AccessRecord| lines.send(record)) as LogSink
+        Arc::new(move |record: &AccessRecord| lines.append(|line| record.write_line(line))) as LogSink
     };
     let decisions = {
         let lines = lines.clone();
@@ -93,6 +93,11 @@ const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 /// Pending bytes at most; beyond them lines are dropped.
 const PENDING_MAX: usize = 8 << 20;
 
+thread_local! {
+    /// Where a line is made before it joins the pending ones, reused line after line.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// JSON lines waiting for the writer, and how many were dropped.
 #[derive(Clone, Default)]
 struct Lines {
@@ -102,15 +107,28 @@ struct Lines {
 
 impl Lines {
     fn send(&self, record: &impl serde::Serialize) {
-        let Ok(line) = serde_json::to_vec(record) else { return };
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() + line.len() >= PENDING_MAX {
-            drop(pending);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        pending.extend_from_slice(&line);
-        pending.push(b'\n');
+        self.append(|line| {
+            if serde_json::to_writer(&mut *line, record).is_ok() {
+                line.push(b'\n');
+            } else {
+                line.clear();
+            }
+        });
+    }
+
+    /// Adds the line `write` makes (newline included) unless the buffer is full.
+    fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            write(line);
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() + line.len() >= PENDING_MAX {
+                drop(pending);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            pending.extend_from_slice(line);
+        });
     }
 
     fn write_to(&self, destination: &Destination) {

@@ -37,10 +37,12 @@ pub fn route_table(
                 .map(|leases| {
                     leases
                         .iter()
-                        .map(|l| Upstream {
-                            instance: l.instance.clone(),
-                            addr: SocketAddr::new(l.address, port),
-                            load: load.counter(l.address),
+                        .map(|l| {
+                            Upstream::new(
+                                l.instance.clone(),
+                                SocketAddr::new(l.address, port),
+                                load.counter(l.address),
+                            )
                         })
                         .collect()
                 })

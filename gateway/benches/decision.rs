@@ -28,10 +28,12 @@ fn table(credentials: Credentials) -> Routes {
         let limits =
             Limits { max_per_instance: 1000, max_queue_wait: Duration::from_millis(500), instance_count: 3 };
         let instances = (0..3)
-            .map(|i| Upstream {
-                instance: format!("{name}-{i}"),
-                addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 5001)),
-                load: Default::default(),
+            .map(|i| {
+                Upstream::new(
+                    format!("{name}-{i}"),
+                    SocketAddr::from(([10, 0, 0, i as u8 + 1], 5001)),
+                    Default::default(),
+                )
             })
             .collect();
         let admission = admissions.get("ep", name, limits);

@@ -258,11 +258,7 @@ mod tests {
     use super::*;
 
     fn upstream(port: u16) -> Upstream {
-        Upstream {
-            instance: format!("i{port}"),
-            addr: SocketAddr::from(([10, 0, 0, 1], port)),
-            load: Default::default(),
-        }
+        Upstream::new(format!("i{port}"), SocketAddr::from(([10, 0, 0, 1], port)), Default::default())
     }
 
     fn admission(instances: usize, max: usize, wait_ms: u64) -> Arc<Admission> {

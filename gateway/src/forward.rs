@@ -3,7 +3,6 @@
 //! is not left working for nobody. A connect failure (nothing was sent) is retried once on
 //! another instance; any other failure is the container's loss.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,8 +12,8 @@ use http_body_util::Full;
 
 use crate::admission::Slot;
 use crate::reject::Reject;
-use crate::request::RequestCtx;
-use crate::table::DeploymentRoute;
+use crate::request::{RequestCtx, RequestId};
+use crate::table::{DeploymentRoute, Upstream};
 use crate::upstream::{self, Failure};
 
 /// Headers that describe one hop, not the request: never passed along.
@@ -28,19 +27,26 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// The header the request id travels in, to the container and back to the client.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Removes hop-by-hop headers, including those the `Connection` header lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    for name in connection_listed(headers).iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// The names a `Connection` header lists (usually none: no allocation then).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
+        .collect()
 }
 
 /// Sends the request to an instance of `deployment` and returns the container's answer, with
@@ -58,7 +64,7 @@ pub async fn forward(
         attempt += 1;
         let upstream = slot.upstream();
         ctx.instance = Some(upstream.instance.clone());
-        let request = upstream_request(upstream.addr, &call, &ctx.request_id)?;
+        let request = upstream_request(upstream, &call, &ctx.request_id)?;
         let started = Instant::now();
         let answered = tokio::time::timeout_at(deadline, upstream::call(upstream.addr, request)).await;
         let (mut parts, body) = match answered {
@@ -104,30 +110,31 @@ pub struct Call<'a> {
 /// The request for the instance; its URI is the path alone (origin form), as HTTP/1.1 sends
 /// it to a server that is not a proxy.
 fn upstream_request(
-    addr: SocketAddr,
+    upstream: &Upstream,
     call: &Call<'_>,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<Request<Full<Bytes>>, Reject> {
-    let (method, path, headers, body) = (call.method, call.path, call.headers, call.body.clone());
-    let uri = Uri::try_from(path).map_err(|_| Reject::Internal("the scoring path does not form a URI"))?;
-    let mut request = Request::builder()
-        .method(method.clone())
-        .uri(uri)
-        .body(Full::new(body))
-        .map_err(|_| Reject::Internal("building the upstream request"))?;
-    let mut forwarded = headers.clone();
-    strip_hop_by_hop(&mut forwarded);
-    // The credential is for moat, never for the container.
-    forwarded.remove(header::AUTHORIZATION);
+    let uri =
+        Uri::try_from(call.path).map_err(|_| Reject::Internal("the scoring path does not form a URI"))?;
+    let mut request = Request::new(Full::new(call.body.clone()));
+    *request.method_mut() = call.method.clone();
+    *request.uri_mut() = uri;
+    let forwarded = request.headers_mut();
+    forwarded.reserve(call.headers.len() + 2);
+    let listed = connection_listed(call.headers);
+    for (name, value) in call.headers {
+        // The credential is for moat, never for the container; the rest is this hop's own.
+        let dropped = HOP_BY_HOP.contains(name)
+            || [header::AUTHORIZATION, header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING]
+                .contains(name)
+            || listed.contains(name);
+        if !dropped {
+            forwarded.append(name.clone(), value.clone());
+        }
+    }
     // HTTP/1.1 asks for a Host; the container's own address is the honest one.
-    if let Ok(host) = HeaderValue::try_from(addr.to_string()) {
-        forwarded.insert(header::HOST, host);
-    }
-    forwarded.remove(header::CONTENT_LENGTH);
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        forwarded.insert("x-request-id", id);
-    }
-    *request.headers_mut() = forwarded;
+    forwarded.insert(header::HOST, upstream.host.clone());
+    forwarded.insert(REQUEST_ID_HEADER, request_id.header());
     Ok(request)
 }
 

@@ -4,7 +4,11 @@
 //! Label values come from the route table, never from the request, so a client cannot make
 //! new series by naming endpoints that do not exist.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
+
+use metrics::{Counter, Histogram};
 
 pub const REQUESTS: &str = "moat_requests_total";
 pub const REQUEST_DURATION: &str = "moat_request_duration_seconds";
@@ -19,12 +23,62 @@ pub const HISTOGRAMS: [&str; 2] = [REQUEST_DURATION, UPSTREAM_DURATION];
 
 /// One finished request.
 pub fn request(endpoint: &str, deployment: &str, code: u16, duration: Duration, upstream: Option<Duration>) {
-    let labels = [("endpoint", endpoint.to_string()), ("deployment", deployment.to_string())];
-    metrics::counter!(REQUESTS, &[labels[0].clone(), labels[1].clone(), ("code", code.to_string())])
-        .increment(1);
-    metrics::histogram!(REQUEST_DURATION, &labels).record(duration.as_secs_f64());
-    if let Some(upstream) = upstream {
-        metrics::histogram!(UPSTREAM_DURATION, &labels).record(upstream.as_secs_f64());
+    SERIES.with_borrow_mut(|series| {
+        let by_deployment = match series.get_mut(endpoint) {
+            Some(found) => found,
+            None => series.entry(endpoint.to_string()).or_default(),
+        };
+        let one = match by_deployment.get_mut(deployment) {
+            Some(found) => found,
+            None => by_deployment
+                .entry(deployment.to_string())
+                .or_insert_with(|| Series::new(endpoint, deployment)),
+        };
+        one.requests(code).increment(1);
+        one.duration.record(duration.as_secs_f64());
+        if let Some(upstream) = upstream {
+            one.upstream.record(upstream.as_secs_f64());
+        }
+    });
+}
+
+thread_local! {
+    /// The request series each worker thread has recorded to, by endpoint and deployment:
+    /// through a kept handle a request skips making label strings and looking its series
+    /// up in the registry. Labels come from the route table, so this stays small.
+    static SERIES: RefCell<HashMap<String, HashMap<String, Series>>> = RefCell::default();
+}
+
+struct Series {
+    labels: [(&'static str, String); 2],
+    codes: Vec<(u16, Counter)>,
+    duration: Histogram,
+    upstream: Histogram,
+}
+
+impl Series {
+    fn new(endpoint: &str, deployment: &str) -> Series {
+        let labels = [("endpoint", endpoint.to_string()), ("deployment", deployment.to_string())];
+        Series {
+            codes: Vec::new(),
+            duration: metrics::histogram!(REQUEST_DURATION, &labels),
+            upstream: metrics::histogram!(UPSTREAM_DURATION, &labels),
+            labels,
+        }
+    }
+
+    fn requests(&mut self, code: u16) -> &Counter {
+        let at = match self.codes.iter().position(|(c, _)| *c == code) {
+            Some(at) => at,
+            None => {
+                let [endpoint, deployment] = self.labels.clone();
+                let counter =
+                    metrics::counter!(REQUESTS, &[endpoint, deployment, ("code", code.to_string())]);
+                self.codes.push((code, counter));
+                self.codes.len() - 1
+            }
+        };
+        &self.codes[at].1
     }
 }
 

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method};
 
 use crate::forward::{self, Call};
 use crate::metrics::{self, MirrorResult};
-use crate::request::RequestCtx;
+use crate::request::{RequestCtx, RequestId};
 use crate::server::Gateway;
 use crate::table::DeploymentRoute;
 
@@ -20,7 +20,7 @@ pub struct Copy {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub request_id: String,
+    pub request_id: RequestId,
 }
 
 pub fn send(gw: &Gateway, deployment: Arc<DeploymentRoute>, copy: Copy) {

@@ -12,7 +12,7 @@
 //! A phase that ends the request returns a [`Reject`]; only [`handle`] turns it into a response.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
@@ -20,10 +20,10 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
-use crate::access_log::{self, AccessRecord};
+use crate::access_log::AccessRecord;
 use crate::admission::Refusal;
 use crate::auth::{self, Verdict};
-use crate::forward::{self, Call};
+use crate::forward::{self, Call, REQUEST_ID_HEADER};
 use crate::ingress::Mode;
 use crate::ingress::origin::{self, Connection, Origin};
 use crate::ingress::policy::{self, Decision};
@@ -37,7 +37,7 @@ use crate::{metrics, mirror};
 /// What one request has learnt so far; the log phase reads it.
 #[derive(Debug)]
 pub struct RequestCtx {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub started: Instant,
     pub client: Option<IpAddr>,
     pub policy: Option<&'static str>,
@@ -51,11 +51,35 @@ pub struct RequestCtx {
     pub error: Option<String>,
 }
 
+/// A request's id (a random UUID), kept as a header value: it goes to the container and back
+/// to the client as `x-request-id`, and as text into the log and error bodies.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    fn new() -> RequestId {
+        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        RequestId(
+            HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+                .unwrap_or(HeaderValue::from_static("-")),
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits and hyphens: always text.
+        self.0.to_str().unwrap_or("-")
+    }
+
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
 impl RequestCtx {
     pub fn new(client: Option<IpAddr>) -> Self {
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
         RequestCtx {
-            request_id: id.hyphenated().to_string(),
+            request_id: RequestId::new(),
             started: Instant::now(),
             client,
             policy: None,
@@ -79,7 +103,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> 
         Ok(response) => response,
         Err(reject) => {
             ctx.error = Some(reject.to_string());
-            reject.into_response(&ctx.request_id)
+            reject.into_response(ctx.request_id.as_str())
         }
     };
     respond(response.headers_mut(), &ctx, client_request_id);
@@ -200,11 +224,9 @@ fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<HeaderValue>) {
-    // The request id is always the server's own, whatever the container said.
-    headers.remove("x-request-id");
-    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert("x-request-id", id);
-    }
+    // The request id is always the server's own, whatever the container said (insert
+    // replaces every value the container gave).
+    headers.insert(REQUEST_ID_HEADER, ctx.request_id.header());
     if let Some(id) = client_request_id {
         headers.insert("x-ms-client-request-id", id);
     }
@@ -214,26 +236,25 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
 }
 
 fn log(gw: &Gateway, ctx: &RequestCtx, status: u16) {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let duration = ctx.started.elapsed();
     let (endpoint, deployment) =
         (ctx.endpoint.as_deref().unwrap_or(""), ctx.deployment.as_deref().unwrap_or(""));
     metrics::request(endpoint, deployment, status, duration, ctx.upstream);
     (gw.log)(&AccessRecord {
-        time: access_log::now(),
-        request_id: ctx.request_id.clone(),
-        endpoint: ctx.endpoint.clone(),
-        deployment: ctx.deployment.clone(),
-        instance: ctx.instance.clone(),
+        time: SystemTime::now(),
+        request_id: ctx.request_id.as_str(),
+        endpoint: ctx.endpoint.as_deref(),
+        deployment: ctx.deployment.as_deref(),
+        instance: ctx.instance.as_deref(),
         status,
-        duration_ms: ms(duration),
-        upstream_ms: ctx.upstream.map(ms),
-        queue_ms: ctx.queue.map(ms),
+        duration,
+        upstream: ctx.upstream,
+        queue: ctx.queue,
         client: ctx.client,
         auth_mode: ctx.auth_mode,
         auth: ctx.auth.map(Verdict::as_str),
         policy: ctx.policy,
-        error: ctx.error.clone(),
+        error: ctx.error.as_deref(),
     });
 }
 

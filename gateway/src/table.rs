@@ -102,9 +102,18 @@ pub struct Upstream {
     pub instance: String,
     pub addr: SocketAddr,
     pub load: Arc<AtomicUsize>,
+    /// `addr` as the `Host` of requests to it, made once rather than per request.
+    pub host: http::HeaderValue,
 }
 
 impl Upstream {
+    pub fn new(instance: String, addr: SocketAddr, load: Arc<AtomicUsize>) -> Upstream {
+        // An address's text is digits, dots, colons and brackets: always a valid value.
+        let host = http::HeaderValue::try_from(addr.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"));
+        Upstream { instance, addr, load, host }
+    }
+
     pub fn in_flight(&self) -> usize {
         self.load.load(Ordering::Relaxed)
     }

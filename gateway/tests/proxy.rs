@@ -111,7 +111,7 @@ async fn gateway(config: Config) -> Harness {
         let instances = ups
             .into_iter()
             .enumerate()
-            .map(|(i, addr)| Upstream { instance: format!("{name}-{i}"), addr, load: Default::default() })
+            .map(|(i, addr)| Upstream::new(format!("{name}-{i}"), addr, Default::default()))
             .collect();
         let timeout = Duration::from_millis(if name == "tight" { 2000 } else { 300 });
         let admission = admissions.get("ep", name, limits);
@@ -223,6 +223,30 @@ async fn both_keys_score_and_the_key_never_reaches_the_container() {
     }
     let logs = h.logs.lock().expect("logs").join("\n");
     assert!(!logs.contains(PRIMARY) && !logs.contains(SECONDARY), "a key in the access log");
+}
+
+#[tokio::test]
+async fn the_container_gets_the_clients_headers_without_this_hops_own() {
+    let h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Host", "client.example"),
+        ("Connection", "x-hop"),
+        ("X-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Model-Input", "kept"),
+    ];
+    let r = call(h.addr, "POST", "/endpoints/ep/score", &headers, "{}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen: HashMap<String, String> = serde_json::from_str(&r.body).expect("echo");
+    for gone in ["authorization", "x-hop", "keep-alive", "connection"] {
+        assert!(!seen.contains_key(gone), "{gone} forwarded: {seen:?}");
+    }
+    assert_eq!(seen.get("x-model-input").map(String::as_str), Some("kept"));
+    assert_eq!(seen.get("content-length").map(String::as_str), Some("2"));
+    let host = seen.get("host").expect("a Host header");
+    assert!(host.starts_with("127.0.0.1:"), "Host {host} is not the container's address");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ pub fn endpoint(
     public_access: bool,
 ) -> (String, EndpointRoute) {
     let limits = Limits { max_per_instance: 16, max_queue_wait: Duration::from_secs(1), instance_count: 1 };
-    let instances = vec![Upstream { instance: format!("{name}-0"), addr: up, load: Default::default() }];
+    let instances = vec![Upstream::new(format!("{name}-0"), up, Default::default())];
     let admission = admissions.get(name, "blue", limits);
     let route = DeploymentRoute::new("blue", "/score", Duration::from_secs(5), admission, instances, limits);
     let route = EndpointRoute {
