@@ -109,10 +109,11 @@ fn bad_files_names_and_words_are_refused_and_change_nothing() {
 
 #[test]
 fn commands_without_a_daemon_say_so_and_validate_works_offline() {
-    let home = std::env::temp_dir().join(format!("moat-nodaemon-{}", moat_test_support::unique_id()));
+    let dir = moat_test_support::TempDir::new("moat-nodaemon");
+    let home = dir.path();
     let run = |line: &str| {
         let words: Vec<&str> = line.split_whitespace().collect();
-        run_moat(std::path::Path::new(MOAT), &home, &words)
+        run_moat(std::path::Path::new(MOAT), home, &words)
     };
     let socket = home.join("admin.sock").display().to_string();
     refused(run("online-endpoint list"), 1, &format!("moat serve is not running (admin socket {socket})"));
@@ -130,7 +131,6 @@ fn commands_without_a_daemon_say_so_and_validate_works_offline() {
     let shown = run("validate -f examples/model-1/blue-deployment.yml").ok().stdout;
     let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
     assert_eq!(shown["request_settings"]["request_timeout_ms"], 5000, "defaults are filled in");
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]

@@ -15,7 +15,8 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
 use moat_test_support::{
-    Daemon, TEST_IMAGE, TestHost, home_containers, home_networks, http, require_test_image, unique_id,
+    Daemon, TEST_IMAGE, TempDir, TestHost, home_containers, home_networks, http, require_test_image,
+    unique_id,
 };
 use serde_json::{Value, json};
 
@@ -162,9 +163,8 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
     }
     internet.assert_route_is_ours();
 
-    let dir = std::env::temp_dir().join(format!("moat-egress-{id}"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = certificate(&dir, "tls.pe.test");
+    let dir = TempDir::new("moat-egress");
+    let (cert, key) = certificate(dir.path(), "tls.pe.test");
     pe.spawn(move || tcp_server(SocketAddr::from((pe_ip(2), 7000)), "pe-tcp-a"));
     pe.spawn(move || tcp_server(SocketAddr::from((pe_ip(3), 7000)), "pe-tcp-b"));
     pe.spawn(move || tcp_server(SocketAddr::from((pe_ip(4), 80)), "pe-http"));
@@ -363,7 +363,6 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
         !String::from_utf8_lossy(&addresses.stdout).contains(&guard_of("tcp-a")),
         "guard address left behind"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Without nftables the guard cannot fence a private deployment in, so moat refuses it and
@@ -371,8 +370,8 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
 #[test]
 fn a_private_deployment_is_refused_when_the_kernel_rules_cannot_be_installed() {
     require_test_image();
-    let bin = std::env::temp_dir().join(format!("moat-no-nft-{}", unique_id()));
-    std::fs::create_dir_all(&bin).expect("dir");
+    let bin_dir = TempDir::new("moat-no-nft");
+    let bin = bin_dir.path();
     let ip = std::process::Command::new("sh").args(["-c", "command -v ip"]).output().expect("sh");
     let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
     std::os::unix::fs::symlink(&ip, bin.join("ip")).expect("symlink");
@@ -391,5 +390,4 @@ fn a_private_deployment_is_refused_when_the_kernel_rules_cannot_be_installed() {
     assert_eq!(shown["provisioning_state"], "Failed");
     assert!(home_containers(&d.home_id()).is_empty(), "a container of a refused private deployment");
     assert!(home_networks(&d.home_id()).is_empty(), "a network of a refused private deployment");
-    let _ = std::fs::remove_dir_all(&bin);
 }

@@ -174,9 +174,9 @@ fn an_aml_token_endpoint_scores_with_the_token_get_credentials_gives() {
 #[test]
 fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
     require_test_image();
-    let dir = std::env::temp_dir().join(format!("moat-tls-e2e-{}", moat_test_support::unique_id()));
+    let dir = moat_test_support::TempDir::new("moat-tls-e2e");
     let (cert, key) =
-        moat_test_support::self_signed_certificate(&dir, "moat-test", "DNS:localhost,IP:127.0.0.1");
+        moat_test_support::self_signed_certificate(dir.path(), "moat-test", "DNS:localhost,IP:127.0.0.1");
     let config = format!("tls: {{listen: 127.0.0.1:0, cert: {}, key: {}}}\n", cert.display(), key.display());
     let d = Daemon::start_with_config(MOAT, &config);
     d.cli("online-endpoint create -n tls-ep -f examples/model-1/endpoint.yml").ok();
@@ -207,7 +207,6 @@ fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
     assert!(String::from_utf8_lossy(&trusted.stdout).contains("\"version\":\"blue\""));
     let untrusted = invoke(None);
     assert_eq!(untrusted.status.code(), Some(1), "an unknown certificate is not trusted");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

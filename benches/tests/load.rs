@@ -129,7 +129,8 @@ async fn json(args: &[&str]) -> Value {
 async fn a_closed_loop_sends_exactly_n_requests_with_the_given_method_headers_and_body() {
     let (addr, seen) = server(0, Duration::ZERO, None).await;
     let url = format!("http://{addr}/score");
-    let body = std::env::temp_dir().join(format!("moat-bench-body-{}.json", std::process::id()));
+    let dir = moat_test_support::TempDir::new("moat-bench-body");
+    let body = dir.path().join("body.json");
     std::fs::write(&body, r#"{"data": [[1, 2]]}"#).expect("body");
     let report =
         json(&["-c", "4", "-n", "300", "-H", "X-Test: yes", "-D", &body.display().to_string(), &url]).await;
@@ -143,7 +144,6 @@ async fn a_closed_loop_sends_exactly_n_requests_with_the_given_method_headers_an
     );
     let (method, header, sent) = seen.lock().expect("seen").clone();
     assert_eq!((method.as_str(), header.as_str(), sent.as_str()), ("POST", "yes", r#"{"data": [[1, 2]]}"#));
-    let _ = std::fs::remove_file(body);
 
     let human = bench(&["-c", "2", "-n", "50", "-m", "PUT", "-d", "x", &url], &[]).await;
     assert_eq!(human.code, 0, "{}", human.stderr);
@@ -202,8 +202,9 @@ async fn http2_and_tls_work_and_an_untrusted_certificate_is_refused() {
     let report = json(&["-c", "2", "-n", "100", "--http2", &format!("http://{plain}/score")]).await;
     assert_eq!(report["status"], serde_json::json!({"200": 100}), "{report}");
 
-    let dir = std::env::temp_dir().join(format!("moat-bench-tls-{}", moat_test_support::unique_id()));
-    let (cert, key) = moat_test_support::self_signed_certificate(&dir, "bench", "DNS:localhost,IP:127.0.0.1");
+    let dir = moat_test_support::TempDir::new("moat-bench-tls");
+    let (cert, key) =
+        moat_test_support::self_signed_certificate(dir.path(), "bench", "DNS:localhost,IP:127.0.0.1");
     let pem = (std::fs::read(&cert).expect("cert"), std::fs::read(&key).expect("key"));
     let (tls, _) = server(0, Duration::ZERO, Some(pem)).await;
     let url = format!("https://127.0.0.1:{}/score", tls.port());
@@ -219,7 +220,6 @@ async fn http2_and_tls_work_and_an_untrusted_certificate_is_refused() {
     }
     let untrusted = json(&["-c", "1", "-n", "2", &url]).await;
     assert_eq!(untrusted["errors"]["tls"], 2, "{untrusted}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

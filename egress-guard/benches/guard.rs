@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,15 +72,13 @@ fn ip(args: &[&str]) -> bool {
 
 /// haproxy in TCP mode on `listen`, forwarding to `to`; None when it is not installed.
 fn haproxy(listen: SocketAddr, to: SocketAddr) -> Option<Child> {
-    let config = std::env::temp_dir().join(format!("moat-bench-haproxy-{}.cfg", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nlisten guard\n  bind {listen}\n  server endpoint {to}\n"
-        ),
-    )
-    .ok()?;
-    let child = Command::new("haproxy").arg("-db").arg("-f").arg(&config).spawn().ok()?;
+    let config = format!(
+        "global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nlisten guard\n  bind {listen}\n  server endpoint {to}\n"
+    );
+    // The configuration goes in on stdin: no file to leave behind.
+    let mut child =
+        Command::new("haproxy").args(["-db", "-f", "/dev/stdin"]).stdin(Stdio::piped()).spawn().ok()?;
+    child.stdin.take()?.write_all(config.as_bytes()).ok()?;
     for _ in 0..50 {
         if TcpStream::connect(listen).is_ok() {
             return Some(child);

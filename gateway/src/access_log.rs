@@ -47,35 +47,37 @@ impl AccessRecord<'_> {
         timestamp(self.time, out);
         out.extend_from_slice(b"\",\"request_id\":");
         string(out, self.request_id);
-        out.extend_from_slice(b",\"endpoint\":");
-        maybe(out, self.endpoint, string);
-        out.extend_from_slice(b",\"deployment\":");
-        maybe(out, self.deployment, string);
-        out.extend_from_slice(b",\"instance\":");
-        maybe(out, self.instance, string);
-        out.extend_from_slice(b",\"status\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
-        out.extend_from_slice(b",\"duration_ms\":");
-        milliseconds(out, self.duration);
-        out.extend_from_slice(b",\"upstream_ms\":");
-        maybe(out, self.upstream, milliseconds);
-        out.extend_from_slice(b",\"queue_ms\":");
-        maybe(out, self.queue, milliseconds);
-        out.extend_from_slice(b",\"client\":");
-        maybe(out, self.client, address);
-        out.extend_from_slice(b",\"auth_mode\":");
-        maybe(out, self.auth_mode, string);
-        out.extend_from_slice(b",\"auth\":");
-        maybe(out, self.auth, string);
-        out.extend_from_slice(b",\"policy\":");
-        maybe(out, self.policy, string);
-        out.extend_from_slice(b",\"error\":");
-        maybe(out, self.error, string);
+        for (key, value) in
+            [("endpoint", self.endpoint), ("deployment", self.deployment), ("instance", self.instance)]
+        {
+            field(out, key, value, string);
+        }
+        field(out, "status", Some(self.status), |out, status| {
+            out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes())
+        });
+        field(out, "duration_ms", Some(self.duration), milliseconds);
+        for (key, value) in [("upstream_ms", self.upstream), ("queue_ms", self.queue)] {
+            field(out, key, value, milliseconds);
+        }
+        field(out, "client", self.client, address);
+        let last = [
+            ("auth_mode", self.auth_mode),
+            ("auth", self.auth),
+            ("policy", self.policy),
+            ("error", self.error),
+        ];
+        for (key, value) in last {
+            field(out, key, value, string);
+        }
         out.extend_from_slice(b"}\n");
     }
 }
 
-fn maybe<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+/// `,"key":` and the value as `write` puts it, or `null`. Keys are plain: never escaped.
+fn field<T>(out: &mut Vec<u8>, key: &str, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
     match value {
         Some(value) => write(out, value),
         None => out.extend_from_slice(b"null"),

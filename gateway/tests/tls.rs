@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use moat_gateway::tls::{TlsFiles, acceptor};
 use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
-use moat_test_support::unique_id;
+use moat_test_support::TempDir;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::net::TcpListener;
@@ -89,30 +89,31 @@ async fn score(addr: SocketAddr, root: &Path, h2: bool) -> Result<hyper::Version
     Ok(version)
 }
 
-fn temp() -> PathBuf {
-    std::env::temp_dir().join(format!("moat-tls-{}", unique_id()))
+fn temp() -> TempDir {
+    TempDir::new("moat-tls")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_http2_and_http1_by_alpn() {
-    let dir = temp();
-    let files = self_signed(&dir, "first");
+    let temp = temp();
+    let dir = temp.path();
+    let files = self_signed(dir, "first");
     let (addr, _reloader) = tls_gateway(&files).await;
     assert_eq!(score(addr, &files.cert, true).await, Ok(hyper::Version::HTTP_2));
     assert_eq!(score(addr, &files.cert, false).await, Ok(hyper::Version::HTTP_11));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_certificate_is_served_without_a_restart() {
-    let dir = temp();
-    let files = self_signed(&dir, "first");
+    let temp = temp();
+    let dir = temp.path();
+    let files = self_signed(dir, "first");
     let (addr, mut reloader) = tls_gateway(&files).await;
     let old_root = dir.join("old-root.pem");
     std::fs::copy(&files.cert, &old_root).expect("copy");
     assert!(score(addr, &old_root, true).await.is_ok());
 
-    let next = self_signed(&dir, "second");
+    let next = self_signed(dir, "second");
     // A half-written change (the new certificate with the old key) is refused; the old stays.
     std::fs::copy(&next.cert, &files.cert).expect("copy cert");
     assert!(!reloader.check(), "a certificate that does not match its key is not taken");
@@ -122,5 +123,4 @@ async fn a_changed_certificate_is_served_without_a_restart() {
     assert!(reloader.check(), "the new pair is taken");
     assert!(score(addr, &next.cert, true).await.is_ok(), "new connections get the new certificate");
     assert!(score(addr, &old_root, true).await.is_err(), "the old certificate is gone");
-    let _ = std::fs::remove_dir_all(&dir);
 }

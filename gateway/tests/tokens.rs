@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use moat_gateway::auth::aad::AadConfig;
 use moat_gateway::auth::aml::{AmlKey, audience};
 use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
-use moat_test_support::{Reply, http, unique_id};
+use moat_test_support::{Reply, TempDir, http};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -198,7 +198,8 @@ fn with(mut base: serde_json::Value, key: &str, value: serde_json::Value) -> ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aad_tokens_pass_only_with_the_issuers_keys_and_claims() {
-    let keys = keys(&std::env::temp_dir().join(format!("moat-jwks-{}", unique_id())));
+    let key_dir = TempDir::new("moat-jwks");
+    let keys = keys(key_dir.path());
     let server = jwks(json!({"keys": [keys.rsa_jwk, keys.ec_jwk]})).await;
     let addr = gateway(server.addr, Arc::new(AmlKey::new(b"unused"))).await;
 
@@ -260,14 +261,11 @@ async fn aad_tokens_pass_only_with_the_issuers_keys_and_claims() {
     let mut rotated = keys.rsa_jwk.clone();
     rotated["kid"] = json!("rsa-2");
     let other_modulus = {
-        let dir = std::env::temp_dir().join(format!("moat-jwks-other-{}", unique_id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("other.pem");
+        let path = key_dir.path().join("other.pem");
         std::fs::write(&path, &keys.other_rsa_pem).expect("write");
         let out =
             String::from_utf8(openssl(&["rsa", "-in", &path.display().to_string(), "-noout", "-modulus"]))
                 .expect("utf8");
-        let _ = std::fs::remove_dir_all(&dir);
         let hex = out.trim().trim_start_matches("Modulus=").to_string();
         (0..hex.len())
             .step_by(2)
