@@ -18,7 +18,9 @@
 # Every proxy gets WORKERS worker threads (the machine's CPUs): nginx worker_processes,
 # haproxy nbthread, moat serve --workers. Rounds interleave the targets (A B C D E A B C D E
 # ...). First the maximum throughput (closed loop, CONNECTIONS connections), then latency
-# at fixed offered rates, 25 % and 50 % of the direct median maximum (open loop). CPU
+# at fixed offered rates (open loop): 25 % and 50 % of the direct median maximum, and half
+# the slowest proxy's median maximum, a rate every proxy sustains, so its column shows what
+# a proxy adds rather than how its queue grows when overloaded. CPU
 # seconds per 10k requests of each proxy's processes come from /proc during the throughput
 # runs. Prints a Markdown table of medians over the rounds, with the ratios moat/direct,
 # moat/nginx and moat/haproxy; the raw moat-bench JSON stays in the output folder.
@@ -182,12 +184,15 @@ done
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 med() { # prefix target jq-expression
-    for f in "$out/$1-$2-"*.json; do jq -r "$3" "$f"; done | median
+    # Files are <prefix>-<target>-<round>.json: the digit keeps moat from matching moat-split.
+    for f in "$out/$1-$2-"[0-9]*.json; do jq -r "$3" "$f"; done | median
 }
 direct_max=$(med max direct .achieved_rps)
-rates=("$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.25}')" "$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.5}')")
+slowest_max=$(for t in nginx haproxy moat moat-split; do med max "$t" .achieved_rps; done | sort -g | head -1)
+rates=("$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.25}')" "$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.5}')"
+    "$(awk -v m="$slowest_max" 'BEGIN {printf "%d", m * 0.5}')")
 
-echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (25 % and 50 % of direct's $direct_max/s)" >&2
+echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (25 % and 50 % of direct's $direct_max/s, half the slowest proxy's $slowest_max/s)" >&2
 for r in $(seq "$rounds"); do
     for q in "${rates[@]}"; do
         for t in "${targets[@]}"; do
@@ -199,26 +204,36 @@ done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2f", a / b}'; }
 {
-    echo "| Target | max rate (req/s) | CPU s / 10k req | p50 at ${rates[0]}/s (µs) | p99 at ${rates[0]}/s (µs) | p50 at ${rates[1]}/s (µs) | p99 at ${rates[1]}/s (µs) | errors + non-200 |"
-    echo "|---|---|---|---|---|---|---|---|"
-    declare -A max cpu10k p99
+    echo -n "| Target | max rate (req/s) | CPU s / 10k req |"
+    for q in "${rates[@]}"; do echo -n " p50 at $q/s (µs) | p99 at $q/s (µs) |"; done
+    echo " errors + non-200 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    declare -A max cpu10k p99 p99s
     for t in "${targets[@]}"; do
         max[$t]=$(med max "$t" .achieved_rps)
         cpu10k[$t]=$(med max "$t" 'if .requests > 0 then .cpu_s / .requests * 10000 else 0 end')
         p99[$t]=$(med "q${rates[1]}" "$t" .latency_us.p99)
-        bad=$(for f in "$out/"*"-$t-"*.json; do jq '[.errors[]] + [.status | to_entries[] | select(.key != "200") | .value] | add // 0' "$f"; done | awk '{s += $1} END {print s}')
+        p99s[$t]=$(med "q${rates[2]}" "$t" .latency_us.p99)
+        bad=$(for f in "$out/"*"-$t-"[0-9]*.json; do jq '[.errors[]] + [.status | to_entries[] | select(.key != "200") | .value] | add // 0' "$f"; done | awk '{s += $1} END {print s}')
         cpu_cell=$([ -n "${pid[$t]:-}" ] && printf '%.3f' "${cpu10k[$t]}" || echo "-")
-        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "$t" "${max[$t]}" "$cpu_cell" \
-            "$(med "q${rates[0]}" "$t" .latency_us.p50)" "$(med "q${rates[0]}" "$t" .latency_us.p99)" \
-            "$(med "q${rates[1]}" "$t" .latency_us.p50)" "${p99[$t]}" "$bad"
+        printf '| %s | %.0f | %s |' "$t" "${max[$t]}" "$cpu_cell"
+        for q in "${rates[@]}"; do
+            printf ' %s | %s |' "$(med "q$q" "$t" .latency_us.p50)" "$(med "q$q" "$t" .latency_us.p99)"
+        done
+        printf ' %s |\n' "$bad"
     done
     echo
-    echo "| Ratio | max rate | CPU / request | p99 at ${rates[1]}/s |"
-    echo "|---|---|---|---|"
-    echo "| moat / direct | $(ratio "${max[moat]}" "${max[direct]}") | - | $(ratio "${p99[moat]}" "${p99[direct]}") |"
-    echo "| moat / nginx | $(ratio "${max[moat]}" "${max[nginx]}") | $(ratio "${cpu10k[moat]}" "${cpu10k[nginx]}") | $(ratio "${p99[moat]}" "${p99[nginx]}") |"
-    echo "| moat / haproxy | $(ratio "${max[moat]}" "${max[haproxy]}") | $(ratio "${cpu10k[moat]}" "${cpu10k[haproxy]}") | $(ratio "${p99[moat]}" "${p99[haproxy]}") |"
-    echo "| moat-split / moat | $(ratio "${max[moat-split]}" "${max[moat]}") | $(ratio "${cpu10k[moat-split]}" "${cpu10k[moat]}") | $(ratio "${p99[moat-split]}" "${p99[moat]}") |"
+    echo "| Ratio | max rate | CPU / request | p99 at ${rates[1]}/s | p99 at ${rates[2]}/s |"
+    echo "|---|---|---|---|---|"
+    row() { # label a b
+        local cpu_ratio=-
+        [ "$3" = direct ] || cpu_ratio=$(ratio "${cpu10k[$2]}" "${cpu10k[$3]}")
+        echo "| $1 | $(ratio "${max[$2]}" "${max[$3]}") | $cpu_ratio | $(ratio "${p99[$2]}" "${p99[$3]}") | $(ratio "${p99s[$2]}" "${p99s[$3]}") |"
+    }
+    row "moat / direct" moat direct
+    row "moat / nginx" moat nginx
+    row "moat / haproxy" moat haproxy
+    row "moat-split / moat" moat-split moat
     echo
     echo "Medians over $rounds interleaved rounds; $connections connections; ${seconds}s per measurement; $workers workers per proxy."
     echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"

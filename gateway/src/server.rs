@@ -73,10 +73,10 @@ async fn accept(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let workers = match Workers::start(gateway.config.workers) {
-        Ok(workers) => workers,
-        Err(e) => return tracing::error!(error = %e, "cannot start the gateway's worker threads"),
-    };
+    let workers = Workers::start(gateway.config.workers).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot start the gateway's worker threads: serving on the accept loop's");
+        Workers::none()
+    });
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
     tokio::pin!(shutdown);

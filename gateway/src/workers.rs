@@ -38,10 +38,16 @@ impl Workers {
         Ok(Workers { workers })
     }
 
+    /// No worker threads: connections run on the runtime of the accept loop.
+    pub fn none() -> Workers {
+        Workers { workers: Vec::new() }
+    }
+
     /// Runs `connection` to its end on the least busy worker. The future is first polled
     /// there, so sockets it opens or adopts (`TcpStream::from_std`) belong to that worker.
     pub fn hand_over(&self, connection: impl Future<Output = ()> + Send + 'static) {
         let Some(worker) = self.workers.iter().min_by_key(|w| w.open.load(Ordering::Relaxed)) else {
+            tokio::spawn(connection);
             return;
         };
         let open = worker.open.clone();
@@ -110,5 +116,15 @@ mod tests {
         for _ in 0..6 {
             assert_eq!(done.recv().await, Some(true), "a connection moved threads");
         }
+    }
+
+    #[tokio::test]
+    async fn without_workers_connections_run_where_they_are_accepted() {
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        let here = std::thread::current().id();
+        Workers::none().hand_over(async move {
+            let _ = done_tx.send(std::thread::current().id());
+        });
+        assert_eq!(done.recv().await, Some(here));
     }
 }
