@@ -414,6 +414,50 @@ fn slow_client(addr: SocketAddr) -> std::net::TcpStream {
 }
 
 /// Whether the server has closed the connection (reads end or fail within a few seconds).
+/// Sends one scoring request on `s` and reads its answer; whether the connection is still
+/// open 100 ms after the answer.
+fn score_on_stream(s: &mut std::net::TcpStream) -> (String, bool) {
+    use std::io::{Read, Write};
+    let auth = bearer(PRIMARY);
+    let request = format!(
+        "POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    s.write_all(request.as_bytes()).expect("write");
+    s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    // Read the whole answer: until nothing more comes for 100 ms.
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let still_open = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break false,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => break true,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), still_open)
+}
+
+#[tokio::test]
+async fn each_answer_restarts_the_idle_clock() {
+    let h = gateway(Config { idle_timeout: Duration::from_millis(600), ..Config::default() }).await;
+    let addr = h.addr;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let started = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        let (answer, _) = score_on_stream(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Past the first idle deadline (600 ms after connecting), not yet the second.
+        std::thread::sleep(Duration::from_millis(700).saturating_sub(started.elapsed()));
+        let (answer, open) = score_on_stream(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 200"), "closed at the first deadline: {answer:?}");
+        (open, closed_by_server(s))
+    })
+    .await
+    .expect("join");
+    assert_eq!(outcome, (true, true), "open after the second answer, closed once idle");
+}
+
 fn closed_by_server(mut s: std::net::TcpStream) -> bool {
     use std::io::Read;
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -452,26 +496,12 @@ async fn slow_clients_holding_every_connection_cannot_starve_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    use std::io::{Read, Write};
     let h = gateway(Config { idle_timeout: Duration::from_millis(300), ..Config::default() }).await;
     let addr = h.addr;
     let outcome = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
-        let auth = bearer(PRIMARY);
-        let request = format!("POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 2\r\n\r\n{{}}");
-        s.write_all(request.as_bytes()).expect("write");
-        s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-        // Read the whole answer: until nothing more comes for 100 ms.
-        let mut answer = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        let still_open = loop {
-            match s.read(&mut buf) {
-                Ok(0) => break false,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-                Err(_) => break true,
-            }
-        };
-        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        let (answer, still_open) = score_on_stream(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(still_open, "kept alive past a short pause");
         // Closed once idle for longer than the timeout.
         std::thread::sleep(Duration::from_millis(400));
