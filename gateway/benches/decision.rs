@@ -1,6 +1,7 @@
 //! The per-request decision path, without sockets: target, access policy, credential,
-//! deployment pick and admission (instance pick), as one request would take them; and the credential checks
-//! alone, key and token.
+//! deployment pick and admission (instance pick), as one request would take them; and the
+//! credential checks alone: key, and AAD tokens signed with real RSA and EC keys (made by
+//! openssl for the run, as in the token tests).
 //!
 //! `cargo bench -p moat-gateway --bench decision`; results in BENCHMARKS.md.
 
@@ -10,9 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method, Request};
+use jsonwebtoken::Algorithm;
+use moat_gateway::auth::aad::{Aad, AadConfig};
 use moat_gateway::auth::aml::{AmlKey, audience};
 use moat_gateway::ingress::IngressConfig;
 use moat_gateway::ingress::origin::{self, Connection};
@@ -63,7 +69,7 @@ fn table(credentials: Credentials) -> Routes {
 }
 
 /// Everything the gateway decides for one request before it forwards it.
-fn decide(routes: &Routes, request: &Request<()>, ingress: &IngressConfig) -> bool {
+fn decide(routes: &Routes, request: &Request<()>, ingress: &IngressConfig, aad: Option<&Aad>) -> bool {
     let table = routes.load();
     let Ok(t) = target::resolve(request, None) else { return false };
     let Some(endpoint) = table.endpoints.get(&t.endpoint) else { return false };
@@ -73,7 +79,7 @@ fn decide(routes: &Routes, request: &Request<()>, ingress: &IngressConfig) -> bo
         return false;
     }
     let (_, allowed) =
-        auth::check(&endpoint.credentials, None, request.headers()).now_or_never().expect("ready");
+        auth::check(&endpoint.credentials, aad, request.headers()).now_or_never().expect("ready");
     if allowed.is_err() {
         return false;
     }
@@ -98,18 +104,18 @@ fn bench(c: &mut Criterion) {
     let key = "k".repeat(40);
     let keys = table(Credentials::Keys(vec![key.clone().into_bytes(), "s".repeat(40).into_bytes()]));
     let keyed = request(&key);
-    assert!(decide(&keys, &keyed, &ingress));
+    assert!(decide(&keys, &keyed, &ingress, None));
     c.bench_function("decision path, key auth", |b| {
-        b.iter(|| black_box(decide(&keys, black_box(&keyed), &ingress)))
+        b.iter(|| black_box(decide(&keys, black_box(&keyed), &ingress, None)))
     });
 
     let aml = Arc::new(AmlKey::new(b"a workspace secret of thirty-two bytes!"));
     let token = aml.issue(&audience("ws", "ep"), Duration::from_secs(3600)).expect("token").token;
     let tokens = table(Credentials::AmlToken { key: aml, audience: audience("ws", "ep") });
     let with_token = request(&token);
-    assert!(decide(&tokens, &with_token, &ingress));
+    assert!(decide(&tokens, &with_token, &ingress, None));
     c.bench_function("decision path, aml_token auth", |b| {
-        b.iter(|| black_box(decide(&tokens, black_box(&with_token), &ingress)))
+        b.iter(|| black_box(decide(&tokens, black_box(&with_token), &ingress, None)))
     });
 
     let mut headers = HeaderMap::new();
@@ -118,6 +124,32 @@ fn bench(c: &mut Criterion) {
     c.bench_function("credential check, key", |b| {
         b.iter(|| black_box(auth::check(&credentials, None, black_box(&headers)).now_or_never()))
     });
+
+    // AAD: the issuer's key set is already cached, as it is after the first request.
+    let dir = moat_test_support::TempDir::new("moat-bench-jwks");
+    let keys = common::keys::keys(dir.path());
+    let (issuer, aud) = ("https://login.example.test/tenant/v2.0", "https://ml.azure.com");
+    let aad = Aad::new(AadConfig {
+        issuer: issuer.into(),
+        jwks_uri: "http://127.0.0.1:9/never-fetched".into(),
+        audience: aud.into(),
+        refresh_gap: Duration::from_secs(3600),
+    });
+    let set = serde_json::json!({"keys": [keys.rsa_jwk, keys.ec_jwk]});
+    aad.preload(&serde_json::from_value(set).expect("a JWK set"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let claims =
+        serde_json::json!({"iss": issuer, "aud": aud, "nbf": now - 10, "exp": now + 3600, "sub": "user"});
+    let aad_table = table(Credentials::AadToken);
+    for (alg, kid, pem) in
+        [(Algorithm::RS256, "rsa-1", &keys.rsa_pem), (Algorithm::ES256, "ec-1", &keys.ec_pem)]
+    {
+        let signed = request(&common::keys::sign(alg, kid, pem, claims.clone()));
+        assert!(decide(&aad_table, &signed, &ingress, Some(&aad)), "{alg:?} token refused");
+        c.bench_function(&format!("decision path, aad_token auth ({alg:?})"), |b| {
+            b.iter(|| black_box(decide(&aad_table, black_box(&signed), &ingress, Some(&aad))))
+        });
+    }
 }
 
 criterion_group!(benches, bench);

@@ -4,15 +4,15 @@
 
 mod common;
 
+use common::keys::{b64, keys, openssl, sign};
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -25,50 +25,8 @@ use moat_test_support::{Reply, TempDir, http};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
-}
-
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
-
-/// A fresh RSA 2048 and EC P-256 key pair (PKCS#8 PEM) and their public JWKs.
-struct Keys {
-    rsa_pem: Vec<u8>,
-    ec_pem: Vec<u8>,
-    other_rsa_pem: Vec<u8>,
-    rsa_jwk: serde_json::Value,
-    ec_jwk: serde_json::Value,
-}
-
-fn keys(dir: &Path) -> Keys {
-    std::fs::create_dir_all(dir).expect("dir");
-    let path = |n: &str| dir.join(n).display().to_string();
-    let (rsa, ec, other) = (path("rsa.pem"), path("ec.pem"), path("other.pem"));
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &rsa]);
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &other]);
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &ec]);
-    let modulus = String::from_utf8(openssl(&["rsa", "-in", &rsa, "-noout", "-modulus"])).expect("utf8");
-    let hex = modulus.trim().trim_start_matches("Modulus=");
-    let n: Vec<u8> =
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
-    // The DER public key ends with the uncompressed point 04 || x || y.
-    let der = openssl(&["ec", "-in", &ec, "-pubout", "-outform", "DER"]);
-    let point = &der[der.len() - 64..];
-    Keys {
-        rsa_pem: std::fs::read(&rsa).expect("rsa"),
-        ec_pem: std::fs::read(&ec).expect("ec"),
-        other_rsa_pem: std::fs::read(&other).expect("other"),
-        rsa_jwk: json!({"kty": "RSA", "kid": "rsa-1", "use": "sig", "n": b64(&n), "e": "AQAB"}),
-        ec_jwk: json!({"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": b64(&point[..32]), "y": b64(&point[32..])}),
-    }
 }
 
 /// A JWKS server that counts its fetches and can be taken down.
@@ -174,17 +132,6 @@ async fn score(addr: SocketAddr, endpoint: &str, token: &str) -> Reply {
     })
     .await
     .expect("join")
-}
-
-fn sign(alg: Algorithm, kid: &str, pem: &[u8], claims: serde_json::Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.into());
-    let key = match alg {
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
-        _ => EncodingKey::from_ec_pem(pem),
-    }
-    .expect("key");
-    jsonwebtoken::encode(&header, &claims, &key).expect("token")
 }
 
 fn claims() -> serde_json::Value {

@@ -1,4 +1,8 @@
-//! What several gateway tests build the same way.
+//! What several gateway tests (and the decision benchmark) build the same way; each uses
+//! part of it.
+#![allow(dead_code)]
+
+pub mod keys;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
