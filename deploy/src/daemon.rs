@@ -47,6 +47,8 @@ pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
 }
 
 async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks) -> Result<(), Error> {
+    // Before anything makes or checks a token: jsonwebtoken keeps its first provider.
+    moat_gateway::auth::signatures::install();
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&home.store())?);
     // The gateway counts requests per instance; the supervisor drains by those counts.
     let load = Arc::new(Load::default());

@@ -66,6 +66,7 @@ impl fmt::Debug for Aad {
 
 impl Aad {
     pub fn new(config: AadConfig) -> Aad {
+        super::signatures::install();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()

@@ -2,7 +2,8 @@
 //!
 //! - [`key`]: the primary and secondary keys, compared in constant time;
 //! - [`aml`]: tokens moat issues (HS256, per workspace, scoped to the endpoint);
-//! - [`aad`]: tokens of an OpenID issuer, checked against its key set.
+//! - [`aad`]: tokens of an OpenID issuer, checked against its key set;
+//! - [`signatures`]: the RS256 and ES256 signature checks those tokens need, through ring.
 //!
 //! Every failure gets the same 401 message, which says nothing that helps forge a
 //! credential; the access log records which check failed.
@@ -10,6 +11,7 @@
 pub mod aad;
 pub mod aml;
 pub mod key;
+pub mod signatures;
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
