@@ -62,16 +62,22 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// The node's config file (default: config.yaml in the home)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Where scoring requests are served (host:port; port 0 picks one)
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Where /metrics is served
     #[arg(long = "metrics-listen", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// The host name scoring URIs carry
     #[arg(long = "advertise-host", value_name = "HOST")]
     pub advertise_host: Option<String>,
+    /// Gateway threads serving scoring connections, one event loop each (0: one per CPU)
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Where the daemon's, access and egress decision logs go (default: stderr)
     #[arg(long = "log-file", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 }
