@@ -137,13 +137,21 @@ impl Drop for DockerCleanup {
         // The home's kernel rules go too (they stay while a daemon is down, by design).
         let _ =
             Command::new("nft").args(["delete", "table", "inet", &format!("moat_{}", self.home_id)]).output();
-        let containers = self.containers();
-        if !containers.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f"]).args(&containers).output();
-        }
-        let networks = self.networks();
-        if !networks.is_empty() {
-            let _ = Command::new("docker").args(["network", "rm"]).args(&networks).output();
+        // A daemon killed mid-call can leave Docker finishing a create after the first
+        // sweep has looked: sweep until a look a little later finds nothing.
+        for _ in 0..5 {
+            let containers = self.containers();
+            if !containers.is_empty() {
+                let _ = Command::new("docker").args(["rm", "-f"]).args(&containers).output();
+            }
+            let networks = self.networks();
+            if !networks.is_empty() {
+                let _ = Command::new("docker").args(["network", "rm"]).args(&networks).output();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if self.containers().is_empty() && self.networks().is_empty() {
+                break;
+            }
         }
     }
 }
