@@ -16,9 +16,10 @@ use crate::request::{RequestCtx, RequestId};
 use crate::table::{DeploymentRoute, Upstream};
 use crate::upstream::{self, Failure};
 
-/// Headers that describe one hop, not the request: never passed along.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one hop, not the request (its framing included): never passed along.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
+    header::TRANSFER_ENCODING,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -35,7 +36,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in connection_listed(headers).iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 /// The names a `Connection` header lists (usually none: no allocation then).
@@ -125,9 +125,8 @@ fn upstream_request(
     for (name, value) in call.headers {
         // The credential is for moat, never for the container; the rest is this hop's own.
         let dropped = HOP_BY_HOP.contains(name)
-            || [header::AUTHORIZATION, header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING]
-                .contains(name)
-            || listed.contains(name);
+            || listed.contains(name)
+            || [header::AUTHORIZATION, header::HOST, header::CONTENT_LENGTH].contains(name);
         if !dropped {
             forwarded.append(name.clone(), value.clone());
         }

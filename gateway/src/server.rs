@@ -38,7 +38,6 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
-        crate::auth::signatures::install();
         let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
         let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
         Arc::new(Gateway { config, aad, routes, log, mirror_budget })

@@ -213,7 +213,7 @@ async fn exchange(connection: &mut Connection, request: Request<Full<Bytes>>) ->
 }
 
 /// The error text of a failed call, down to its root cause.
-pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

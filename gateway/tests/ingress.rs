@@ -5,16 +5,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use moat_gateway::ingress::proxy_protocol::v2_header;
 use moat_gateway::ingress::{IngressConfig, Mode};
 use moat_gateway::{AccessRecord, Admissions, Config, Credentials, Gateway, RouteTable, Routes};
@@ -22,32 +17,13 @@ use tokio::net::TcpListener;
 
 const KEY: &str = "ingress-test-key";
 
-async fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("{}"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 struct Harness {
     addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
 async fn gateway(mode: Mode) -> Harness {
-    let up = upstream().await;
+    let up = common::upstream("{}").await;
     let admissions = Admissions::default();
     let endpoint = |name: &str, public_access: bool| {
         common::endpoint(

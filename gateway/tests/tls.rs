@@ -4,17 +4,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use moat_gateway::tls::{TlsFiles, acceptor};
 use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
 use moat_test_support::TempDir;
@@ -28,27 +26,8 @@ fn self_signed(dir: &Path, name: &str) -> TlsFiles {
     TlsFiles { cert, key }
 }
 
-async fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("[1.0]"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 async fn tls_gateway(files: &TlsFiles) -> (SocketAddr, moat_gateway::tls::Reloader) {
-    let up = upstream().await;
+    let up = common::upstream("[1.0]").await;
     let routes = Routes::default();
     let credentials = Credentials::Keys(vec![b"tls-test-key".to_vec()]);
     routes.publish(RouteTable {

@@ -70,31 +70,11 @@ async fn jwks(set: serde_json::Value) -> Jwks {
     Jwks { addr, set, fetches, down }
 }
 
-/// An upstream that answers 200 to everything.
-async fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("{}"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 const ISSUER: &str = "https://login.example.test/tenant/v2.0";
 const AUDIENCE: &str = "https://ml.azure.com";
 
 async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>) -> SocketAddr {
-    let up = upstream().await;
+    let up = common::upstream("{}").await;
     let admissions = Admissions::default();
     let endpoint =
         |name: &str, credentials: Credentials| common::endpoint(&admissions, name, up, credentials, true);

@@ -1,5 +1,5 @@
 //! RS256 and ES256 signature checks through ring, the crypto library rustls already brings:
-//! jsonwebtoken's own RustCrypto code took 240 µs (RSA) and 336 µs (P-256) per AAD token
+//! jsonwebtoken's own RustCrypto code took 218 µs (RSA) and 333 µs (P-256) per AAD token
 //! (BENCHMARKS.md). [`install`] makes this jsonwebtoken's process-wide provider; other
 //! algorithms (the aml tokens' HS256) and all signing stay with RustCrypto.
 
@@ -14,7 +14,7 @@ use ring::signature::{RsaPublicKeyComponents, UnparsedPublicKey};
 
 /// Makes ring check RS256 and ES256 signatures for every jsonwebtoken call in the process.
 /// jsonwebtoken settles on a provider at its first use, so this runs before any token is
-/// made or checked (at gateway start); called later, it changes nothing: the RustCrypto
+/// made or checked (`moat serve` calls it first; [`super::aad::Aad::new`] too); called later, it changes nothing: the RustCrypto
 /// checks stay, slower and as strict.
 pub fn install() {
     static PROVIDER: OnceLock<CryptoProvider> = OnceLock::new();

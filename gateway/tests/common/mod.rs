@@ -5,11 +5,37 @@
 pub mod keys;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use moat_gateway::{Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, Upstream};
+use tokio::net::TcpListener;
+
+/// A container stand-in that answers 200 with `body` to every request.
+pub async fn upstream(body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| async move {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
 
 /// Endpoint `name` with one deployment, `blue` (scoring path `/score`, all the traffic), whose
 /// only instance listens at `up`.
