@@ -2,13 +2,13 @@
 //! updates and scaling under load with no failed request, logs, crash loops, capacity,
 //! recovery after a crash, and a failed update.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use moat_test_support::{Daemon, TEST_IMAGE, home_containers, http, require_test_image};
+use moat_test_support::{
+    Daemon, Load, Registry, TEST_IMAGE, Tally, free_port, home_containers, http, require_test_image,
+    wait_until,
+};
 use serde_json::Value;
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
@@ -50,66 +50,6 @@ fn tsv(d: &Daemon, line: &str) -> String {
     d.cli(&format!("{line} -o tsv")).ok().stdout.trim().to_string()
 }
 
-/// What the load clients saw.
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    failures: Vec<String>,
-    versions: BTreeSet<String>,
-}
-
-/// Clients that score in a loop until stopped, counting what a user would call a failure.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Tally>>,
-}
-
-impl Load {
-    fn start(uri: &str, key: &str, clients: usize) -> Load {
-        let rest = uri.strip_prefix("http://").expect("http");
-        let (authority, path) = rest.split_once('/').expect("path");
-        let addr: SocketAddr = authority.parse().expect("addr");
-        let path = format!("/{path}");
-        let auth = format!("Bearer {key}");
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, path, auth) = (stop.clone(), path.clone(), auth.clone());
-                std::thread::spawn(move || {
-                    let mut tally = Tally::default();
-                    while !stop.load(Ordering::Relaxed) {
-                        let headers =
-                            [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-                        match http(addr, "POST", &path, &headers, r#"{"delay_ms": 20}"#) {
-                            Ok(r) if r.status == 200 => {
-                                tally.ok += 1;
-                                let v: Value = serde_json::from_str(&r.body).unwrap_or_default();
-                                tally.versions.insert(v["version"].as_str().unwrap_or_default().to_string());
-                            }
-                            Ok(r) => tally.failures.push(format!("{}: {}", r.status, r.body)),
-                            Err(e) => tally.failures.push(e.to_string()),
-                        }
-                    }
-                    tally
-                })
-            })
-            .collect();
-        Load { stop, threads }
-    }
-
-    fn finish(self) -> Tally {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut total = Tally::default();
-        for t in self.threads {
-            let tally = t.join().expect("client thread");
-            total.ok += tally.ok;
-            total.failures.extend(tally.failures);
-            total.versions.extend(tally.versions);
-        }
-        total
-    }
-}
-
 #[test]
 fn an_image_update_a_scale_up_and_a_scale_down_fail_no_request_under_load() {
     require_test_image();
@@ -137,15 +77,9 @@ fn an_image_update_a_scale_up_and_a_scale_down_fail_no_request_under_load() {
     std::thread::sleep(Duration::from_millis(300));
     d.cli("online-deployment update -n blue -e roll-ep --set instance_count=1").ok();
     std::thread::sleep(Duration::from_millis(300));
-    let Tally { ok, failures, versions } = load.finish();
-
-    assert!(
-        failures.is_empty(),
-        "{} failed requests of {}: {:?}",
-        failures.len(),
-        ok + failures.len() as u64,
-        &failures[..failures.len().min(5)]
-    );
+    let tally = load.finish();
+    tally.assert_no_failures();
+    let Tally { ok, versions, .. } = tally;
     assert!(ok > 50, "only {ok} requests");
     assert!(versions.contains("v1") && versions.contains("v2"), "{versions:?}");
     let view: Value =
@@ -272,51 +206,6 @@ fn an_update_whose_containers_cannot_start_fails_with_their_logs() {
     assert_eq!(view["provisioning_state"], "Succeeded");
 }
 
-/// A registry on loopback (Debian's `docker-registry`), killed with its storage when dropped.
-struct Registry {
-    port: u16,
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl Registry {
-    fn start(dir: std::path::PathBuf) -> Registry {
-        let port = free_port();
-        std::fs::create_dir_all(&dir).expect("registry dir");
-        let config = format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("data").display()
-        );
-        std::fs::write(dir.join("config.yml"), config).expect("registry config");
-        let child = std::process::Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry (Debian's docker-registry package; .ci/run installs it)");
-        let registry = Registry { port, child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        registry
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
-
 fn docker(args: &[&str]) {
     let out = std::process::Command::new("docker").args(args).output().expect("docker");
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -355,4 +244,94 @@ fn a_missing_image_is_pulled_from_its_registry_with_progress_and_an_unreachable_
     let last = run.stderr.trim_end().lines().last().unwrap_or_default().to_string();
     assert!(last.contains(&format!("cannot pull image {nowhere}")), "{}", run.stderr);
     assert_eq!(home_containers(&d.home_id()).len(), 1, "the failed create left no container");
+}
+
+/// Tells one instance's container (at its address on the deployment's network) what to do.
+fn control(view: &Value, instance: &str, body: &str) {
+    let address = view["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["name"] == instance))
+        .and_then(|i| i["address"].as_str())
+        .unwrap_or_else(|| panic!("no address for {instance}: {view}"));
+    let addr = SocketAddr::new(address.parse().expect("ip"), 5001);
+    let reply =
+        http(addr, "POST", "/control", &[("Content-Type", "application/json")], body).expect("control");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+fn show(d: &Daemon, endpoint: &str) -> Value {
+    serde_json::from_str(&d.cli(&format!("online-deployment show -n blue -e {endpoint}")).ok().stdout)
+        .expect("json")
+}
+
+/// Waits until `show` lists these instances as ready and the rest as not.
+fn wait_readiness(d: &Daemon, endpoint: &str, ready: &[bool]) -> Value {
+    wait_until(Duration::from_secs(30), &format!("readiness {ready:?}"), || {
+        let view = show(d, endpoint);
+        let seen: Vec<bool> = view["instances"]
+            .as_array()
+            .map(|all| all.iter().map(|i| i["ready"] == true).collect())
+            .unwrap_or_default();
+        if seen == ready { Ok(view) } else { Err(view.to_string()) }
+    })
+}
+
+/// Two instances, the second told `what` (not to be ready, say); the daemon is SIGKILLed and
+/// started again, so that it adopts both; `during` runs once an update is under way.
+/// Returns what a light load (one request at a time) saw over the whole update.
+fn update_after_adoption(endpoint: &str, what: &str, during: impl FnOnce(&Daemon, &Value)) -> (Tally, Value) {
+    require_test_image();
+    let mut d = Daemon::start(MOAT);
+    let (file, view) = setup(&d, endpoint, 2, "");
+    control(&view, "blue-1", what);
+    wait_readiness(&d, endpoint, &[true, false]);
+    d.kill9();
+    d.restart();
+    let adopted = wait_readiness(&d, endpoint, &[true, false]);
+    let uri = tsv(&d, &format!("online-endpoint show -n {endpoint} --query scoring_uri"));
+    let key = tsv(&d, &format!("online-endpoint get-credentials -n {endpoint} --query primaryKey"));
+    let load = Load::start(&uri, &key, 1);
+    let update = {
+        let (bin, home) = (d.bin.clone(), d.home.clone());
+        let args =
+            format!("online-deployment update -e {endpoint} -f {file} --set environment_variables.X=y");
+        std::thread::spawn(move || {
+            let words: Vec<&str> = args.split_whitespace().collect();
+            moat_test_support::run_moat(&bin, &home, &words)
+        })
+    };
+    during(&d, &adopted);
+    let updated = update.join().expect("update thread").ok();
+    let tally = load.finish();
+    (tally, serde_json::from_str(&updated.stdout).expect("json"))
+}
+
+fn assert_rolled(tally: &Tally, view: &Value) {
+    tally.assert_no_failures();
+    assert!(tally.ok > 10, "only {} requests", tally.ok);
+    assert_eq!(view["provisioning_state"], "Succeeded", "{view}");
+    assert_eq!(view["environment_variables"]["X"], "y");
+    assert_eq!(view["instances"].as_array().map(Vec::len), Some(2), "{view}");
+}
+
+#[test]
+fn a_rolling_update_after_adopting_an_unready_instance_fails_no_request() {
+    let (tally, view) = update_after_adoption("adopt-ep", r#"{"ready": false}"#, |_, _| {});
+    assert_rolled(&tally, &view);
+}
+
+#[test]
+fn a_rolling_update_after_adopting_an_instance_still_starting_fails_no_request() {
+    // Ready again a few seconds after the restart: it is adopted while it still starts.
+    let (tally, view) =
+        update_after_adoption("start-ep", r#"{"ready": false, "ready_in_ms": 6000}"#, |_, _| {});
+    assert_rolled(&tally, &view);
+}
+
+#[test]
+fn a_rolling_update_fails_no_request_when_an_adopted_instance_exits_during_it() {
+    let (tally, view) = update_after_adoption("exit-ep", r#"{"ready": false}"#, |_, adopted| {
+        control(adopted, "blue-1", r#"{"exit": 5}"#);
+    });
+    assert_rolled(&tally, &view);
 }

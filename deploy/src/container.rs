@@ -51,8 +51,7 @@ pub fn supervisor_spec(spec: &DeploymentSpec, egress: Option<&Attachment>) -> su
     env.extend(spec.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     let routes = &spec.environment.inference_config;
     supervisor::DeploymentSpec {
-        endpoint: spec.endpoint_name.clone(),
-        deployment: spec.name.clone(),
+        id: spec.id(),
         image: spec.environment.image.clone(),
         instance_count: spec.instance_count,
         env,

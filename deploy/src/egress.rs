@@ -7,14 +7,15 @@ use std::time::Duration;
 use moat_egress_guard::{Endpoint, Guard, Network, names};
 use moat_supervisor::NetworkInfo;
 
+use crate::state::DeploymentId;
+
 use crate::spec::workspace::WorkspaceSpec;
 
 /// What the guard serves for one private deployment: every private endpoint of the
 /// workspace (one set per deployment, as in the seed's preview).
-pub fn network(endpoint: &str, deployment: &str, info: &NetworkInfo, workspace: &WorkspaceSpec) -> Network {
+pub fn network(id: &DeploymentId, info: &NetworkInfo, workspace: &WorkspaceSpec) -> Network {
     Network {
-        endpoint: endpoint.to_string(),
-        deployment: deployment.to_string(),
+        id: id.clone(),
         bridge: info.bridge.clone(),
         gateway: info.gateway,
         subnet: info.subnet,
@@ -47,10 +48,10 @@ pub async fn report_kernel_drops(guard: Arc<Guard>) {
         tick.tick().await;
         let guard = guard.clone();
         let Ok(drops) = tokio::task::spawn_blocking(move || guard.kernel_drops()).await else { continue };
-        for ((endpoint, deployment), packets) in drops {
+        for (id, packets) in drops {
             let labels = [
-                ("endpoint", endpoint),
-                ("deployment", deployment),
+                ("endpoint", id.endpoint),
+                ("deployment", id.deployment),
                 ("decision", "deny".to_string()),
                 ("reason", "kernel".to_string()),
             ];

@@ -9,7 +9,9 @@
 //! - [`container`]: Azure ML's container contract as a supervisor spec.
 //! - [`egress`]: a private deployment's network and private endpoints, for the egress guard.
 //! - [`routes`]: the gateway's route table from the desired state and the leases.
-//! - [`node`]: the operations the admin API offers, with their cross-resource rules.
+//! - [`rules`]: the rules that span resources (supported pairs, the workspace switch, name
+//!   collisions, capacity, traffic), pure and table-tested.
+//! - [`node`]: the operations the admin API offers: read, rule, commit, wait.
 //! - [`views`]: what `show` prints.
 //! - [`admin`]: the admin API on `admin.sock`, server and client.
 //! - [`daemon`]: `moat serve`.
@@ -34,9 +36,13 @@ pub mod plan;
 pub mod private_file;
 pub mod reconciler;
 pub mod routes;
+pub mod rules;
 pub mod spec;
 pub mod state;
 pub mod store;
 pub mod views;
+
+#[cfg(test)]
+mod testing;
 
 pub use error::Error;

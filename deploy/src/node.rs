@@ -1,25 +1,25 @@
-//! One node's operations, as the admin API offers them: each checks the rules that span
-//! resources, commits to the store in one compare-and-set, and (unless asked not to) waits
-//! for the reconciler to bring the change about. Nothing here touches Docker or the gateway
-//! directly: the reconciler does, from what is stored.
+//! One node's operations, as the admin API offers them. Each one reads the desired state,
+//! checks the spec it was given as `moat validate` would, asks [`rules`] whether the change
+//! may happen (and what else it changes), commits in one compare-and-set, and (unless asked
+//! not to) waits for the reconciler to bring it about. Nothing here touches Docker or the
+//! gateway: the reconciler does, from what is stored.
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::container;
+use crate::admin::{Credentials, KeyType, WorkspaceUpdate};
 use crate::error::Error;
-
 use crate::keys;
-use crate::reconciler::{Busy, Reconciler};
-use crate::spec::deployment::{DeploymentSpec, MAX_INSTANCE_COUNT, MAX_REQUEST_TIMEOUT_MS};
-use crate::spec::endpoint::{self, AuthMode, EndpointSpec};
+use crate::reconciler::Reconciler;
+use crate::rules;
+use crate::spec::deployment::DeploymentSpec;
+use crate::spec::endpoint::{AuthMode, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
-use crate::spec::{Access, names, sku};
+use crate::spec::{Access, Broken};
 use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
 use crate::store::{Store, Txn};
-use crate::views::{self, DeploymentView, Egress, EgressEndpoint, EndpointView, ScoringBase};
+use crate::views::{self, DeploymentView, EndpointView, Observed, ScoringBase};
 use moat_gateway::auth::aad::AadConfig;
 use moat_gateway::auth::aml::{self, AmlKey};
 use moat_supervisor::{Progress, Supervisor};
@@ -43,43 +43,12 @@ pub struct Tokens {
     pub aad: Option<AadConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyType {
-    Primary,
-    Secondary,
+fn checked(result: Result<(), Broken>) -> Result<(), Error> {
+    result.map_err(Broken::into_error)
 }
 
-/// A workspace change and what the operator should know about it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WorkspaceUpdate {
-    pub workspace: WorkspaceSpec,
-    pub warnings: Vec<String>,
-}
-
-/// The seed's supported pairs, for the messages that name them.
-pub const SUPPORTED_PAIRS: &str = "the supported pairs are (public access enabled, egress enabled) and (public access disabled, egress disabled)";
-
-/// What `get-credentials` prints: the keys, or an aml token with its times (epoch seconds).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Credentials {
-    Keys {
-        #[serde(rename = "primaryKey")]
-        primary_key: String,
-        #[serde(rename = "secondaryKey")]
-        secondary_key: String,
-    },
-    Token {
-        #[serde(rename = "accessToken")]
-        access_token: String,
-        #[serde(rename = "expiryTimeUtc")]
-        expiry_time_utc: u64,
-        #[serde(rename = "refreshAfterTimeUtc")]
-        refresh_after_time_utc: u64,
-        #[serde(rename = "tokenType")]
-        token_type: String,
-    },
+fn endpoint_of<'a>(desired: &'a Desired, name: &str) -> Result<&'a state::At<EndpointRecord>, Error> {
+    desired.endpoints.get(name).ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))
 }
 
 impl Node {
@@ -93,9 +62,12 @@ impl Node {
         let revision = self.store.commit(txn)?.ok_or_else(|| {
             Error::Conflict("another command changed the same resources at the same time; try again".into())
         })?;
-        let mut published = self.reconciler.published();
-        let _ = published.wait_for(|p| *p >= revision).await;
+        let _ = self.reconciler.published().wait_for(|p| *p >= revision).await;
         Ok(revision)
+    }
+
+    fn host_memory(&self) -> u64 {
+        self.supervisor.host().memory_bytes
     }
 
     // ---- workspace ----
@@ -106,170 +78,85 @@ impl Node {
 
     /// Replaces the default workspace; refused once endpoints exist.
     pub async fn create_workspace(&self, spec: WorkspaceSpec) -> Result<WorkspaceSpec, Error> {
+        checked(spec.check())?;
         let desired = self.desired();
-        if !desired.endpoints.is_empty() {
-            return Err(Error::Conflict(format!(
-                "workspace {} already has endpoints; use `moat workspace update` to change it",
-                desired.workspace.name
-            )));
-        }
-        let txn =
-            Txn::default().expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &spec);
-        let txn = desired.endpoints.keys().fold(txn, |t, name| t.expect(&state::endpoint_key(name), None));
+        rules::create_workspace(&desired)?;
+        let txn = desired.endpoints.keys().fold(
+            Txn::default().expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &spec),
+            |t, name| t.expect(&state::endpoint_key(name), None),
+        );
         self.commit(txn).await?;
         Ok(spec)
     }
 
-    /// Replaces the workspace spec. Disabling public access while deployments with egress
-    /// enabled exist is allowed, with a warning naming them (the seed's rule).
     pub async fn update_workspace(&self, spec: WorkspaceSpec) -> Result<WorkspaceUpdate, Error> {
+        checked(spec.check())?;
         let desired = self.desired();
+        let warnings = rules::update_workspace(&desired, &spec);
         let txn =
             Txn::default().expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &spec);
         self.commit(txn).await?;
-        let mut warnings = Vec::new();
-        let (was, now) = (desired.workspace.public_network_access, spec.public_network_access);
-        let public = self.public_deployments(&desired);
-        if was == Access::Enabled && now == Access::Disabled && !public.is_empty() {
-            warnings.push(format!(
-                "public network access is now disabled: these deployments, which have egress enabled, are no longer reachable from public networks and lose their public path to workspace resources: {}",
-                public.join(", ")
-            ));
-        }
-        let private: Vec<String> = desired
-            .deployments
-            .values()
-            .filter(|d| d.record.spec.egress_public_network_access == Access::Disabled)
-            .map(|d| format!("{}/{}", d.record.spec.endpoint_name, d.record.spec.name))
-            .collect();
-        if was == Access::Disabled && now == Access::Enabled && !private.is_empty() {
-            warnings.push(format!(
-                "public network access is now enabled while these deployments have egress disabled, an unsupported pair ({SUPPORTED_PAIRS}): {}",
-                private.join(", ")
-            ));
-        }
         Ok(WorkspaceUpdate { workspace: spec, warnings })
-    }
-
-    /// Deployments with egress enabled, as `endpoint/deployment`.
-    fn public_deployments(&self, desired: &Desired) -> Vec<String> {
-        desired
-            .deployments
-            .values()
-            .filter(|d| d.record.spec.egress_public_network_access == Access::Enabled)
-            .map(|d| format!("{}/{}", d.record.spec.endpoint_name, d.record.spec.name))
-            .collect()
     }
 
     // ---- endpoints ----
 
-    fn endpoint_view(&self, record: &EndpointRecord) -> EndpointView {
-        let spec = &record.spec;
-        let uri = |leaf: &str| self.scoring.as_ref().map(|s| s.uri(&spec.name, leaf));
-        EndpointView {
-            name: spec.name.clone(),
-            auth_mode: spec.auth_mode,
-            public_network_access: spec.public_network_access,
-            traffic: spec.traffic.clone(),
-            mirror_traffic: spec.mirror_traffic.clone(),
-            scoring_uri: uri("score"),
-            swagger_uri: uri("swagger.json"),
-            openapi_uri: uri("swagger.json"),
-            provisioning_state: "Succeeded",
-            description: spec.description.clone(),
-            tags: spec.tags.clone(),
-        }
-    }
-
-    fn endpoint_record(desired: &Desired, name: &str) -> Result<EndpointRecord, Error> {
-        desired
-            .endpoints
-            .get(name)
-            .map(|at| at.record.clone())
-            .ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))
-    }
-
     pub fn endpoint(&self, name: &str) -> Result<EndpointView, Error> {
-        Ok(self.endpoint_view(&Self::endpoint_record(&self.desired(), name)?))
+        let desired = self.desired();
+        Ok(views::endpoint(&endpoint_of(&desired, name)?.record, self.scoring.as_ref()))
     }
 
     pub fn endpoints(&self) -> Vec<EndpointView> {
-        self.desired().endpoints.values().map(|at| self.endpoint_view(&at.record)).collect()
+        self.desired()
+            .endpoints
+            .values()
+            .map(|at| views::endpoint(&at.record, self.scoring.as_ref()))
+            .collect()
     }
 
     pub async fn create_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
-        names::check("endpoint", &spec.name)?;
-        if spec.auth_mode == AuthMode::AadToken && self.tokens.aad.is_none() {
-            return Err(Error::Invalid(
-                "auth_mode aad_token needs auth.aad (issuer and jwks_uri) in the daemon's config".into(),
-            ));
-        }
-        if let Some(name) = spec.traffic.keys().chain(spec.mirror_traffic.keys()).next() {
-            return Err(Error::Invalid(format!(
-                "traffic names deployment {name}, which does not exist yet: create the endpoint without traffic, then its deployments (--all-traffic)"
-            )));
-        }
+        checked(spec.check())?;
+        rules::create_endpoint(&self.desired(), &spec, self.tokens.aad.is_some())?;
         let key = state::endpoint_key(&spec.name);
-        if self.store.get(&key).is_some() {
-            return Err(Error::Conflict(format!("endpoint {} already exists", spec.name)));
-        }
         let record =
             EndpointRecord { spec, keys: Keys { primary: keys::new_key()?, secondary: keys::new_key()? } };
         self.commit(Txn::default().expect(&key, None).put(&key, &record)).await?;
-        Ok(self.endpoint_view(&record))
+        Ok(views::endpoint(&record, self.scoring.as_ref()))
     }
 
     /// Replaces the endpoint's spec (traffic, mirror, description, tags); its keys stay.
-    /// Traffic and mirror may name only the endpoint's own deployments.
     pub async fn update_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
+        checked(spec.check())?;
         let desired = self.desired();
-        let at = desired
-            .endpoints
-            .get(&spec.name)
-            .ok_or_else(|| Error::NotFound(format!("endpoint {} not found", spec.name)))?;
-        if spec.auth_mode != at.record.spec.auth_mode {
-            return Err(Error::Invalid("auth_mode cannot change; create a new endpoint instead".into()));
-        }
-        endpoint::check_shares(&spec)
-            .map_err(|(field, message)| Error::Invalid(format!("{field}: {message}")))?;
-        let exists = |d: &String| desired.deployments.contains_key(&(spec.name.clone(), d.clone()));
-        let mut named = spec.traffic.iter().chain(spec.mirror_traffic.iter()).filter(|(_, p)| **p > 0);
-        if let Some((missing, _)) = named.find(|(d, _)| !exists(d)) {
-            return Err(Error::NotFound(format!("deployment {missing} not found on endpoint {}", spec.name)));
-        }
+        rules::update_endpoint(&desired, &spec)?;
+        let at = endpoint_of(&desired, &spec.name)?;
         let key = state::endpoint_key(&spec.name);
-        let mut record = at.record.clone();
-        record.spec = spec;
-        let deployments = desired.deployments_of(&record.spec.name).map(|d| {
-            let dkey = state::deployment_key(&record.spec.name, &d.record.spec.name);
-            (dkey, d.revision)
-        });
-        // The deployments it names must still be there when this commits.
-        let txn = deployments
-            .fold(Txn::default().expect(&key, Some(at.revision)), |t, (k, r)| t.expect(&k, Some(r)));
+        let record = EndpointRecord { spec, keys: at.record.keys.clone() };
+        // The deployments its traffic names must still be there when this commits.
+        let txn = desired
+            .deployments_of(&record.spec.name)
+            .fold(Txn::default().expect(&key, Some(at.revision)), |t, d| {
+                t.expect(&state::deployment_key(&d.record.spec.id()), Some(d.revision))
+            });
         self.commit(txn.put(&key, &record)).await?;
-        Ok(self.endpoint_view(&record))
+        Ok(views::endpoint(&record, self.scoring.as_ref()))
     }
 
     /// Deletes the endpoint and its deployments; with `wait`, returns once their containers
     /// are gone.
     pub async fn delete_endpoint(&self, name: &str, wait: bool) -> Result<(), Error> {
         let desired = self.desired();
-        let at = desired
-            .endpoints
-            .get(name)
-            .ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))?;
+        let at = endpoint_of(&desired, name)?;
         let key = state::endpoint_key(name);
         let mut txn = Txn::default().expect(&key, Some(at.revision)).delete(&key);
         let mut ids = Vec::new();
         for deployment in desired.deployments_of(name) {
-            let d = &deployment.record.spec.name;
-            let dkey = state::deployment_key(name, d);
+            let id = deployment.record.spec.id();
             txn = txn
-                .expect(&dkey, Some(deployment.revision))
-                .delete(&dkey)
-                .delete(&state::outcome_key(name, d));
-            ids.push((name.to_string(), d.clone()));
+                .expect(&state::deployment_key(&id), Some(deployment.revision))
+                .delete(&state::deployment_key(&id))
+                .delete(&state::outcome_key(&id));
+            ids.push(id);
         }
         self.commit(txn).await?;
         if wait {
@@ -281,11 +168,11 @@ impl Node {
     /// Key mode: both keys. aml_token mode: a fresh token. aad_token mode: where to get one.
     pub fn credentials(&self, name: &str) -> Result<Credentials, Error> {
         let desired = self.desired();
-        let record = Self::endpoint_record(&desired, name)?;
+        let record = &endpoint_of(&desired, name)?.record;
         match record.spec.auth_mode {
             AuthMode::Key => Ok(Credentials::Keys {
-                primary_key: record.keys.primary,
-                secondary_key: record.keys.secondary,
+                primary_key: record.keys.primary.clone(),
+                secondary_key: record.keys.secondary.clone(),
             }),
             AuthMode::AmlToken => {
                 let audience = aml::audience(&desired.workspace.name, name);
@@ -319,10 +206,7 @@ impl Node {
         value: Option<String>,
     ) -> Result<(), Error> {
         let desired = self.desired();
-        let at = desired
-            .endpoints
-            .get(name)
-            .ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))?;
+        let at = endpoint_of(&desired, name)?;
         let new = match value {
             Some(v) => {
                 keys::check_user_key(&v)?;
@@ -348,63 +232,26 @@ impl Node {
     // ---- deployments ----
 
     fn deployment_view(&self, desired: &Desired, id: &DeploymentId) -> Option<DeploymentView> {
-        let at = desired.deployments.get(id)?;
-        let spec = at.record.spec.clone();
-        let outcome = desired.current_outcome(id);
-        // An outcome of an earlier revision means this one is an update.
-        let updating = desired.outcomes.contains_key(id);
-        let provisioning_state = match (self.reconciler.busy(id), outcome) {
-            (Some(Busy::Removing), _) => "Deleting",
-            (_, Some(o)) if o.succeeded => "Succeeded",
-            (_, Some(_)) => "Failed",
-            (_, None) if updating => "Updating",
-            (_, None) => "Creating",
+        let observed = Observed {
+            busy: self.reconciler.busy(id),
+            instances: self.supervisor.instances(id),
+            egress: self.reconciler.guard().addresses(id),
         };
-        let instances = self.supervisor.instances(&id.0, &id.1);
-        let mut warnings: Vec<String> = outcome.and_then(|o| o.reason.clone()).into_iter().collect();
-        if desired.workspace.public_network_access == Access::Disabled
-            && spec.egress_public_network_access == Access::Enabled
-        {
-            warnings.push(format!(
-                "workspace {} has public network access disabled: this deployment (egress enabled) is no longer reachable from public networks and has lost its public path to workspace resources; {SUPPORTED_PAIRS}",
-                desired.workspace.name
-            ));
-        }
-        warnings.extend(views::instance_warnings(&instances));
-        Some(DeploymentView {
-            health: views::health(&instances, spec.instance_count),
-            spec,
-            provisioning_state,
-            instances,
-            egress: Egress {
-                private_endpoints: self
-                    .reconciler
-                    .guard()
-                    .addresses(&id.0, &id.1)
-                    .into_iter()
-                    .map(|(name, address)| EgressEndpoint { name, address })
-                    .collect(),
-            },
-            warnings,
-        })
+        views::deployment(desired, id, observed)
     }
 
     pub fn deployment(&self, endpoint: &str, name: &str) -> Result<DeploymentView, Error> {
         let desired = self.desired();
-        Self::endpoint_record(&desired, endpoint)?;
-        self.deployment_view(&desired, &(endpoint.to_string(), name.to_string()))
+        endpoint_of(&desired, endpoint)?;
+        self.deployment_view(&desired, &DeploymentId::new(endpoint, name))
             .ok_or_else(|| Error::NotFound(format!("deployment {name} not found on endpoint {endpoint}")))
     }
 
     pub fn deployments(&self, endpoint: &str) -> Result<Vec<DeploymentView>, Error> {
         let desired = self.desired();
-        Self::endpoint_record(&desired, endpoint)?;
-        Ok(desired
-            .deployments
-            .keys()
-            .filter(|(ep, _)| ep == endpoint)
-            .filter_map(|id| self.deployment_view(&desired, id))
-            .collect())
+        endpoint_of(&desired, endpoint)?;
+        let ids = desired.deployments.keys().filter(|id| id.endpoint == endpoint);
+        Ok(ids.filter_map(|id| self.deployment_view(&desired, id)).collect())
     }
 
     /// Stores the deployment; with `wait`, returns once it is Succeeded (or fails with the
@@ -416,75 +263,27 @@ impl Node {
         wait: bool,
         sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
-        recheck(&spec)?;
+        checked(spec.check())?;
         let desired = self.desired();
-        let endpoint = spec.endpoint_name.clone();
-        let ep = desired
-            .endpoints
-            .get(&endpoint)
-            .ok_or_else(|| Error::NotFound(format!("endpoint {endpoint} not found")))?;
-        let id = (endpoint.clone(), spec.name.clone());
-        // Docker names join endpoint and deployment with '-': two pairs must not meet there.
-        let joined = format!("{}-{}", id.0, id.1);
-        if let Some((e, d)) =
-            desired.deployments.keys().find(|(e, d)| *e != id.0 && format!("{e}-{d}") == joined)
-        {
-            return Err(Error::Conflict(format!(
-                "deployment {} on endpoint {endpoint} would share its container names with deployment {d} on endpoint {e}; choose another name",
-                id.1
-            )));
-        }
-        if desired.deployments.contains_key(&id) {
-            return Err(Error::Conflict(format!(
-                "deployment {} already exists on endpoint {endpoint}",
-                spec.name
-            )));
-        }
-        if desired.workspace.public_network_access == Access::Disabled
-            && spec.egress_public_network_access == Access::Enabled
-        {
-            return Err(Error::Invalid(format!(
-                "unsupported pair: workspace {} has public network access disabled, and deployment {} has egress_public_network_access enabled; {SUPPORTED_PAIRS}",
-                desired.workspace.name, spec.name
-            )));
-        }
-        self.check_capacity(&desired, &spec)?;
-        // A private deployment switches its workspace to public access disabled (the seed's
-        // rule), in the same commit.
-        let switch_workspace = spec.egress_public_network_access == Access::Disabled
-            && desired.workspace.public_network_access == Access::Enabled;
-        let key = state::deployment_key(&endpoint, &spec.name);
-        let record = DeploymentRecord { spec, all_traffic };
+        let decision = rules::create_deployment(&desired, &spec, self.host_memory())?;
+        let id = spec.id();
         let mut txn = Txn::default();
-        if switch_workspace {
+        if decision.switch_workspace {
             let mut workspace = desired.workspace.clone();
             workspace.public_network_access = Access::Disabled;
             txn = txn.expect(state::WORKSPACE, desired.workspace_revision).put(state::WORKSPACE, &workspace);
-            let _ = sink.send(format!(
-                "warning: deployment {} has egress disabled, so workspace {} now has public network access disabled: its endpoints answer private ingress only",
-                id.1, desired.workspace.name
-            ));
-            let public = self.public_deployments(&desired);
-            if !public.is_empty() {
-                let _ = sink.send(format!(
-                    "warning: these deployments have egress enabled and are no longer reachable from public networks: {}",
-                    public.join(", ")
-                ));
-            }
         }
+        for warning in decision.warnings {
+            let _ = sink.send(warning);
+        }
+        let ep = endpoint_of(&desired, &id.endpoint)?;
+        let key = state::deployment_key(&id);
         let txn = txn
-            .expect(&state::endpoint_key(&endpoint), Some(ep.revision))
+            .expect(&state::endpoint_key(&id.endpoint), Some(ep.revision))
             .expect(&key, None)
-            .put(&key, &record)
-            .delete(&state::outcome_key(&id.0, &id.1));
-        let progress = self.supervisor.progress();
-        let revision = self.commit(txn).await?;
-        if wait {
-            self.wait_outcome(&id, revision, progress, sink).await?;
-        }
-        let desired = self.desired();
-        self.deployment_view(&desired, &id)
-            .ok_or_else(|| Error::Other(format!("deployment {} was deleted meanwhile", id.1)))
+            .put(&key, &DeploymentRecord { spec, all_traffic })
+            .delete(&state::outcome_key(&id));
+        self.commit_deployment(&id, txn, wait, sink).await
     }
 
     /// Stores a new spec for a deployment; the reconciler rolls its instances to it one
@@ -495,66 +294,50 @@ impl Node {
         wait: bool,
         sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
-        recheck(&spec)?;
+        checked(spec.check())?;
         let desired = self.desired();
-        let endpoint = spec.endpoint_name.clone();
-        if !desired.endpoints.contains_key(&endpoint) {
-            return Err(Error::NotFound(format!("endpoint {endpoint} not found")));
-        }
-        let id = (endpoint.clone(), spec.name.clone());
-        let at = desired.deployments.get(&id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "deployment {} not found on endpoint {endpoint}; create it first",
-                spec.name
-            ))
-        })?;
-        if at.record.spec.egress_public_network_access != spec.egress_public_network_access {
-            return Err(Error::Invalid(format!(
-                "egress_public_network_access of deployment {} cannot change on update: delete it and create it again",
-                spec.name
-            )));
-        }
-        self.check_capacity(&desired, &spec)?;
-        let key = state::deployment_key(&endpoint, &spec.name);
-        let record = DeploymentRecord { spec, all_traffic: false };
-        let progress = self.supervisor.progress();
-        let revision = self.commit(Txn::default().expect(&key, Some(at.revision)).put(&key, &record)).await?;
-        if wait {
-            self.wait_outcome(&id, revision, progress, sink).await?;
-        }
-        let desired = self.desired();
-        self.deployment_view(&desired, &id)
-            .ok_or_else(|| Error::Other(format!("deployment {} was deleted meanwhile", id.1)))
+        rules::update_deployment(&desired, &spec, self.host_memory())?;
+        let id = spec.id();
+        let revision = desired.deployments.get(&id).map(|at| at.revision);
+        let key = state::deployment_key(&id);
+        let txn =
+            Txn::default().expect(&key, revision).put(&key, &DeploymentRecord { spec, all_traffic: false });
+        self.commit_deployment(&id, txn, wait, sink).await
     }
 
-    /// Refuses a spec whose instances, with one surge instance for the rollout, would take
-    /// more memory than the host has beside this home's other deployments.
-    fn check_capacity(&self, desired: &Desired, spec: &DeploymentSpec) -> Result<(), Error> {
-        let id = (spec.endpoint_name.clone(), spec.name.clone());
-        let others: u64 = desired
-            .deployments
-            .iter()
-            .filter(|(other, _)| **other != id && desired.current_outcome(other).is_none_or(|o| o.succeeded))
-            .map(|(_, at)| {
-                u64::from(at.record.spec.instance_count) * container::memory_bytes(&at.record.spec)
-            })
-            .sum();
-        let per_instance = container::memory_bytes(spec);
-        let wanted = (u64::from(spec.instance_count) + 1) * per_instance;
-        let host = self.supervisor.host().memory_bytes;
-        if others + wanted <= host {
-            return Ok(());
+    async fn commit_deployment(
+        &self,
+        id: &DeploymentId,
+        txn: Txn,
+        wait: bool,
+        sink: &ProgressSink,
+    ) -> Result<DeploymentView, Error> {
+        let progress = self.supervisor.progress();
+        let revision = self.commit(txn).await?;
+        if wait {
+            self.wait_outcome(id, revision, progress, sink).await?;
         }
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        Err(Error::Invalid(format!(
-            "not enough memory: {} × {} ({:.1} GiB each) plus one surge instance needs {:.1} GiB, but this host has {:.1} GiB and this home's other deployments take {:.1} GiB",
-            spec.instance_count,
-            spec.instance_type,
-            gib(per_instance),
-            gib(wanted),
-            gib(host),
-            gib(others)
-        )))
+        self.deployment_view(&self.desired(), id)
+            .ok_or_else(|| Error::Other(format!("deployment {} was deleted meanwhile", id.deployment)))
+    }
+
+    /// Refused while the deployment takes live or mirrored traffic.
+    pub async fn delete_deployment(&self, endpoint: &str, name: &str, wait: bool) -> Result<(), Error> {
+        let desired = self.desired();
+        let id = DeploymentId::new(endpoint, name);
+        rules::delete_deployment(&desired, &id)?;
+        let (ep, at) = (endpoint_of(&desired, endpoint)?, &desired.deployments[&id]);
+        let key = state::deployment_key(&id);
+        let txn = Txn::default()
+            .expect(&state::endpoint_key(endpoint), Some(ep.revision))
+            .expect(&key, Some(at.revision))
+            .delete(&key)
+            .delete(&state::outcome_key(&id));
+        self.commit(txn).await?;
+        if wait {
+            self.wait_released(&[id]).await;
+        }
+        Ok(())
     }
 
     /// The last `lines` log lines of the deployment's instances (or of the one named).
@@ -575,11 +358,9 @@ impl Node {
                 known.join(", ")
             )));
         }
-        let logs = self
-            .supervisor
-            .logs(endpoint, name, instance, lines)
-            .await
-            .map_err(|e| Error::Other(e.to_string()))?;
+        let id = DeploymentId::new(endpoint, name);
+        let logs =
+            self.supervisor.logs(&id, instance, lines).await.map_err(|e| Error::Other(e.to_string()))?;
         Ok(match logs.as_slice() {
             [(_, text)] => text.clone(),
             many => many
@@ -606,13 +387,13 @@ impl Node {
                 None => {
                     return Err(Error::Other(format!(
                         "deployment {} was deleted while it was being created",
-                        id.1
+                        id.deployment
                     )));
                 }
                 Some(at) if at.revision != revision => {
                     return Err(Error::Conflict(format!(
                         "deployment {} was changed by another command meanwhile",
-                        id.1
+                        id.deployment
                     )));
                 }
                 Some(_) => {}
@@ -621,7 +402,7 @@ impl Node {
                 if !outcome.succeeded {
                     let reason = outcome.reason.clone().unwrap_or_default();
                     return Err(Error::Failed {
-                        message: format!("deployment {} failed: {reason}", id.1),
+                        message: format!("deployment {} failed: {reason}", id.deployment),
                         logs: outcome.logs.clone(),
                     });
                 }
@@ -634,7 +415,7 @@ impl Node {
                     return Err(Error::Other("the store closed".into()));
                 },
                 line = progress.recv() => match line {
-                    Ok(p) if p.key == *id => {
+                    Ok(p) if p.id == *id => {
                         let _ = sink.send(p.message);
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -642,38 +423,6 @@ impl Node {
                 },
             }
         }
-    }
-
-    /// Refused while the deployment takes live or mirrored traffic.
-    pub async fn delete_deployment(&self, endpoint: &str, name: &str, wait: bool) -> Result<(), Error> {
-        let desired = self.desired();
-        let ep = desired
-            .endpoints
-            .get(endpoint)
-            .ok_or_else(|| Error::NotFound(format!("endpoint {endpoint} not found")))?;
-        let id = (endpoint.to_string(), name.to_string());
-        let at = desired
-            .deployments
-            .get(&id)
-            .ok_or_else(|| Error::NotFound(format!("deployment {name} not found on endpoint {endpoint}")))?;
-        let share = ep.record.spec.traffic.get(name).copied().unwrap_or(0)
-            + ep.record.spec.mirror_traffic.get(name).copied().unwrap_or(0);
-        if share > 0 {
-            return Err(Error::Invalid(format!(
-                "deployment {name} still takes traffic on endpoint {endpoint}; move its traffic to another deployment first"
-            )));
-        }
-        let key = state::deployment_key(endpoint, name);
-        let txn = Txn::default()
-            .expect(&state::endpoint_key(endpoint), Some(ep.revision))
-            .expect(&key, Some(at.revision))
-            .delete(&key)
-            .delete(&state::outcome_key(endpoint, name));
-        self.commit(txn).await?;
-        if wait {
-            self.wait_released(&[id]).await;
-        }
-        Ok(())
     }
 
     /// Waits until the reconciler holds no containers for these deployments.
@@ -685,21 +434,4 @@ impl Node {
             }
         }
     }
-}
-
-/// What the daemon checks again on a spec that arrived over the admin socket: the
-/// invariants that keep names safe as store keys and Docker names, and values in range.
-fn recheck(spec: &DeploymentSpec) -> Result<(), Error> {
-    names::check("deployment", &spec.name)?;
-    names::check("endpoint", &spec.endpoint_name)?;
-    sku::lookup(&spec.instance_type)?;
-    let in_range = (1..=MAX_INSTANCE_COUNT).contains(&spec.instance_count)
-        && (1..=MAX_REQUEST_TIMEOUT_MS).contains(&spec.request_settings.request_timeout_ms)
-        && !spec.environment.image.trim().is_empty();
-    if !in_range {
-        return Err(Error::Invalid(
-            "the deployment spec is out of range; check it with `moat validate`".into(),
-        ));
-    }
-    Ok(())
 }

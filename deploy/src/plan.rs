@@ -59,88 +59,60 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Document;
-    use crate::spec::deployment::{Names, validate};
-    use crate::spec::workspace::WorkspaceSpec;
-    use crate::state::{At, DeploymentRecord, Outcome};
-    use std::collections::BTreeMap;
-    use std::path::Path;
-
-    fn desired(deployments: &[(&str, u64)], outcomes: &[(&str, u64, bool)]) -> Desired {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/model-1");
-        let record = |name: &str| {
-            let text = format!(
-                "name: {name}\nendpoint_name: ep1\nenvironment:\n  image: img\ninstance_type: Standard_F2s_v2\n"
-            );
-            let spec =
-                validate(&Document::parse(&dir.join("d.yml"), &text, &[]).expect("parses"), Names::default())
-                    .expect("valid");
-            DeploymentRecord { spec, all_traffic: false }
-        };
-        let id = |name: &str| ("ep1".to_string(), name.to_string());
-        Desired {
-            workspace: WorkspaceSpec::default_workspace(),
-            workspace_revision: None,
-            endpoints: BTreeMap::new(),
-            deployments: deployments
-                .iter()
-                .map(|(n, r)| (id(n), At { record: record(n), revision: *r }))
-                .collect(),
-            outcomes: outcomes
-                .iter()
-                .map(|(n, r, ok)| {
-                    (
-                        id(n),
-                        At {
-                            record: Outcome {
-                                revision: *r,
-                                succeeded: *ok,
-                                reason: None,
-                                logs: String::new(),
-                            },
-                            revision: r + 1,
-                        },
-                    )
-                })
-                .collect(),
-        }
-    }
+    use crate::spec::Access;
+    use crate::testing::{World, deployment, endpoint};
 
     fn id(name: &str) -> DeploymentId {
-        ("ep1".to_string(), name.to_string())
+        DeploymentId::new("ep1", name)
+    }
+
+    /// Deployments of `ep1` at the revisions the world gives them, and outcomes of theirs.
+    fn desired(names: &[&str], outcomes: &[(&str, bool)]) -> Desired {
+        let world = names.iter().fold(World::new(Access::Enabled).endpoint(endpoint("ep1")), |w, n| {
+            w.deployment(deployment("ep1", n))
+        });
+        outcomes.iter().fold(world, |w, (n, ok)| w.outcome(&id(n), *ok)).desired
+    }
+
+    fn revision(d: &Desired, name: &str) -> u64 {
+        d.deployments[&id(name)].revision
     }
 
     #[test]
     fn new_and_changed_deployments_are_applied_once() {
-        let d = desired(&[("blue", 3), ("green", 7)], &[]);
-        let applied = HashMap::from([(id("blue"), 3), (id("green"), 5)]);
+        let d = desired(&["blue", "green"], &[]);
+        let applied = HashMap::from([(id("blue"), revision(&d, "blue")), (id("green"), 1)]);
         assert_eq!(
             plan(&d, &applied, &HashSet::new(), &HashMap::new()),
-            [Action::Apply { id: id("green"), revision: 7 }]
+            [Action::Apply { id: id("green"), revision: revision(&d, "green") }]
         );
     }
 
     #[test]
     fn a_restarted_daemon_reapplies_succeeded_deployments_to_adopt_them_but_not_failed_ones() {
-        let d = desired(&[("blue", 3), ("red", 4)], &[("blue", 3, true), ("red", 4, false)]);
+        let d = desired(&["blue", "red"], &[("blue", true), ("red", false)]);
         assert_eq!(
             plan(&d, &HashMap::new(), &HashSet::new(), &HashMap::new()),
-            [Action::Apply { id: id("blue"), revision: 3 }]
+            [Action::Apply { id: id("blue"), revision: revision(&d, "blue") }]
         );
     }
 
     #[test]
     fn an_updated_failed_deployment_is_tried_again() {
-        let d = desired(&[("red", 9)], &[("red", 4, false)]);
+        let failed = desired(&["red"], &[("red", false)]);
+        // The same deployment stored again: a newer revision than the one that failed.
+        let mut updated = failed.clone();
+        let at = updated.deployments.get_mut(&id("red")).expect("red");
+        at.revision += 10;
         assert_eq!(
-            plan(&d, &HashMap::new(), &HashSet::new(), &HashMap::new()),
-            [Action::Apply { id: id("red"), revision: 9 }]
+            plan(&updated, &HashMap::new(), &HashSet::new(), &HashMap::new()),
+            [Action::Apply { id: id("red"), revision: revision(&updated, "red") }]
         );
     }
 
     #[test]
     fn deleted_deployments_are_removed_and_busy_ones_wait() {
-        let d = desired(&[("blue", 3)], &[]);
+        let d = desired(&["blue"], &[]);
         let applied = HashMap::from([(id("gone"), 2), (id("busy"), 1)]);
         let busy = HashSet::from([id("busy"), id("blue")]);
         assert_eq!(plan(&d, &applied, &busy, &HashMap::new()), [Action::Remove { id: id("gone") }]);
@@ -148,8 +120,9 @@ mod tests {
 
     #[test]
     fn a_private_deployment_is_reattached_when_the_workspace_private_endpoints_change() {
-        let d = desired(&[("blue", 3), ("green", 4)], &[("blue", 3, true), ("green", 4, true)]);
-        let applied = HashMap::from([(id("blue"), 3), (id("green"), 4)]);
+        let d = desired(&["blue", "green"], &[("blue", true), ("green", true)]);
+        let applied =
+            HashMap::from([(id("blue"), revision(&d, "blue")), (id("green"), revision(&d, "green"))]);
         let stale = vec![Endpoint {
             name: "gone".into(),
             fqdn: "gone.example".into(),

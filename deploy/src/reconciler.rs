@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use moat_egress_guard::Guard;
 use moat_gateway::auth::aml::AmlKey;
 use moat_gateway::{Admissions, Load, Routes};
-use moat_supervisor::ApplyError;
 use moat_supervisor::Supervisor;
+use moat_supervisor::{Adoption, ApplyError};
 use tokio::sync::watch;
 
 use crate::plan::{Action, plan};
@@ -23,7 +23,7 @@ use crate::spec::Access;
 use crate::spec::deployment::DeploymentSpec;
 use crate::state::{self, DeploymentId, Desired, Outcome};
 use crate::store::{Store, Txn};
-use crate::{container, egress};
+use crate::{container, egress, rules};
 
 pub struct Reconciler {
     store: Arc<dyn Store>,
@@ -134,10 +134,10 @@ impl Reconciler {
         let revision = *self.store.watch().borrow();
         let desired = Desired::read(&*self.store);
         let table = route_table(&desired, &self.supervisor.leases(), &self.load, &self.admissions, &self.aml);
-        for (endpoint, deployment) in self.guard.deployments() {
-            let instances = self.supervisor.instances(&endpoint, &deployment);
+        for id in self.guard.deployments() {
+            let instances = self.supervisor.instances(&id);
             let by_address = instances.into_iter().filter_map(|i| Some((i.address?, i.name))).collect();
-            self.guard.set_instances(&endpoint, &deployment, by_address);
+            self.guard.set_instances(&id, by_address);
         }
         self.routes.publish(table);
         self.load.prune();
@@ -155,7 +155,7 @@ impl Reconciler {
                 .guard
                 .deployments()
                 .into_iter()
-                .filter_map(|id| Some((id.clone(), self.guard.endpoints(&id.0, &id.1)?)))
+                .filter_map(|id| Some((id.clone(), self.guard.endpoints(&id)?)))
                 .collect();
             let actions = plan(&desired, &books.applied, &busy, &guarded);
             for action in &actions {
@@ -190,42 +190,50 @@ impl Reconciler {
         let Some(at) = desired.deployments.get(id) else {
             return;
         };
-        tracing::info!(endpoint = %id.0, deployment = %id.1, revision, "applying deployment");
-        let result = self.bring_up(desired, &at.record.spec).await;
+        tracing::info!(endpoint = %id.endpoint, deployment = %id.deployment, revision, "applying deployment");
+        // A revision that already succeeded vouches for the containers it left running.
+        let adoption = match desired.current_outcome(id) {
+            Some(o) if o.succeeded => Adoption::Trusted,
+            _ => Adoption::Probation,
+        };
+        let result = self.bring_up(desired, &at.record.spec, adoption).await;
         let outcome = match result {
             Ok(()) => Outcome { revision, succeeded: true, reason: None, logs: String::new() },
             Err(e) => Outcome { revision, succeeded: false, reason: Some(e.reason), logs: e.logs },
         };
         self.books().applied.insert(id.clone(), revision);
         if let Err(e) = self.record_outcome(id, revision, outcome) {
-            tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "recording the outcome");
+            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "recording the outcome");
         }
     }
 
     /// A private deployment first gets its internal network and the egress guard on it; then
     /// the supervisor starts (or adopts) its containers.
-    async fn bring_up(&self, desired: &Desired, spec: &DeploymentSpec) -> Result<(), ApplyError> {
+    async fn bring_up(
+        &self,
+        desired: &Desired,
+        spec: &DeploymentSpec,
+        adoption: Adoption,
+    ) -> Result<(), ApplyError> {
         let failed = |reason: String| ApplyError { reason, logs: String::new() };
+        let id = spec.id();
         let attachment = if spec.egress_public_network_access == Access::Disabled {
-            let network = self
-                .supervisor
-                .network(&spec.endpoint_name, &spec.name, true)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            let net = egress::network(&spec.endpoint_name, &spec.name, &network, &desired.workspace);
+            let network = self.supervisor.network(&id, true).await.map_err(|e| failed(e.to_string()))?;
+            let net = egress::network(&id, &network, &desired.workspace);
             match self.guard.attach(net).await {
                 Ok(attachment) => Some(attachment),
                 Err(e) => {
-                    let _ = self.supervisor.remove(&spec.endpoint_name, &spec.name).await;
+                    let _ = self.supervisor.remove(&id).await;
                     return Err(failed(e.to_string()));
                 }
             }
         } else {
             None
         };
-        let result = self.supervisor.apply(container::supervisor_spec(spec, attachment.as_ref())).await;
+        let result =
+            self.supervisor.apply(container::supervisor_spec(spec, attachment.as_ref()), adoption).await;
         if result.is_err() && attachment.is_some() {
-            self.guard.detach(&spec.endpoint_name, &spec.name);
+            self.guard.detach(&id);
         }
         result
     }
@@ -236,23 +244,23 @@ impl Reconciler {
     /// the deployment fails closed: its containers go and it is Failed with the reason.
     async fn reattach(&self, desired: &Desired, id: &DeploymentId) {
         let Some(at) = desired.deployments.get(id) else { return };
-        tracing::info!(endpoint = %id.0, deployment = %id.1, "the workspace's private endpoints changed; attaching the egress guard again");
-        let attached = match self.supervisor.network(&id.0, &id.1, true).await {
+        tracing::info!(endpoint = %id.endpoint, deployment = %id.deployment, "the workspace's private endpoints changed; attaching the egress guard again");
+        let attached = match self.supervisor.network(id, true).await {
             Ok(network) => {
-                let net = egress::network(&id.0, &id.1, &network, &desired.workspace);
+                let net = egress::network(id, &network, &desired.workspace);
                 self.guard.attach(net).await.map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         };
         let Err(reason) = attached else { return };
-        tracing::warn!(endpoint = %id.0, deployment = %id.1, reason, "egress guard lost; removing the deployment's containers");
-        if let Err(e) = self.supervisor.remove(&id.0, &id.1).await {
-            tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "removing containers");
+        tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, reason, "egress guard lost; removing the deployment's containers");
+        if let Err(e) = self.supervisor.remove(id).await {
+            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "removing containers");
         }
         let outcome =
             Outcome { revision: at.revision, succeeded: false, reason: Some(reason), logs: String::new() };
         if let Err(e) = self.record_outcome(id, at.revision, outcome) {
-            tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "recording the outcome");
+            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "recording the outcome");
         }
     }
 
@@ -274,42 +282,38 @@ impl Reconciler {
         if previous_here.is_some_and(|p| p.succeeded == outcome.succeeded) {
             return Ok(());
         }
-        let (endpoint, deployment) = id;
-        let outcome_key = state::outcome_key(endpoint, deployment);
+        let outcome_key = state::outcome_key(id);
         let mut txn = Txn::default()
-            .expect(&state::deployment_key(endpoint, deployment), Some(revision))
+            .expect(&state::deployment_key(id), Some(revision))
             .expect(&outcome_key, previous.map(|p| p.revision));
         if outcome.succeeded
             && at.record.all_traffic
             && previous_here.is_none()
-            && let Some(ep) = desired.endpoints.get(endpoint)
+            && let Some(ep) = desired.endpoints.get(&id.endpoint)
         {
             let mut record = ep.record.clone();
-            for share in record.spec.traffic.values_mut() {
-                *share = 0;
-            }
-            record.spec.traffic.insert(deployment.clone(), 100);
-            let key = state::endpoint_key(endpoint);
+            record.spec = rules::all_traffic(&record.spec, &id.deployment);
+            let key = state::endpoint_key(&id.endpoint);
             txn = txn.expect(&key, Some(ep.revision)).put(&key, record);
         }
         let txn = txn.put(&outcome_key, outcome);
         if self.store.commit(txn)?.is_none() {
             // Something changed underneath; the next pass sees it and decides again.
-            tracing::info!(endpoint = %endpoint, deployment = %deployment, "state changed while applying; outcome not recorded");
+            tracing::info!(endpoint = %id.endpoint, deployment = %id.deployment, "state changed while applying; outcome not recorded");
             self.books().applied.remove(id);
         }
         Ok(())
     }
 
     async fn remove(&self, id: &DeploymentId) {
-        tracing::info!(endpoint = %id.0, deployment = %id.1, "removing deployment");
-        match self.supervisor.remove(&id.0, &id.1).await {
+        tracing::info!(endpoint = %id.endpoint, deployment = %id.deployment, "removing deployment");
+        match self.supervisor.remove(id).await {
             Ok(()) => {
-                self.guard.detach(&id.0, &id.1);
+                self.guard.detach(id);
                 self.books().applied.remove(id);
             }
             Err(e) => {
-                tracing::warn!(endpoint = %id.0, deployment = %id.1, error = %e, "removing containers; will retry");
+                tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "removing containers; will retry");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }

@@ -9,18 +9,18 @@ use std::time::Duration;
 use moat_gateway::{
     Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, Load, RouteTable, Upstream,
 };
-use moat_supervisor::{DeploymentKey, Lease};
+use moat_supervisor::Lease;
 
 use crate::spec::Access;
 use crate::spec::endpoint::AuthMode;
-use crate::state::Desired;
+use crate::state::{DeploymentId, Desired};
 use moat_gateway::auth::aml::{AmlKey, audience};
 
 /// `load` lends each instance its in-flight counter and `admissions` each deployment its
 /// queue, the same ones across tables.
 pub fn route_table(
     desired: &Desired,
-    leases: &HashMap<DeploymentKey, Vec<Lease>>,
+    leases: &HashMap<DeploymentId, Vec<Lease>>,
     load: &Load,
     admissions: &Admissions,
     aml: &Arc<AmlKey>,
@@ -33,7 +33,7 @@ pub fn route_table(
             let spec = &deployment.record.spec;
             let port = spec.environment.inference_config.scoring_route.port;
             let instances = leases
-                .get(&(name.clone(), spec.name.clone()))
+                .get(&spec.id())
                 .map(|leases| {
                     leases
                         .iter()

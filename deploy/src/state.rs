@@ -24,16 +24,15 @@ pub fn endpoint_key(endpoint: &str) -> String {
     format!("endpoints/{endpoint}")
 }
 
-pub fn deployment_key(endpoint: &str, deployment: &str) -> String {
-    format!("deployments/{endpoint}/{deployment}")
+pub fn deployment_key(id: &DeploymentId) -> String {
+    format!("deployments/{id}")
 }
 
-pub fn outcome_key(endpoint: &str, deployment: &str) -> String {
-    format!("outcomes/{endpoint}/{deployment}")
+pub fn outcome_key(id: &DeploymentId) -> String {
+    format!("outcomes/{id}")
 }
 
-/// (endpoint, deployment)
-pub type DeploymentId = (String, String);
+pub use moat_id::DeploymentId;
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Keys {
@@ -95,9 +94,9 @@ impl Desired {
             workspace: workspace
                 .and_then(|v| serde_json::from_value(v.value).ok())
                 .unwrap_or_else(WorkspaceSpec::default_workspace),
-            endpoints: records(store, "endpoints/").into_iter().map(|(id, at)| (id.0, at)).collect(),
-            deployments: records(store, "deployments/"),
-            outcomes: records(store, "outcomes/"),
+            endpoints: records(store, "endpoints/").collect(),
+            deployments: by_deployment(records(store, "deployments/")),
+            outcomes: by_deployment(records(store, "outcomes/")),
         }
     }
 
@@ -111,28 +110,31 @@ impl Desired {
         &'a self,
         endpoint: &'a str,
     ) -> impl Iterator<Item = &'a At<DeploymentRecord>> + 'a {
-        self.deployments.iter().filter(move |((ep, _), _)| ep == endpoint).map(|(_, at)| at)
+        self.deployments.iter().filter(move |(id, _)| id.endpoint == endpoint).map(|(_, at)| at)
     }
 }
 
-/// Records under a prefix, keyed by the one or two names after it. A record that no longer
-/// decodes is skipped with a warning rather than stopping the daemon.
-fn records<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> BTreeMap<DeploymentId, At<T>> {
-    let mut out = BTreeMap::new();
-    for (key, versioned) in store.range(prefix) {
-        let rest = &key[prefix.len()..];
-        let id = match rest.split_once('/') {
-            Some((a, b)) => (a.to_string(), b.to_string()),
-            None => (rest.to_string(), String::new()),
-        };
+/// Records under a prefix, by the rest of their key. A record that no longer decodes is
+/// skipped with a warning rather than stopping the daemon.
+fn records<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> impl Iterator<Item = (String, At<T>)> {
+    store.range(prefix).into_iter().filter_map(move |(key, versioned)| {
+        let rest = key[prefix.len()..].to_string();
         match serde_json::from_value(versioned.value) {
-            Ok(record) => {
-                out.insert(id, At { record, revision: versioned.mod_revision });
-            }
+            Ok(record) => Some((rest, At { record, revision: versioned.mod_revision })),
             Err(e) => {
-                tracing::warn!(key = %key, error = %e, "skipping a stored record that does not decode")
+                tracing::warn!(key = %key, error = %e, "skipping a stored record that does not decode");
+                None
             }
         }
-    }
-    out
+    })
+}
+
+/// Records keyed `<endpoint>/<deployment>`.
+fn by_deployment<T>(records: impl Iterator<Item = (String, At<T>)>) -> BTreeMap<DeploymentId, At<T>> {
+    records
+        .filter_map(|(rest, at)| {
+            let (endpoint, deployment) = rest.split_once('/')?;
+            Some((DeploymentId::new(endpoint, deployment), at))
+        })
+        .collect()
 }

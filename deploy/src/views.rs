@@ -1,14 +1,19 @@
 //! What `show` and `list` print: the stored spec with defaults filled in, plus the state the
-//! daemon observes (provisioning state, health, instances, URIs).
+//! daemon observes (provisioning state, health, instances, URIs), made by pure functions of
+//! the desired state and those observations.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use moat_supervisor::InstanceStatus;
 use serde::Serialize;
 
+use crate::reconciler::Busy;
+use crate::rules;
 use crate::spec::Access;
 use crate::spec::deployment::DeploymentSpec;
 use crate::spec::endpoint::AuthMode;
+use crate::state::{DeploymentId, Desired, EndpointRecord};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointView {
@@ -49,6 +54,77 @@ pub struct EgressEndpoint {
     pub address: std::net::Ipv4Addr,
 }
 
+pub fn endpoint(record: &EndpointRecord, scoring: Option<&ScoringBase>) -> EndpointView {
+    let spec = &record.spec;
+    let uri = |leaf: &str| scoring.map(|s| s.uri(&spec.name, leaf));
+    EndpointView {
+        name: spec.name.clone(),
+        auth_mode: spec.auth_mode,
+        public_network_access: spec.public_network_access,
+        traffic: spec.traffic.clone(),
+        mirror_traffic: spec.mirror_traffic.clone(),
+        scoring_uri: uri("score"),
+        swagger_uri: uri("swagger.json"),
+        openapi_uri: uri("swagger.json"),
+        provisioning_state: "Succeeded",
+        description: spec.description.clone(),
+        tags: spec.tags.clone(),
+    }
+}
+
+/// What this node observes of a deployment beside the desired state.
+pub struct Observed {
+    pub busy: Option<Busy>,
+    pub instances: Vec<InstanceStatus>,
+    /// The egress guard's address for each private endpoint, for a private deployment.
+    pub egress: Vec<(String, Ipv4Addr)>,
+}
+
+/// The deployment as `show` prints it; `None` when it is not in the desired state.
+pub fn deployment(desired: &Desired, id: &DeploymentId, observed: Observed) -> Option<DeploymentView> {
+    let at = desired.deployments.get(id)?;
+    let spec = at.record.spec.clone();
+    let outcome = desired.current_outcome(id);
+    let mut warnings: Vec<String> = outcome.and_then(|o| o.reason.clone()).into_iter().collect();
+    warnings.extend(rules::pair_warning(&desired.workspace, &spec));
+    warnings.extend(instance_warnings(&observed.instances));
+    Some(DeploymentView {
+        // An outcome of an earlier revision means this one is an update.
+        provisioning_state: provisioning_state(
+            observed.busy,
+            outcome.map(|o| o.succeeded),
+            desired.outcomes.contains_key(id),
+        ),
+        health: health(&observed.instances, spec.instance_count),
+        spec,
+        instances: observed.instances,
+        egress: Egress {
+            private_endpoints: observed
+                .egress
+                .into_iter()
+                .map(|(name, address)| EgressEndpoint { name, address })
+                .collect(),
+        },
+        warnings,
+    })
+}
+
+/// Deleting while it is being removed; else the outcome of the current revision, or
+/// Creating/Updating while there is none yet.
+pub fn provisioning_state(
+    busy: Option<Busy>,
+    succeeded: Option<bool>,
+    earlier_outcome: bool,
+) -> &'static str {
+    match (busy, succeeded) {
+        (Some(Busy::Removing), _) => "Deleting",
+        (_, Some(true)) => "Succeeded",
+        (_, Some(false)) => "Failed",
+        (_, None) if earlier_outcome => "Updating",
+        (_, None) => "Creating",
+    }
+}
+
 /// Restarts from which an instance counts as crashing.
 pub const CRASH_LOOP_RESTARTS: u32 = 3;
 
@@ -57,12 +133,12 @@ pub const CRASH_LOOP_RESTARTS: u32 = 3;
 pub fn instance_warnings(instances: &[InstanceStatus]) -> Vec<String> {
     let mut warnings = Vec::new();
     for i in instances {
-        if i.restarts >= CRASH_LOOP_RESTARTS {
-            let code = i.last_exit_code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        if i.life.restarts >= CRASH_LOOP_RESTARTS {
+            let code = i.life.last_exit_code.map_or_else(|| "none".to_string(), |c| c.to_string());
             warnings.push(format!(
                 "instance {} keeps crashing: {} restarts, last exit code {code}; its last log lines:\n{}",
                 i.name,
-                i.restarts,
+                i.life.restarts,
                 i.last_logs.trim_end()
             ));
         }
@@ -75,7 +151,7 @@ pub fn instance_warnings(instances: &[InstanceStatus]) -> Vec<String> {
 
 /// Healthy: every instance ready; Degraded: some; Unhealthy: none.
 pub fn health(instances: &[InstanceStatus], wanted: u32) -> &'static str {
-    let ready = instances.iter().filter(|i| i.ready).count();
+    let ready = instances.iter().filter(|i| i.life.ready).count();
     match ready {
         0 => "Unhealthy",
         n if n >= wanted as usize => "Healthy",
@@ -107,6 +183,30 @@ impl ScoringBase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provisioning_state_follows_the_outcome_of_the_current_revision() {
+        use Busy::{Applying, Removing};
+        #[rustfmt::skip]
+        let table = [
+            // (busy, outcome of this revision, an earlier revision's outcome) -> state
+            (None, None, false, "Creating"),
+            (Some(Applying), None, false, "Creating"),
+            (Some(Applying), None, true, "Updating"),
+            (None, Some(true), true, "Succeeded"),
+            (Some(Applying), Some(true), true, "Succeeded"),
+            (None, Some(false), false, "Failed"),
+            (Some(Removing), Some(true), true, "Deleting"),
+            (Some(Removing), None, false, "Deleting"),
+        ];
+        for (busy, succeeded, earlier, expected) in table {
+            assert_eq!(
+                provisioning_state(busy, succeeded, earlier),
+                expected,
+                "{busy:?} {succeeded:?} {earlier}"
+            );
+        }
+    }
 
     #[test]
     fn scoring_uris_follow_the_contract() {

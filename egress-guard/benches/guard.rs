@@ -112,8 +112,7 @@ fn guard(c: &mut Criterion) {
     });
     let guard = Guard::new(&format!("bench{id}"), sink);
     let network = Network {
-        endpoint: "bench".into(),
-        deployment: "guard".into(),
+        id: moat_id::DeploymentId::new("bench", "guard"),
         bridge: bench.link.clone(),
         gateway,
         subnet: Ipv4Addr::new(10, 251, third, 0),
@@ -144,7 +143,7 @@ fn guard(c: &mut Criterion) {
         transfer.bench_function(*name, |b| b.iter(|| fetch(*at, MIB)));
     }
     transfer.finish();
-    guard.detach("bench", "guard");
+    guard.detach(&moat_id::DeploymentId::new("bench", "guard"));
 }
 
 criterion_group!(benches, guard);

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use moat_id::DeploymentId;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
@@ -26,8 +27,7 @@ const DNS_LOG_PER_SECOND: u32 = 5;
 /// A private deployment's network, as the supervisor made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
-    pub endpoint: String,
-    pub deployment: String,
+    pub id: DeploymentId,
     /// The Linux bridge of the Docker network (`br-<id>`).
     pub bridge: String,
     pub gateway: Ipv4Addr,
@@ -63,7 +63,7 @@ impl Drop for Attached {
 pub struct Guard {
     home_id: String,
     sink: DecisionSink,
-    attached: Mutex<HashMap<(String, String), Attached>>,
+    attached: Mutex<HashMap<DeploymentId, Attached>>,
 }
 
 impl Guard {
@@ -71,13 +71,13 @@ impl Guard {
         Guard { home_id: home_id.to_string(), sink, attached: Mutex::new(HashMap::new()) }
     }
 
-    fn attached(&self) -> MutexGuard<'_, HashMap<(String, String), Attached>> {
+    fn attached(&self) -> MutexGuard<'_, HashMap<DeploymentId, Attached>> {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sets the deployment up (again: attaching twice replaces the first).
     pub async fn attach(&self, net: Network) -> Result<Attachment, Error> {
-        let key = (net.endpoint.clone(), net.deployment.clone());
+        let key = net.id.clone();
         // The listeners of a first attachment go; so do its addresses, which a changed
         // list of private endpoints may not take again.
         let earlier = self.attached().remove(&key);
@@ -94,7 +94,7 @@ impl Guard {
         }
         let result = self.bring_up(&net).await;
         if result.is_err() {
-            self.detach(&net.endpoint, &net.deployment);
+            self.detach(&net.id);
         }
         let (attached, attachment) = result?;
         self.attached().insert(key, attached);
@@ -110,8 +110,8 @@ impl Guard {
             )));
         }
         let scope = Arc::new(Scope {
-            endpoint: net.endpoint.clone(),
-            deployment: net.deployment.clone(),
+            endpoint: net.id.endpoint.clone(),
+            deployment: net.id.deployment.clone(),
             endpoints: net.endpoints.clone(),
             instances: ArcSwap::from_pointee(HashMap::new()),
             sink: self.sink.clone(),
@@ -166,7 +166,7 @@ impl Guard {
             }
         }
         let rules = Rules {
-            owner: format!("{}/{}", net.endpoint, net.deployment),
+            owner: net.id.to_string(),
             bridge: net.bridge.clone(),
             gateway: net.gateway,
             gateway_tcp: vec![53, PROXY_PORT],
@@ -196,61 +196,62 @@ impl Guard {
     }
 
     /// Which instance has which address, for the decision log.
-    pub fn set_instances(&self, endpoint: &str, deployment: &str, instances: HashMap<IpAddr, String>) {
-        if let Some(a) = self.attached().get(&(endpoint.to_string(), deployment.to_string())) {
+    pub fn set_instances(&self, id: &DeploymentId, instances: HashMap<IpAddr, String>) {
+        if let Some(a) = self.attached().get(id) {
             a.scope.instances.store(Arc::new(instances));
         }
     }
 
     /// Takes the deployment's listeners, addresses and kernel rules away.
-    pub fn detach(&self, endpoint: &str, deployment: &str) {
-        if let Some(a) = self.attached().remove(&(endpoint.to_string(), deployment.to_string())) {
+    pub fn detach(&self, id: &DeploymentId) {
+        if let Some(a) = self.attached().remove(id) {
             for addr in &a.addresses {
                 host::remove(&a.bridge, *addr);
             }
         }
-        if let Err(e) = nft::remove(&self.home_id, &format!("{endpoint}/{deployment}")) {
-            tracing::warn!(endpoint, deployment, error = %e, "removing kernel rules");
+        if let Err(e) = nft::remove(&self.home_id, &id.to_string()) {
+            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "removing kernel rules");
         }
     }
 
     /// Removes the kernel rules of every deployment not in `keep` (left by deployments deleted
     /// while no daemon ran).
-    pub fn remove_others(&self, keep: &[(String, String)]) {
+    pub fn remove_others(&self, keep: &[DeploymentId]) {
         for owner in nft::owners(&self.home_id) {
             let Some((endpoint, deployment)) = owner.split_once('/') else { continue };
-            if !keep.iter().any(|(e, d)| e == endpoint && d == deployment) {
-                self.detach(endpoint, deployment);
+            let id = DeploymentId::new(endpoint, deployment);
+            if !keep.contains(&id) {
+                self.detach(&id);
             }
         }
     }
 
     /// The guard's address for each private endpoint of a deployment it serves.
-    pub fn addresses(&self, endpoint: &str, deployment: &str) -> Vec<(String, Ipv4Addr)> {
+    pub fn addresses(&self, id: &DeploymentId) -> Vec<(String, Ipv4Addr)> {
         let attached = self.attached();
-        let Some(a) = attached.get(&(endpoint.to_string(), deployment.to_string())) else {
+        let Some(a) = attached.get(id) else {
             return Vec::new();
         };
         a.scope.endpoints.iter().map(|e| e.name.clone()).zip(a.addresses.iter().copied()).collect()
     }
 
     /// The private endpoints the guard serves a deployment, if it serves it.
-    pub fn endpoints(&self, endpoint: &str, deployment: &str) -> Option<Vec<Endpoint>> {
-        let attached = self.attached();
-        attached.get(&(endpoint.to_string(), deployment.to_string())).map(|a| a.scope.endpoints.clone())
+    pub fn endpoints(&self, id: &DeploymentId) -> Option<Vec<Endpoint>> {
+        self.attached().get(id).map(|a| a.scope.endpoints.clone())
     }
 
     /// The deployments the guard serves now.
-    pub fn deployments(&self) -> Vec<(String, String)> {
+    pub fn deployments(&self) -> Vec<DeploymentId> {
         self.attached().keys().cloned().collect()
     }
 
     /// Packets the kernel rules dropped for each deployment, for the metrics.
-    pub fn kernel_drops(&self) -> Vec<((String, String), u64)> {
+    pub fn kernel_drops(&self) -> Vec<(DeploymentId, u64)> {
         self.deployments()
             .into_iter()
-            .filter_map(|(e, d)| {
-                Some(((e.clone(), d.clone()), nft::dropped(&self.home_id, &format!("{e}/{d}"))?))
+            .filter_map(|id| {
+                let dropped = nft::dropped(&self.home_id, &id.to_string())?;
+                Some((id, dropped))
             })
             .collect()
     }

@@ -21,7 +21,7 @@ impl Default for BackoffSettings {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
     settings: BackoffSettings,
     consecutive: u32,

@@ -1,30 +1,27 @@
-//! The supervisor's only contact with Docker. Every call is idempotent where Docker lets it be:
-//! 404 on remove, 304 on stop and 409 on create-network mean the object is already as wanted.
+//! What the supervisor needs of a container engine, as one small trait: [`crate::docker`]
+//! implements it with bollard, [`crate::fake`] with a scripted world for tests. Every call is
+//! idempotent where the engine lets it be: removing what is gone, stopping what is stopped
+//! and making a network that exists all succeed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
-};
-use futures_util::StreamExt;
+use async_trait::async_trait;
 
-use crate::{Error, names};
+use crate::Error;
+use crate::spec::Mount;
+
+pub type Labels = HashMap<String, String>;
 
 /// A container as the supervisor sees it.
 #[derive(Debug, Clone)]
 pub struct ContainerInfo {
     pub id: String,
-    pub labels: HashMap<String, String>,
+    pub labels: Labels,
     pub running: bool,
     pub exit_code: Option<i64>,
-    /// Docker's own words when the container could not run (OOM kill, start error).
+    /// The engine's own words when the container could not run (OOM kill, start error).
     pub error: Option<String>,
     /// Its address on each network it is attached to.
     pub addresses: HashMap<String, IpAddr>,
@@ -40,15 +37,16 @@ pub struct NetworkInfo {
 }
 
 /// What `create_and_start` needs; names and labels come from [`crate::names`].
-pub struct NewContainer<'a> {
-    pub name: &'a str,
-    pub image: &'a str,
+#[derive(Debug, Clone)]
+pub struct NewContainer {
+    pub name: String,
+    pub image: String,
     pub env: Vec<String>,
-    pub labels: HashMap<String, String>,
-    pub binds: Vec<String>,
-    pub network: &'a str,
+    pub labels: Labels,
+    pub mounts: Vec<Mount>,
+    pub network: String,
     pub limits: Limits,
-    /// DNS servers for the container (empty: Docker's default).
+    /// DNS servers for the container (empty: the engine's default).
     pub dns: Vec<String>,
 }
 
@@ -61,347 +59,49 @@ pub struct Limits {
     pub pids: i64,
 }
 
-/// The only capabilities an instance keeps (CONTRACT.md): enough to drop privileges and own
-/// its files, never NET_RAW, NET_ADMIN or SYS_ADMIN.
-pub const CAPABILITIES: [&str; 5] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
-
-/// What the machine offers, as Docker reports it.
+/// What the machine offers, as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Host {
     pub cpus: u32,
     pub memory_bytes: u64,
 }
 
-/// A new container and Docker's warnings about it (a limit the kernel cannot enforce, say).
+/// A new container and the engine's warnings about it (a limit the kernel cannot enforce).
 #[derive(Debug, Clone)]
 pub struct Created {
     pub id: String,
     pub warnings: Vec<String>,
 }
 
-#[derive(Clone)]
-pub struct Engine {
-    docker: Docker,
-}
+/// Reports one line of an image pull's progress.
+pub type PullProgress<'a> = &'a (dyn Fn(String) + Send + Sync);
 
-fn docker_error(action: impl Into<String>, e: BollardError) -> Error {
-    let message = match e {
-        BollardError::DockerResponseServerError { status_code, message } => {
-            format!("{message} (status {status_code})")
-        }
-        other => other.to_string(),
-    };
-    Error::Docker { action: action.into(), message }
-}
-
-fn status_of(e: &BollardError) -> Option<u16> {
-    match e {
-        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
-impl Engine {
-    /// Connects to the local engine and settles on an API version both sides speak (bollard
-    /// asks for a newer one than Debian's Docker 20.10 knows).
-    pub async fn connect() -> Result<Engine, Error> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| Error::Connect(e.to_string()))?;
-        let docker = docker.negotiate_version().await.map_err(|e| Error::Connect(e.to_string()))?;
-        Ok(Engine { docker })
-    }
-
-    /// Pulls an image, reporting Docker's progress lines (layer downloads are reported when
-    /// they start and end, not at every tick).
-    pub async fn pull(&self, image: &str, mut progress: impl FnMut(String)) -> Result<(), Error> {
-        let options = CreateImageOptionsBuilder::default().from_image(image).build();
-        let mut stream = self.docker.create_image(Some(options), None, None);
-        let failed = |message: String| Error::Pull { image: image.to_string(), message };
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| failed(docker_error("pull", e).to_string()))?;
-            if let Some(detail) = info.error_detail {
-                return Err(failed(detail.message.unwrap_or_else(|| "unknown error".into())));
-            }
-            let Some(status) = info.status else { continue };
-            if status == "Downloading" || status == "Extracting" {
-                continue;
-            }
-            progress(match info.id {
-                Some(id) => format!("{id}: {status}"),
-                None => status,
-            });
-        }
-        Ok(())
-    }
-
-    pub async fn image_present(&self, image: &str) -> Result<bool, Error> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) if status_of(&e) == Some(404) => Ok(false),
-            Err(e) => Err(docker_error(format!("inspect image {image}"), e)),
-        }
-    }
-
-    pub async fn ensure_network(
-        &self,
-        name: &str,
-        labels: HashMap<String, String>,
-        internal: bool,
-    ) -> Result<(), Error> {
-        // Docker 20.10 lets two networks share a name unless asked not to, and bollard's
-        // request type no longer has that flag: look before creating.
-        let existing =
-            self.list_networks(&HashMap::from([("name".to_string(), vec![name.to_string()])])).await?;
-        if existing.iter().any(|(n, _)| n == name) {
-            return Ok(());
-        }
-        let request = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".to_string()),
-            internal: Some(internal),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(docker_error(format!("create network {name}"), e)),
-        }
-    }
-
-    /// A network's bridge, subnet and gateway (IPv4), as Docker set them up.
-    pub async fn inspect_network(&self, name: &str) -> Result<NetworkInfo, Error> {
-        let network = self
-            .docker
-            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
-            .await
-            .map_err(|e| docker_error(format!("inspect network {name}"), e))?;
-        let id = network.id.unwrap_or_default();
-        let bridge = network
-            .options
-            .as_ref()
-            .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
-            .unwrap_or_else(|| format!("br-{}", id.get(..12).unwrap_or(&id)));
-        let config = network.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().find_map(|c| {
-            let (subnet, prefix) = c.subnet?.split_once('/').map(|(a, p)| (a.to_string(), p.to_string()))?;
-            Some((
-                subnet.parse::<Ipv4Addr>().ok()?,
-                prefix.parse::<u8>().ok()?,
-                c.gateway?.parse::<Ipv4Addr>().ok()?,
-            ))
-        });
-        let Some((subnet, prefix, gateway)) = config else {
-            return Err(Error::Docker {
-                action: format!("inspect network {name}"),
-                message: "no IPv4 subnet".into(),
-            });
-        };
-        Ok(NetworkInfo { bridge, subnet, prefix, gateway })
-    }
-
-    pub async fn remove_network(&self, name: &str) -> Result<(), Error> {
-        match self.docker.remove_network(name).await {
-            Ok(()) => Ok(()),
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            Err(e) => Err(docker_error(format!("remove network {name}"), e)),
-        }
-    }
-
-    /// Names of the networks whose labels match `filters`.
-    pub async fn list_networks(
-        &self,
-        filters: &HashMap<String, Vec<String>>,
-    ) -> Result<Vec<(String, HashMap<String, String>)>, Error> {
-        let options = ListNetworksOptionsBuilder::default().filters(filters).build();
-        let networks =
-            self.docker.list_networks(Some(options)).await.map_err(|e| docker_error("list networks", e))?;
-        Ok(networks.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect())
-    }
-
-    /// Containers, running or not, whose labels match `filters`.
-    pub async fn list_containers(
-        &self,
-        filters: &HashMap<String, Vec<String>>,
-    ) -> Result<Vec<ContainerInfo>, Error> {
-        let options = ListContainersOptionsBuilder::default().all(true).filters(filters).build();
-        let summaries = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| docker_error("list containers", e))?;
-        let mut found = Vec::new();
-        for summary in summaries {
-            let Some(id) = summary.id else { continue };
-            // The summary lacks exit codes and errors; inspect gives the whole picture.
-            if let Some(info) = self.inspect(&id).await? {
-                found.push(info);
-            }
-        }
-        Ok(found)
-    }
-
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    async fn host(&self) -> Result<Host, Error>;
+    async fn image_present(&self, image: &str) -> Result<bool, Error>;
+    /// Pulls an image, reporting progress lines as they come.
+    async fn pull(&self, image: &str, progress: PullProgress<'_>) -> Result<(), Error>;
+    /// Makes the network (internal: no way out) unless it exists, and says what it is.
+    async fn network(&self, name: &str, labels: &Labels, internal: bool) -> Result<NetworkInfo, Error>;
+    async fn remove_network(&self, name: &str) -> Result<(), Error>;
+    /// Names and labels of the networks carrying all of `labels`.
+    async fn networks(&self, labels: &[(&str, &str)]) -> Result<Vec<(String, Labels)>, Error>;
+    /// Containers, running or not, carrying all of `labels`.
+    async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error>;
     /// `None` when the container is gone.
-    pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, Error> {
-        let response = match self.docker.inspect_container(id, None).await {
-            Ok(r) => r,
-            Err(e) if status_of(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(docker_error(format!("inspect container {id}"), e)),
-        };
-        let state = response.state.unwrap_or_default();
-        let addresses = response
-            .network_settings
-            .and_then(|s| s.networks)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(net, ep)| Some((net, ep.ip_address?.parse().ok()?)))
-            .collect();
-        let running = state.running.unwrap_or(false);
-        let mut error = state.error.filter(|e| !e.is_empty());
-        if state.oom_killed == Some(true) {
-            error = Some("killed: out of memory".to_string());
-        }
-        Ok(Some(ContainerInfo {
-            id: response.id.unwrap_or_else(|| id.to_string()),
-            labels: response.config.and_then(|c| c.labels).unwrap_or_default(),
-            running,
-            exit_code: if running { None } else { state.exit_code },
-            error,
-            addresses,
-        }))
-    }
-
-    /// Creates and starts a container; a leftover of the same name (a crash between create
-    /// and start, say) is replaced. Returns its id.
-    pub async fn create_and_start(&self, new: NewContainer<'_>) -> Result<Created, Error> {
-        let body = ContainerCreateBody {
-            image: Some(new.image.to_string()),
-            env: Some(new.env),
-            labels: Some(new.labels.clone()),
-            host_config: Some(HostConfig {
-                binds: Some(new.binds),
-                // The deployment's own bridge network; never the host's.
-                network_mode: Some(new.network.to_string()),
-                privileged: Some(false),
-                cap_drop: Some(vec!["ALL".to_string()]),
-                cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
-                security_opt: Some(vec!["no-new-privileges".to_string()]),
-                memory: Some(new.limits.memory_bytes),
-                // No swap beyond the memory limit.
-                memory_swap: Some(new.limits.memory_bytes),
-                nano_cpus: Some(new.limits.nano_cpus),
-                pids_limit: Some(new.limits.pids),
-                dns: (!new.dns.is_empty()).then_some(new.dns),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::default().name(new.name).build();
-        let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
-            Err(e) if status_of(&e) == Some(409) => {
-                // Replace the leftover only if it is this very instance's; a name taken by
-                // anything else is not ours to remove.
-                let ours = self.inspect(new.name).await?.is_some_and(|old| {
-                    [names::HOME, names::ENDPOINT, names::DEPLOYMENT, names::INSTANCE]
-                        .iter()
-                        .all(|k| old.labels.get(*k) == new.labels.get(*k))
-                });
-                if !ours {
-                    return Err(Error::Docker {
-                        action: format!("create container {}", new.name),
-                        message: "the name is taken by a container that is not this instance's".into(),
-                    });
-                }
-                self.remove(new.name).await?;
-                self.docker.create_container(Some(options), body).await
-            }
-            other => other,
-        }
-        .map_err(|e| docker_error(format!("create container {}", new.name), e))?;
-        if let Err(e) = self.start(&created.id).await {
-            let _ = self.remove(&created.id).await;
-            return Err(e);
-        }
-        Ok(Created { id: created.id, warnings: created.warnings })
-    }
-
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, Error>;
+    /// Creates and starts a container; a leftover of this very instance under the same name
+    /// (a crash between create and start) is replaced.
+    async fn create_and_start(&self, new: NewContainer) -> Result<Created, Error>;
     /// Starts a created or exited container; one already running is fine.
-    pub async fn start(&self, id: &str) -> Result<(), Error> {
-        match self.docker.start_container(id, None).await {
-            Ok(()) => Ok(()),
-            Err(e) if status_of(&e) == Some(304) => Ok(()),
-            Err(e) => Err(docker_error(format!("start container {id}"), e)),
-        }
-    }
-
+    async fn start(&self, id: &str) -> Result<(), Error>;
     /// SIGTERM, SIGKILL after `timeout`; a container already stopped or gone is fine.
-    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), Error> {
-        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        let options = StopContainerOptionsBuilder::default().t(secs).build();
-        match self.docker.stop_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(status_of(&e), Some(304 | 404)) => Ok(()),
-            Err(e) => Err(docker_error(format!("stop container {id}"), e)),
-        }
-    }
-
-    pub async fn host(&self) -> Result<Host, Error> {
-        let info = self.docker.info().await.map_err(|e| docker_error("read the engine's info", e))?;
-        Ok(Host {
-            cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1),
-            memory_bytes: info.mem_total.and_then(|m| u64::try_from(m).ok()).unwrap_or(0),
-        })
-    }
-
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), Error>;
+    /// Removes at once (SIGKILL if still running); one already gone is fine.
+    async fn remove(&self, id: &str) -> Result<(), Error>;
     /// Waits until the container stops and returns its exit code (`None`: it is gone).
-    /// Docker's wait request can time out on a long-lived container; then wait again.
-    pub async fn wait_exit(&self, id: &str) -> Option<i64> {
-        loop {
-            let mut stream = self.docker.wait_container(id, None);
-            match stream.next().await {
-                Some(Ok(response)) => return Some(response.status_code),
-                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => {
-                    return Some(code);
-                }
-                Some(Err(e)) if status_of(&e) == Some(404) => return None,
-                _ => match self.inspect(id).await {
-                    Ok(None) => return None,
-                    Ok(Some(info)) if !info.running => return info.exit_code,
-                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
-                },
-            }
-        }
-    }
-
-    /// SIGTERM, SIGKILL after `timeout`, then remove; a container already gone is fine.
-    pub async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<(), Error> {
-        self.stop(id, timeout).await?;
-        self.remove(id).await
-    }
-
-    /// Removes at once (SIGKILL if still running).
-    pub async fn remove(&self, id: &str) -> Result<(), Error> {
-        let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
-            // 409: removal already in progress.
-            Err(e) if matches!(status_of(&e), Some(409)) => Ok(()),
-            Err(e) => Err(docker_error(format!("remove container {id}"), e)),
-        }
-    }
-
-    /// The last `lines` lines of the container's stdout and stderr, interleaved as written.
-    pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, Error> {
-        let options =
-            LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
-        let mut stream = self.docker.logs(id, Some(options));
-        let mut text = String::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(output) => text.push_str(&output.to_string()),
-                Err(e) if status_of(&e) == Some(404) => break,
-                Err(e) => return Err(docker_error(format!("logs of container {id}"), e)),
-            }
-        }
-        Ok(text)
-    }
+    async fn wait_exit(&self, id: &str) -> Option<i64>;
+    /// The last `lines` lines of its stdout and stderr, interleaved as written.
+    async fn logs(&self, id: &str, lines: usize) -> Result<String, Error>;
 }

@@ -1,39 +1,56 @@
-//! moat's supervisor: runs each deployment's instances as Docker containers and reports which
-//! of them are ready to take requests.
+//! moat's supervisor: runs each deployment's instances as containers and reports which of
+//! them are ready to take requests.
 //!
 //! - [`spec`]: what a deployment asks for (image, count, env, mounts, routes, probes), as plain
 //!   data; the supervisor knows nothing of YAML or Azure ML, `deploy` translates.
-//! - [`names`]: container and network names and labels, all carrying the home id.
-//! - [`engine`]: the only module that talks to Docker (bollard); 404/304/409 mean "already so".
-//! - [`probe`]: the probe threshold rules (pure) and one HTTP probe.
+//! - [`lifecycle`]: an instance's states, the events that move them and what each transition
+//!   asks for (pure, table-tested).
+//! - [`rollout`]: the next step of a rolling update or a scale change (pure).
+//! - [`probe`]: the probe threshold rules (pure) and the [`Probe`] that asks a container.
 //! - [`backoff`]: the restart delay (pure).
-//! - [`instance`]: an instance's state and the task that probes it and restarts it.
-//! - [`rollout`]: the steps of a rolling update or a scale change (pure).
-//! - [`supervisor`]: apply (create, adopt, roll, scale), drain and remove deployments;
-//!   snapshots for the route table.
+//! - [`engine`]: the [`Engine`] trait, all the supervisor asks of a container engine;
+//!   [`docker`] implements it with bollard, `fake` (tests) with a scripted world.
+//! - [`names`]: container and network names and labels, all carrying the home id.
+//! - `instance`: an instance's reported status and its lease; `watch`: the task that probes
+//!   it and restarts it.
+//! - `apply`, `adopt`, `drain`, `remove`: the supervisor's verbs, one module each, on the
+//!   shared state of `supervisor`.
 //!
 //! The identity other components key on is the [`Lease`]: an instance's container id and its
 //! address on the deployment's network, created and removed with the container.
 
+mod adopt;
+mod apply;
 pub mod backoff;
+pub mod docker;
+mod drain;
 pub mod engine;
-pub mod instance;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+mod instance;
+pub mod lifecycle;
 pub mod names;
 pub mod probe;
+mod remove;
 pub mod rollout;
 pub mod spec;
 mod supervisor;
+mod watch;
 
-pub use instance::{InstanceState, InstanceStatus, Lease};
+pub use adopt::Adoption;
+pub use apply::ApplyError;
+pub use backoff::BackoffSettings;
+pub use engine::{Engine, Host, NetworkInfo};
+pub use instance::{InstanceStatus, Lease};
+pub use lifecycle::{InstanceState, Life};
+pub use moat_id::DeploymentId;
+pub use probe::Probe;
 pub use spec::{DeploymentSpec, Mount, ProbeSettings, Route};
-pub use supervisor::{ApplyError, DeploymentKey, Progress, Supervisor};
+pub use supervisor::{Progress, Supervisor};
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub use backoff::BackoffSettings;
-pub use engine::{Host, NetworkInfo};
 
 /// How many requests are in flight to the instance at this address; `deploy` answers from
 /// the gateway's counters, so that draining waits for them.
@@ -62,8 +79,8 @@ impl Config {
     }
 }
 
-/// What went wrong talking to Docker.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong talking to the container engine.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach the Docker engine: {0}")]
     Connect(String),
@@ -72,3 +89,6 @@ pub enum Error {
     #[error("cannot pull image {image}: {message}")]
     Pull { image: String, message: String },
 }
+
+#[cfg(test)]
+mod tests;

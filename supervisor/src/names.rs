@@ -1,7 +1,9 @@
 //! Names and labels of the Docker objects a home owns (CONTRACT.md): every object carries
 //! `moat.home=<id>`, and adoption or clean-up looks only at its own home's labels.
 
-use std::collections::HashMap;
+use moat_id::DeploymentId;
+
+use crate::engine::Labels;
 
 pub const HOME: &str = "moat.home";
 pub const ENDPOINT: &str = "moat.endpoint";
@@ -10,27 +12,31 @@ pub const INSTANCE: &str = "moat.instance";
 /// The spec fingerprint a container was made from (see `DeploymentSpec::container_hash`).
 pub const SPEC_HASH: &str = "moat.spec-hash";
 
-pub fn network(home: &str, endpoint: &str, deployment: &str) -> String {
-    format!("moat-{home}-{endpoint}-{deployment}")
+pub fn network(home: &str, id: &DeploymentId) -> String {
+    format!("moat-{home}-{}-{}", id.endpoint, id.deployment)
 }
 
-pub fn container(home: &str, endpoint: &str, deployment: &str, index: u32) -> String {
-    format!("moat-{home}-{endpoint}-{deployment}-{index}")
+pub fn container(home: &str, id: &DeploymentId, index: u32) -> String {
+    format!("moat-{home}-{}-{}-{index}", id.endpoint, id.deployment)
 }
 
 /// Labels shared by a deployment's network and containers.
-pub fn deployment_labels(home: &str, endpoint: &str, deployment: &str) -> HashMap<String, String> {
-    HashMap::from([
+pub fn deployment_labels(home: &str, id: &DeploymentId) -> Labels {
+    Labels::from([
         (HOME.to_string(), home.to_string()),
-        (ENDPOINT.to_string(), endpoint.to_string()),
-        (DEPLOYMENT.to_string(), deployment.to_string()),
+        (ENDPOINT.to_string(), id.endpoint.clone()),
+        (DEPLOYMENT.to_string(), id.deployment.clone()),
     ])
 }
 
-/// Docker `label=` filters selecting what `labels` name.
-pub fn filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
-    let values = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    HashMap::from([("label".to_string(), values)])
+/// The label filter that selects one deployment's objects of this home.
+pub fn of_deployment<'a>(home: &'a str, id: &'a DeploymentId) -> [(&'static str, &'a str); 3] {
+    [(HOME, home), (ENDPOINT, &id.endpoint), (DEPLOYMENT, &id.deployment)]
+}
+
+/// The deployment an object of this home belongs to, by its labels.
+pub fn deployment_of(labels: &Labels) -> Option<DeploymentId> {
+    Some(DeploymentId::new(labels.get(ENDPOINT)?.clone(), labels.get(DEPLOYMENT)?.clone()))
 }
 
 #[cfg(test)]
@@ -39,7 +45,9 @@ mod tests {
 
     #[test]
     fn names_follow_the_contract() {
-        assert_eq!(network("0a1b2c3d", "my-ep", "blue"), "moat-0a1b2c3d-my-ep-blue");
-        assert_eq!(container("0a1b2c3d", "my-ep", "blue", 2), "moat-0a1b2c3d-my-ep-blue-2");
+        let id = DeploymentId::new("my-ep", "blue");
+        assert_eq!(network("0a1b2c3d", &id), "moat-0a1b2c3d-my-ep-blue");
+        assert_eq!(container("0a1b2c3d", &id, 2), "moat-0a1b2c3d-my-ep-blue-2");
+        assert_eq!(deployment_of(&deployment_labels("0a1b2c3d", &id)), Some(id));
     }
 }

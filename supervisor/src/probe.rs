@@ -1,4 +1,5 @@
-//! Probes: the Azure ML threshold rules as a pure counter, and one HTTP GET against a route.
+//! Probes: the Azure ML threshold rules as a pure counter, and the [`Probe`] that asks a
+//! container (one HTTP GET against a route, or a scripted answer in tests).
 //!
 //! A probe passes on any 2xx answer within its timeout. `success_threshold` consecutive passes
 //! make a not-ready instance ready; `failure_threshold` consecutive failures make a ready one
@@ -7,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
@@ -55,25 +57,33 @@ impl Threshold {
     }
 }
 
-/// Sends probes; one per supervisor, sharing its connection pool.
+/// Asks a container at `ip` whether `route` answers; `Err` says why not, for the instance's
+/// `reason`.
+#[async_trait]
+pub trait Probe: Send + Sync + 'static {
+    async fn check(&self, ip: IpAddr, route: &Route, timeout: Duration) -> Result<(), String>;
+}
+
+/// Sends probes over HTTP; one per supervisor, sharing its connection pool.
 #[derive(Clone)]
-pub struct Prober {
+pub struct HttpProbe {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
-impl Default for Prober {
+impl Default for HttpProbe {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Prober { client }
+        HttpProbe { client }
     }
 }
 
-impl Prober {
-    /// One GET of `route` on `ip`; `Err` says why it failed, for the instance's `reason`.
-    pub async fn check(&self, ip: IpAddr, route: &Route, timeout: Duration) -> Result<(), String> {
+#[async_trait]
+impl Probe for HttpProbe {
+    /// One GET of `route` on `ip`, passing on any 2xx within `timeout`.
+    async fn check(&self, ip: IpAddr, route: &Route, timeout: Duration) -> Result<(), String> {
         let addr = SocketAddr::new(ip, route.port);
         let uri = format!("http://{addr}{}", route.path);
         let request = match hyper::Request::get(&uri).body(Empty::new()) {

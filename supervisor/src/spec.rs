@@ -4,12 +4,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use moat_id::DeploymentId;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeploymentSpec {
-    pub endpoint: String,
-    pub deployment: String,
+    pub id: DeploymentId,
     pub image: String,
     pub instance_count: u32,
     /// In order; a later entry for the same name wins.

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use moat_supervisor::{Config, DeploymentSpec, InstanceState, Mount, ProbeSettings, Route, Supervisor};
+use moat_supervisor::{
+    Adoption, Config, DeploymentId, DeploymentSpec, InstanceState, Mount, ProbeSettings, Route, Supervisor,
+};
 use moat_test_support::{DockerCleanup, SCORER_IMAGE, http, repo_root, require_scorer_image, unique_id};
 
 fn probe() -> ProbeSettings {
@@ -30,8 +32,7 @@ fn scorer(endpoint: &str, deployment: &str, count: u32, with_model: bool) -> Dep
     };
     let route = |path: &str| Route { port: 5001, path: path.to_string() };
     DeploymentSpec {
-        endpoint: endpoint.into(),
-        deployment: deployment.into(),
+        id: DeploymentId::new(endpoint, deployment),
         image: SCORER_IMAGE.into(),
         instance_count: count,
         env: vec![("AZUREML_MODEL_DIR".into(), model_dir.into())],
@@ -60,15 +61,16 @@ async fn instances_become_ready_serve_and_are_adopted_after_a_restart() {
     require_scorer_image();
     let home = unique_id();
     let cleanup = DockerCleanup::new(&home);
+    let blue = DeploymentId::new("ep", "blue");
     let first = supervisor(&home).await;
-    first.apply(scorer("ep", "blue", 2, true)).await.expect("deployment comes up");
+    first.apply(scorer("ep", "blue", 2, true), Adoption::Trusted).await.expect("deployment comes up");
 
-    let instances = first.instances("ep", "blue");
+    let instances = first.instances(&blue);
     assert_eq!(instances.len(), 2);
-    assert!(instances.iter().all(|i| i.ready && i.state == InstanceState::Running));
+    assert!(instances.iter().all(|i| i.life.ready && i.life.state == InstanceState::Running));
     let names = cleanup.containers().len();
     assert_eq!(names, 2, "two containers with the home label");
-    let leases = first.leases().remove(&("ep".into(), "blue".into())).expect("leases");
+    let leases = first.leases().remove(&blue).expect("leases");
     let body =
         std::fs::read_to_string(repo_root().join("examples/model-1/sample-request.json")).expect("sample");
     for lease in &leases {
@@ -88,12 +90,11 @@ async fn instances_become_ready_serve_and_are_adopted_after_a_restart() {
     let ids: HashSet<_> = instances.iter().filter_map(|i| i.container_id.clone()).collect();
     drop(first);
     let second = supervisor(&home).await;
-    second.apply(scorer("ep", "blue", 2, true)).await.expect("adopted");
-    let adopted: HashSet<_> =
-        second.instances("ep", "blue").into_iter().filter_map(|i| i.container_id).collect();
+    second.apply(scorer("ep", "blue", 2, true), Adoption::Trusted).await.expect("adopted");
+    let adopted: HashSet<_> = second.instances(&blue).into_iter().filter_map(|i| i.container_id).collect();
     assert_eq!(ids, adopted);
 
-    second.remove("ep", "blue").await.expect("removed");
+    second.remove(&blue).await.expect("removed");
     assert!(cleanup.containers().is_empty());
     assert!(cleanup.networks().is_empty());
 }
@@ -104,7 +105,8 @@ async fn an_instance_that_exits_before_ready_fails_the_apply_with_its_logs() {
     let home = unique_id();
     let cleanup = DockerCleanup::new(&home);
     let sup = supervisor(&home).await;
-    let err = sup.apply(scorer("ep", "broken", 1, false)).await.expect_err("no model, no start");
+    let err =
+        sup.apply(scorer("ep", "broken", 1, false), Adoption::Trusted).await.expect_err("no model, no start");
     assert!(err.reason.contains("exited before it was ready"), "{}", err.reason);
     assert!(err.logs.contains("cannot read model directory"), "{}", err.logs);
     assert!(cleanup.containers().is_empty(), "a failed deployment leaves no container");
@@ -116,10 +118,10 @@ async fn leftovers_of_deleted_deployments_are_removed_and_kept_ones_stay() {
     let home = unique_id();
     let cleanup = DockerCleanup::new(&home);
     let sup = supervisor(&home).await;
-    sup.apply(scorer("ep", "keep", 1, true)).await.expect("keep");
-    sup.apply(scorer("ep", "drop", 1, true)).await.expect("drop");
+    sup.apply(scorer("ep", "keep", 1, true), Adoption::Trusted).await.expect("keep");
+    sup.apply(scorer("ep", "drop", 1, true), Adoption::Trusted).await.expect("drop");
     let restarted = supervisor(&home).await;
-    let keep = HashSet::from([("ep".to_string(), "keep".to_string())]);
+    let keep = HashSet::from([DeploymentId::new("ep", "keep")]);
     restarted.remove_others(&keep).await.expect("clean-up");
     assert_eq!(cleanup.containers().len(), 1);
     assert_eq!(cleanup.networks().len(), 1);

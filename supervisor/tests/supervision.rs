@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use moat_supervisor::{
-    BackoffSettings, Config, DeploymentSpec, InstanceState, InstanceStatus, ProbeSettings, Route, Supervisor,
+    Adoption, BackoffSettings, Config, DeploymentId, DeploymentSpec, InstanceState, InstanceStatus,
+    ProbeSettings, Route, Supervisor,
 };
 use moat_test_support::{DockerCleanup, TEST_IMAGE, http, require_test_image, unique_id};
 
@@ -22,8 +23,7 @@ fn probe(failure_threshold: u32, success_threshold: u32) -> ProbeSettings {
 fn spec(deployment: &str, env: &[(&str, &str)]) -> DeploymentSpec {
     let route = |path: &str| Route { port: 5001, path: path.to_string() };
     DeploymentSpec {
-        endpoint: "ep".into(),
-        deployment: deployment.into(),
+        id: DeploymentId::new("ep", deployment),
         image: TEST_IMAGE.into(),
         instance_count: 1,
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -53,7 +53,7 @@ async fn supervisor(home: &str) -> Supervisor {
 }
 
 fn only(sup: &Supervisor, deployment: &str) -> InstanceStatus {
-    let mut instances = sup.instances("ep", deployment);
+    let mut instances = sup.instances(&DeploymentId::new("ep", deployment));
     assert_eq!(instances.len(), 1, "{instances:?}");
     instances.remove(0)
 }
@@ -92,7 +92,7 @@ async fn request(
 }
 
 fn leased(sup: &Supervisor, deployment: &str) -> bool {
-    sup.leases().get(&("ep".to_string(), deployment.to_string())).is_some_and(|l| !l.is_empty())
+    sup.leases().get(&DeploymentId::new("ep", deployment)).is_some_and(|l| !l.is_empty())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,18 +101,22 @@ async fn readiness_failures_take_an_instance_out_of_routing_and_successes_bring_
     let home = unique_id();
     let _cleanup = DockerCleanup::new(&home);
     let sup = supervisor(&home).await;
-    sup.apply(spec("ready", &[])).await.expect("up");
+    sup.apply(spec("ready", &[]), Adoption::Trusted).await.expect("up");
     let first = only(&sup, "ready");
     assert!(leased(&sup, "ready"));
 
     request(&first, "POST", "/control", r#"{"ready": false}"#).await;
-    let out = until(&sup, "ready", "out of routing", |s| !s.ready).await;
+    let out = until(&sup, "ready", "out of routing", |s| !s.life.ready).await;
     assert!(!leased(&sup, "ready"));
-    assert_eq!((out.state, out.restarts), (InstanceState::Running, 0), "not ready is not a restart");
-    assert!(out.reason.as_deref().is_some_and(|r| r.contains("readiness probe failed")), "{out:?}");
+    assert_eq!(
+        (out.life.state, out.life.restarts),
+        (InstanceState::Running, 0),
+        "not ready is not a restart"
+    );
+    assert!(out.life.reason.as_deref().is_some_and(|r| r.contains("readiness probe failed")), "{out:?}");
 
     request(&first, "POST", "/control", r#"{"ready": true}"#).await;
-    until(&sup, "ready", "back in routing", |s| s.ready).await;
+    until(&sup, "ready", "back in routing", |s| s.life.ready).await;
     assert!(leased(&sup, "ready"));
     assert_eq!(only(&sup, "ready").container_id, first.container_id);
 }
@@ -123,16 +127,18 @@ async fn liveness_failures_restart_the_same_container() {
     let home = unique_id();
     let _cleanup = DockerCleanup::new(&home);
     let sup = supervisor(&home).await;
-    sup.apply(spec("live", &[])).await.expect("up");
+    sup.apply(spec("live", &[]), Adoption::Trusted).await.expect("up");
     let first = only(&sup, "live");
 
     request(&first, "POST", "/control", r#"{"live": false}"#).await;
-    let restarted = until(&sup, "live", "restarted and ready", |s| s.restarts == 1 && s.ready).await;
+    let restarted =
+        until(&sup, "live", "restarted and ready", |s| s.life.restarts == 1 && s.life.ready).await;
     assert_eq!(restarted.container_id, first.container_id, "restarted, not replaced");
-    assert_eq!(restarted.state, InstanceState::Running);
-    // A fresh process is live again: no second restart follows.
+    assert_eq!(restarted.life.state, InstanceState::Running);
+    // A fresh process is live again: no second restart follows within four liveness periods
+    // (what cannot happen has no condition to poll for).
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(only(&sup, "live").restarts, 1);
+    assert_eq!(only(&sup, "live").life.restarts, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,11 +147,16 @@ async fn a_container_that_exits_after_it_was_ready_is_restarted_again_and_again(
     let home = unique_id();
     let _cleanup = DockerCleanup::new(&home);
     let sup = supervisor(&home).await;
-    sup.apply(spec("crash", &[("EXIT_AFTER_MS", "700")])).await.expect("ready before its first crash");
-    let crashing = until(&sup, "crash", "restarted three times", |s| s.restarts >= 3).await;
-    assert_eq!(crashing.last_exit_code, Some(3));
+    sup.apply(spec("crash", &[("EXIT_AFTER_MS", "700")]), Adoption::Trusted)
+        .await
+        .expect("ready before its first crash");
+    let crashing = until(&sup, "crash", "restarted three times", |s| s.life.restarts >= 3).await;
+    assert_eq!(crashing.life.last_exit_code, Some(3));
     assert!(crashing.last_logs.contains("crashing after 700 ms"), "{:?}", crashing.last_logs);
-    assert!(crashing.reason.as_deref().is_some_and(|r| r.contains("exited with code 3")), "{crashing:?}");
+    assert!(
+        crashing.life.reason.as_deref().is_some_and(|r| r.contains("exited with code 3")),
+        "{crashing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +167,7 @@ async fn containers_are_hardened_and_limited_by_their_sku() {
     let sup = supervisor(&home).await;
     let mut big = spec("hard", &[]);
     big.cpus = 64;
-    sup.apply(big).await.expect("up");
+    sup.apply(big, Adoption::Trusted).await.expect("up");
     let status = only(&sup, "hard");
     assert!(status.docker_warnings.is_empty(), "Docker discarded a limit: {:?}", status.docker_warnings);
     let seen: serde_json::Value =
@@ -198,11 +209,11 @@ async fn logs_come_from_each_instance() {
     let sup = supervisor(&home).await;
     let mut two = spec("logs", &[("VERSION", "v7")]);
     two.instance_count = 2;
-    sup.apply(two).await.expect("up");
-    let all = sup.logs("ep", "logs", None, 5000).await.expect("logs");
+    sup.apply(two, Adoption::Trusted).await.expect("up");
+    let all = sup.logs(&DeploymentId::new("ep", "logs"), None, 5000).await.expect("logs");
     assert_eq!(all.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["logs-0", "logs-1"]);
     assert!(all.iter().all(|(_, text)| text.contains("test-scorer v7 starting")), "{all:?}");
-    let one = sup.logs("ep", "logs", Some("logs-1"), 1).await.expect("logs");
+    let one = sup.logs(&DeploymentId::new("ep", "logs"), Some("logs-1"), 1).await.expect("logs");
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].1.lines().count(), 1, "--lines 1");
 }

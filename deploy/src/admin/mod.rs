@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP on the home's Unix socket (`admin.sock`, mode 0600).
-//! [`server`] is the daemon's side, [`client`] the CLI's. Errors travel as
-//! `{"kind", "message", "logs"}` and become the same [`Error`] on the other side.
+//! [`server`] is the daemon's side, [`client`] the CLI's; this module holds what travels
+//! between them. Errors travel as `{"kind", "message", "logs"}` and become the same
+//! [`Error`] on the other side.
 
 pub mod client;
 pub mod server;
@@ -74,6 +75,42 @@ pub struct UpdateDeployment {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegenerateKeys {
-    pub key_type: crate::node::KeyType,
+    pub key_type: KeyType,
     pub key_value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Primary,
+    Secondary,
+}
+
+/// A workspace change and what the operator should know about it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkspaceUpdate {
+    pub workspace: crate::spec::workspace::WorkspaceSpec,
+    pub warnings: Vec<String>,
+}
+
+/// What `get-credentials` prints: the keys, or an aml token with its times (epoch seconds).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Credentials {
+    Keys {
+        #[serde(rename = "primaryKey")]
+        primary_key: String,
+        #[serde(rename = "secondaryKey")]
+        secondary_key: String,
+    },
+    Token {
+        #[serde(rename = "accessToken")]
+        access_token: String,
+        #[serde(rename = "expiryTimeUtc")]
+        expiry_time_utc: u64,
+        #[serde(rename = "refreshAfterTimeUtc")]
+        refresh_after_time_utc: u64,
+        #[serde(rename = "tokenType")]
+        token_type: String,
+    },
 }

@@ -22,8 +22,9 @@ use tokio::sync::mpsc;
 use super::{CreateDeployment, RegenerateKeys, StreamLine, UpdateDeployment, WireError};
 use crate::node::ProgressSink;
 
+use crate::admin::WorkspaceUpdate;
 use crate::error::Error;
-use crate::node::{Node, WorkspaceUpdate};
+use crate::node::Node;
 use crate::spec::endpoint::EndpointSpec;
 use crate::spec::workspace::WorkspaceSpec;
 

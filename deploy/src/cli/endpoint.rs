@@ -7,9 +7,9 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::{Context, SetArgs, confirm, document};
+use crate::admin::KeyType;
 use crate::admin::RegenerateKeys;
 use crate::error::Error;
-use crate::node::KeyType;
 use crate::spec::{Document, endpoint};
 
 #[derive(Debug, Subcommand)]

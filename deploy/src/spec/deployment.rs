@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Document, Text, local_path, names, require, sku, string_or_struct, texts};
+use super::{
+    Access, Broken, Document, Text, check_mount_source, ensure, local_path, names, sku, string_or_struct,
+    texts,
+};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +186,12 @@ pub struct Probe {
     pub failure_threshold: u32,
 }
 
+impl DeploymentSpec {
+    pub fn id(&self) -> crate::state::DeploymentId {
+        crate::state::DeploymentId::new(&self.endpoint_name, &self.name)
+    }
+}
+
 pub const DEFAULT_PORT: u16 = 5001;
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 180_000;
 pub const MAX_INSTANCE_COUNT: u32 = 100;
@@ -208,9 +217,6 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
         "endpoint name",
         "--endpoint-name or set `endpoint_name`",
     )?;
-    names::check("deployment", &name).map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
-    names::check("endpoint", &endpoint_name)
-        .map_err(|e| Error::Invalid(doc.locate("endpoint_name", &e.to_string())))?;
 
     let egress = match (file.egress_public_network_access, file.private_network_connection) {
         (Some(Access::Enabled), Some(true)) => {
@@ -232,22 +238,13 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
                     doc.locate("model", "give the model's `path` (a file or a folder)"),
                 ));
             };
-            let path = local_path(doc, "model.path", &path)?;
             Some(Model {
+                path: local_path(doc, "model.path", &path)?,
                 name: m.name.unwrap_or_else(|| format!("{name}-model")),
                 version: m.version.map_or_else(|| "1".to_string(), |v| v.0),
-                path,
             })
         }
     };
-    if let Some(mount) = &file.model_mount_path {
-        require(
-            doc,
-            mount.starts_with('/'),
-            "model_mount_path",
-            "must be an absolute path in the container",
-        )?;
-    }
 
     let code_configuration = match file.code_configuration {
         None => None,
@@ -258,9 +255,7 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
             let script = c.scoring_script.ok_or_else(|| {
                 Error::Invalid(doc.locate("code_configuration", "missing field `scoring_script`"))
             })?;
-            let code = local_path(doc, "code_configuration.code", &code)?;
-            require(doc, code.is_dir(), "code_configuration.code", "must be a folder")?;
-            Some(Code { code, scoring_script: script })
+            Some(Code { code: local_path(doc, "code_configuration.code", &code)?, scoring_script: script })
         }
     };
 
@@ -281,59 +276,22 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
     }
     let image =
         env.image.ok_or_else(|| Error::Invalid(doc.locate("environment", "missing field `image`")))?;
-    require(
-        doc,
-        !image.trim().is_empty() && !image.contains(char::is_whitespace),
-        "environment.image",
-        "must be an image reference like repo/img:v1",
-    )?;
     let routes = env.inference_config;
-    let route = |r: Option<&RouteFile>, field: &str, default_path: &str| -> Result<Route, Error> {
-        let port = r.and_then(|r| r.port).unwrap_or(DEFAULT_PORT);
-        let path = r.and_then(|r| r.path.clone()).unwrap_or_else(|| default_path.to_string());
-        let at = format!("environment.inference_config.{field}");
-        require(doc, port != 0, &format!("{at}.port"), "must be 1-65535")?;
-        require(doc, path.starts_with('/'), &format!("{at}.path"), "must start with '/'")?;
-        Ok(Route { port, path })
+    let route = |r: Option<&RouteFile>, default_path: &str| Route {
+        port: r.and_then(|r| r.port).unwrap_or(DEFAULT_PORT),
+        path: r.and_then(|r| r.path.clone()).unwrap_or_else(|| default_path.to_string()),
     };
     let inference_config = InferenceConfig {
-        liveness_route: route(
-            routes.as_ref().and_then(|r| r.liveness_route.as_ref()),
-            "liveness_route",
-            "/",
-        )?,
-        readiness_route: route(
-            routes.as_ref().and_then(|r| r.readiness_route.as_ref()),
-            "readiness_route",
-            "/",
-        )?,
-        scoring_route: route(
-            routes.as_ref().and_then(|r| r.scoring_route.as_ref()),
-            "scoring_route",
-            "/score",
-        )?,
+        liveness_route: route(routes.as_ref().and_then(|r| r.liveness_route.as_ref()), "/"),
+        readiness_route: route(routes.as_ref().and_then(|r| r.readiness_route.as_ref()), "/"),
+        scoring_route: route(routes.as_ref().and_then(|r| r.scoring_route.as_ref()), "/score"),
     };
-
-    let environment_variables = texts(file.environment_variables);
-    for key in environment_variables.keys() {
-        let ok = !key.is_empty() && !key.contains('=') && !key.contains('\0');
-        require(doc, ok, &format!("environment_variables.{key}"), "is not a valid variable name")?;
-    }
 
     let instance_type = file.instance_type.ok_or_else(|| {
         Error::Invalid(doc.locate("", "missing field `instance_type` (e.g. Standard_F2s_v2)"))
     })?;
-    let instance_type = sku::lookup(&instance_type)
-        .map_err(|e| Error::Invalid(doc.locate("instance_type", &e.to_string())))?
-        .name
-        .to_string();
-    let instance_count = file.instance_count.unwrap_or(1);
-    require(
-        doc,
-        (1..=MAX_INSTANCE_COUNT).contains(&instance_count),
-        "instance_count",
-        &format!("must be 1 to {MAX_INSTANCE_COUNT}"),
-    )?;
+    // The SKU's own spelling, whatever case the file used.
+    let instance_type = sku::lookup(&instance_type).map(|s| s.name.to_string()).unwrap_or(instance_type);
 
     let rs = file.request_settings;
     let request_settings = RequestSettings {
@@ -344,55 +302,115 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
             .unwrap_or(1),
         max_queue_wait_ms: rs.as_ref().and_then(|r| r.max_queue_wait_ms).unwrap_or(500),
     };
-    require(
-        doc,
-        (1..=MAX_REQUEST_TIMEOUT_MS).contains(&request_settings.request_timeout_ms),
-        "request_settings.request_timeout_ms",
-        &format!("must be 1 to {MAX_REQUEST_TIMEOUT_MS}"),
-    )?;
-    require(
-        doc,
-        request_settings.max_concurrent_requests_per_instance >= 1,
-        "request_settings.max_concurrent_requests_per_instance",
-        "must be at least 1",
-    )?;
 
-    Ok(DeploymentSpec {
-        liveness_probe: probe(doc, "liveness_probe", file.liveness_probe.as_ref())?,
-        readiness_probe: probe(doc, "readiness_probe", file.readiness_probe.as_ref())?,
+    let spec = DeploymentSpec {
+        liveness_probe: probe(file.liveness_probe.as_ref()),
+        readiness_probe: probe(file.readiness_probe.as_ref()),
         name,
         endpoint_name,
         model,
         model_mount_path: file.model_mount_path,
         code_configuration,
         environment: Environment { image, inference_config },
-        environment_variables,
+        environment_variables: texts(file.environment_variables),
         instance_type,
-        instance_count,
+        instance_count: file.instance_count.unwrap_or(1),
         request_settings,
         egress_public_network_access: egress,
         description: file.description,
         tags: texts(file.tags),
-    })
+    };
+    spec.check().map_err(|broken| broken.located(doc))?;
+    Ok(spec)
 }
 
-fn probe(doc: &Document, field: &str, p: Option<&ProbeFile>) -> Result<Probe, Error> {
-    let probe = Probe {
+fn probe(p: Option<&ProbeFile>) -> Probe {
+    Probe {
         initial_delay: p.and_then(|p| p.initial_delay).unwrap_or(10),
         period: p.and_then(|p| p.period).unwrap_or(10),
         timeout: p.and_then(|p| p.timeout).unwrap_or(2),
         success_threshold: p.and_then(|p| p.success_threshold).unwrap_or(1),
         failure_threshold: p.and_then(|p| p.failure_threshold).unwrap_or(30),
-    };
-    for (name, value) in [
-        ("period", probe.period),
-        ("timeout", probe.timeout),
-        ("success_threshold", probe.success_threshold),
-        ("failure_threshold", probe.failure_threshold),
-    ] {
-        require(doc, value >= 1, &format!("{field}.{name}"), "must be at least 1")?;
     }
-    Ok(probe)
+}
+
+impl DeploymentSpec {
+    /// Every rule a deployment spec must keep, whoever made it: `moat validate` and the CLI
+    /// on a file, the daemon on whatever arrives on its socket.
+    pub fn check(&self) -> Result<(), Broken> {
+        let named = |field: &str, kind: &str, name: &str| {
+            names::check(kind, name).map_err(|e| Broken { field: field.into(), message: e.to_string() })
+        };
+        named("name", "deployment", &self.name)?;
+        named("endpoint_name", "endpoint", &self.endpoint_name)?;
+        if let Some(model) = &self.model {
+            check_mount_source("model.path", &model.path)?;
+            for (field, part) in [("model.name", &model.name), ("model.version", &model.version)] {
+                let plain = !part.is_empty() && !part.contains(['/', '\0']) && part != "." && part != "..";
+                ensure(plain, field, "must be a plain name (it is a folder in the container)")?;
+            }
+        }
+        if let Some(mount) = &self.model_mount_path {
+            ensure(mount.starts_with('/'), "model_mount_path", "must be an absolute path in the container")?;
+        }
+        if let Some(code) = &self.code_configuration {
+            check_mount_source("code_configuration.code", &code.code)?;
+            ensure(code.code.is_dir(), "code_configuration.code", "must be a folder")?;
+            ensure(!code.scoring_script.is_empty(), "code_configuration.scoring_script", "must name a file")?;
+        }
+        let image = &self.environment.image;
+        ensure(
+            !image.trim().is_empty() && !image.contains(char::is_whitespace),
+            "environment.image",
+            "must be an image reference like repo/img:v1",
+        )?;
+        let routes = &self.environment.inference_config;
+        for (field, r) in [
+            ("liveness_route", &routes.liveness_route),
+            ("readiness_route", &routes.readiness_route),
+            ("scoring_route", &routes.scoring_route),
+        ] {
+            let at = format!("environment.inference_config.{field}");
+            ensure(r.port != 0, &format!("{at}.port"), "must be 1-65535")?;
+            ensure(r.path.starts_with('/'), &format!("{at}.path"), "must start with '/'")?;
+        }
+        for key in self.environment_variables.keys() {
+            let ok = !key.is_empty() && !key.contains(['=', '\0']);
+            ensure(ok, &format!("environment_variables.{key}"), "is not a valid variable name")?;
+        }
+        let known = sku::lookup(&self.instance_type)
+            .map_err(|e| Broken { field: "instance_type".into(), message: e.to_string() })?;
+        ensure(known.name == self.instance_type, "instance_type", format!("write it as {}", known.name))?;
+        ensure(
+            (1..=MAX_INSTANCE_COUNT).contains(&self.instance_count),
+            "instance_count",
+            format!("must be 1 to {MAX_INSTANCE_COUNT}"),
+        )?;
+        let rs = &self.request_settings;
+        ensure(
+            (1..=MAX_REQUEST_TIMEOUT_MS).contains(&rs.request_timeout_ms),
+            "request_settings.request_timeout_ms",
+            format!("must be 1 to {MAX_REQUEST_TIMEOUT_MS}"),
+        )?;
+        ensure(
+            rs.max_concurrent_requests_per_instance >= 1,
+            "request_settings.max_concurrent_requests_per_instance",
+            "must be at least 1",
+        )?;
+        for (field, p) in
+            [("liveness_probe", &self.liveness_probe), ("readiness_probe", &self.readiness_probe)]
+        {
+            for (name, value) in [
+                ("period", p.period),
+                ("timeout", p.timeout),
+                ("success_threshold", p.success_threshold),
+                ("failure_threshold", p.failure_threshold),
+            ] {
+                ensure(value >= 1, &format!("{field}.{name}"), "must be at least 1")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Document, Text, names, texts};
+use super::{Access, Broken, Document, Text, ensure, names, texts};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -53,7 +53,6 @@ pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Erro
             return Err(Error::Invalid(doc.locate("", "no endpoint name: give --name or set `name`")));
         }
     };
-    names::check("endpoint", &name).map_err(|e| Error::Invalid(doc.locate("name", &e.to_string())))?;
     let auth_mode = file.auth_mode.unwrap_or_default();
     let public_network_access = file.public_network_access.unwrap_or_default();
     let spec = EndpointSpec {
@@ -65,45 +64,42 @@ pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Erro
         description: file.description,
         tags: texts(file.tags),
     };
-    check_shares(&spec).map_err(|(field, message)| Error::Invalid(doc.locate(&field, &message)))?;
+    spec.check().map_err(|broken| broken.located(doc))?;
     Ok(spec)
 }
 
-/// The traffic rules: each share 0-100 percent, live shares totalling 0 or 100; a mirror to
-/// one deployment at most, at most 50 percent, and not to one that takes live traffic.
-/// A broken rule comes back as (field, message).
-pub fn check_shares(spec: &EndpointSpec) -> Result<(), (String, String)> {
-    let fail = |field: &str, message: String| Err((field.to_string(), message));
-    for (deployment, percent) in spec.traffic.iter().chain(&spec.mirror_traffic) {
-        if let Err(e) = names::check("deployment", deployment) {
-            return fail("traffic", e.to_string());
+impl EndpointSpec {
+    /// The endpoint's own rules, whoever made the spec: its name, and the traffic rules:
+    /// each share 0-100 percent, live shares totalling 0 or 100; a mirror to one deployment
+    /// at most, at most 50 percent, and not to one that takes live traffic.
+    pub fn check(&self) -> Result<(), Broken> {
+        names::check("endpoint", &self.name)
+            .map_err(|e| Broken { field: "name".into(), message: e.to_string() })?;
+        for (deployment, percent) in self.traffic.iter().chain(&self.mirror_traffic) {
+            names::check("deployment", deployment)
+                .map_err(|e| Broken { field: "traffic".into(), message: e.to_string() })?;
+            ensure(*percent <= 100, &format!("traffic.{deployment}"), "a share is 0 to 100 percent")?;
         }
-        if *percent > 100 {
-            return fail(&format!("traffic.{deployment}"), "a share is 0 to 100 percent".into());
-        }
-    }
-    let total: u32 = spec.traffic.values().sum();
-    if total != 0 && total != 100 {
-        return fail("traffic", format!("shares add up to {total}; they must total 0 or 100"));
-    }
-    let mirrored: Vec<(&String, &u32)> = spec.mirror_traffic.iter().filter(|(_, p)| **p > 0).collect();
-    if mirrored.len() > 1 {
-        return fail("mirror_traffic", "mirror traffic goes to one deployment at most".into());
-    }
-    for (deployment, percent) in mirrored {
-        let field = format!("mirror_traffic.{deployment}");
-        if *percent > 50 {
-            return fail(&field, "a mirror takes at most 50 percent".into());
-        }
-        let live = spec.traffic.get(deployment).copied().unwrap_or(0);
-        if live > 0 {
-            return fail(
+        let total: u32 = self.traffic.values().sum();
+        ensure(
+            total == 0 || total == 100,
+            "traffic",
+            format!("shares add up to {total}; they must total 0 or 100"),
+        )?;
+        let mirrored: Vec<(&String, &u32)> = self.mirror_traffic.iter().filter(|(_, p)| **p > 0).collect();
+        ensure(mirrored.len() <= 1, "mirror_traffic", "mirror traffic goes to one deployment at most")?;
+        for (deployment, percent) in mirrored {
+            let field = format!("mirror_traffic.{deployment}");
+            ensure(*percent <= 50, &field, "a mirror takes at most 50 percent")?;
+            let live = self.traffic.get(deployment).copied().unwrap_or(0);
+            ensure(
+                live == 0,
                 &field,
                 format!("{deployment} takes {live}% of live traffic; a mirror must take none"),
-            );
+            )?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -105,8 +105,9 @@ where
     d.deserialize_any(V(std::marker::PhantomData))
 }
 
-/// A path from a spec: `azureml:` asset references are refused (moat runs images and local
-/// files), relative paths resolve against the spec file's folder, and the path must exist.
+/// A path from a spec file: `azureml:` asset references are refused (moat runs images and
+/// local files), relative paths resolve against the file's folder, and the path must exist.
+/// What may be mounted is the spec's `check`'s to say.
 pub fn local_path(doc: &Document, field: &str, written: &str) -> Result<PathBuf, Error> {
     if written.starts_with("azureml:") {
         return Err(Error::Invalid(doc.locate(
@@ -119,16 +120,7 @@ pub fn local_path(doc: &Document, field: &str, written: &str) -> Result<PathBuf,
         _ => PathBuf::from("."),
     };
     let path = base.join(written);
-    let path = path
-        .canonicalize()
-        .map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))?;
-    if exposes_docker_socket(&path) {
-        return Err(Error::Invalid(doc.locate(
-            field,
-            &format!("{} is or holds the Docker socket, which no container may see", path.display()),
-        )));
-    }
-    Ok(path)
+    path.canonicalize().map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))
 }
 
 /// Whether mounting `path` would hand a container the Docker engine (and so the host).
@@ -140,9 +132,49 @@ pub fn exposes_docker_socket(path: &Path) -> bool {
     })
 }
 
-/// Fails with the field's location when `ok` is false.
-pub fn require(doc: &Document, ok: bool, field: &str, message: &str) -> Result<(), Error> {
-    if ok { Ok(()) } else { Err(Error::Invalid(doc.locate(field, message))) }
+/// A rule a spec broke: the field (a dotted path, as `--set` writes it) and what was
+/// expected. `validate` locates it in the file; the daemon names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub field: String,
+    pub message: String,
+}
+
+impl Broken {
+    /// The daemon's error for a spec that did not come from a file it can point into.
+    pub fn into_error(self) -> Error {
+        if self.field.is_empty() {
+            Error::Invalid(self.message)
+        } else {
+            Error::Invalid(format!("field `{}`: {}", self.field, self.message))
+        }
+    }
+
+    /// `validate`'s error, at the field's place in the file.
+    pub fn located(self, doc: &Document) -> Error {
+        Error::Invalid(doc.locate(&self.field, &self.message))
+    }
+}
+
+/// Fails with `field` and `message` unless `ok`.
+pub fn ensure(ok: bool, field: &str, message: impl Into<String>) -> Result<(), Broken> {
+    if ok { Ok(()) } else { Err(Broken { field: field.to_string(), message: message.into() }) }
+}
+
+/// A host folder a container may see: absolute and already resolved (so the path checked is
+/// the path mounted), and not the Docker socket nor a folder holding it.
+pub fn check_mount_source(field: &str, path: &Path) -> Result<(), Broken> {
+    let resolved = path.canonicalize().ok();
+    ensure(
+        path.is_absolute() && resolved.as_deref() == Some(path),
+        field,
+        format!("{} must be an existing absolute path with no symbolic links or `..`", path.display()),
+    )?;
+    ensure(
+        !exposes_docker_socket(path),
+        field,
+        format!("{} is or holds the Docker socket, which no container may see", path.display()),
+    )
 }
 
 /// "not supported yet" for a feature a later issue brings, never a setting stored and ignored.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Access, Document, require};
+use super::{Access, Broken, Document, ensure};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -90,54 +90,70 @@ fn is_host_name(name: &str) -> bool {
 pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
     let file: WorkspaceFile = doc.decode()?;
     let name = file.name.ok_or_else(|| Error::Invalid(doc.locate("", "missing field `name`")))?;
-    let name_ok = (3..=33).contains(&name.len())
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    require(
-        doc,
-        name_ok,
-        "name",
-        &format!(
-            "workspace name {name:?} is invalid: use 3-33 letters, digits, '-' or '_', starting with a letter or digit"
-        ),
-    )?;
-    let public_network_access = file.public_network_access.unwrap_or_default();
-    let mut seen = HashSet::new();
-    let mut private_endpoints = Vec::new();
-    for (i, pe) in file.private_endpoints.unwrap_or_default().into_iter().enumerate() {
-        let at = |field: &str| format!("private_endpoints[{i}].{field}");
-        require(
-            doc,
-            !pe.name.is_empty() && seen.insert(pe.name.clone()),
-            &at("name"),
-            &format!("private endpoint name {:?} is empty or used twice", pe.name),
-        )?;
-        require(doc, is_host_name(&pe.fqdn), &at("fqdn"), &format!("{:?} is not a DNS name", pe.fqdn))?;
-        for (j, alias) in pe.aliases.iter().enumerate() {
-            require(
-                doc,
-                is_host_name(alias),
-                &at(&format!("aliases[{j}]")),
-                &format!("{alias:?} is not a DNS name"),
-            )?;
-        }
-        require(doc, !pe.ips.is_empty(), &at("ips"), "list at least one address")?;
-        require(
-            doc,
-            !pe.ports.is_empty() && !pe.ports.contains(&0),
-            &at("ports"),
-            "list at least one port, each 1-65535",
-        )?;
-        private_endpoints.push(PrivateEndpoint {
+    let canonical = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+    let private_endpoints = file
+        .private_endpoints
+        .unwrap_or_default()
+        .into_iter()
+        .map(|pe| PrivateEndpoint {
             name: pe.name,
             kind: pe.kind,
-            fqdn: pe.fqdn.trim_end_matches('.').to_ascii_lowercase(),
-            aliases: pe.aliases.iter().map(|a| a.trim_end_matches('.').to_ascii_lowercase()).collect(),
+            fqdn: canonical(&pe.fqdn),
+            aliases: pe.aliases.iter().map(|a| canonical(a)).collect(),
             ips: pe.ips,
             ports: pe.ports,
-        });
+        })
+        .collect();
+    let spec = WorkspaceSpec {
+        name,
+        public_network_access: file.public_network_access.unwrap_or_default(),
+        private_endpoints,
+        description: file.description,
+    };
+    spec.check().map_err(|broken| broken.located(doc))?;
+    Ok(spec)
+}
+
+impl WorkspaceSpec {
+    /// The workspace's rules, whoever made the spec: its name, and private endpoints with
+    /// unique names, DNS names, and at least one address and port each.
+    pub fn check(&self) -> Result<(), Broken> {
+        let name = &self.name;
+        let name_ok = (3..=33).contains(&name.len())
+            && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ensure(
+            name_ok,
+            "name",
+            format!(
+                "workspace name {name:?} is invalid: use 3-33 letters, digits, '-' or '_', starting with a letter or digit"
+            ),
+        )?;
+        let mut seen = HashSet::new();
+        for (i, pe) in self.private_endpoints.iter().enumerate() {
+            let at = |field: &str| format!("private_endpoints[{i}].{field}");
+            ensure(
+                !pe.name.is_empty() && seen.insert(pe.name.clone()),
+                &at("name"),
+                format!("private endpoint name {:?} is empty or used twice", pe.name),
+            )?;
+            ensure(is_host_name(&pe.fqdn), &at("fqdn"), format!("{:?} is not a DNS name", pe.fqdn))?;
+            for (j, alias) in pe.aliases.iter().enumerate() {
+                ensure(
+                    is_host_name(alias),
+                    &at(&format!("aliases[{j}]")),
+                    format!("{alias:?} is not a DNS name"),
+                )?;
+            }
+            ensure(!pe.ips.is_empty(), &at("ips"), "list at least one address")?;
+            ensure(
+                !pe.ports.is_empty() && !pe.ports.contains(&0),
+                &at("ports"),
+                "list at least one port, each 1-65535",
+            )?;
+        }
+        Ok(())
     }
-    Ok(WorkspaceSpec { name, public_network_access, private_endpoints, description: file.description })
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //!
 //! - `GET /` and `GET /ready`: 200 while ready (503 when told not to be); `GET /live`: 200
 //!   while live (500 when told not to be).
-//! - `POST /control` `{"ready": bool, "live": bool, "exit": code}`: flips its health, or exits
-//!   with the code right after answering.
+//! - `POST /control` `{"ready": bool, "live": bool, "exit": code, "ready_in_ms": n}`: flips its
+//!   health, or exits with the code right after answering; `ready_in_ms` turns it ready again
+//!   after that long (a container that is still starting).
 //! - `POST /score` `{"delay_ms": n}`: answers `{"version", "hostname"}` after the delay.
 //! - `GET /inspect`: what the container sees of itself (`/proc/1/status`, cgroup limits,
 //!   environment), for the hardening tests.
@@ -120,7 +121,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     Ok(response)
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let body: Value = match req.into_body().collect().await {
@@ -137,6 +138,14 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             if let Some(ready) = body["ready"].as_bool() {
                 state.ready.store(ready, Ordering::SeqCst);
                 println!("test-scorer: ready={ready}");
+            }
+            if let Some(ms) = body["ready_in_ms"].as_u64() {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    state.ready.store(true, Ordering::SeqCst);
+                    println!("test-scorer: ready=true after {ms} ms");
+                });
             }
             if let Some(live) = body["live"].as_bool() {
                 state.live.store(live, Ordering::SeqCst);

@@ -1,0 +1,200 @@
+//! `moat serve` in a home of its own, and the CLI run against it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::{DockerCleanup, repo_root, unique_id};
+
+/// What a `moat` command printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the command's output unless it exited 0.
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Runs `moat --home <home> ARGS...` from the repository's root, without a terminal.
+pub fn run_moat(bin: &std::path::Path, home: &std::path::Path, args: &[&str]) -> Run {
+    let output = Command::new(bin)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("moat runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A `moat serve` in a home of its own, on port 0; killed and cleaned up (containers,
+/// networks, the home folder) when dropped.
+pub struct Daemon {
+    pub bin: PathBuf,
+    pub home: PathBuf,
+    listen: String,
+    env: Vec<(String, String)>,
+    child: Option<std::process::Child>,
+    cleanup: Option<DockerCleanup>,
+}
+
+impl Daemon {
+    pub fn start(bin: &str) -> Daemon {
+        Daemon::start_with_config(bin, "")
+    }
+
+    /// Starts with this `config.yaml` in the home.
+    pub fn start_with_config(bin: &str, config: &str) -> Daemon {
+        Daemon::start_listening(bin, config, "127.0.0.1:0")
+    }
+
+    /// Starts with this `config.yaml`, its scoring listener on `listen`.
+    pub fn start_listening(bin: &str, config: &str, listen: &str) -> Daemon {
+        Daemon::start_in(bin, config, listen, &[])
+    }
+
+    /// Starts with these environment variables set for `moat serve` (PATH, for one).
+    pub fn start_with_env(bin: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(bin, "", "127.0.0.1:0", env)
+    }
+
+    fn start_in(bin: &str, config: &str, listen: &str, env: &[(&str, &str)]) -> Daemon {
+        let home = std::env::temp_dir().join(format!("moat-test-{}", unique_id()));
+        std::fs::create_dir_all(&home).expect("home");
+        if !config.is_empty() {
+            std::fs::write(home.join("config.yaml"), config).expect("config.yaml");
+        }
+        let mut daemon = Daemon {
+            bin: PathBuf::from(bin),
+            home,
+            listen: listen.to_string(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+            cleanup: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.home.join("admin.sock")
+    }
+
+    pub fn home_id(&self) -> String {
+        std::fs::read_to_string(self.home.join("id")).map(|s| s.trim().to_string()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("serve.log"))
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .args(["serve", "--home"])
+            .arg(&self.home)
+            .args(["--listen", &self.listen, "--metrics-listen", "127.0.0.1:0"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("moat serve starts");
+        self.child = Some(child);
+        self.wait_ready();
+        if self.cleanup.is_none() {
+            self.cleanup = Some(DockerCleanup::new(&self.home_id()));
+        }
+    }
+
+    /// Waits for `admin.sock`, which appears only once the daemon is serving.
+    fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("moat serve exited with {status}: {}", self.log());
+            }
+            assert!(std::time::Instant::now() < deadline, "moat serve did not become ready: {}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Where the daemon serves `/metrics`, from its ready line in the log.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains("moat serve is ready")).expect("ready line");
+        let url =
+            line.split("\"metrics\":\"http://").nth(1).and_then(|r| r.split('/').next()).expect("metrics");
+        url.parse().expect("metrics address")
+    }
+
+    /// The daemon's log so far. Access and decision lines reach it in batches every 10 ms;
+    /// the wait lets the last batch land.
+    pub fn log(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::read_to_string(self.home.join("serve.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, the way a crash ends it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs `moat --home <home> ARGS...`.
+    pub fn moat(&self, args: &[&str]) -> Run {
+        run_moat(&self.bin, &self.home, args)
+    }
+
+    /// Runs a command written as one line; words are split at whitespace.
+    pub fn cli(&self, line: &str) -> Run {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        self.moat(&words)
+    }
+
+    /// The store's bytes, to show that a refused command changed nothing.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.home.join("store.json")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // A failing test shows what the daemon said, the clearest clue there is.
+        if std::thread::panicking() {
+            eprintln!("--- moat serve log ({}) ---\n{}", self.home.display(), self.log());
+        }
+        self.kill9();
+        drop(self.cleanup.take());
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
