@@ -2,7 +2,7 @@
 //! a refused command changes nothing. Also the daemon's own life: one per home, ready when
 //! its socket appears, clean exit on SIGTERM.
 
-use moat_test_support::{Daemon, Run, run_moat};
+use moat_test_support::{Daemon, Run, http_unix, run_moat};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 const ENDPOINT: &str = "-f examples/model-1/endpoint.yml";
@@ -175,4 +175,51 @@ fn outputs_come_in_every_format() {
     let store = std::fs::metadata(d.home.join("store.json")).expect("store");
     let mode = std::os::unix::fs::PermissionsExt::mode(&store.permissions()) & 0o777;
     assert_eq!(mode, 0o600, "the store holds keys: owner-only");
+}
+
+/// A spec that reaches the daemon without the CLI (any program can write to `admin.sock`)
+/// passes the same checks as `moat validate`, and a refused one changes nothing.
+#[test]
+fn the_daemon_checks_every_spec_it_receives_whatever_sent_it() {
+    let d = Daemon::start(MOAT);
+    d.cli(&format!("online-endpoint create -n good-ep {ENDPOINT}")).ok();
+    let valid = d.cli(&format!("validate {BLUE} -o json")).ok().stdout;
+    let valid: serde_json::Value = serde_json::from_str(&valid).expect("json");
+    let before = d.store_bytes();
+    let send = |method: &str, path: &str, body: &serde_json::Value| {
+        let reply =
+            http_unix(&d.socket(), method, path, &[("Content-Type", "application/json")], &body.to_string())
+                .expect("admin socket");
+        // A plain error answer, or the last line of a streamed one.
+        let last = reply.body.trim_end().lines().last().unwrap_or_default().to_string();
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        v["error"]["message"].as_str().or(v["message"].as_str()).unwrap_or(&reply.body).to_string()
+    };
+    let deployment = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut spec = valid.clone();
+        spec["endpoint_name"] = "good-ep".into();
+        edit(&mut spec);
+        serde_json::json!({"spec": spec, "all_traffic": false, "wait": false})
+    };
+    #[rustfmt::skip]
+    let cases: [(&str, &dyn Fn(&mut serde_json::Value), &str); 5] = [
+        ("an unknown SKU", &|s| s["instance_type"] = "Standard_Huge".into(), "field `instance_type`: instance_type \"Standard_Huge\" is not a known SKU"),
+        ("the Docker socket's folder", &|s| s["model"]["path"] = "/run".into(), "field `model.path`: /run is or holds the Docker socket"),
+        ("a relative model path", &|s| s["model"]["path"] = "model".into(), "field `model.path`: model must be an existing absolute path"),
+        ("a zero timeout", &|s| s["request_settings"]["request_timeout_ms"] = 0.into(), "field `request_settings.request_timeout_ms`: must be 1 to 180000"),
+        ("a route without a slash", &|s| s["environment"]["inference_config"]["scoring_route"]["path"] = "score".into(), "field `environment.inference_config.scoring_route.path`: must start with '/'"),
+    ];
+    for (case, edit, expected) in cases {
+        let answer = send("POST", "/v1/endpoints/good-ep/deployments", &deployment(edit));
+        assert!(answer.contains(expected), "{case}: {answer}");
+    }
+    let bad_traffic = serde_json::json!({"name": "good-ep", "auth_mode": "key", "public_network_access": "enabled",
+        "traffic": {"blue": 60}, "mirror_traffic": {}, "tags": {}});
+    let answer = send("PUT", "/v1/endpoints/good-ep", &bad_traffic);
+    assert!(answer.contains("field `traffic`: shares add up to 60"), "{answer}");
+    let bad_workspace = serde_json::json!({"name": "mlw-demo", "public_network_access": "enabled",
+        "private_endpoints": [{"name": "r", "kind": "key_vault", "fqdn": "bad name!", "aliases": [], "ips": ["10.0.1.4"], "ports": [443]}]});
+    let answer = send("PUT", "/v1/workspace", &bad_workspace);
+    assert!(answer.contains("field `private_endpoints[0].fqdn`"), "{answer}");
+    assert_eq!(d.store_bytes(), before, "nothing refused was stored");
 }

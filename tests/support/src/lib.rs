@@ -26,7 +26,7 @@ pub use docker::{
     require_test_image,
 };
 pub use files::{TempDir, repo_root, self_signed_certificate};
-pub use http::{Reply, http};
+pub use http::{Reply, http, http_unix};
 pub use load::{Load, Tally};
 pub use netns::TestHost;
 pub use poll::wait_until;
