@@ -177,6 +177,9 @@ fn outputs_come_in_every_format() {
     assert_eq!(mode, 0o600, "the store holds keys: owner-only");
 }
 
+/// A change made to a valid spec.
+type Edit = dyn Fn(&mut serde_json::Value);
+
 /// A spec that reaches the daemon without the CLI (any program can write to `admin.sock`)
 /// passes the same checks as `moat validate`, and a refused one changes nothing.
 #[test]
@@ -202,7 +205,7 @@ fn the_daemon_checks_every_spec_it_receives_whatever_sent_it() {
         serde_json::json!({"spec": spec, "all_traffic": false, "wait": false})
     };
     #[rustfmt::skip]
-    let cases: [(&str, &dyn Fn(&mut serde_json::Value), &str); 5] = [
+    let cases: [(&str, &Edit, &str); 5] = [
         ("an unknown SKU", &|s| s["instance_type"] = "Standard_Huge".into(), "field `instance_type`: instance_type \"Standard_Huge\" is not a known SKU"),
         ("the Docker socket's folder", &|s| s["model"]["path"] = "/run".into(), "field `model.path`: /run is or holds the Docker socket"),
         ("a relative model path", &|s| s["model"]["path"] = "model".into(), "field `model.path`: model must be an existing absolute path"),

@@ -16,7 +16,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
 use moat_test_support::{
     Daemon, TEST_IMAGE, TempDir, TestHost, home_containers, home_networks, http, require_test_image,
-    unique_id,
+    unique_id, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -289,8 +289,21 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
         assert!(!probe(closed, json!({"dns": format!("flood-{i}.internet.example")})).0);
     }
 
-    // Decisions are attributed, logged and counted; the kernel counts its drops.
-    std::thread::sleep(Duration::from_secs(3));
+    // Decisions are attributed, logged and counted; the kernel counts its drops (its counters
+    // are read every two seconds).
+    let count = |metrics: &str, parts: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("moat_egress_decisions_total") && parts.iter().all(|p| l.contains(p)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let metrics = wait_until(Duration::from_secs(10), "the decisions counted", || {
+        let metrics = http(d.metrics_addr(), "GET", "/metrics", &[], "").map_err(|e| e.to_string())?.body;
+        let counted = count(&metrics, &["decision=\"deny\"", "reason=\"dns_refused\""]) >= 43.0
+            && count(&metrics, &["decision=\"deny\"", "reason=\"kernel\""]) >= 1.0;
+        if counted { Ok(metrics) } else { Err(metrics) }
+    });
     let log = d.log();
     let flood_lines = log.lines().filter(|l| l.contains("flood-")).count();
     assert!(flood_lines <= 20, "{flood_lines} of 40 refused queries logged: not rate-limited");
@@ -303,16 +316,7 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
     ] {
         assert!(log.contains(needle), "no {needle} in the decision log");
     }
-    let metrics = http(d.metrics_addr(), "GET", "/metrics", &[], "").expect("metrics").body;
-    let count = |parts: &[&str]| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("moat_egress_decisions_total") && parts.iter().all(|p| l.contains(p)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    assert!(count(&["decision=\"deny\"", "reason=\"dns_refused\""]) >= 43.0, "{metrics}");
-    assert!(count(&["decision=\"deny\"", "reason=\"kernel\""]) >= 1.0, "{metrics}");
+    let count = |parts: &[&str]| count(&metrics, parts);
     assert!(count(&["decision=\"allow\""]) >= 5.0, "{metrics}");
     assert!(metrics.contains("moat_egress_bytes_total{"), "{metrics}");
 
@@ -322,11 +326,10 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
         format!("{{name: tcp-c, kind: storage_blob, fqdn: c.pe.test, ips: [{}], ports: [7000]}}", pe_ip(3));
     std::fs::write(&file, workspace("disabled", &storage_c)).expect("workspace");
     d.cli(&format!("workspace update -f {}", file.display())).ok();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !probe(closed, json!({"tcp": "c.pe.test:7000"})).0 {
-        assert!(std::time::Instant::now() < deadline, "the new private endpoint never became reachable");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until(Duration::from_secs(15), "the new private endpoint reachable", || {
+        let (ok, detail) = probe(closed, json!({"tcp": "c.pe.test:7000"}));
+        if ok { Ok(()) } else { Err(detail) }
+    });
     let (ok, detail) = probe(closed, json!({"tcp": "b.pe.test:7000"}));
     assert!(!ok, "a private endpoint taken out of the workspace still answers: {detail}");
     reached(closed, json!({"tcp": "a.pe.test:7000"}), "pe-tcp-a");
@@ -341,11 +344,10 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
         "rules gone while the daemon was down"
     );
     d.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !probe(closed, json!({"tcp": "a.pe.test:7000"})).0 {
-        assert!(std::time::Instant::now() < deadline, "the guard did not come back after a restart");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until(Duration::from_secs(20), "the guard back after a restart", || {
+        let (ok, detail) = probe(closed, json!({"tcp": "a.pe.test:7000"}));
+        if ok { Ok(()) } else { Err(detail) }
+    });
     assert!(!probe(closed, json!({"tcp": internet_443})).0);
 
     // Deleting the deployment takes its network, rules and guard addresses with it.

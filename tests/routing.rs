@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 
-use moat_test_support::{Daemon, TEST_IMAGE, http, require_test_image};
+use std::time::Duration;
+
+use moat_test_support::{Daemon, TEST_IMAGE, http, require_test_image, wait_until};
 use serde_json::Value;
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
@@ -38,6 +40,16 @@ fn scoring(uri: &str) -> (SocketAddr, String) {
     let rest = uri.strip_prefix("http://").expect("http");
     let (authority, path) = rest.split_once('/').expect("path");
     (authority.parse().expect("addr"), format!("/{path}"))
+}
+
+/// Sends `bytes` as they are and returns the first line of the answer.
+fn raw(addr: SocketAddr, bytes: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(bytes.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
 }
 
 fn metrics(d: &Daemon) -> String {
@@ -109,11 +121,31 @@ fn traffic_and_mirror_follow_endpoint_updates_and_the_metrics_count_them() {
         score(&[("azureml-model-deployment", "green")]).header("azureml-model-deployment"),
         Some("green")
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Requests hyper answers itself are counted and logged like any other.
+    let big = "x".repeat(80 * 1024);
+    assert_eq!(http(addr, "POST", &path, &[("X-Big", &big)], "{}").expect("431").status, 431);
+    assert_eq!(raw(addr, "NOT A REQUEST\r\n\r\n").split(' ').nth(1), Some("400"));
 
-    let text = metrics(&d);
-    let sent = series(&text, &["moat_mirror_requests_total", "deployment=\"green\"", "result=\"sent\""]);
+    let mirrored =
+        |text: &str| series(text, &["moat_mirror_requests_total", "deployment=\"green\"", "result=\"sent\""]);
+    // Copies finish off the request path: wait for the first few to be counted.
+    let text = wait_until(Duration::from_secs(10), "mirror copies counted", || {
+        let text = metrics(&d);
+        if mirrored(&text) >= 5.0 { Ok(text) } else { Err(text) }
+    });
+    let sent = mirrored(&text);
     assert!((5.0..=40.0).contains(&sent), "about half of 40 requests mirrored, got {sent}\n{text}");
+    for code in ["431", "400"] {
+        assert!(
+            series(&text, &["moat_requests_total", &format!("code=\"{code}\"")]) >= 1.0,
+            "{code}: {text}"
+        );
+        let logged = d
+            .log()
+            .lines()
+            .any(|l| l.contains(&format!("\"status\":{code},")) && l.contains("\"request_id\""));
+        assert!(logged, "an access line for the {code}");
+    }
     let ok = series(&text, &["moat_requests_total", "deployment=\"blue\"", "code=\"200\""]);
     assert!(ok >= 40.0, "{text}");
     assert!(series(&text, &["moat_requests_total", "code=\"404\""]) >= 1.0, "{text}");
@@ -222,7 +254,11 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
         let auth = format!("Bearer {key}");
         http(addr, "POST", &path, &[("Authorization", &auth)], r#"{"delay_ms": 1500}"#).expect("answer")
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until(Duration::from_secs(5), "the request in flight", || {
+        let text = metrics(&d);
+        let in_flight = series(&text, &["moat_requests_in_flight{", "deployment=\"blue\""]);
+        if in_flight >= 1.0 { Ok(()) } else { Err(text) }
+    });
     assert_eq!(d.terminate(), Some(0));
     let reply = slow.join().expect("client");
     assert_eq!(reply.status, 200, "the request in flight at SIGTERM was answered: {}", reply.body);

@@ -63,20 +63,20 @@ fn an_image_update_a_scale_up_and_a_scale_down_fail_no_request_under_load() {
     assert!(tagged.success());
 
     let load = Load::start(&uri, &key, 4);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_answers(20);
     let updated = d.cli(&format!(
         "online-deployment update -e roll-ep -f {file} --set environment.image={v2} environment_variables.VERSION=v2"
     ));
     let view: Value = serde_json::from_str(&updated.ok().stdout).expect("json");
     assert_eq!(view["provisioning_state"], "Succeeded");
     assert_eq!(view["environment"]["image"], v2);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_answers(10);
     let scaled =
         tsv(&d, "online-deployment update -n blue -e roll-ep --set instance_count=3 --query instance_count");
     assert_eq!(scaled, "3");
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_answers(10);
     d.cli("online-deployment update -n blue -e roll-ep --set instance_count=1").ok();
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_answers(10);
     let tally = load.finish();
     tally.assert_no_failures();
     let Tally { ok, versions, .. } = tally;

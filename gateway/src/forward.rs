@@ -3,7 +3,7 @@
 //! is not left working for nobody. A connect failure (nothing was sent) is retried once on
 //! another instance; any other failure is the container's loss.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -11,8 +11,8 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 
 use crate::admission::Slot;
+use crate::context::RequestId;
 use crate::reject::Reject;
-use crate::request::{RequestCtx, RequestId};
 use crate::table::{DeploymentRoute, Upstream};
 use crate::upstream::{self, Failure};
 
@@ -49,45 +49,57 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// What a call to the deployment learnt: the instance that took it last, how long its
+/// container took to answer (when it did), and the answer.
+pub struct Forwarded {
+    pub instance: String,
+    pub upstream: Option<Duration>,
+    pub answer: Result<Response<Full<Bytes>>, Reject>,
+}
+
 /// Sends the request to an instance of `deployment` and returns the container's answer, with
 /// a non-2xx answer already turned into moat's 424.
 pub async fn forward(
     deployment: &DeploymentRoute,
     mut slot: Slot,
     call: Call<'_>,
-    ctx: &mut RequestCtx,
-) -> Result<Response<Full<Bytes>>, Reject> {
+    id: &RequestId,
+) -> Forwarded {
     let deadline = tokio::time::Instant::now() + deployment.request_timeout;
-    let timeout = Reject::Timeout(deployment.request_timeout.as_millis());
-    let mut attempt = 0;
+    let mut first = true;
     loop {
-        attempt += 1;
         let upstream = slot.upstream();
-        ctx.instance = Some(upstream.instance.clone());
-        let request = upstream_request(upstream, &call, &ctx.request_id)?;
+        let instance = upstream.instance.clone();
+        let ended = move |answer| Forwarded { instance, upstream: None, answer };
+        let request = match upstream_request(upstream, &call, id) {
+            Ok(request) => request,
+            Err(reject) => return ended(Err(reject)),
+        };
         let started = Instant::now();
         let answered = tokio::time::timeout_at(deadline, upstream::call(upstream.addr, request)).await;
         let (mut parts, body) = match answered {
-            Err(_) => return Err(timeout),
+            Err(_) => return ended(Err(Reject::Timeout(deployment.request_timeout.as_millis()))),
             Ok(Ok(response)) => response.into_parts(),
-            Ok(Err(Failure::Connect(e))) if attempt == 1 => {
+            Ok(Err(Failure::Connect(e))) if first => {
                 // Nothing reached the container; another instance may take it.
                 tracing::debug!(instance = %upstream.instance, error = %e, "connect failed, retrying");
+                first = false;
                 if slot.switch() {
                     continue;
                 }
-                return Err(Reject::InstanceLost(e));
+                return ended(Err(Reject::InstanceLost(e)));
             }
-            Ok(Err(Failure::Connect(e) | Failure::Lost(e))) => return Err(Reject::InstanceLost(e)),
+            Ok(Err(Failure::Connect(e) | Failure::Lost(e))) => return ended(Err(Reject::InstanceLost(e))),
         };
-        ctx.upstream = Some(started.elapsed());
+        let upstream_time = started.elapsed();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         if !parts.status.is_success() {
             model_error(&mut parts.headers, parts.status);
             parts.status = StatusCode::FAILED_DEPENDENCY;
         }
-        return Ok(Response::from_parts(parts, Full::new(body)));
+        let answer = Ok(Response::from_parts(parts, Full::new(body)));
+        return Forwarded { upstream: Some(upstream_time), ..ended(answer) };
     }
 }
 

@@ -5,7 +5,9 @@
 //!
 //! - [`table`]: the route table `deploy` hands over (endpoints, keys, traffic, instances),
 //!   swapped atomically and read without locks.
-//! - [`request`]: the life of one scoring request, phase by phase.
+//! - [`shared`]: the [`Gateway`] state every request and connection shares.
+//! - [`request`]: the life of one scoring request, phase by phase; [`context`]: what it has
+//!   learnt so far, for its log line.
 //! - [`target`]: which endpoint and operation a request URL names.
 //! - [`ingress`]: where a request comes from (peer, PROXY header, X-Forwarded-For) and the
 //!   public network access policy.
@@ -27,6 +29,7 @@
 pub mod access_log;
 pub mod admission;
 pub mod auth;
+pub mod context;
 pub mod forward;
 pub mod ingress;
 pub mod load;
@@ -36,6 +39,7 @@ pub mod pick;
 pub mod reject;
 pub mod request;
 pub mod server;
+pub mod shared;
 pub mod table;
 pub mod target;
 pub mod timeouts;
@@ -46,7 +50,8 @@ pub mod workers;
 pub use access_log::{AccessRecord, LogSink};
 pub use admission::{Admission, Admissions, Limits};
 pub use load::Load;
-pub use server::{Gateway, serve, serve_tls};
+pub use server::{serve, serve_tls};
+pub use shared::Gateway;
 pub use table::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Routes, Upstream};
 
 use std::time::Duration;

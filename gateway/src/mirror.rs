@@ -7,10 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
+use tokio::sync::Semaphore;
+
+use crate::context::RequestId;
 use crate::forward::{self, Call};
 use crate::metrics::{self, MirrorResult};
-use crate::request::{RequestCtx, RequestId};
-use crate::server::Gateway;
 use crate::table::DeploymentRoute;
 
 /// What a copy needs, owned, since it outlives the live request.
@@ -23,9 +24,11 @@ pub struct Copy {
     pub request_id: RequestId,
 }
 
-pub fn send(gw: &Gateway, deployment: Arc<DeploymentRoute>, copy: Copy) {
+/// Sends `copy` to `deployment` if the budget and one of its instances have room right now;
+/// else it is dropped (and counted).
+pub fn send(budget: &Arc<Semaphore>, deployment: Arc<DeploymentRoute>, copy: Copy) {
     let dropped = || metrics::mirror(&copy.endpoint, &deployment.name, MirrorResult::Dropped);
-    let Ok(permit) = gw.mirror_budget.clone().try_acquire_owned() else {
+    let Ok(permit) = budget.clone().try_acquire_owned() else {
         return dropped();
     };
     let Some(slot) = deployment.admission.try_admit() else {
@@ -33,11 +36,9 @@ pub fn send(gw: &Gateway, deployment: Arc<DeploymentRoute>, copy: Copy) {
     };
     tokio::spawn(async move {
         let _permit = permit;
-        let mut ctx = RequestCtx::new(None);
-        ctx.request_id = copy.request_id;
         let call = Call { method: &copy.method, path: &copy.path, headers: &copy.headers, body: copy.body };
-        let answer = forward::forward(&deployment, slot, call, &mut ctx).await;
-        let result = match answer {
+        let forwarded = forward::forward(&deployment, slot, call, &copy.request_id).await;
+        let result = match forwarded.answer {
             Ok(response) if response.status().is_success() => MirrorResult::Sent,
             _ => MirrorResult::Failed,
         };

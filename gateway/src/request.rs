@@ -11,8 +11,7 @@
 //!
 //! A phase that ends the request returns a [`Reject`]; only [`handle`] turns it into a response.
 
-use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
@@ -23,77 +22,17 @@ use hyper::body::Incoming;
 use crate::access_log::AccessRecord;
 use crate::admission::Refusal;
 use crate::auth::{self, Verdict};
-use crate::forward::{self, Call, REQUEST_ID_HEADER};
+use crate::context::RequestCtx;
+use crate::forward::{self, Call, Forwarded, REQUEST_ID_HEADER};
 use crate::ingress::Mode;
 use crate::ingress::origin::{self, Connection, Origin};
 use crate::ingress::policy::{self, Decision};
 use crate::pick::{self, DEPLOYMENT_HEADER};
 use crate::reject::Reject;
-use crate::server::Gateway;
+use crate::shared::Gateway;
 use crate::table::EndpointRoute;
 use crate::target::{self, Operation};
 use crate::{metrics, mirror};
-
-/// What one request has learnt so far; the log phase reads it.
-#[derive(Debug)]
-pub struct RequestCtx {
-    pub request_id: RequestId,
-    pub started: Instant,
-    pub client: Option<IpAddr>,
-    pub policy: Option<&'static str>,
-    pub endpoint: Option<String>,
-    pub deployment: Option<String>,
-    pub instance: Option<String>,
-    pub auth_mode: Option<&'static str>,
-    pub auth: Option<Verdict>,
-    pub upstream: Option<Duration>,
-    pub queue: Option<Duration>,
-    pub error: Option<String>,
-}
-
-/// A request's id (a random UUID), kept as a header value: it goes to the container and back
-/// to the client as `x-request-id`, and as text into the log and error bodies.
-#[derive(Debug, Clone)]
-pub struct RequestId(HeaderValue);
-
-impl RequestId {
-    fn new() -> RequestId {
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        RequestId(
-            HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
-                .unwrap_or(HeaderValue::from_static("-")),
-        )
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Hex digits and hyphens: always text.
-        self.0.to_str().unwrap_or("-")
-    }
-
-    pub fn header(&self) -> HeaderValue {
-        self.0.clone()
-    }
-}
-
-impl RequestCtx {
-    pub fn new(client: Option<IpAddr>) -> Self {
-        RequestCtx {
-            request_id: RequestId::new(),
-            started: Instant::now(),
-            client,
-            policy: None,
-            endpoint: None,
-            deployment: None,
-            instance: None,
-            auth_mode: None,
-            auth: None,
-            upstream: None,
-            queue: None,
-            error: None,
-        }
-    }
-}
 
 pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> Response<Full<Bytes>> {
     let origin = origin::origin(conn, req.headers(), &gw.config.ingress);
@@ -154,7 +93,7 @@ async fn life(
             body: body.clone(),
             request_id: ctx.request_id.clone(),
         };
-        mirror::send(gw, mirror_to, copy);
+        mirror::send(&gw.mirror_budget, mirror_to, copy);
     }
 
     let queued = Instant::now();
@@ -169,7 +108,33 @@ async fn life(
     ctx.queue = Some(queued.elapsed());
     let slot = slot?;
     let call = Call { method: &parts.method, path, headers: &parts.headers, body };
-    forward::forward(&deployment, slot, call, ctx).await
+    let Forwarded { instance, upstream, answer } =
+        forward::forward(&deployment, slot, call, &ctx.request_id).await;
+    (ctx.instance, ctx.upstream) = (Some(instance), upstream);
+    answer
+}
+
+/// A request hyper answered itself, its head unreadable (431 for a header section over the
+/// limit, 414 for a URI too long, 400 for a malformed head): it gets its access line and its
+/// metric all the same, with what hyper said as the error.
+pub fn answered_by_hyper(gw: &Gateway, conn: &Connection, status: u16, error: &hyper::Error) {
+    let mut ctx = RequestCtx::new(origin::origin(conn, &HeaderMap::new(), &gw.config.ingress).client);
+    ctx.error = Some(error.to_string());
+    log(gw, &ctx, status);
+}
+
+/// The status hyper wrote for a connection that ended with `error`, if it wrote one: only a
+/// request head it could not parse gets an answer (the client's HTTP/2 preface, say, does not).
+pub fn hyper_status(error: &hyper::Error) -> Option<u16> {
+    if !error.is_parse() || error.is_parse_version_h2() || error.is_parse_status() {
+        return None;
+    }
+    let text = error.to_string();
+    if error.is_parse_too_large() {
+        return Some(if text.starts_with("URI too long") { 414 } else { 431 });
+    }
+    // hyper's own failures get no answer from it.
+    (!text.starts_with("internal error inside Hyper")).then_some(400)
 }
 
 /// The ingress policy, before the credential is even looked at. In report mode a refusal

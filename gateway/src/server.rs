@@ -16,33 +16,13 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Config;
-use crate::access_log::LogSink;
-use crate::auth::aad::Aad;
 use crate::ingress::Mode;
 use crate::ingress::accept::{self, Refused};
 use crate::ingress::origin::Connection;
-use crate::table::Routes;
+use crate::shared::Gateway;
 use crate::timeouts::{Activity, TimedIo};
 use crate::workers::Workers;
 use crate::{metrics, request};
-
-/// Everything a request needs, shared by all connections.
-pub struct Gateway {
-    pub config: Config,
-    /// The OpenID issuer's key set, when `auth.aad` is configured.
-    pub aad: Option<Arc<Aad>>,
-    pub routes: Routes,
-    pub log: LogSink,
-    pub mirror_budget: Arc<Semaphore>,
-}
-
-impl Gateway {
-    pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
-        let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
-        let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
-        Arc::new(Gateway { config, aad, routes, log, mirror_budget })
-    }
-}
 
 /// Serves plain HTTP/1.1 on `listener` until `shutdown` resolves, then waits up to `grace`
 /// for open requests.
@@ -177,13 +157,19 @@ async fn connection(
         }
     };
     if let Err(e) = ended {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+        match request::hyper_status(&e) {
+            Some(status) => request::answered_by_hyper(&gateway, &conn, status, &e),
+            None => tracing::debug!(client = %peer, error = %e, "connection ended with an error"),
+        }
     }
 }
 
-/// A header section beyond the buffer gets 431 from hyper itself.
+/// A header section over `max_header_bytes` gets 431 from hyper itself. The read buffer's
+/// bound alone catches only heads that arrive in pieces: one that comes in a single read is
+/// parsed whole before the bound is looked at, hence the explicit header size.
 fn http1(config: &Config) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_header_size(config.max_header_bytes);
     builder.max_buf_size(config.max_header_bytes.max(8192));
     builder
 }

@@ -167,3 +167,95 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! hyper serving over a [`TimedIo`] on an in-memory pipe, under paused time: the clocks
+    //! are checked to the millisecond without waiting for them.
+
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_millis(600);
+    const HEADER: Duration = Duration::from_millis(500);
+
+    /// A connection served with the two timeouts; `/slow` takes two seconds to answer.
+    fn connection() -> DuplexStream {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let activity = Activity::new();
+        let io = TimedIo::new(server, activity.clone(), IDLE, HEADER);
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let serving = activity.serving();
+            async move {
+                if req.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                drop(serving);
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        });
+        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service));
+        client
+    }
+
+    /// One request and its whole answer ("ok", two bytes of body).
+    async fn ask(client: &mut DuplexStream, path: &str) -> String {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        client.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let mut byte = [0u8; 1];
+            assert_eq!(client.read(&mut byte).await.expect("read"), 1, "closed mid-answer: {answer:?}");
+            answer.push(byte[0]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// How long until the server closes the connection.
+    async fn time_to_close(client: &mut DuplexStream) -> Duration {
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest).await;
+        started.elapsed()
+    }
+
+    fn about(d: Duration, expected: Duration) -> bool {
+        d >= expected && d <= expected + Duration::from_millis(2)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_closes_once_idle_timeout_passes_after_its_last_answer() {
+        let mut client = connection();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(ask(&mut client, "/").await.starts_with("HTTP/1.1 200"));
+        // Its first deadline (600 ms after connecting) has passed; the answer moved it.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(ask(&mut client, "/").await.starts_with("HTTP/1.1 200"));
+        let closed = time_to_close(&mut client).await;
+        assert!(about(closed, IDLE), "closed {closed:?} after the last answer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_must_arrive_whole_within_the_header_read_timeout() {
+        let mut client = connection();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("write");
+        let closed = time_to_close(&mut client).await;
+        assert!(about(closed, HEADER), "a slow head was cut after {closed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_being_served_outlasts_both_timeouts() {
+        let mut client = connection();
+        let answer = ask(&mut client, "/slow").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let closed = time_to_close(&mut client).await;
+        assert!(about(closed, IDLE), "the idle clock starts at the answer: {closed:?}");
+    }
+}

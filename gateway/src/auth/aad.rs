@@ -46,9 +46,19 @@ struct Key {
 }
 
 /// When the key set was last fetched, and whether that worked.
+#[derive(Debug, Clone, Copy)]
 struct Refresh {
     at: Option<Instant>,
     ok: bool,
+}
+
+impl Refresh {
+    /// `None`: fetch now. `Some(ok)`: the last fetch is less than `gap` old, and its outcome
+    /// stands for every request until it is not.
+    fn standing(&self, now: Instant, gap: Duration) -> Option<bool> {
+        let at = self.at?;
+        (now.saturating_duration_since(at) < gap).then_some(self.ok)
+    }
 }
 
 pub struct Aad {
@@ -115,10 +125,8 @@ impl Aad {
     /// recent: then its outcome stands.
     async fn refresh_for_unknown_kid(&self) -> Result<(), Failure> {
         let mut last = self.refresh.lock().await;
-        if let Some(at) = last.at
-            && at.elapsed() < self.config.refresh_gap
-        {
-            return if last.ok { Ok(()) } else { Err(Failure::Unavailable) };
+        if let Some(ok) = last.standing(Instant::now(), self.config.refresh_gap) {
+            return if ok { Ok(()) } else { Err(Failure::Unavailable) };
         }
         let fetched = self.fetch().await;
         last.at = Some(Instant::now());
@@ -191,4 +199,28 @@ fn keys_of(set: &JwkSet) -> HashMap<String, Arc<Key>> {
         }
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_set_is_fetched_again_only_once_the_gap_has_passed() {
+        let t0 = Instant::now();
+        let gap = Duration::from_secs(10);
+        let never = Refresh { at: None, ok: false };
+        assert_eq!(never.standing(t0, gap), None, "the first unknown kid fetches");
+        for ok in [true, false] {
+            let last = Refresh { at: Some(t0), ok };
+            assert_eq!(
+                last.standing(t0 + Duration::from_millis(9_999), gap),
+                Some(ok),
+                "within the gap it stands"
+            );
+            assert_eq!(last.standing(t0 + gap, gap), None, "at the gap it fetches again");
+        }
+        let clock_went_back = Refresh { at: Some(t0 + gap), ok: true };
+        assert_eq!(clock_went_back.standing(t0, gap), Some(true));
+    }
 }

@@ -47,7 +47,7 @@ pub fn audience(workspace: &str, endpoint: &str) -> String {
     format!("moat:{workspace}/{endpoint}")
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -60,7 +60,9 @@ impl AmlKey {
         self.issue_at(audience, ttl, now())
     }
 
-    fn issue_at(
+    /// A token as if issued at `now` (seconds since the epoch): the clock is the caller's,
+    /// so a test can hold a token that expired without waiting for it to.
+    pub fn issue_at(
         &self,
         audience: &str,
         ttl: Duration,

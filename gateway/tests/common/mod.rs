@@ -2,6 +2,7 @@
 //! part of it.
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod keys;
 
 use std::collections::HashMap;

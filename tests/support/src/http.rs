@@ -23,7 +23,7 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<Reply> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     exchange(stream, &addr.to_string(), method, path, headers, body)
 }

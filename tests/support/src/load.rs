@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use crate::http;
+use crate::{http, wait_until};
 
 /// What the load clients saw.
 #[derive(Debug, Default)]
@@ -32,6 +33,8 @@ impl Tally {
 
 pub struct Load {
     stop: Arc<AtomicBool>,
+    /// Requests answered 200 so far, over all clients.
+    answered: Arc<AtomicU64>,
     threads: Vec<std::thread::JoinHandle<Tally>>,
 }
 
@@ -45,9 +48,11 @@ impl Load {
         let path = format!("/{path}");
         let auth = format!("Bearer {key}");
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
         let threads = (0..clients)
             .map(|_| {
-                let (stop, path, auth) = (stop.clone(), path.clone(), auth.clone());
+                let (stop, path, auth, answered) =
+                    (stop.clone(), path.clone(), auth.clone(), answered.clone());
                 std::thread::spawn(move || {
                     let mut tally = Tally::default();
                     while !stop.load(Ordering::Relaxed) {
@@ -56,6 +61,7 @@ impl Load {
                         match http(addr, "POST", &path, &headers, r#"{"delay_ms": 20}"#) {
                             Ok(r) if r.status == 200 => {
                                 tally.ok += 1;
+                                answered.fetch_add(1, Ordering::Relaxed);
                                 let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
                                 tally.versions.insert(v["version"].as_str().unwrap_or_default().to_string());
                             }
@@ -67,7 +73,17 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, threads }
+        Load { stop, answered, threads }
+    }
+
+    /// Waits until `n` more requests have been answered: the load is known to run across
+    /// whatever happens next.
+    pub fn wait_for_answers(&self, n: u64) {
+        let from = self.answered.load(Ordering::Relaxed);
+        wait_until(Duration::from_secs(30), &format!("{n} more answers"), || {
+            let now = self.answered.load(Ordering::Relaxed);
+            if now >= from + n { Ok(()) } else { Err(format!("{} answered", now - from)) }
+        });
     }
 
     /// Stops the clients and adds up what they saw.

@@ -1,0 +1,75 @@
+//! What one request has learnt so far, phase by phase; the log phase reads it. Only
+//! [`crate::request`] writes it: the phases return what they learn.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+
+use crate::auth::Verdict;
+
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub request_id: RequestId,
+    pub started: Instant,
+    pub client: Option<IpAddr>,
+    pub policy: Option<&'static str>,
+    pub endpoint: Option<String>,
+    pub deployment: Option<String>,
+    pub instance: Option<String>,
+    pub auth_mode: Option<&'static str>,
+    pub auth: Option<Verdict>,
+    pub upstream: Option<Duration>,
+    pub queue: Option<Duration>,
+    pub error: Option<String>,
+}
+
+impl RequestCtx {
+    pub fn new(client: Option<IpAddr>) -> Self {
+        RequestCtx {
+            request_id: RequestId::new(),
+            started: Instant::now(),
+            client,
+            policy: None,
+            endpoint: None,
+            deployment: None,
+            instance: None,
+            auth_mode: None,
+            auth: None,
+            upstream: None,
+            queue: None,
+            error: None,
+        }
+    }
+}
+
+/// A request's id (a random UUID), kept as a header value: it goes to the container and back
+/// to the client as `x-request-id`, and as text into the log and error bodies.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn new() -> RequestId {
+        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        RequestId(
+            HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+                .unwrap_or(HeaderValue::from_static("-")),
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits and hyphens: always text.
+        self.0.to_str().unwrap_or("-")
+    }
+
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}

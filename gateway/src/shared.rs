@@ -1,0 +1,29 @@
+//! What every request and connection of the gateway shares: its settings, the route table,
+//! the AAD key set, the access log and the mirror budget. Built once by `deploy`.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::Config;
+use crate::access_log::LogSink;
+use crate::auth::aad::Aad;
+use crate::table::Routes;
+
+pub struct Gateway {
+    pub config: Config,
+    /// The OpenID issuer's key set, when `auth.aad` is configured.
+    pub aad: Option<Arc<Aad>>,
+    pub routes: Routes,
+    pub log: LogSink,
+    /// Mirror copies in flight at once, over all endpoints (`mirror_max_in_flight`).
+    pub mirror_budget: Arc<Semaphore>,
+}
+
+impl Gateway {
+    pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
+        let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
+        let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
+        Arc::new(Gateway { config, aad, routes, log, mirror_budget })
+    }
+}
