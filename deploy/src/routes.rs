@@ -57,7 +57,7 @@ pub fn route_table(
                 &spec.name,
                 &spec.environment.inference_config.scoring_route.path,
                 Duration::from_millis(settings.request_timeout_ms),
-                admissions.get(name, &spec.name, limits),
+                admissions.get(&spec.id(), limits),
                 instances,
                 limits,
             );

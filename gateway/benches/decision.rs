@@ -42,7 +42,7 @@ fn table(credentials: Credentials) -> Routes {
                 )
             })
             .collect();
-        let admission = admissions.get("ep", name, limits);
+        let admission = admissions.get(&moat_id::DeploymentId::new("ep", name), limits);
         (
             name.to_string(),
             Arc::new(DeploymentRoute::new(

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use moat_id::DeploymentId;
 use tokio::sync::oneshot;
 
 use crate::metrics::AdmissionGauges;
@@ -235,14 +236,16 @@ impl Admission {
 /// Every deployment's admission, kept across route tables.
 #[derive(Debug, Default)]
 pub struct Admissions {
-    by_deployment: Mutex<HashMap<(String, String), Arc<Admission>>>,
+    by_deployment: Mutex<HashMap<DeploymentId, Arc<Admission>>>,
 }
 
 impl Admissions {
-    pub fn get(&self, endpoint: &str, deployment: &str, limits: Limits) -> Arc<Admission> {
+    pub fn get(&self, id: &DeploymentId, limits: Limits) -> Arc<Admission> {
         let mut map = self.by_deployment.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((endpoint.to_string(), deployment.to_string()))
-            .or_insert_with(|| Arc::new(Admission::new(limits, AdmissionGauges::new(endpoint, deployment))))
+        map.entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Admission::new(limits, AdmissionGauges::new(&id.endpoint, &id.deployment)))
+            })
             .clone()
     }
 

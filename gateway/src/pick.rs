@@ -13,11 +13,10 @@ pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
 pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<DeploymentRoute>, Reject> {
     if let Some(named) = headers.get(DEPLOYMENT_HEADER) {
         let name = named.to_str().unwrap_or_default().trim();
-        return endpoint
-            .deployments
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Reject::UnknownDeployment(endpoint.name.clone(), name.to_string()));
+        return endpoint.deployments.get(name).cloned().ok_or_else(|| Reject::UnknownDeployment {
+            endpoint: endpoint.name.clone(),
+            asked: name.to_string(),
+        });
     }
     let total: u32 = endpoint.traffic.iter().map(|(_, w)| w).sum();
     if total == 0 {

@@ -22,8 +22,8 @@ pub enum Reject {
     KeysUnavailable,
     #[error("endpoint {0} has no deployment with a positive traffic weight")]
     NoTraffic(String),
-    #[error("endpoint {0} has no deployment named {1:?} (header azureml-model-deployment)")]
-    UnknownDeployment(String, String),
+    #[error("endpoint {endpoint} has no deployment named {asked:?} (header azureml-model-deployment)")]
+    UnknownDeployment { endpoint: String, asked: String },
     #[error("deployment {0} has no ready instance; retry later")]
     NoReadyInstance(String),
     #[error("deployment {0} has too many requests in flight; retry later")]
@@ -48,7 +48,7 @@ impl Reject {
             Reject::NoRoute
             | Reject::UnknownEndpoint(_)
             | Reject::NoTraffic(_)
-            | Reject::UnknownDeployment(..) => StatusCode::NOT_FOUND,
+            | Reject::UnknownDeployment { .. } => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::Unauthorized => StatusCode::UNAUTHORIZED,
             Reject::PublicAccessDisabled(_) => StatusCode::FORBIDDEN,

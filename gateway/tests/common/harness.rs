@@ -116,7 +116,7 @@ pub async fn gateway(config: Config) -> Harness {
             .map(|(i, addr)| Upstream::new(format!("{name}-{i}"), addr, Default::default()))
             .collect();
         let timeout = Duration::from_millis(if name == "tight" { 2000 } else { 300 });
-        let admission = admissions.get("ep", name, limits);
+        let admission = admissions.get(&moat_id::DeploymentId::new("ep", name), limits);
         (name.to_string(), Arc::new(DeploymentRoute::new(name, path, timeout, admission, instances, limits)))
     };
     let route = |name: &str, path: &str, ups: Vec<SocketAddr>| limited(name, path, ups, 8);

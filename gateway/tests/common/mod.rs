@@ -49,7 +49,7 @@ pub fn endpoint(
 ) -> (String, EndpointRoute) {
     let limits = Limits { max_per_instance: 16, max_queue_wait: Duration::from_secs(1), instance_count: 1 };
     let instances = vec![Upstream::new(format!("{name}-0"), up, Default::default())];
-    let admission = admissions.get(name, "blue", limits);
+    let admission = admissions.get(&moat_id::DeploymentId::new(name, "blue"), limits);
     let route = DeploymentRoute::new("blue", "/score", Duration::from_secs(5), admission, instances, limits);
     let route = EndpointRoute {
         name: name.into(),
