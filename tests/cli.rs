@@ -2,7 +2,7 @@
 //! a refused command changes nothing. Also the daemon's own life: one per home, ready when
 //! its socket appears, clean exit on SIGTERM.
 
-use moat_test_support::{Daemon, Run, http_unix, run_moat};
+use moat_test_support::{Daemon, Run, http, http_unix, run_moat, wait_until};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 const ENDPOINT: &str = "-f examples/model-1/endpoint.yml";
@@ -225,4 +225,24 @@ fn the_daemon_checks_every_spec_it_receives_whatever_sent_it() {
     let answer = send("PUT", "/v1/workspace", &bad_workspace);
     assert!(answer.contains("field `private_endpoints[0].fqdn`"), "{answer}");
     assert_eq!(d.store_bytes(), before, "nothing refused was stored");
+}
+
+/// Balancers probe `/healthz` and `/readyz` on the scoring listener and on `metrics_listen`,
+/// without a credential, whatever the access policy, and without filling the access log.
+#[test]
+fn health_and_readiness_answer_on_every_listener_without_an_access_line() {
+    let d = Daemon::start(MOAT);
+    d.cli("workspace update --public-network-access disabled").ok();
+    let lines = |d: &Daemon| d.log().lines().filter(|l| l.contains("\"request_id\"")).count();
+    let before = lines(&d);
+    for addr in [d.scoring_addr(), d.metrics_addr()] {
+        let ready = wait_until(std::time::Duration::from_secs(10), "ready", || {
+            let r = http(addr, "GET", "/readyz", &[], "").map_err(|e| e.to_string())?;
+            if r.status == 200 { Ok(r) } else { Err(format!("{}: {}", r.status, r.body)) }
+        });
+        assert_eq!(ready.body, "ready\n");
+        let healthy = http(addr, "GET", "/healthz", &[], "").expect("healthz");
+        assert_eq!((healthy.status, healthy.body.as_str()), (200, "ok\n"));
+    }
+    assert_eq!(lines(&d), before, "probes write no access line");
 }

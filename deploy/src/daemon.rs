@@ -24,9 +24,10 @@ use crate::home::Home;
 use crate::keys;
 use crate::node::{Node, Tokens};
 use crate::reconciler::Reconciler;
+use crate::state::Reader;
 use crate::store::{FileStore, Store};
 use crate::views::ScoringBase;
-use crate::{admin, logging, metrics_server};
+use crate::{admin, logging, metrics_server, readiness};
 
 pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     let home_id = home.ensure()?;
@@ -105,13 +106,14 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     };
 
     let routes = Routes::default();
-    let aml = Arc::new(AmlKey::new(&keys::aml_token_secret(&*store)?));
+    let aml = Arc::new(AmlKey::new(&keys::aml_token_secret(&*store).await?));
+    let state = Arc::new(Reader::new(store.clone(), &home_id));
     let guard = Arc::new(Guard::new(&home_id, logs.decisions));
     let reconciler =
-        Reconciler::new(store.clone(), supervisor.clone(), routes.clone(), load, aml.clone(), guard);
+        Reconciler::new(state.clone(), supervisor.clone(), routes.clone(), load, aml.clone(), guard);
     let tokens = Tokens { aml, aml_ttl: config.aml_token_ttl, aad: config.aad.clone() };
     let node = Arc::new(Node {
-        store,
+        state,
         supervisor,
         reconciler: reconciler.clone(),
         scoring: scoring.clone(),
@@ -137,12 +139,9 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     let wait_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let serving_tables = reconciler.serving();
     let reconcile = tokio::spawn(reconciler.run());
     let admin_task = tokio::spawn(admin::server::serve(admin_listener, node, wait_stop(stopped.clone())));
-    if let Some(listener) = metrics_listener {
-        let handle = metrics_server::install()?;
-        tokio::spawn(metrics_server::serve(listener, handle, wait_stop(stopped.clone())));
-    }
     let gateway_config = moat_gateway::Config {
         max_body_bytes: config.max_body_bytes,
         max_header_bytes: config.max_header_bytes,
@@ -156,6 +155,12 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         workers: config.workers,
     };
     let gateway = Gateway::new(gateway_config, routes, logs.access);
+    tokio::spawn(readiness::keep(gateway.health.clone(), store.clone(), serving_tables, stopped.clone()));
+    if let Some(listener) = metrics_listener {
+        let handle = metrics_server::install()?;
+        let health = gateway.health.clone();
+        tokio::spawn(metrics_server::serve(listener, handle, health, wait_stop(stopped.clone())));
+    }
     if let Some(aad) = gateway.aad.clone() {
         // Warm the key set; a failure here only means the first token fetches it.
         tokio::spawn(async move {

@@ -30,7 +30,7 @@ pub fn new_home_id() -> Result<String, Error> {
 
 /// The workspace's secret for signing aml tokens: made once, kept in the store (owner-only)
 /// so that every node of a workspace verifies the same tokens.
-pub fn aml_token_secret(store: &dyn Store) -> Result<Vec<u8>, Error> {
+pub async fn aml_token_secret(store: &dyn Store) -> Result<Vec<u8>, Error> {
     const KEY: &str = "secrets/aml-token-key";
     loop {
         if let Some(stored) = store.get(KEY) {
@@ -45,7 +45,7 @@ pub fn aml_token_secret(store: &dyn Store) -> Result<Vec<u8>, Error> {
         getrandom::fill(&mut secret).map_err(|e| Error::other("reading the system RNG", e))?;
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         // Another node may make it at the same moment; then its secret is the one.
-        store.commit(Txn::default().expect(KEY, None).put(KEY, hex))?;
+        store.commit(Txn::default().expect(KEY, None).put(KEY, hex)).await?;
     }
 }
 

@@ -15,7 +15,7 @@
 //! - [`views`]: what `show` prints.
 //! - [`admin`]: the admin API on `admin.sock`, server and client.
 //! - [`daemon`]: `moat serve`.
-//! - [`metrics_server`]: the Prometheus endpoint.
+//! - [`metrics_server`]: the Prometheus endpoint; [`readiness`]: what `/readyz` says.
 //! - [`home`], [`config`], [`logging`], [`keys`]: the node's folder, settings, log, secrets.
 //! - [`private_file`]: owner-only files written atomically.
 //! - [`cli`]: the command line.
@@ -34,6 +34,7 @@ pub mod metrics_server;
 pub mod node;
 pub mod plan;
 pub mod private_file;
+pub mod readiness;
 pub mod reconciler;
 pub mod routes;
 pub mod rules;

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use moat_gateway::health::Health;
 use tokio::net::TcpListener;
 
 use crate::error::Error;
@@ -33,8 +35,14 @@ pub fn install() -> Result<PrometheusHandle, Error> {
     Ok(handle)
 }
 
-/// Serves `GET /metrics` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: impl Future<Output = ()>) {
+/// Serves `GET /metrics`, and `/healthz` and `/readyz` as the scoring listeners do, until
+/// `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -49,11 +57,14 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: im
             }
             _ = &mut shutdown => return,
         };
-        let handle = handle.clone();
+        let (handle, health) = (handle.clone(), health.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let handle = handle.clone();
+                let (handle, health) = (handle.clone(), health.clone());
                 async move {
+                    if let Some(answer) = health.answer(req.method(), req.uri().path()) {
+                        return Ok::<_, Infallible>(answer);
+                    }
                     let (status, body) = if req.uri().path() == "/metrics" {
                         (StatusCode::OK, handle.render())
                     } else {

@@ -17,8 +17,10 @@ use crate::spec::deployment::DeploymentSpec;
 use crate::spec::endpoint::{AuthMode, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
 use crate::spec::{Access, Broken};
-use crate::state::{self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys};
-use crate::store::{Store, Txn};
+use crate::state::{
+    self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, FleetOutcome, Keys, Reader,
+};
+use crate::store::Txn;
 use crate::views::{self, DeploymentView, EndpointView, Observed, ScoringBase};
 use moat_gateway::auth::aad::AadConfig;
 use moat_gateway::auth::aml::{self, AmlKey};
@@ -28,7 +30,7 @@ use moat_supervisor::{Progress, Supervisor};
 pub type ProgressSink = mpsc::UnboundedSender<String>;
 
 pub struct Node {
-    pub store: Arc<dyn Store>,
+    pub state: Arc<Reader>,
     pub supervisor: Supervisor,
     pub reconciler: Arc<Reconciler>,
     pub scoring: Option<ScoringBase>,
@@ -53,13 +55,13 @@ fn endpoint_of<'a>(desired: &'a Desired, name: &str) -> Result<&'a state::At<End
 
 impl Node {
     fn desired(&self) -> Desired {
-        Desired::read(&*self.store)
+        self.state.read()
     }
 
     /// Commits, then waits until the gateway's route table reflects the commit, so the next
     /// request already sees the change.
     async fn commit(&self, txn: Txn) -> Result<u64, Error> {
-        let revision = self.store.commit(txn)?.ok_or_else(|| {
+        let revision = self.state.store().commit(txn).await?.ok_or_else(|| {
             Error::Conflict("another command changed the same resources at the same time; try again".into())
         })?;
         let _ = self.reconciler.published().wait_for(|p| *p >= revision).await;
@@ -155,7 +157,8 @@ impl Node {
             txn = txn
                 .expect(&state::deployment_key(&id), Some(deployment.revision))
                 .delete(&state::deployment_key(&id))
-                .delete(&state::outcome_key(&id));
+                .delete_prefix(&state::outcomes_prefix(&id))
+                .delete(&state::move_key(&id));
             ids.push(id);
         }
         self.commit(txn).await?;
@@ -282,7 +285,8 @@ impl Node {
             .expect(&state::endpoint_key(&id.endpoint), Some(ep.revision))
             .expect(&key, None)
             .put(&key, &DeploymentRecord { spec, all_traffic })
-            .delete(&state::outcome_key(&id));
+            .delete_prefix(&state::outcomes_prefix(&id))
+            .delete(&state::move_key(&id));
         self.commit_deployment(&id, txn, wait, sink).await
     }
 
@@ -332,7 +336,8 @@ impl Node {
             .expect(&state::endpoint_key(endpoint), Some(ep.revision))
             .expect(&key, Some(at.revision))
             .delete(&key)
-            .delete(&state::outcome_key(&id));
+            .delete_prefix(&state::outcomes_prefix(&id))
+            .delete(&state::move_key(&id));
         self.commit(txn).await?;
         if wait {
             self.wait_released(&[id]).await;
@@ -380,10 +385,10 @@ impl Node {
         mut progress: broadcast::Receiver<Progress>,
         sink: &ProgressSink,
     ) -> Result<(), Error> {
-        let mut changes = self.store.watch();
+        let mut changes = self.state.store().watch();
         loop {
             let desired = self.desired();
-            match desired.deployments.get(id) {
+            let all_traffic = match desired.deployments.get(id) {
                 None => {
                     return Err(Error::Other(format!(
                         "deployment {} was deleted while it was being created",
@@ -396,19 +401,24 @@ impl Node {
                         id.deployment
                     )));
                 }
-                Some(_) => {}
-            }
-            if let Some(outcome) = desired.current_outcome(id) {
-                if !outcome.succeeded {
+                Some(at) => at.record.all_traffic,
+            };
+            let moved = desired.moves.get(id).is_some_and(|m| m.record.revision == revision);
+            match desired.fleet_outcome(id) {
+                FleetOutcome::Failed { node, outcome } => {
                     let reason = outcome.reason.clone().unwrap_or_default();
+                    let on = if node == desired.me { String::new() } else { format!(" on node {node}") };
                     return Err(Error::Failed {
-                        message: format!("deployment {} failed: {reason}", id.deployment),
+                        message: format!("deployment {} failed{on}: {reason}", id.deployment),
                         logs: outcome.logs.clone(),
                     });
                 }
-                let now = *changes.borrow_and_update();
-                let _ = self.reconciler.published().wait_for(|p| *p >= now).await;
-                return Ok(());
+                FleetOutcome::Succeeded if moved || !all_traffic => {
+                    let now = *changes.borrow_and_update();
+                    let _ = self.reconciler.published().wait_for(|p| *p >= now).await;
+                    return Ok(());
+                }
+                FleetOutcome::Succeeded | FleetOutcome::Pending => {}
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() {

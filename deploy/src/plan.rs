@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use moat_egress_guard::Endpoint;
 
 use crate::egress;
-use crate::state::{DeploymentId, Desired};
+use crate::state::{DeploymentId, Desired, FleetOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -17,6 +17,20 @@ pub enum Action {
     /// Attach the egress guard to a running private deployment again: the workspace's private
     /// endpoints changed (its containers keep running).
     Reattach { id: DeploymentId },
+    /// `--all-traffic`: the revision succeeded on every live node; send it the endpoint's
+    /// traffic (once for the fleet: the move is recorded in the same commit).
+    MoveTraffic { id: DeploymentId, revision: u64 },
+}
+
+impl Action {
+    pub fn id(&self) -> &DeploymentId {
+        match self {
+            Action::Apply { id, .. }
+            | Action::Remove { id }
+            | Action::Reattach { id }
+            | Action::MoveTraffic { id, .. } => id,
+        }
+    }
 }
 
 /// `applied`: the revision this daemon last brought up (or saw fail) per deployment.
@@ -44,11 +58,17 @@ pub fn plan(
             actions.push(Action::Remove { id: id.clone() });
         }
     }
+    for (id, at) in &desired.deployments {
+        let moved = desired.moves.get(id).is_some_and(|m| m.record.revision == at.revision);
+        let everywhere = desired.fleet_outcome(id) == FleetOutcome::Succeeded;
+        let acted = actions.iter().any(|a| a.id() == id);
+        if at.record.all_traffic && everywhere && !moved && !acted && !busy.contains(id) {
+            actions.push(Action::MoveTraffic { id: id.clone(), revision: at.revision });
+        }
+    }
     let wanted = egress::endpoints(&desired.workspace);
     for (id, serving) in guarded {
-        let acted = actions
-            .iter()
-            .any(|a| matches!(a, Action::Apply { id: i, .. } | Action::Remove { id: i } if i == id));
+        let acted = actions.iter().any(|a| a.id() == id);
         if *serving != wanted && !acted && !busy.contains(id) && desired.deployments.contains_key(id) {
             actions.push(Action::Reattach { id: id.clone() });
         }
@@ -116,6 +136,37 @@ mod tests {
         let applied = HashMap::from([(id("gone"), 2), (id("busy"), 1)]);
         let busy = HashSet::from([id("busy"), id("blue")]);
         assert_eq!(plan(&d, &applied, &busy, &HashMap::new()), [Action::Remove { id: id("gone") }]);
+    }
+
+    #[test]
+    fn all_traffic_moves_once_when_every_live_node_succeeded() {
+        let blue = id("blue");
+        let world = World::new(Access::Enabled)
+            .endpoint(endpoint("ep1"))
+            .deployment(deployment("ep1", "blue"))
+            .all_traffic(&blue);
+        let applied = |d: &Desired| HashMap::from([(blue.clone(), revision(d, "blue"))]);
+        let none = |d: &Desired| plan(d, &applied(d), &HashSet::new(), &HashMap::new());
+        let other = "ffff0000";
+        let mine_only = world.node(other, &[]).outcome(&blue, true);
+        assert_eq!(none(&mine_only.desired), [], "the other live node has not succeeded yet");
+        let both = mine_only.outcome_on(other, &blue, true);
+        let r = revision(&both.desired, "blue");
+        assert_eq!(none(&both.desired), [Action::MoveTraffic { id: blue.clone(), revision: r }]);
+        let mut moved = both.desired.clone();
+        moved.moves.insert(
+            blue.clone(),
+            crate::state::At { record: crate::state::Moved { revision: r }, revision: 99 },
+        );
+        assert_eq!(none(&moved), [], "moved once");
+        let failed = World::new(Access::Enabled)
+            .endpoint(endpoint("ep1"))
+            .deployment(deployment("ep1", "blue"))
+            .all_traffic(&blue)
+            .node(other, &[])
+            .outcome(&blue, true)
+            .outcome_on(other, &blue, false);
+        assert_eq!(none(&failed.desired), [], "a node failed it: no traffic moves");
     }
 
     #[test]

@@ -21,12 +21,16 @@ use crate::plan::{Action, plan};
 use crate::routes::route_table;
 use crate::spec::Access;
 use crate::spec::deployment::DeploymentSpec;
-use crate::state::{self, DeploymentId, Desired, Outcome};
-use crate::store::{Store, Txn};
+use crate::state::{self, DeploymentId, Desired, Moved, Outcome, Reader};
+use crate::store::Txn;
 use crate::{container, egress, rules};
 
+/// A store that cannot be reached is tried again after this, doubling up to the next.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Reconciler {
-    store: Arc<dyn Store>,
+    state: Arc<Reader>,
     supervisor: Supervisor,
     routes: Routes,
     load: Arc<Load>,
@@ -38,6 +42,8 @@ pub struct Reconciler {
     progress: watch::Sender<u64>,
     /// The store revision the published route table reflects.
     published: watch::Sender<u64>,
+    /// A route table has been published: the node can serve.
+    serving: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -50,11 +56,13 @@ struct Books {
 pub enum Busy {
     Applying,
     Removing,
+    /// Moving the endpoint's traffic for `--all-traffic`.
+    Moving,
 }
 
 impl Reconciler {
     pub fn new(
-        store: Arc<dyn Store>,
+        state: Arc<Reader>,
         supervisor: Supervisor,
         routes: Routes,
         load: Arc<Load>,
@@ -62,7 +70,7 @@ impl Reconciler {
         guard: Arc<Guard>,
     ) -> Arc<Reconciler> {
         Arc::new(Reconciler {
-            store,
+            state,
             supervisor,
             routes,
             load,
@@ -72,6 +80,7 @@ impl Reconciler {
             books: Mutex::new(Books::default()),
             progress: watch::channel(0).0,
             published: watch::channel(0).0,
+            serving: watch::channel(false).0,
         })
     }
 
@@ -102,10 +111,15 @@ impl Reconciler {
         self.published.subscribe()
     }
 
+    /// True from the first route table on.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+
     /// Removes what an earlier daemon left for deployments that are gone (or failed), then
     /// reconciles on every change until the task is dropped.
     pub async fn run(self: Arc<Self>) {
-        let desired = Desired::read(&*self.store);
+        let desired = self.state.read();
         let keep: HashSet<DeploymentId> = desired
             .deployments
             .keys()
@@ -117,7 +131,7 @@ impl Reconciler {
         }
         self.guard.remove_others(&keep.iter().cloned().collect::<Vec<_>>());
         tokio::spawn(egress::report_kernel_drops(self.guard.clone()));
-        let mut store_changes = self.store.watch();
+        let mut store_changes = self.state.store().watch();
         let mut instance_changes = self.supervisor.subscribe();
         let mut progress = self.progress.subscribe();
         loop {
@@ -131,8 +145,8 @@ impl Reconciler {
     }
 
     fn pass(self: &Arc<Self>) {
-        let revision = *self.store.watch().borrow();
-        let desired = Desired::read(&*self.store);
+        let revision = *self.state.store().watch().borrow();
+        let desired = self.state.read();
         let table = route_table(&desired, &self.supervisor.leases(), &self.load, &self.admissions, &self.aml);
         for id in self.guard.deployments() {
             let instances = self.supervisor.instances(&id);
@@ -143,6 +157,7 @@ impl Reconciler {
         self.load.prune();
         self.admissions.prune();
 
+        self.serving.send_if_modified(|s| !std::mem::replace(s, true));
         self.published.send_if_modified(|p| {
             let newer = revision > *p;
             *p = (*p).max(revision);
@@ -164,6 +179,7 @@ impl Reconciler {
                         books.busy.insert(id.clone(), Busy::Applying)
                     }
                     Action::Remove { id } => books.busy.insert(id.clone(), Busy::Removing),
+                    Action::MoveTraffic { id, .. } => books.busy.insert(id.clone(), Busy::Moving),
                 };
             }
             actions
@@ -172,13 +188,12 @@ impl Reconciler {
             let this = self.clone();
             let desired = desired.clone();
             tokio::spawn(async move {
-                let id = match &action {
-                    Action::Apply { id, .. } | Action::Remove { id } | Action::Reattach { id } => id.clone(),
-                };
+                let id = action.id().clone();
                 match action {
                     Action::Apply { id, revision } => this.apply(&desired, &id, revision).await,
                     Action::Remove { id } => this.remove(&id).await,
                     Action::Reattach { id } => this.reattach(&desired, &id).await,
+                    Action::MoveTraffic { id, revision } => this.move_traffic(&id, revision).await,
                 }
                 this.books().busy.remove(&id);
                 this.progress.send_modify(|n| *n = n.wrapping_add(1));
@@ -202,9 +217,7 @@ impl Reconciler {
             Err(e) => Outcome { revision, succeeded: false, reason: Some(e.reason), logs: e.logs },
         };
         self.books().applied.insert(id.clone(), revision);
-        if let Err(e) = self.record_outcome(id, revision, outcome) {
-            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "recording the outcome");
-        }
+        self.record_outcome(id, revision, outcome).await;
     }
 
     /// A private deployment first gets its internal network and the egress guard on it; then
@@ -259,50 +272,74 @@ impl Reconciler {
         }
         let outcome =
             Outcome { revision: at.revision, succeeded: false, reason: Some(reason), logs: String::new() };
-        if let Err(e) = self.record_outcome(id, at.revision, outcome) {
-            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "recording the outcome");
+        self.record_outcome(id, at.revision, outcome).await;
+    }
+
+    /// Stores this node's outcome unless the same one is already there for this revision (a
+    /// restart re-applies). A store that cannot be reached is tried again until it can, or
+    /// until the revision is no longer current: whoever waits on the outcome waits for it.
+    async fn record_outcome(&self, id: &DeploymentId, revision: u64, outcome: Outcome) {
+        let mut delay = RETRY_FIRST;
+        loop {
+            // Re-read: the deployment may have changed or gone while its containers came up.
+            let desired = self.state.read();
+            if desired.deployments.get(id).is_none_or(|at| at.revision != revision) {
+                return;
+            }
+            let previous = desired.outcomes.get(id).and_then(|by_node| by_node.get(&desired.me));
+            let previous_here = previous.map(|p| &p.record).filter(|p| p.revision == revision);
+            if previous_here.is_some_and(|p| p.succeeded == outcome.succeeded) {
+                return;
+            }
+            let key = state::outcome_key(id, &desired.me);
+            let txn = Txn::default()
+                .expect(&state::deployment_key(id), Some(revision))
+                .expect(&key, previous.map(|p| p.revision))
+                .put(&key, &outcome);
+            match self.state.store().commit(txn).await {
+                Ok(Some(_)) => return,
+                Ok(None) => {
+                    // Something changed underneath; the next pass sees it and decides again.
+                    tracing::info!(endpoint = %id.endpoint, deployment = %id.deployment, "state changed while applying; outcome not recorded");
+                    self.books().applied.remove(id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "recording the outcome; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
         }
     }
 
-    /// Stores the outcome unless the same one is already there for this revision (a restart
-    /// re-applies), and moves traffic for `--all-traffic` the first time it succeeds.
-    fn record_outcome(
-        &self,
-        id: &DeploymentId,
-        revision: u64,
-        outcome: Outcome,
-    ) -> Result<(), crate::error::Error> {
-        // Re-read: the deployment may have changed or gone while its containers came up.
-        let desired = Desired::read(&*self.store);
-        let Some(at) = desired.deployments.get(id).filter(|at| at.revision == revision) else {
-            return Ok(());
-        };
-        let previous = desired.outcomes.get(id);
-        let previous_here = previous.map(|p| &p.record).filter(|p| p.revision == revision);
-        if previous_here.is_some_and(|p| p.succeeded == outcome.succeeded) {
-            return Ok(());
+    /// `--all-traffic` for a revision every live node brought up: the endpoint's traffic and
+    /// the record that it moved, in one commit; a node that loses the race finds it done.
+    async fn move_traffic(&self, id: &DeploymentId, revision: u64) {
+        let desired = self.state.read();
+        let Some(ep) = desired.endpoints.get(&id.endpoint) else { return };
+        if desired.deployments.get(id).is_none_or(|at| at.revision != revision) {
+            return;
         }
-        let outcome_key = state::outcome_key(id);
-        let mut txn = Txn::default()
+        let (endpoint_key, move_key) = (state::endpoint_key(&id.endpoint), state::move_key(id));
+        let mut record = ep.record.clone();
+        record.spec = rules::all_traffic(&record.spec, &id.deployment);
+        let txn = Txn::default()
+            .expect(&endpoint_key, Some(ep.revision))
             .expect(&state::deployment_key(id), Some(revision))
-            .expect(&outcome_key, previous.map(|p| p.revision));
-        if outcome.succeeded
-            && at.record.all_traffic
-            && previous_here.is_none()
-            && let Some(ep) = desired.endpoints.get(&id.endpoint)
-        {
-            let mut record = ep.record.clone();
-            record.spec = rules::all_traffic(&record.spec, &id.deployment);
-            let key = state::endpoint_key(&id.endpoint);
-            txn = txn.expect(&key, Some(ep.revision)).put(&key, record);
+            .expect(&move_key, desired.moves.get(id).map(|m| m.revision))
+            .put(&endpoint_key, record)
+            .put(&move_key, Moved { revision });
+        match self.state.store().commit(txn).await {
+            Ok(Some(_)) => {
+                tracing::info!(endpoint = %id.endpoint, deployment = %id.deployment, "all traffic moved to the deployment")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "moving traffic; trying again");
+                tokio::time::sleep(RETRY_FIRST).await;
+            }
         }
-        let txn = txn.put(&outcome_key, outcome);
-        if self.store.commit(txn)?.is_none() {
-            // Something changed underneath; the next pass sees it and decides again.
-            tracing::info!(endpoint = %id.endpoint, deployment = %id.deployment, "state changed while applying; outcome not recorded");
-            self.books().applied.remove(id);
-        }
-        Ok(())
     }
 
     async fn remove(&self, id: &DeploymentId) {

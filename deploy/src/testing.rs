@@ -10,7 +10,10 @@ use crate::spec::deployment::{
 };
 use crate::spec::endpoint::{AuthMode, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
-use crate::state::{At, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys, Outcome};
+use crate::state::{At, DeploymentId, DeploymentRecord, Desired, EndpointRecord, Keys, NodeRecord, Outcome};
+
+/// The node the tests' desired states are read by.
+pub const ME: &str = "0a1b2c3d";
 
 /// A valid deployment of the sample model: one Standard_F2s_v2 (4 GiB), egress enabled.
 pub fn deployment(endpoint: &str, name: &str) -> DeploymentSpec {
@@ -81,11 +84,15 @@ impl World {
         let mut workspace = WorkspaceSpec::default_workspace();
         workspace.public_network_access = access;
         let desired = Desired {
+            me: ME.into(),
             workspace,
             workspace_revision: None,
             endpoints: BTreeMap::new(),
             deployments: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            moves: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            undecodable: Vec::new(),
         };
         World { desired, revision: 0 }
     }
@@ -118,12 +125,39 @@ impl World {
         self
     }
 
-    /// How bringing up the deployment's current revision ended.
-    pub fn outcome(mut self, id: &DeploymentId, succeeded: bool) -> World {
+    /// How bringing up the deployment's current revision ended on this node.
+    pub fn outcome(self, id: &DeploymentId, succeeded: bool) -> World {
+        self.outcome_on(ME, id, succeeded)
+    }
+
+    /// How bringing up the deployment's current revision ended on `node`.
+    pub fn outcome_on(mut self, node: &str, id: &DeploymentId, succeeded: bool) -> World {
         let of = self.desired.deployments[id].revision;
         let revision = self.next();
-        let record = Outcome { revision: of, succeeded, reason: None, logs: String::new() };
-        self.desired.outcomes.insert(id.clone(), At { record, revision });
+        let reason = (!succeeded).then(|| format!("it failed on {node}"));
+        let record = Outcome { revision: of, succeeded, reason, logs: String::new() };
+        self.desired.outcomes.entry(id.clone()).or_default().insert(node.into(), At { record, revision });
+        self
+    }
+
+    /// Another node that is up, with its ready instances of each deployment.
+    pub fn node(mut self, node: &str, ready: &[(&DeploymentId, u32)]) -> World {
+        let revision = self.next();
+        let record = NodeRecord {
+            advertise: format!("{node}.example:8080"),
+            version: "0.1.0".into(),
+            ready: ready.iter().map(|(id, n)| (id.to_string(), *n)).collect(),
+            lease: 0,
+        };
+        self.desired.nodes.insert(node.into(), At { record, revision });
+        self
+    }
+
+    /// A deployment that takes all traffic once it succeeds.
+    pub fn all_traffic(mut self, id: &DeploymentId) -> World {
+        if let Some(at) = self.desired.deployments.get_mut(id) {
+            at.record.all_traffic = true;
+        }
         self
     }
 }

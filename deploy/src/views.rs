@@ -13,7 +13,7 @@ use crate::rules;
 use crate::spec::Access;
 use crate::spec::deployment::DeploymentSpec;
 use crate::spec::endpoint::AuthMode;
-use crate::state::{DeploymentId, Desired, EndpointRecord};
+use crate::state::{DeploymentId, Desired, EndpointRecord, FleetOutcome};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointView {
@@ -34,11 +34,22 @@ pub struct EndpointView {
 pub struct DeploymentView {
     #[serde(flatten)]
     pub spec: DeploymentSpec,
+    /// The fleet's: Succeeded once every live node succeeded (one node: this one).
     pub provisioning_state: &'static str,
     pub health: &'static str,
+    /// This node's.
     pub instances: Vec<InstanceStatus>,
     pub egress: Egress,
     pub warnings: Vec<String>,
+    /// Every live node's state of the deployment.
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    pub provisioning_state: &'static str,
+    pub ready_instances: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -84,17 +95,50 @@ pub struct Observed {
 pub fn deployment(desired: &Desired, id: &DeploymentId, observed: Observed) -> Option<DeploymentView> {
     let at = desired.deployments.get(id)?;
     let spec = at.record.spec.clone();
-    let outcome = desired.current_outcome(id);
-    let mut warnings: Vec<String> = outcome.and_then(|o| o.reason.clone()).into_iter().collect();
+    let fleet = desired.fleet_outcome(id);
+    let mut warnings: Vec<String> = match fleet {
+        FleetOutcome::Failed { node, outcome } if node != desired.me => {
+            vec![format!(
+                "failed on node {node}: {}",
+                outcome.reason.as_deref().unwrap_or("no reason recorded")
+            )]
+        }
+        FleetOutcome::Failed { outcome, .. } => outcome.reason.clone().into_iter().collect(),
+        _ => Vec::new(),
+    };
     warnings.extend(rules::pair_warning(&desired.workspace, &spec));
     warnings.extend(instance_warnings(&observed.instances));
+    let ready_here = observed.instances.iter().filter(|i| i.life.ready).count() as u32;
+    let nodes = desired
+        .live_nodes()
+        .into_iter()
+        .map(|node| NodeView {
+            node: node.to_string(),
+            provisioning_state: provisioning_state(
+                None,
+                desired.outcome_on(id, node).map(|o| o.succeeded),
+                desired.updated(id),
+            ),
+            ready_instances: match node == desired.me {
+                true => ready_here,
+                false => desired
+                    .nodes
+                    .get(node)
+                    .and_then(|n| n.record.ready.get(&id.to_string()))
+                    .copied()
+                    .unwrap_or(0),
+            },
+        })
+        .collect();
+    let succeeded = match fleet {
+        FleetOutcome::Succeeded => Some(true),
+        FleetOutcome::Failed { .. } => Some(false),
+        FleetOutcome::Pending => None,
+    };
     Some(DeploymentView {
         // An outcome of an earlier revision means this one is an update.
-        provisioning_state: provisioning_state(
-            observed.busy,
-            outcome.map(|o| o.succeeded),
-            desired.outcomes.contains_key(id),
-        ),
+        provisioning_state: provisioning_state(observed.busy, succeeded, desired.updated(id)),
+        nodes,
         health: health(&observed.instances, spec.instance_count),
         spec,
         instances: observed.instances,
@@ -206,6 +250,31 @@ mod tests {
                 "{busy:?} {succeeded:?} {earlier}"
             );
         }
+    }
+
+    #[test]
+    fn show_gives_the_fleets_state_and_every_live_nodes_own() {
+        use crate::spec::Access;
+        use crate::testing::{ME, World, deployment, endpoint};
+        let id = DeploymentId::new("ep1", "blue");
+        let world = World::new(Access::Enabled)
+            .endpoint(endpoint("ep1"))
+            .deployment(deployment("ep1", "blue"))
+            .node("ffff0000", &[(&id, 2)])
+            .outcome(&id, true);
+        let observed = || Observed { busy: None, instances: Vec::new(), egress: Vec::new() };
+        let view = super::deployment(&world.desired, &id, observed()).expect("view");
+        assert_eq!(view.provisioning_state, "Creating", "the other node is not done");
+        let node = |node: &str, provisioning_state, ready_instances| NodeView {
+            node: node.into(),
+            provisioning_state,
+            ready_instances,
+        };
+        assert_eq!(view.nodes, [node(ME, "Succeeded", 0), node("ffff0000", "Creating", 2)]);
+        let failed = world.outcome_on("ffff0000", &id, false);
+        let view = super::deployment(&failed.desired, &id, observed()).expect("view");
+        assert_eq!(view.provisioning_state, "Failed");
+        assert_eq!(view.warnings, ["failed on node ffff0000: it failed on ffff0000"]);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
 //! - [`mirror`]: copies of live requests to the mirror deployment, off the request's path.
 //! - [`access_log`]: the one JSON line per request.
+//! - [`health`]: `/healthz` and `/readyz`, outside the request life.
 //! - [`metrics`]: the Prometheus series of CONTRACT.md.
 //! - [`server`]: the listener's accept loop and graceful shutdown.
 //! - [`workers`]: the threads that serve connections, one event loop each.
@@ -31,6 +32,7 @@ pub mod admission;
 pub mod auth;
 pub mod context;
 pub mod forward;
+pub mod health;
 pub mod ingress;
 pub mod load;
 pub mod metrics;

@@ -35,6 +35,10 @@ use crate::target::{self, Operation};
 use crate::{metrics, mirror};
 
 pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> Response<Full<Bytes>> {
+    // A balancer's probe: no policy, no credential, no access line.
+    if let Some(answer) = gw.health.answer(req.method(), req.uri().path()) {
+        return answer;
+    }
     let origin = origin::origin(conn, req.headers(), &gw.config.ingress);
     let mut ctx = RequestCtx::new(origin.client);
     let client_request_id = client_request_id(req.headers());

@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use crate::Config;
 use crate::access_log::LogSink;
 use crate::auth::aad::Aad;
+use crate::health::Health;
 use crate::table::Routes;
 
 pub struct Gateway {
@@ -18,12 +19,14 @@ pub struct Gateway {
     pub log: LogSink,
     /// Mirror copies in flight at once, over all endpoints (`mirror_max_in_flight`).
     pub mirror_budget: Arc<Semaphore>,
+    /// What `/readyz` answers; `deploy` keeps it.
+    pub health: Arc<Health>,
 }
 
 impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
         let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
         let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
-        Arc::new(Gateway { config, aad, routes, log, mirror_budget })
+        Arc::new(Gateway { config, aad, routes, log, mirror_budget, health: Arc::default() })
     }
 }

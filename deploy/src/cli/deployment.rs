@@ -182,7 +182,7 @@ fn with_logs(result: Result<Value, Error>) -> Result<Value, Error> {
 /// The spec part of what `show` prints.
 fn spec_fields(mut view: Value) -> Value {
     if let Value::Object(map) = &mut view {
-        for observed in ["provisioning_state", "health", "instances", "egress", "warnings"] {
+        for observed in ["provisioning_state", "health", "instances", "egress", "warnings", "nodes"] {
             map.remove(observed);
         }
     }

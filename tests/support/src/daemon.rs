@@ -136,11 +136,23 @@ impl Daemon {
 
     /// Where the daemon serves `/metrics`, from its ready line in the log.
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.ready_line_addr("metrics")
+    }
+
+    /// Where the daemon's plaintext scoring listener is, from its ready line in the log.
+    pub fn scoring_addr(&self) -> std::net::SocketAddr {
+        self.ready_line_addr("scoring")
+    }
+
+    fn ready_line_addr(&self, field: &str) -> std::net::SocketAddr {
         let log = self.log();
         let line = log.lines().rev().find(|l| l.contains("moat serve is ready")).expect("ready line");
-        let url =
-            line.split("\"metrics\":\"http://").nth(1).and_then(|r| r.split('/').next()).expect("metrics");
-        url.parse().expect("metrics address")
+        let url = line
+            .split(&format!("\"{field}\":\"http://"))
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no {field} address in {line}"));
+        url.parse().expect("an address")
     }
 
     /// The daemon's log so far. Access and decision lines reach it in batches every 10 ms;

@@ -1,69 +1,18 @@
-//! The desired state's store: a key-value map with revisions, behind the narrow interface
-//! an etcd cluster could also honour (get, range, compare-and-set of several keys at once,
-//! watch from a revision).
-//!
-//! [`FileStore`] is the embedded default: the whole map in one JSON file, rewritten
-//! atomically on every commit (temp file, fsync, rename, fsync of the folder), owner-only
-//! because it holds endpoint keys.
+//! [`FileStore`]: the embedded default: the whole map in one JSON file, rewritten atomically on
+//! every commit (temp file, fsync, rename, fsync of the folder), owner-only because it holds
+//! endpoint keys.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::watch;
 
+use super::{Op, Store, Txn, Versioned};
 use crate::error::Error;
 use crate::private_file;
-
-/// A value and the revision of the commit that last wrote it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Versioned {
-    pub value: Value,
-    pub mod_revision: u64,
-}
-
-/// All-or-nothing: every compare must hold, then every op is applied under one new revision.
-#[derive(Debug, Default)]
-pub struct Txn {
-    /// (key, expected `mod_revision`; `None`: the key must be absent).
-    pub compares: Vec<(String, Option<u64>)>,
-    pub ops: Vec<Op>,
-}
-
-#[derive(Debug)]
-pub enum Op {
-    Put(String, Value),
-    Delete(String),
-}
-
-impl Txn {
-    pub fn expect(mut self, key: &str, revision: Option<u64>) -> Txn {
-        self.compares.push((key.to_string(), revision));
-        self
-    }
-
-    pub fn put(mut self, key: &str, value: impl Serialize) -> Txn {
-        self.ops.push(Op::Put(key.to_string(), serde_json::to_value(value).unwrap_or(Value::Null)));
-        self
-    }
-
-    pub fn delete(mut self, key: &str) -> Txn {
-        self.ops.push(Op::Delete(key.to_string()));
-        self
-    }
-}
-
-pub trait Store: Send + Sync {
-    fn get(&self, key: &str) -> Option<Versioned>;
-    /// Every key that starts with `prefix`, in key order.
-    fn range(&self, prefix: &str) -> Vec<(String, Versioned)>;
-    /// The new revision, or `None` when a compare failed (nothing was written).
-    fn commit(&self, txn: Txn) -> Result<Option<u64>, Error>;
-    /// The current revision now and after every later commit.
-    fn watch(&self) -> watch::Receiver<u64>;
-}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
@@ -97,6 +46,7 @@ impl FileStore {
     }
 }
 
+#[async_trait]
 impl Store for FileStore {
     fn get(&self, key: &str) -> Option<Versioned> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).entries.get(key).cloned()
@@ -112,7 +62,7 @@ impl Store for FileStore {
             .collect()
     }
 
-    fn commit(&self, txn: Txn) -> Result<Option<u64>, Error> {
+    async fn commit(&self, txn: Txn) -> Result<Option<u64>, Error> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for (key, expected) in &txn.compares {
             if state.entries.get(key).map(|v| v.mod_revision) != *expected {
@@ -129,6 +79,7 @@ impl Store for FileStore {
                 Op::Delete(key) => {
                     next.entries.remove(&key);
                 }
+                Op::DeletePrefix(prefix) => next.entries.retain(|k, _| !k.starts_with(&prefix)),
             }
         }
         // On disk first: what a caller was told is committed survives a crash.
@@ -175,32 +126,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn compare_and_set_commits_all_or_nothing() {
+    #[tokio::test]
+    async fn compare_and_set_commits_all_or_nothing() {
         let (_dir, store) = temp_store();
         let r1 = store
             .commit(Txn::default().expect("a", None).put("a", 1).put("b", 2))
+            .await
             .expect("io")
             .expect("applied");
         assert_eq!(store.get("a").map(|v| v.mod_revision), Some(r1));
         // A stale compare writes nothing.
-        assert_eq!(store.commit(Txn::default().expect("a", None).put("c", 3)).expect("io"), None);
+        assert_eq!(store.commit(Txn::default().expect("a", None).put("c", 3)).await.expect("io"), None);
         assert!(store.get("c").is_none());
         let r2 = store
             .commit(Txn::default().expect("a", Some(r1)).delete("a").put("c", 3))
+            .await
             .expect("io")
             .expect("applied");
         assert_eq!(r2, r1 + 1);
         assert!(store.get("a").is_none());
         let keys: Vec<_> = store.range("").into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["b", "c"]);
+        store.commit(Txn::default().put("d/1", 1).put("d/2", 2).put("e", 3)).await.expect("io");
+        store.commit(Txn::default().delete_prefix("d/")).await.expect("io");
+        let keys: Vec<_> = store.range("").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["b", "c", "e"]);
     }
 
-    #[test]
-    fn state_survives_a_reopen_and_the_file_is_owner_only() {
+    #[tokio::test]
+    async fn state_survives_a_reopen_and_the_file_is_owner_only() {
         let (dir, store) = temp_store();
         store
             .commit(Txn::default().put("endpoints/a", "x").put("endpoints/b", "y").put("other", 0))
+            .await
             .expect("io");
         drop(store);
         let reopened = FileStore::open(&dir.0.join("store.json")).expect("open");
@@ -210,11 +168,11 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    #[test]
-    fn watchers_see_each_new_revision() {
+    #[tokio::test]
+    async fn watchers_see_each_new_revision() {
         let (_dir, store) = temp_store();
         let mut watch = store.watch();
-        store.commit(Txn::default().put("k", 1)).expect("io");
+        store.commit(Txn::default().put("k", 1)).await.expect("io");
         assert!(watch.has_changed().expect("open"));
         assert_eq!(*watch.borrow_and_update(), 1);
     }
