@@ -6,29 +6,14 @@ use std::net::SocketAddr;
 
 use std::time::Duration;
 
-use moat_test_support::{Daemon, TEST_IMAGE, http, require_test_image, wait_until};
+use moat_test_support::{Daemon, http, require_test_image, scorer_deployment, wait_until};
 use serde_json::Value;
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 
 fn deployment(d: &Daemon, endpoint: &str, name: &str) {
-    let spec = format!(
-        "name: {name}
-endpoint_name: {endpoint}
-environment:
-  image: {TEST_IMAGE}
-  inference_config:
-    liveness_route: {{port: 5001, path: /live}}
-    readiness_route: {{port: 5001, path: /ready}}
-    scoring_route: {{port: 5001, path: /score}}
-instance_type: Standard_F1s
-request_settings: {{max_concurrent_requests_per_instance: 4}}
-readiness_probe: {{initial_delay: 0, period: 1}}
-environment_variables: {{VERSION: {name}}}
-"
-    );
     let file = d.home.join(format!("{name}.yml"));
-    std::fs::write(&file, spec).expect("spec");
+    std::fs::write(&file, scorer_deployment(endpoint, name, 1)).expect("spec");
     d.cli(&format!("online-deployment create -f {}", file.display())).ok();
 }
 

@@ -7,34 +7,16 @@ use std::time::{Duration, Instant};
 
 use moat_test_support::{
     Daemon, Load, Registry, TEST_IMAGE, Tally, free_port, home_containers, http, require_test_image,
-    wait_until,
+    scorer_deployment, wait_until,
 };
 use serde_json::Value;
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 
-/// A deployment of the test scorer with 1-second probes that start at once.
+/// A deployment `blue` of the test scorer with 1-second probes, answering as version v1,
+/// with more environment variables (`  NAME: value` lines).
 fn deployment_yaml(endpoint: &str, count: u32, extra_env: &str) -> String {
-    format!(
-        "name: blue
-endpoint_name: {endpoint}
-environment:
-  image: {TEST_IMAGE}
-  inference_config:
-    liveness_route: {{port: 5001, path: /live}}
-    readiness_route: {{port: 5001, path: /ready}}
-    scoring_route: {{port: 5001, path: /score}}
-instance_type: Standard_F1s
-instance_count: {count}
-request_settings:
-  request_timeout_ms: 5000
-  max_concurrent_requests_per_instance: 16
-liveness_probe: {{initial_delay: 0, period: 1, failure_threshold: 3}}
-readiness_probe: {{initial_delay: 0, period: 1, failure_threshold: 3}}
-environment_variables:
-  VERSION: v1
-{extra_env}"
-    )
+    scorer_deployment(endpoint, "blue", count).replace("VERSION: blue", "VERSION: v1") + extra_env
 }
 
 fn setup(d: &Daemon, endpoint: &str, count: u32, extra_env: &str) -> (String, Value) {

@@ -13,6 +13,7 @@ use moat_supervisor::BackoffSettings;
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::fleet::config::{FleetConfig, FleetFile};
 use crate::spec::Document;
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +38,7 @@ struct ConfigFile {
     ingress: Option<IngressFile>,
     auth: Option<AuthFile>,
     supervisor: Option<SupervisorFile>,
+    fleet: Option<FleetFile>,
 }
 
 fn default_listen() -> Option<String> {
@@ -125,6 +127,8 @@ pub struct Config {
     pub aml_token_ttl: Duration,
     pub aad: Option<AadConfig>,
     pub ingress: IngressConfig,
+    /// `None`: the embedded store, one node.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `serve` flags; each overrides its config key.
@@ -249,6 +253,11 @@ impl Config {
             }));
         }
 
+        let fleet = match &file.fleet {
+            None => None,
+            Some(f) => Some(crate::fleet::config::parse(f, &base, &invalid)?),
+        };
+
         let listen_text = flags.listen.clone().or(file.listen);
         let listen = match listen_text.as_deref() {
             None | Some("null") => None,
@@ -289,6 +298,7 @@ impl Config {
             aml_token_ttl,
             aad,
             ingress,
+            fleet,
         })
     }
 }
@@ -345,6 +355,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ingress.trusted_proxies"), "{e}");
+    }
+
+    #[test]
+    fn a_fleet_needs_a_name_etcd_endpoints_and_a_key_file() {
+        let c = load(
+            "fleet:\n  name: prod-eastus\n  etcd: {endpoints: [http://10.0.1.4:2379]}\n  key_file: /etc/moat/fleet.key\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        let fleet = c.fleet.expect("fleet");
+        assert_eq!((fleet.name.as_str(), fleet.etcd.max_staleness), ("prod-eastus", Duration::from_secs(30)));
+        for (text, expected) in [
+            ("fleet:\n  etcd: {endpoints: [http://a:2379]}\n  key_file: k\n", "give the fleet's `name`"),
+            ("fleet:\n  name: x y\n  etcd: {endpoints: [http://a:2379]}\n  key_file: k\n", "fleet.name"),
+            ("fleet:\n  name: abc\n  etcd: {endpoints: []}\n  key_file: k\n", "fleet.etcd.endpoints"),
+            ("fleet:\n  name: abc\n  etcd: {endpoints: [10.0.1.4:2379]}\n  key_file: k\n", "client URLs"),
+            ("fleet:\n  name: abc\n  etcd: {endpoints: [http://a:2379]}\n", "key_file"),
+            (
+                "fleet:\n  name: abc\n  etcd: {endpoints: [http://a:2379], cert_file: c}\n  key_file: k\n",
+                "ca_file",
+            ),
+        ] {
+            let e = load(text, Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod container;
 pub mod daemon;
 pub mod egress;
 pub mod error;
+pub mod fleet;
 pub mod home;
 pub mod keys;
 pub mod logging;

@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::admin::{Credentials, KeyType, WorkspaceUpdate};
 use crate::error::Error;
+use crate::fleet::status::{self, FleetStatus};
 use crate::keys;
 use crate::reconciler::Reconciler;
 use crate::rules;
@@ -21,6 +22,7 @@ use crate::state::{
     self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, FleetOutcome, Keys, Reader,
 };
 use crate::store::Txn;
+use crate::store::etcd::EtcdStore;
 use crate::views::{self, DeploymentView, EndpointView, Observed, ScoringBase};
 use moat_gateway::auth::aad::AadConfig;
 use moat_gateway::auth::aml::{self, AmlKey};
@@ -35,6 +37,14 @@ pub struct Node {
     pub reconciler: Arc<Reconciler>,
     pub scoring: Option<ScoringBase>,
     pub tokens: Tokens,
+    /// `None`: a node on its own, with the home's store.
+    pub fleet: Option<Fleet>,
+}
+
+/// The fleet a node belongs to, and its store.
+pub struct Fleet {
+    pub name: String,
+    pub etcd: Arc<EtcdStore>,
 }
 
 /// What token auth needs: the workspace's aml signing key and token lifetime, and the
@@ -49,6 +59,16 @@ fn checked(result: Result<(), Broken>) -> Result<(), Error> {
     result.map_err(Broken::into_error)
 }
 
+/// An update made to an earlier revision of a record would undo what came since.
+fn unmoved(kind: &str, name: &str, current: u64, expected: Option<u64>) -> Result<(), Error> {
+    match expected {
+        Some(base) if base != current => {
+            Err(Error::Conflict(format!("{kind} {name} {}; try again", crate::admin::MOVED)))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn endpoint_of<'a>(desired: &'a Desired, name: &str) -> Result<&'a state::At<EndpointRecord>, Error> {
     desired.endpoints.get(name).ok_or_else(|| Error::NotFound(format!("endpoint {name} not found")))
 }
@@ -61,15 +81,34 @@ impl Node {
     /// Commits, then waits until the gateway's route table reflects the commit, so the next
     /// request already sees the change.
     async fn commit(&self, txn: Txn) -> Result<u64, Error> {
-        let revision = self.state.store().commit(txn).await?.ok_or_else(|| {
-            Error::Conflict("another command changed the same resources at the same time; try again".into())
-        })?;
+        let revision = self
+            .state
+            .store()
+            .commit(txn)
+            .await?
+            .ok_or_else(|| Error::Conflict(format!("{}; try again", crate::admin::RACED)))?;
         let _ = self.reconciler.published().wait_for(|p| *p >= revision).await;
         Ok(revision)
     }
 
     fn host_memory(&self) -> u64 {
         self.supervisor.host().memory_bytes
+    }
+
+    /// How current this node's copy of the desired state is.
+    pub fn freshness(&self) -> crate::store::Freshness {
+        self.state.store().freshness()
+    }
+
+    // ---- fleet ----
+
+    pub async fn fleet_status(&self) -> Result<FleetStatus, Error> {
+        let Some(fleet) = &self.fleet else {
+            return Err(Error::Invalid(
+                "this node is not in a fleet: its config has no `fleet` section".into(),
+            ));
+        };
+        Ok(status::status(&fleet.name, &fleet.etcd, &self.desired()).await)
     }
 
     // ---- workspace ----
@@ -103,9 +142,11 @@ impl Node {
 
     // ---- endpoints ----
 
-    pub fn endpoint(&self, name: &str) -> Result<EndpointView, Error> {
+    /// The endpoint, and the revision of its record (an update sends it back).
+    pub fn endpoint_at(&self, name: &str) -> Result<(EndpointView, u64), Error> {
         let desired = self.desired();
-        Ok(views::endpoint(&endpoint_of(&desired, name)?.record, self.scoring.as_ref()))
+        let at = endpoint_of(&desired, name)?;
+        Ok((views::endpoint(&at.record, self.scoring.as_ref()), at.revision))
     }
 
     pub fn endpoints(&self) -> Vec<EndpointView> {
@@ -127,11 +168,17 @@ impl Node {
     }
 
     /// Replaces the endpoint's spec (traffic, mirror, description, tags); its keys stay.
-    pub async fn update_endpoint(&self, spec: EndpointSpec) -> Result<EndpointView, Error> {
+    /// `expected`: the revision the change was made to; refused if the record has moved.
+    pub async fn update_endpoint(
+        &self,
+        spec: EndpointSpec,
+        expected: Option<u64>,
+    ) -> Result<EndpointView, Error> {
         checked(spec.check())?;
         let desired = self.desired();
         rules::update_endpoint(&desired, &spec)?;
         let at = endpoint_of(&desired, &spec.name)?;
+        unmoved("endpoint", &spec.name, at.revision, expected)?;
         let key = state::endpoint_key(&spec.name);
         let record = EndpointRecord { spec, keys: at.record.keys.clone() };
         // The deployments its traffic names must still be there when this commits.
@@ -244,10 +291,17 @@ impl Node {
     }
 
     pub fn deployment(&self, endpoint: &str, name: &str) -> Result<DeploymentView, Error> {
+        self.deployment_at(endpoint, name).map(|(view, _)| view)
+    }
+
+    /// The deployment, and the revision of its record (an update sends it back).
+    pub fn deployment_at(&self, endpoint: &str, name: &str) -> Result<(DeploymentView, u64), Error> {
         let desired = self.desired();
         endpoint_of(&desired, endpoint)?;
-        self.deployment_view(&desired, &DeploymentId::new(endpoint, name))
-            .ok_or_else(|| Error::NotFound(format!("deployment {name} not found on endpoint {endpoint}")))
+        let id = DeploymentId::new(endpoint, name);
+        let missing = || Error::NotFound(format!("deployment {name} not found on endpoint {endpoint}"));
+        let revision = desired.deployments.get(&id).ok_or_else(missing)?.revision;
+        Ok((self.deployment_view(&desired, &id).ok_or_else(missing)?, revision))
     }
 
     pub fn deployments(&self, endpoint: &str) -> Result<Vec<DeploymentView>, Error> {
@@ -295,6 +349,7 @@ impl Node {
     pub async fn update_deployment(
         &self,
         spec: DeploymentSpec,
+        expected: Option<u64>,
         wait: bool,
         sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
@@ -303,6 +358,7 @@ impl Node {
         rules::update_deployment(&desired, &spec, self.host_memory())?;
         let id = spec.id();
         let revision = desired.deployments.get(&id).map(|at| at.revision);
+        unmoved("deployment", &id.deployment, revision.unwrap_or(0), expected)?;
         let key = state::deployment_key(&id);
         let txn =
             Txn::default().expect(&key, revision).put(&key, &DeploymentRecord { spec, all_traffic: false });

@@ -214,6 +214,11 @@ pub struct ScoringBase {
 }
 
 impl ScoringBase {
+    /// `scheme://host:port`, how other nodes and operators reach this one.
+    pub fn origin(&self) -> String {
+        format!("{}://{}:{}", self.scheme, self.host, self.port)
+    }
+
     pub fn uri(&self, endpoint: &str, leaf: &str) -> String {
         let default_port = matches!((self.scheme, self.port), ("http", 80) | ("https", 443));
         let port = if default_port { String::new() } else { format!(":{}", self.port) };

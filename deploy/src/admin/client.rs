@@ -13,17 +13,39 @@ use tokio::net::UnixStream;
 use super::{StreamLine, WireError};
 use crate::error::Error;
 
+#[derive(Clone)]
 pub struct AdminClient {
     socket: PathBuf,
+    /// Sent with updates: the revision of the record the change was made to.
+    expect_revision: Option<u64>,
 }
 
 impl AdminClient {
     pub fn new(socket: &Path) -> AdminClient {
-        AdminClient { socket: socket.to_path_buf() }
+        AdminClient { socket: socket.to_path_buf(), expect_revision: None }
+    }
+
+    /// A client whose updates are refused if the record has moved past `revision`.
+    pub fn expecting(&self, revision: Option<u64>) -> AdminClient {
+        AdminClient { expect_revision: revision, ..self.clone() }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Error> {
         self.call(Method::GET, path, None::<()>).await
+    }
+
+    /// A record as `show` answers it, and its revision in the store.
+    pub async fn get_at(&self, path: &str) -> Result<(Value, Option<u64>), Error> {
+        let response = self.open(Method::GET, path, None::<()>).await?;
+        let revision = response
+            .headers()
+            .get(super::REVISION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = collect(response).await?;
+        let value =
+            serde_json::from_slice(&body).map_err(|e| Error::other("decoding the daemon's answer", e))?;
+        Ok((value, revision))
     }
 
     pub async fn delete(&self, path: &str) -> Result<Value, Error> {
@@ -108,18 +130,25 @@ impl AdminClient {
             }
             None => Bytes::new(),
         };
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "moat")
-            .header("content-type", "application/json")
-            .body(Full::new(bytes))
-            .map_err(|e| Error::other("building the request", e))?;
+            .header("content-type", "application/json");
+        if let Some(revision) = self.expect_revision {
+            request = request.header(super::EXPECT_REVISION_HEADER, revision.to_string());
+        }
+        let request = request.body(Full::new(bytes)).map_err(|e| Error::other("building the request", e))?;
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| Error::other("the daemon closed the connection", e))?;
         let status = response.status();
+        if let Some(stale) = response.headers().get(super::STALE_HEADER).and_then(|v| v.to_str().ok()) {
+            eprintln!(
+                "warning: this node has not heard from etcd for {stale} s: what it answers may be stale"
+            );
+        }
         if status.is_success() {
             return Ok(response);
         }

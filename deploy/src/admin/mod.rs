@@ -10,6 +10,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+/// Seconds since the answering node last heard from etcd, when its copy may be stale.
+pub const STALE_HEADER: &str = "x-moat-stale-s";
+/// The store revision of the record `show` answered with.
+pub const REVISION_HEADER: &str = "x-moat-revision";
+/// On an update: the revision of the record the change was made to; refused if it moved.
+pub const EXPECT_REVISION_HEADER: &str = "x-moat-expect-revision";
+/// What a refused update's message says when the record moved since it was read (the CLI
+/// then reads it again and re-applies its change).
+pub const MOVED: &str = "was changed by another command since this update read it";
+/// What a commit's message says when its compare-and-set lost to another command: nothing
+/// was written, so the same change can be tried again.
+pub const RACED: &str = "another command changed the same resources at the same time";
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireError {
     pub kind: String,

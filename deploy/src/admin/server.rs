@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -57,6 +57,7 @@ struct WorkspaceMode {
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
+        .route("/v1/fleet", get(fleet_status))
         .route("/v1/workspace", get(workspace_show).put(workspace_put))
         .route("/v1/endpoints", get(endpoint_list).post(endpoint_create))
         .route("/v1/endpoints/{endpoint}", get(endpoint_show).put(endpoint_update).delete(endpoint_delete))
@@ -68,7 +69,32 @@ pub fn router(node: Arc<Node>) -> Router {
             get(deployment_show).put(deployment_update).delete(deployment_delete),
         )
         .route("/v1/endpoints/{endpoint}/deployments/{deployment}/logs", get(deployment_logs))
+        .layer(axum::middleware::map_response_with_state(node.clone(), say_staleness))
+        // Past axum's 2 MB default, so that the store's own limit answers, naming itself.
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .with_state(node)
+}
+
+/// Every answer says how long since this node heard from its store's authority, when that is
+/// long enough to matter: a read then answers from a copy that may be stale.
+async fn say_staleness(State(node): Shared, mut response: Response) -> Response {
+    let stale = node.freshness().stale.as_secs();
+    if stale >= STALE_WORTH_SAYING_S
+        && let Ok(value) = axum::http::HeaderValue::from_str(&stale.to_string())
+    {
+        response.headers_mut().insert(super::STALE_HEADER, value);
+    }
+    response
+}
+
+/// The largest request the admin API reads.
+const ADMIN_BODY_LIMIT: usize = 16 << 20;
+
+/// Below this, etcd's own heartbeat gaps: nothing to say.
+const STALE_WORTH_SAYING_S: u64 = 3;
+
+async fn fleet_status(State(node): Shared) -> Result<impl IntoResponse, Error> {
+    Ok(Json(node.fleet_status().await?))
 }
 
 pub async fn serve(
@@ -112,19 +138,30 @@ async fn endpoint_create(
 async fn endpoint_update(
     State(node): Shared,
     Path(endpoint): Path<String>,
+    headers: HeaderMap,
     Json(spec): Json<EndpointSpec>,
 ) -> Result<impl IntoResponse, Error> {
     if spec.name != endpoint {
         return Err(Error::Invalid(format!("the spec names endpoint {}, the request {endpoint}", spec.name)));
     }
-    Ok(Json(node.update_endpoint(spec).await?))
+    Ok(Json(node.update_endpoint(spec, expected_revision(&headers)?).await?))
 }
 
 async fn endpoint_show(
     State(node): Shared,
     Path(endpoint): Path<String>,
 ) -> Result<impl IntoResponse, Error> {
-    Ok(Json(node.endpoint(&endpoint)?))
+    let (view, revision) = node.endpoint_at(&endpoint)?;
+    Ok(([(super::REVISION_HEADER, revision.to_string())], Json(view)))
+}
+
+/// The revision an update was based on (from `show`), if the client sent it.
+fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let Some(value) = headers.get(super::EXPECT_REVISION_HEADER) else { return Ok(None) };
+    let revision = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+    revision.map(Some).ok_or_else(|| {
+        Error::Parse(format!("header {}: expected a revision number", super::EXPECT_REVISION_HEADER))
+    })
 }
 
 async fn endpoint_delete(
@@ -175,15 +212,19 @@ async fn deployment_create(
 async fn deployment_update(
     State(node): Shared,
     Path((endpoint, deployment)): Path<(String, String)>,
+    headers: HeaderMap,
     Json(body): Json<UpdateDeployment>,
 ) -> Result<impl IntoResponse, Error> {
+    let expected = expected_revision(&headers)?;
     if body.spec.endpoint_name != endpoint || body.spec.name != deployment {
         return Err(Error::Invalid(format!(
             "the spec names {}/{}, the request {endpoint}/{deployment}",
             body.spec.endpoint_name, body.spec.name
         )));
     }
-    Ok(streamed(move |sink| async move { node.update_deployment(body.spec, body.wait, &sink).await }))
+    Ok(streamed(
+        move |sink| async move { node.update_deployment(body.spec, expected, body.wait, &sink).await },
+    ))
 }
 
 /// Runs a long operation and answers with JSON lines: its progress as it comes, then its
@@ -241,7 +282,8 @@ async fn deployment_show(
     State(node): Shared,
     Path((endpoint, deployment)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, Error> {
-    Ok(Json(node.deployment(&endpoint, &deployment)?))
+    let (view, revision) = node.deployment_at(&endpoint, &deployment)?;
+    Ok(([(super::REVISION_HEADER, revision.to_string())], Json(view)))
 }
 
 async fn deployment_delete(

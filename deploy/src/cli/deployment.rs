@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use hyper::Method;
 
-use super::{Context, SetArgs, confirm, document};
+use super::{Context, SetArgs, confirm, document, with_retries};
 use std::io::Write;
 
 use serde_json::Value;
@@ -119,25 +119,29 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
             ctx.print(admin.get(&format!("/v1/endpoints/{}/deployments", endpoint_of(&endpoint)?)).await?)
         }
         DeploymentCommand::Update { name, endpoint, file, set, no_wait } => {
-            let doc = match &file {
-                Some(f) => Document::load(f, &set.set)?,
-                None => {
-                    // The current spec with the `--set` words on top.
-                    let (Some(name), Some(endpoint)) = (&name, &endpoint.endpoint_name) else {
-                        return Err(Error::Parse("without -f, give --name and --endpoint-name".into()));
-                    };
-                    let current = admin.get(&format!("/v1/endpoints/{endpoint}/deployments/{name}")).await?;
-                    Document::from_value(spec_fields(current), &set.set)?
+            let update = || async {
+                let (doc, revision) = match &file {
+                    Some(f) => (Document::load(f, &set.set)?, None),
+                    None => {
+                        // The current spec with the `--set` words on top.
+                        let (Some(name), Some(endpoint)) = (&name, &endpoint.endpoint_name) else {
+                            return Err(Error::Parse("without -f, give --name and --endpoint-name".into()));
+                        };
+                        let (current, revision) =
+                            admin.get_at(&format!("/v1/endpoints/{endpoint}/deployments/{name}")).await?;
+                        (Document::from_value(spec_fields(current), &set.set)?, revision)
+                    }
+                };
+                let names = Names { name: name.as_deref(), endpoint_name: endpoint.endpoint_name.as_deref() };
+                let spec = deployment::validate(&doc, names)?;
+                if !no_wait && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    eprintln!("Updating deployment {}: rolling its instances to the new spec...", spec.name);
                 }
+                let path = format!("/v1/endpoints/{}/deployments/{}", spec.endpoint_name, spec.name);
+                let body = UpdateDeployment { spec, wait: !no_wait };
+                with_logs(admin.expecting(revision).send_streamed(Method::PUT, &path, &body, progress).await)
             };
-            let names = Names { name: name.as_deref(), endpoint_name: endpoint.endpoint_name.as_deref() };
-            let spec = deployment::validate(&doc, names)?;
-            if !no_wait && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                eprintln!("Updating deployment {}: rolling its instances to the new spec...", spec.name);
-            }
-            let path = format!("/v1/endpoints/{}/deployments/{}", spec.endpoint_name, spec.name);
-            let body = UpdateDeployment { spec, wait: !no_wait };
-            ctx.print(with_logs(admin.send_streamed(Method::PUT, &path, &body, progress).await)?)
+            ctx.print(with_retries(update).await?)
         }
         DeploymentCommand::Delete { name, endpoint, yes, no_wait } => {
             let endpoint = endpoint_of(&endpoint)?;

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::Value;
 
-use super::{Context, SetArgs, confirm, document};
+use super::{Context, SetArgs, confirm, document, with_retries};
 use crate::admin::KeyType;
 use crate::admin::RegenerateKeys;
 use crate::error::Error;
@@ -97,25 +97,31 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
         EndpointCommand::Show { name } => ctx.print(admin.get(&format!("/v1/endpoints/{name}")).await?),
         EndpointCommand::List => ctx.print(admin.get("/v1/endpoints").await?),
         EndpointCommand::Update { name, file, set, traffic, mirror_traffic, no_wait: _ } => {
-            let mut doc = match &file {
-                Some(f) => Document::load(f, &set.set)?,
-                None => {
-                    // The current spec with the changes on top.
-                    let Some(name) = &name else {
-                        return Err(Error::Parse("without -f, give --name".into()));
-                    };
-                    let current = admin.get(&format!("/v1/endpoints/{name}")).await?;
-                    Document::from_value(spec_fields(current), &set.set)?
+            let update = || async {
+                let (mut doc, revision) = match &file {
+                    Some(f) => (Document::load(f, &set.set)?, None),
+                    None => {
+                        // The current spec with the changes on top.
+                        let Some(name) = &name else {
+                            return Err(Error::Parse("without -f, give --name".into()));
+                        };
+                        let (current, revision) = admin.get_at(&format!("/v1/endpoints/{name}")).await?;
+                        (Document::from_value(spec_fields(current), &set.set)?, revision)
+                    }
+                };
+                if let Some(words) = &traffic {
+                    doc.value["traffic"] = shares("--traffic", words)?;
                 }
+                if let Some(words) = &mirror_traffic {
+                    doc.value["mirror_traffic"] = shares("--mirror-traffic", words)?;
+                }
+                let spec = endpoint::validate(&doc, name.as_deref())?;
+                admin
+                    .expecting(revision)
+                    .send(Method::PUT, &format!("/v1/endpoints/{}", spec.name), &spec)
+                    .await
             };
-            if let Some(words) = traffic {
-                doc.value["traffic"] = shares("--traffic", &words)?;
-            }
-            if let Some(words) = mirror_traffic {
-                doc.value["mirror_traffic"] = shares("--mirror-traffic", &words)?;
-            }
-            let spec = endpoint::validate(&doc, name.as_deref())?;
-            ctx.print(admin.send(Method::PUT, &format!("/v1/endpoints/{}", spec.name), &spec).await?)
+            ctx.print(with_retries(update).await?)
         }
         EndpointCommand::Delete { name, yes, no_wait } => {
             confirm(&format!("Delete endpoint {name} and all its deployments?"), yes)?;

@@ -1,12 +1,13 @@
 //! The `moat` command line, shaped like `az ml online-endpoint` / `online-deployment`.
 //!
 //! - [`output`]: `-o` formats and `--query`.
-//! - [`workspace`], [`endpoint`], [`deployment`]: one command group each; all of them talk
-//!   to the daemon through the admin socket, except `serve` and `validate`.
+//! - [`workspace`], [`endpoint`], [`deployment`], [`fleet`]: one command group each; all of
+//!   them talk to the daemon through the admin socket, except `serve` and `validate`.
 //! - [`invoke`]: scoring as any client would.
 
 pub mod deployment;
 pub mod endpoint;
+pub mod fleet;
 pub mod invoke;
 pub mod output;
 pub mod workspace;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Online deployments
     #[command(name = "online-deployment", subcommand)]
     OnlineDeployment(deployment::DeploymentCommand),
+    /// The fleet of nodes that share this node's desired state
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +137,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Workspace(c) => block_on(workspace::run(&ctx, c)),
         Command::OnlineEndpoint(c) => block_on(endpoint::run(&ctx, c)),
         Command::OnlineDeployment(c) => block_on(deployment::run(&ctx, c)),
+        Command::Fleet(c) => block_on(fleet::run(&ctx, c)),
     }
 }
 
@@ -169,6 +174,34 @@ pub fn confirm(question: &str, yes: bool) -> Result<(), Error> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::other("reading the answer", e))?;
     if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(()) } else { Err(Error::Other("cancelled".into())) }
+}
+
+/// A read-modify-write on the daemon's record: `attempt` reads the record (and its revision)
+/// and sends the changed record expecting that revision. When another command changed the
+/// record in between, the change is made again to the new record, so that neither is lost.
+pub async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    // Many commands on one record at once take turns: a jittered wait that grows, for up to
+    // about ten seconds in all.
+    const ATTEMPTS: u32 = 40;
+    let mut ceiling = std::time::Duration::from_millis(10);
+    for tried in 1.. {
+        match attempt().await {
+            Err(Error::Conflict(message))
+                if (message.contains(crate::admin::MOVED) || message.contains(crate::admin::RACED))
+                    && tried < ATTEMPTS =>
+            {
+                let wait = fastrand::u64(1..=ceiling.as_millis() as u64);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                ceiling = (ceiling * 2).min(std::time::Duration::from_millis(400));
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// The spec document of a create or update: the file with `--set` applied, or the words alone.

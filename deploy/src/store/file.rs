@@ -53,13 +53,7 @@ impl Store for FileStore {
     }
 
     fn range(&self, prefix: &str) -> Vec<(String, Versioned)> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state
-            .entries
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        super::prefixed(&self.state.lock().unwrap_or_else(|p| p.into_inner()).entries, prefix)
     }
 
     async fn commit(&self, txn: Txn) -> Result<Option<u64>, Error> {

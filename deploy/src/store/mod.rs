@@ -3,12 +3,17 @@
 //! compare-and-set of several keys at once, and a watch of the revision.
 //!
 //! - [`file`]: the embedded default, one JSON file in the home.
+//! - [`etcd`]: a fleet's, in etcd; [`mirror`] is its local copy (pure), [`seal`] keeps
+//!   secrets out of etcd in plaintext.
 //!
 //! Reads never wait on the network: they answer from what this node has (for etcd, a mirror
 //! kept current by a watch). A commit goes to the store's authority and returns once the
 //! local copy has its revision, so a command sees its own write.
 
+pub mod etcd;
 pub mod file;
+pub mod mirror;
+pub mod seal;
 
 use std::time::Duration;
 
@@ -73,6 +78,18 @@ pub struct Freshness {
     pub stale: Duration,
     /// The copy reflects the store: loaded once, and not cut off beyond the staleness bound.
     pub current: bool,
+}
+
+/// The entries of a map whose keys start with `prefix`, in key order.
+pub fn prefixed(
+    entries: &std::collections::BTreeMap<String, Versioned>,
+    prefix: &str,
+) -> Vec<(String, Versioned)> {
+    entries
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[async_trait]

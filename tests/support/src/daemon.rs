@@ -47,6 +47,8 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     child: Option<std::process::Child>,
     cleanup: Option<DockerCleanup>,
+    /// How many times the daemon was started: its log has a ready line for each.
+    starts: usize,
 }
 
 impl Daemon {
@@ -82,6 +84,7 @@ impl Daemon {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             cleanup: None,
+            starts: 0,
         };
         daemon.spawn();
         daemon
@@ -111,6 +114,7 @@ impl Daemon {
             .spawn()
             .expect("moat serve starts");
         self.child = Some(child);
+        self.starts += 1;
         self.wait_ready();
         if self.cleanup.is_none() {
             self.cleanup = Some(DockerCleanup::new(&self.home_id()));
@@ -144,9 +148,16 @@ impl Daemon {
         self.ready_line_addr("scoring")
     }
 
+    /// From the ready line of the latest start (written just after the socket appears).
     fn ready_line_addr(&self, field: &str) -> std::net::SocketAddr {
-        let log = self.log();
-        let line = log.lines().rev().find(|l| l.contains("moat serve is ready")).expect("ready line");
+        let line = crate::wait_until(std::time::Duration::from_secs(10), "the ready line", || {
+            let log = self.log();
+            let ready: Vec<&str> = log.lines().filter(|l| l.contains("moat serve is ready")).collect();
+            match ready.len() >= self.starts {
+                true => Ok(ready.last().map(|l| l.to_string()).unwrap_or_default()),
+                false => Err(format!("{} ready lines for {} starts", ready.len(), self.starts)),
+            }
+        });
         let url = line
             .split(&format!("\"{field}\":\"http://"))
             .nth(1)

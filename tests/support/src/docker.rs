@@ -87,3 +87,28 @@ impl Drop for DockerCleanup {
         }
     }
 }
+
+/// A deployment file of the test scorer with 1-second probes that start at once, on the
+/// smallest SKU.
+pub fn scorer_deployment(endpoint: &str, name: &str, count: u32) -> String {
+    format!(
+        "name: {name}
+endpoint_name: {endpoint}
+environment:
+  image: {TEST_IMAGE}
+  inference_config:
+    liveness_route: {{port: 5001, path: /live}}
+    readiness_route: {{port: 5001, path: /ready}}
+    scoring_route: {{port: 5001, path: /score}}
+instance_type: Standard_F1s
+instance_count: {count}
+request_settings:
+  request_timeout_ms: 5000
+  max_concurrent_requests_per_instance: 16
+liveness_probe: {{initial_delay: 0, period: 1, failure_threshold: 3}}
+readiness_probe: {{initial_delay: 0, period: 1, failure_threshold: 3}}
+environment_variables:
+  VERSION: {name}
+"
+    )
+}

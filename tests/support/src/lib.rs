@@ -7,12 +7,14 @@
 //! - [`http`]: one blocking HTTP/1.1 request.
 //! - [`daemon`]: `moat serve` and the CLI against it.
 //! - [`netns`]: test hosts.
+//! - [`etcd`]: a real etcd cluster, and a relay to cut a node off from it.
 //! - [`load`]: clients that score in a loop and count what fails.
 //! - [`poll`]: waiting for a condition instead of a fixed time.
 //! - [`registry`]: a container registry on loopback.
 
 pub mod daemon;
 pub mod docker;
+pub mod etcd;
 pub mod files;
 pub mod http;
 pub mod load;
@@ -23,8 +25,9 @@ pub mod registry;
 pub use daemon::{Daemon, Run, run_moat};
 pub use docker::{
     DockerCleanup, SCORER_IMAGE, TEST_IMAGE, home_containers, home_networks, require_scorer_image,
-    require_test_image,
+    require_test_image, scorer_deployment,
 };
+pub use etcd::{EtcdCluster, Relay};
 pub use files::{TempDir, repo_root, self_signed_certificate};
 pub use http::{Reply, http, http_unix};
 pub use load::{Load, Tally};

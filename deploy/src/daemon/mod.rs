@@ -1,33 +1,45 @@
 //! `moat serve`: one node in the foreground.
 //!
-//! Start-up order matters to scripts: the home is locked (a second `serve` fails), every
-//! listener is bound, and only then does `admin.sock` appear. SIGTERM or SIGINT stops
-//! accepting, lets in-flight requests finish within `shutdown_grace_s`, and exits 0;
-//! containers stay running, to be adopted by the next start.
+//! Start-up order matters to scripts: the home is locked (a second `serve` fails), the store
+//! is opened (the home's file, or the fleet's etcd: a node whose fleet key is not the
+//! fleet's stops here), every listener is bound, and only then does `admin.sock` appear.
+//! SIGTERM or SIGINT: `/readyz` answers 503, the node leaves the fleet's live nodes, the
+//! listeners stop accepting and in-flight requests finish within `shutdown_grace_s`; exit 0.
+//! Containers stay running, to be adopted by the next start.
+//!
+//! - [`listeners`]: binding the listeners, and the scoring URIs they make.
 
-use std::net::{IpAddr, SocketAddr};
+pub mod listeners;
+
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use moat_egress_guard::Guard;
 use moat_gateway::auth::aml::AmlKey;
 use moat_gateway::{Gateway, Load, Routes};
-
 use moat_supervisor::Supervisor;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{Config, Overrides};
 use crate::error::Error;
+use crate::fleet::presence::Presence;
 use crate::home::Home;
 use crate::keys;
-use crate::node::{Node, Tokens};
+use crate::node::{Fleet, Node, Tokens};
 use crate::reconciler::Reconciler;
 use crate::state::Reader;
+use crate::store::etcd::EtcdStore;
 use crate::store::{FileStore, Store};
-use crate::views::ScoringBase;
 use crate::{admin, logging, metrics_server, readiness};
+use listeners::Listeners;
+
+/// Threads of the control runtime: its work is a few tasks a second, not a request each.
+const CONTROL_THREADS: usize = 2;
+/// How often the TLS certificate files are checked for a change.
+const CERT_CHECK_PERIOD: Duration = Duration::from_secs(2);
 
 pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     let home_id = home.ensure()?;
@@ -47,10 +59,20 @@ pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     result
 }
 
+/// The home's file, or the fleet's etcd.
+async fn open_store(home: &Home, config: &Config) -> Result<(Arc<dyn Store>, Option<Fleet>), Error> {
+    let Some(fleet) = &config.fleet else {
+        return Ok((Arc::new(FileStore::open(&home.store())?), None));
+    };
+    let etcd = EtcdStore::open(&fleet.etcd, fleet.load_key()?).await?;
+    tracing::info!(fleet = %fleet.name, revision = etcd.revision(), "joined the fleet's desired state in etcd");
+    Ok((etcd.clone(), Some(Fleet { name: fleet.name.clone(), etcd })))
+}
+
 async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks) -> Result<(), Error> {
     // Before anything makes or checks a token: jsonwebtoken keeps its first provider.
     moat_gateway::auth::signatures::install();
-    let store: Arc<dyn Store> = Arc::new(FileStore::open(&home.store())?);
+    let (store, fleet) = open_store(home, &config).await?;
     // The gateway counts requests per instance; the supervisor drains by those counts.
     let load = Arc::new(Load::default());
     let in_flight = {
@@ -66,44 +88,9 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     .await
     .map_err(|e| Error::Other(e.to_string()))?;
 
-    let scoring_listener = match config.listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr).await.map_err(|e| Error::other(&format!("binding listen {addr}"), e))?,
-        ),
-        None => None,
-    };
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::other(&format!("binding metrics_listen {addr}"), e))?,
-        ),
-        None => None,
-    };
-    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let tls_listener = match &config.tls {
-        Some(tls) => {
-            let listener = TcpListener::bind(tls.listen)
-                .await
-                .map_err(|e| Error::other(&format!("binding tls.listen {}", tls.listen), e))?;
-            let (acceptor, reloader) = moat_gateway::tls::acceptor(&tls.files).map_err(Error::Invalid)?;
-            Some((listener, acceptor, reloader))
-        }
-        None => None,
-    };
-    // With TLS on, clients are sent to the TLS listener.
-    let advertised = match (&tls_listener, &scoring_listener) {
-        (Some((l, _, _)), _) => Some(("https", l)),
-        (None, Some(l)) => Some(("http", l)),
-        (None, None) => None,
-    };
-    let scoring = match advertised {
-        Some((scheme, l)) => {
-            let bound = l.local_addr().map_err(|e| Error::other("reading the bound address", e))?;
-            Some(scoring_base(scheme, bound, &config))
-        }
-        None => None,
-    };
+    let listeners = Listeners::bind(&config).await?;
+    let metrics_addr = listeners.metrics_addr();
+    let scoring = listeners.scoring_base(&config)?;
 
     let routes = Routes::default();
     let aml = Arc::new(AmlKey::new(&keys::aml_token_secret(&*store).await?));
@@ -111,6 +98,10 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     let guard = Arc::new(Guard::new(&home_id, logs.decisions));
     let reconciler =
         Reconciler::new(state.clone(), supervisor.clone(), routes.clone(), load, aml.clone(), guard);
+    let presence = fleet.as_ref().map(|f| {
+        let advertise = scoring.as_ref().map(|s| s.origin()).unwrap_or_default();
+        Presence::new(f.etcd.clone(), &home_id, &advertise, supervisor.clone())
+    });
     let tokens = Tokens { aml, aml_ttl: config.aml_token_ttl, aad: config.aad.clone() };
     let node = Arc::new(Node {
         state,
@@ -118,22 +109,14 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         reconciler: reconciler.clone(),
         scoring: scoring.clone(),
         tokens,
+        fleet,
     });
 
     // Signals are ours before anyone can see the daemon is ready and send one.
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
-    // The socket comes last: its presence tells scripts the daemon is ready.
     let socket = home.socket();
-    if socket.exists() {
-        // The serve lock is ours, so whatever left this socket is dead.
-        std::fs::remove_file(&socket)
-            .map_err(|e| Error::other(&format!("removing stale socket {}", socket.display()), e))?;
-    }
-    let admin_listener =
-        UnixListener::bind(&socket).map_err(|e| Error::other(&format!("binding {}", socket.display()), e))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::other(&format!("restricting {}", socket.display()), e))?;
+    let admin_listener = bind_admin_socket(&socket)?;
 
     let (stop, stopped) = watch::channel(false);
     let wait_stop = |mut rx: watch::Receiver<bool>| async move {
@@ -141,22 +124,13 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     };
     let serving_tables = reconciler.serving();
     let reconcile = tokio::spawn(reconciler.run());
+    if let Some(presence) = &presence {
+        tokio::spawn(presence.clone().keep());
+    }
     let admin_task = tokio::spawn(admin::server::serve(admin_listener, node, wait_stop(stopped.clone())));
-    let gateway_config = moat_gateway::Config {
-        max_body_bytes: config.max_body_bytes,
-        max_header_bytes: config.max_header_bytes,
-        header_read_timeout: config.header_read_timeout,
-        idle_timeout: config.idle_timeout,
-        max_connections: config.max_connections,
-        domain: config.domain.clone(),
-        mirror_max_in_flight: config.mirror_max_in_flight,
-        aad: config.aad.clone(),
-        ingress: config.ingress.clone(),
-        workers: config.workers,
-    };
-    let gateway = Gateway::new(gateway_config, routes, logs.access);
+    let gateway = Gateway::new(gateway_config(&config), routes, logs.access);
     tokio::spawn(readiness::keep(gateway.health.clone(), store.clone(), serving_tables, stopped.clone()));
-    if let Some(listener) = metrics_listener {
+    if let Some(listener) = listeners.metrics {
         let handle = metrics_server::install()?;
         let health = gateway.health.clone();
         tokio::spawn(metrics_server::serve(listener, handle, health, wait_stop(stopped.clone())));
@@ -171,7 +145,7 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         });
     }
     let mut serving = Vec::new();
-    if let Some(listener) = scoring_listener {
+    if let Some(listener) = listeners.scoring {
         let done = wait_stop(stopped.clone());
         serving.push(tokio::spawn(moat_gateway::serve(
             listener,
@@ -180,7 +154,7 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
             config.shutdown_grace,
         )));
     }
-    if let Some((listener, acceptor, reloader)) = tls_listener {
+    if let Some((listener, acceptor, reloader)) = listeners.tls {
         tokio::spawn(reloader.watch(CERT_CHECK_PERIOD));
         let done = wait_stop(stopped.clone());
         serving.push(tokio::spawn(moat_gateway::serve_tls(
@@ -205,30 +179,44 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     }
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop.send(true);
+    if let Some(presence) = &presence {
+        presence.leave().await;
+    }
     for task in serving {
         let _ = task.await;
     }
     reconcile.abort();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), admin_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped; containers keep running and are adopted by the next start");
     Ok(())
 }
 
-/// How often the TLS certificate files are checked for a change.
-/// Threads of the control runtime: its work is a few tasks a second, not a request each.
-const CONTROL_THREADS: usize = 2;
+/// The admin socket comes last: its presence tells scripts the daemon is ready.
+fn bind_admin_socket(socket: &std::path::Path) -> Result<UnixListener, Error> {
+    if socket.exists() {
+        // The serve lock is ours, so whatever left this socket is dead.
+        std::fs::remove_file(socket)
+            .map_err(|e| Error::other(&format!("removing stale socket {}", socket.display()), e))?;
+    }
+    let listener =
+        UnixListener::bind(socket).map_err(|e| Error::other(&format!("binding {}", socket.display()), e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::other(&format!("restricting {}", socket.display()), e))?;
+    Ok(listener)
+}
 
-const CERT_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn scoring_base(scheme: &'static str, bound: SocketAddr, config: &Config) -> ScoringBase {
-    let host = if bound.ip().is_unspecified() {
-        config.advertise_host.clone()
-    } else {
-        match bound.ip() {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            IpAddr::V4(v4) => v4.to_string(),
-        }
-    };
-    ScoringBase { scheme, host, port: bound.port(), domain: config.domain.clone() }
+fn gateway_config(config: &Config) -> moat_gateway::Config {
+    moat_gateway::Config {
+        max_body_bytes: config.max_body_bytes,
+        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+        domain: config.domain.clone(),
+        mirror_max_in_flight: config.mirror_max_in_flight,
+        aad: config.aad.clone(),
+        ingress: config.ingress.clone(),
+        workers: config.workers,
+    }
 }
