@@ -365,3 +365,85 @@ fn a_change_over_etcds_request_size_limit_is_refused_clearly_and_changes_nothing
     assert!(view["description"].is_null(), "nothing changed: {}", view["description"]);
     println!("a 2 MiB change: {}", run.stderr.trim());
 }
+
+#[test]
+fn a_node_with_another_fleet_key_or_a_readable_key_file_refuses_to_start_saying_so() {
+    let f = Fleet::start(1);
+    let dir = moat_test_support::TempDir::new("moat-other-key");
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, "ab".repeat(32)).expect("key");
+    let serve = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let home = dir.path().join(format!("home-{mode:o}"));
+        std::fs::create_dir_all(&home).expect("home");
+        std::fs::write(home.join("config.yaml"), f.config_with_key(&f.etcd.endpoints(), &other))
+            .expect("config");
+        std::process::Command::new(harness::MOAT)
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--home"])
+            .arg(&home)
+            .output()
+            .expect("moat serve")
+    };
+    let wrong = serve(0o600);
+    assert_eq!(wrong.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("fleet key_file is not the fleet's"), "{said}");
+    let readable = serve(0o644);
+    assert_eq!(readable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&readable.stderr).contains("can be read by others"));
+    assert_eq!(
+        f.node(0).cli("fleet status --query nodes[].node -o tsv").ok().stdout.lines().count(),
+        1,
+        "it never joined"
+    );
+}
+
+#[test]
+fn a_fleet_reaches_etcd_over_tls_with_a_client_certificate() {
+    let dir = moat_test_support::TempDir::new("moat-etcd-tls");
+    let certs = moat_test_support::ca_signed_certificates(dir.path());
+    let tls = format!(
+        "    ca_file: {}\n    cert_file: {}\n    key_file: {}\n",
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display()
+    );
+    let f = Fleet::on(moat_test_support::EtcdCluster::start_tls(certs), 2, &[], tls);
+    assert!(f.etcd.endpoints()[0].starts_with("https://"));
+    f.node(0).cli("online-endpoint create -n tls-ep -f examples/model-1/endpoint.yml").ok();
+    time_until(SECOND, "seen on the other node", || admin_get(f.node(1), "/v1/endpoints/tls-ep").is_some());
+    let status: Value = serde_json::from_str(&f.node(1).cli("fleet status").ok().stdout).expect("json");
+    assert_eq!(status["nodes"].as_array().map(Vec::len), Some(2), "{status}");
+    println!("a fleet of two nodes on etcd over TLS with client certificates: {}", status["revision"]);
+}
+
+/// The fleet's convergence, as BENCHMARKS.md records it: 100 changes made on the three nodes in
+/// turn, each timed until every node has it. `cargo nextest run -p moat --test fleet
+/// --run-ignored only convergence`.
+#[test]
+#[ignore]
+fn convergence_of_100_changes_across_three_nodes() {
+    let f = Fleet::start(3);
+    f.node(0).cli("online-endpoint create -n bench-ep -f examples/model-1/endpoint.yml").ok();
+    let mut times = Vec::new();
+    for i in 0..100 {
+        f.node(i % 3).cli(&format!("online-endpoint update -n bench-ep --set tags.round=r{i}")).ok();
+        let t = Instant::now();
+        for node in &f.nodes {
+            time_until(SECOND, "seen", || {
+                admin_get(node, "/v1/endpoints/bench-ep")
+                    .is_some_and(|v| v["tags"]["round"] == format!("r{i}").as_str())
+            });
+        }
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "convergence of 100 changes on 3 nodes (from the command's return until every node has it): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(times[49]),
+        ms(times[98]),
+        ms(times[99])
+    );
+}

@@ -18,6 +18,8 @@ pub struct Fleet {
     pub relays: Vec<Vec<Relay>>,
     pub name: String,
     key: TempDir,
+    /// `ca_file`, `cert_file`, `key_file` lines for a cluster that speaks TLS.
+    tls: String,
 }
 
 impl Fleet {
@@ -29,14 +31,18 @@ impl Fleet {
     /// Like [`Fleet::start`]; the nodes listed in `relayed` reach etcd through relays the test
     /// can cut.
     pub fn start_with(nodes: usize, relayed: &[usize]) -> Fleet {
-        let etcd = EtcdCluster::start(3);
+        Fleet::on(EtcdCluster::start(3), nodes, relayed, String::new())
+    }
+
+    /// Nodes on a cluster the test started; `tls` holds the `fleet.etcd` lines that reach it.
+    pub fn on(etcd: EtcdCluster, nodes: usize, relayed: &[usize], tls: String) -> Fleet {
         let key = TempDir::new("moat-fleet-key");
         let key_file = key.path().join("fleet.key");
         let bytes: String = (0..32).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
         std::fs::write(&key_file, bytes).expect("key file");
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let name = format!("t-{}", unique_id());
-        let mut fleet = Fleet { etcd, nodes: Vec::new(), relays: Vec::new(), name, key };
+        let mut fleet = Fleet { etcd, nodes: Vec::new(), relays: Vec::new(), name, key, tls };
         for i in 0..nodes {
             let relays: Vec<Relay> = if relayed.contains(&i) {
                 (0..3).map(|m| Relay::start(fleet.etcd.client_addr(m))).collect()
@@ -56,11 +62,16 @@ impl Fleet {
     }
 
     pub fn config(&self, endpoints: &[String]) -> String {
+        self.config_with_key(endpoints, &self.key.path().join("fleet.key"))
+    }
+
+    pub fn config_with_key(&self, endpoints: &[String], key_file: &std::path::Path) -> String {
         format!(
-            "fleet:\n  name: {}\n  etcd:\n    endpoints: [{}]\n  key_file: {}\n  max_staleness_s: 2\nsupervisor:\n  stop_timeout_s: 2\n",
+            "fleet:\n  name: {}\n  etcd:\n    endpoints: [{}]\n{}  key_file: {}\n  max_staleness_s: 2\nsupervisor:\n  stop_timeout_s: 2\n",
             self.name,
             endpoints.join(", "),
-            self.key.path().join("fleet.key").display()
+            self.tls,
+            key_file.display()
         )
     }
 

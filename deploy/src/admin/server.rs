@@ -107,19 +107,21 @@ pub async fn serve(
     }
 }
 
-async fn workspace_show(State(node): Shared) -> Json<WorkspaceSpec> {
-    Json(node.workspace())
+async fn workspace_show(State(node): Shared) -> impl IntoResponse {
+    let (workspace, revision) = node.workspace_at();
+    ([(super::REVISION_HEADER, revision.to_string())], Json::<WorkspaceSpec>(workspace))
 }
 
 async fn workspace_put(
     State(node): Shared,
     Query(mode): Query<WorkspaceMode>,
+    headers: HeaderMap,
     Json(spec): Json<WorkspaceSpec>,
 ) -> Result<Json<WorkspaceUpdate>, Error> {
     let update = if mode.create {
         WorkspaceUpdate { workspace: node.create_workspace(spec).await?, warnings: Vec::new() }
     } else {
-        node.update_workspace(spec).await?
+        node.update_workspace(spec, expected_revision(&headers)?).await?
     };
     Ok(Json(update))
 }

@@ -137,7 +137,9 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
                 KeyTypeArg::Secondary => KeyType::Secondary,
             };
             let body = RegenerateKeys { key_type, key_value };
-            admin.send(Method::POST, &format!("/v1/endpoints/{name}/regenerate-keys"), &body).await.map(drop)
+            let path = format!("/v1/endpoints/{name}/regenerate-keys");
+            // Nothing is written when it loses a race: trying again is safe.
+            with_retries(|| admin.send(Method::POST, &path, &body)).await.map(drop)
         }
         EndpointCommand::Invoke { name, request_file, deployment_name } => {
             super::invoke::invoke(ctx, &name, &request_file, deployment_name.as_deref()).await

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use hyper::Method;
 
-use super::{Context, SetArgs, document};
+use super::{Context, SetArgs, document, with_retries};
 use crate::error::Error;
 use crate::spec::workspace::{self, WorkspaceSpec};
 use crate::spec::{Access, Document};
@@ -47,30 +47,34 @@ pub async fn run(ctx: &Context, command: WorkspaceCommand) -> Result<(), Error> 
             print_update(ctx, admin.send(Method::PUT, "/v1/workspace?create=true", &spec).await?)
         }
         WorkspaceCommand::Update { file, set, public_network_access } => {
-            let mut doc = match file {
-                Some(f) => Document::load(&f, &set.set)?,
-                None => {
-                    // Changes apply on top of the current spec.
-                    let current: WorkspaceSpec = serde_json::from_value(admin.get("/v1/workspace").await?)
-                        .map_err(|e| Error::other("decoding the workspace", e))?;
-                    let mut doc = Document::from_sets(&[])?;
-                    doc.value = serde_json::to_value(&current).map_err(|e| Error::other("encoding", e))?;
-                    let words: Vec<String> = set.set.clone();
-                    let mut with_sets = Document::from_sets(&words)?;
-                    merge(&mut doc.value, std::mem::take(&mut with_sets.value));
-                    with_sets.value = doc.value;
-                    with_sets
-                }
-            };
-            if let Some(access) = public_network_access {
-                let value = match access {
-                    AccessArg::Enabled => Access::Enabled,
-                    AccessArg::Disabled => Access::Disabled,
+            let update = || async {
+                let (mut doc, revision) = match &file {
+                    Some(f) => (Document::load(f, &set.set)?, None),
+                    None => {
+                        // Changes apply on top of the current spec.
+                        let (current, revision) = admin.get_at("/v1/workspace").await?;
+                        let current: WorkspaceSpec = serde_json::from_value(current)
+                            .map_err(|e| Error::other("decoding the workspace", e))?;
+                        let mut doc = Document::from_sets(&[])?;
+                        doc.value =
+                            serde_json::to_value(&current).map_err(|e| Error::other("encoding", e))?;
+                        let mut with_sets = Document::from_sets(&set.set)?;
+                        merge(&mut doc.value, std::mem::take(&mut with_sets.value));
+                        with_sets.value = doc.value;
+                        (with_sets, revision)
+                    }
                 };
-                doc.value["public_network_access"] = serde_json::json!(value);
-            }
-            let spec = workspace::validate(&doc)?;
-            print_update(ctx, admin.send(Method::PUT, "/v1/workspace", &spec).await?)
+                if let Some(access) = public_network_access {
+                    let value = match access {
+                        AccessArg::Enabled => Access::Enabled,
+                        AccessArg::Disabled => Access::Disabled,
+                    };
+                    doc.value["public_network_access"] = serde_json::json!(value);
+                }
+                let spec = workspace::validate(&doc)?;
+                admin.expecting(revision).send(Method::PUT, "/v1/workspace", &spec).await
+            };
+            print_update(ctx, with_retries(update).await?)
         }
     }
 }

@@ -95,8 +95,16 @@ impl EtcdStore {
             heard: AtomicU64::new(0),
             max_staleness: settings.max_staleness,
         });
-        store.check_fleet_key().await?;
-        let (revision, entries) = store.snapshot().await?;
+        let unreachable = |e: Error| match e {
+            Error::Other(why) => Error::Other(format!(
+                "cannot start: etcd at {}: {}",
+                settings.endpoints.join(", "),
+                why.trim_end_matches("; nothing was changed")
+            )),
+            other => other,
+        };
+        store.check_fleet_key().await.map_err(unreachable)?;
+        let (revision, entries) = store.snapshot().await.map_err(unreachable)?;
         store.mirror().replace(revision, entries);
         store.publish(revision, true);
         tokio::spawn(store.clone().watch_forever());

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::files::CaSigned;
 use crate::{TempDir, free_port, unique_id, wait_until};
 
 struct Member {
@@ -22,17 +23,28 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     token: String,
+    /// Set: clients speak TLS and must show a certificate of this CA.
+    tls: Option<CaSigned>,
     dir: TempDir,
 }
 
 impl EtcdCluster {
     /// `size` members, each up and the cluster answering before this returns.
     pub fn start(size: usize) -> EtcdCluster {
+        EtcdCluster::start_with(size, None)
+    }
+
+    /// One member whose clients speak TLS and must show a client certificate of `tls.ca`.
+    pub fn start_tls(tls: CaSigned) -> EtcdCluster {
+        EtcdCluster::start_with(1, Some(tls))
+    }
+
+    fn start_with(size: usize, tls: Option<CaSigned>) -> EtcdCluster {
         let dir = TempDir::new("moat-etcd");
         let members = (0..size)
             .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), child: None })
             .collect();
-        let mut cluster = EtcdCluster { members, token: format!("moat-test-{}", unique_id()), dir };
+        let mut cluster = EtcdCluster { members, token: format!("moat-test-{}", unique_id()), tls, dir };
         for i in 0..size {
             cluster.spawn(i);
         }
@@ -56,13 +68,27 @@ impl EtcdCluster {
             .create(true)
             .open(self.dir.path().join(format!("{}.log", self.members[i].name)))
             .expect("log");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &tls.server_cert),
+                ("--key-file", &tls.server_key),
+                ("--trusted-ca-file", &tls.ca),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(path.into());
+            }
+            tls_args.push("--client-cert-auth".into());
+        }
         let m = &mut self.members[i];
         let child = Command::new("etcd")
+            .args(tls_args)
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client)])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", m.client)])
+            .args(["--listen-client-urls", &format!("{scheme}://127.0.0.1:{}", m.client)])
+            .args(["--advertise-client-urls", &format!("{scheme}://127.0.0.1:{}", m.client)])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
             .args(["--initial-cluster", &initial, "--initial-cluster-token", &self.token])
@@ -84,7 +110,8 @@ impl EtcdCluster {
 
     /// The members' client URLs.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect()
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.members.iter().map(|m| format!("{scheme}://127.0.0.1:{}", m.client)).collect()
     }
 
     pub fn client_addr(&self, i: usize) -> SocketAddr {
@@ -94,17 +121,24 @@ impl EtcdCluster {
     /// Runs etcdctl against the members that are up.
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
         let up: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .endpoints()
+            .into_iter()
+            .zip(&self.members)
+            .filter(|(_, m)| m.child.is_some())
+            .map(|(e, _)| e)
             .collect();
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &up.join(","), "--command-timeout", "3s"])
-            .args(args)
-            .output()
-            .expect("etcdctl")
+        let mut command = Command::new("etcdctl");
+        command.env("ETCDCTL_API", "3").args(["--endpoints", &up.join(","), "--command-timeout", "3s"]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        command.args(args).output().expect("etcdctl")
     }
 
     /// Waits until a write goes through (a leader is elected and a quorum answers).

@@ -28,7 +28,7 @@ pub use docker::{
     require_test_image, scorer_deployment,
 };
 pub use etcd::{EtcdCluster, Relay};
-pub use files::{TempDir, repo_root, self_signed_certificate};
+pub use files::{CaSigned, TempDir, ca_signed_certificates, repo_root, self_signed_certificate};
 pub use http::{Reply, http, http_unix};
 pub use load::{Load, Tally};
 pub use netns::TestHost;
