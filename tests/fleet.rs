@@ -26,6 +26,11 @@ fn a_change_made_on_any_node_is_applied_on_every_node_within_a_second() {
             }
         });
     }
+    // A second deployment at 0 %, up on every node, for the traffic switches.
+    let green = f.node(0).home.join("conv-ep-green.yml");
+    std::fs::write(&green, moat_test_support::scorer_deployment("conv-ep", "green", 1)).expect("spec");
+    f.node(0).cli(&format!("online-deployment create -e conv-ep -f {}", green.display())).ok();
+    let scoring: Vec<_> = f.nodes.iter().map(|n| n.scoring_addr()).collect();
     let (mut creates, mut traffic, mut keys) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..20 {
         let name = format!("conv-{i}");
@@ -38,18 +43,18 @@ fn a_change_made_on_any_node_is_applied_on_every_node_within_a_second() {
         }
         creates.push(t.elapsed());
 
-        let tag = format!("v{i}");
-        f.node(i % 3).cli(&format!("online-endpoint update -n conv-ep --set tags.round={tag}")).ok();
+        // The live traffic switches between the two: every node's next answer comes from it.
+        let (to, from) = if i % 2 == 0 { ("green", "blue") } else { ("blue", "green") };
+        f.node(i % 3).cli(&format!("online-endpoint update -n conv-ep --traffic {to}=100,{from}=0")).ok();
         let t = Instant::now();
-        for node in &f.nodes {
-            time_until(SECOND, "a traffic change seen", || {
-                admin_get(node, "/v1/endpoints/conv-ep").is_some_and(|v| v["tags"]["round"] == tag.as_str())
+        for addr in &scoring {
+            time_until(SECOND, "the traffic switch seen", || {
+                harness::answered_by(*addr, "conv-ep", &key).as_deref() == Some(to)
             });
         }
         traffic.push(t.elapsed());
     }
     let mut old = key.clone();
-    let scoring: Vec<_> = f.nodes.iter().map(|n| n.scoring_addr()).collect();
     for i in 0..20 {
         f.node(i % 3).cli("online-endpoint regenerate-keys -n conv-ep --key-type primary").ok();
         let t = Instant::now();
@@ -62,7 +67,7 @@ fn a_change_made_on_any_node_is_applied_on_every_node_within_a_second() {
             assert_eq!(harness::score_at(*addr, "conv-ep", &old), 200, "the new key scores everywhere");
         }
     }
-    for (what, times) in [("create", creates), ("endpoint change", traffic), ("key regeneration", keys)] {
+    for (what, times) in [("create", creates), ("traffic switch", traffic), ("key regeneration", keys)] {
         let (p50, max) = summary(times);
         println!("convergence of a {what} on 3 nodes over 20 changes: p50 {p50:.1} ms, max {max:.1} ms");
         assert!(max < 1000.0, "{what}: {max} ms");
@@ -74,6 +79,8 @@ fn a_change_made_on_any_node_is_applied_on_every_node_within_a_second() {
     assert_eq!(view["provisioning_state"], "Succeeded");
     let nodes = view["nodes"].as_array().expect("nodes");
     assert!(nodes.len() == 3 && nodes.iter().all(|n| n["ready_instances"] == 1), "{view}");
+    let traffic = admin_get(f.node(1), "/v1/endpoints/conv-ep").expect("endpoint")["traffic"].clone();
+    assert_eq!(traffic, serde_json::json!({"blue": 100, "green": 0}), "the last switch, on every node");
     assert_eq!(view["instances"].as_array().map(Vec::len), Some(1), "instances are this node's");
 }
 

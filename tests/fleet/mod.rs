@@ -125,6 +125,16 @@ pub fn score_at(addr: SocketAddr, endpoint: &str, key: &str) -> u16 {
         .map_or(0, |r| r.status)
 }
 
+/// Which deployment answered a scoring request (its `azureml-model-deployment`), if one did.
+pub fn answered_by(addr: SocketAddr, endpoint: &str, key: &str) -> Option<String> {
+    let auth = format!("Bearer {key}");
+    let path = format!("/endpoints/{endpoint}/score");
+    let reply =
+        http(addr, "POST", &path, &[("Authorization", &auth), ("Content-Type", "application/json")], "{}")
+            .ok()?;
+    (reply.status == 200).then(|| reply.header("azureml-model-deployment").map(String::from)).flatten()
+}
+
 /// Polls until `done`, up to `limit`; how long it took (the test fails past the limit).
 pub fn time_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
