@@ -254,7 +254,9 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
     );
     let (ok, _) = probe(open, json!({"dns": "anything.internet.example", "server": internet_ip.to_string()}));
     assert!(ok, "the internet host's DNS answers the egress-enabled deployment");
-    reached(open, json!({"tcp": format!("{open_gateway}:{host_port}")}), "host-listener");
+    // Public or not, no deployment reaches the host (the fence test shows the rest).
+    let (ok, detail) = probe(open, json!({"tcp": format!("{open_gateway}:{host_port}")}));
+    assert!(!ok, "a public deployment reached a host listener: {detail}");
 
     // ...and from the private one it is unreachable every way there is.
     let literal = u32::from(internet_ip);
@@ -370,7 +372,7 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
 /// Without nftables the guard cannot fence a private deployment in, so moat refuses it and
 /// leaves nothing of it behind.
 #[test]
-fn a_private_deployment_is_refused_when_the_kernel_rules_cannot_be_installed() {
+fn any_deployment_is_refused_when_the_kernel_rules_cannot_be_installed() {
     require_test_image();
     let bin_dir = TempDir::new("moat-no-nft");
     let bin = bin_dir.path();
@@ -392,4 +394,11 @@ fn a_private_deployment_is_refused_when_the_kernel_rules_cannot_be_installed() {
     assert_eq!(shown["provisioning_state"], "Failed");
     assert!(home_containers(&d.home_id()).is_empty(), "a container of a refused private deployment");
     assert!(home_networks(&d.home_id()).is_empty(), "a network of a refused private deployment");
+    // A public deployment is fenced too: unfenced, it does not run either.
+    d.cli("workspace update --public-network-access enabled").ok();
+    let spec = deployment_file(&d, "open");
+    let run = d.cli(&format!("online-deployment create -f {}", spec.display()));
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("kernel rules cannot be installed"), "{}", run.stderr);
+    assert!(home_containers(&d.home_id()).is_empty(), "a container of a refused public deployment");
 }

@@ -147,7 +147,16 @@ impl Reconciler {
     fn pass(self: &Arc<Self>) {
         let revision = *self.state.store().watch().borrow();
         let desired = self.state.read();
-        let table = route_table(&desired, &self.supervisor.leases(), &self.load, &self.admissions, &self.aml);
+        let moat_networks = self.supervisor.subnets();
+        self.guard.set_moat_networks(moat_networks.clone());
+        let table = route_table(
+            &desired,
+            &self.supervisor.leases(),
+            &self.load,
+            &self.admissions,
+            &self.aml,
+            &moat_networks,
+        );
         for id in self.guard.deployments() {
             let instances = self.supervisor.instances(&id);
             let by_address = instances.into_iter().filter_map(|i| Some((i.address?, i.name))).collect();
@@ -230,25 +239,39 @@ impl Reconciler {
     ) -> Result<(), ApplyError> {
         let failed = |reason: String| ApplyError { reason, logs: String::new() };
         let id = spec.id();
-        let attachment = if spec.egress_public_network_access == Access::Disabled {
-            let network = self.supervisor.network(&id, true).await.map_err(|e| failed(e.to_string()))?;
+        let private = spec.egress_public_network_access == Access::Disabled;
+        let network = self.supervisor.network(&id, private).await.map_err(|e| failed(e.to_string()))?;
+        // The fence comes before any container: a network that cannot be fenced runs nothing.
+        let attachment = if private {
             let net = egress::network(&id, &network, &desired.workspace);
-            match self.guard.attach(net).await {
-                Ok(attachment) => Some(attachment),
-                Err(e) => {
-                    let _ = self.supervisor.remove(&id).await;
-                    return Err(failed(e.to_string()));
-                }
-            }
+            self.guard.attach(net).await.map(Some)
         } else {
-            None
+            self.guard.fence(&id, &network.bridge).map(|()| None)
+        };
+        let attachment = match attachment {
+            Ok(attachment) => attachment,
+            Err(e) => {
+                self.remove_fenced(&id).await;
+                return Err(failed(e.to_string()));
+            }
         };
         let result =
             self.supervisor.apply(container::supervisor_spec(spec, attachment.as_ref()), adoption).await;
-        if result.is_err() && attachment.is_some() {
+        if result.is_err() {
+            // The apply removed its containers; only then do the rules go.
             self.guard.detach(&id);
         }
         result
+    }
+
+    /// Removes a deployment's containers, then its kernel rules: in that order, so that no
+    /// container of it ever runs unfenced.
+    async fn remove_fenced(&self, id: &DeploymentId) {
+        if let Err(e) = self.supervisor.remove(id).await {
+            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "removing containers; their rules stay");
+            return;
+        }
+        self.guard.detach(id);
     }
 
     /// The workspace's private endpoints changed under a running private deployment: the
@@ -267,9 +290,7 @@ impl Reconciler {
         };
         let Err(reason) = attached else { return };
         tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, reason, "egress guard lost; removing the deployment's containers");
-        if let Err(e) = self.supervisor.remove(id).await {
-            tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "removing containers");
-        }
+        self.remove_fenced(id).await;
         let outcome =
             Outcome { revision: at.revision, succeeded: false, reason: Some(reason), logs: String::new() };
         self.record_outcome(id, at.revision, outcome).await;

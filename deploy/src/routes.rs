@@ -24,6 +24,7 @@ pub fn route_table(
     load: &Load,
     admissions: &Admissions,
     aml: &Arc<AmlKey>,
+    moat_networks: &[ipnet::IpNet],
 ) -> RouteTable {
     let mut endpoints = HashMap::new();
     for (name, at) in &desired.endpoints {
@@ -92,5 +93,5 @@ pub fn route_table(
             EndpointRoute { name: name.clone(), public_access, credentials, traffic, mirror, deployments };
         endpoints.insert(name.clone(), route);
     }
-    RouteTable { endpoints }
+    RouteTable { endpoints, moat_networks: moat_networks.to_vec() }
 }

@@ -54,6 +54,8 @@ pub enum Reason {
     SniMismatch,
     DnsRefused,
     Kernel,
+    /// The destination leads back home (loopback, link-local, a moat network, ...).
+    PointsHome,
 }
 
 impl Reason {
@@ -66,6 +68,7 @@ impl Reason {
             Reason::SniMismatch => "sni_mismatch",
             Reason::DnsRefused => "dns_refused",
             Reason::Kernel => "kernel",
+            Reason::PointsHome => "points_home",
         }
     }
 }

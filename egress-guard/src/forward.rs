@@ -41,6 +41,9 @@ async fn connection(mut client: TcpStream, from: SocketAddr, scope: &Scope, inde
         return record(&scope.sink, &who, kind, &target, Reason::SniMismatch, (0, 0), true);
     }
     let Some(dial) = endpoint.dial(port) else { return };
+    if let Err(reason) = scope.dialable(dial) {
+        return record(&scope.sink, &who, kind, &target, reason, (0, 0), true);
+    }
     let Ok(Ok(mut upstream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dial)).await else {
         tracing::warn!(endpoint = %endpoint.name, address = %dial, "private endpoint unreachable");
         return record(&scope.sink, &who, kind, &target, Reason::Allowlisted, (0, 0), true);

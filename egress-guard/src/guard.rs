@@ -8,16 +8,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 use moat_id::DeploymentId;
-use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 use crate::acl::{Endpoint, Reason};
 use crate::decision_log::{DecisionSink, Kind, RateLimit, record};
 use crate::dns::{self, Answer, Zone};
-use crate::nft::{self, Rules};
+use crate::nft::{self, Fence, Rules};
 use crate::scope::Scope;
-use crate::{Error, forward, host, proxy};
+use crate::{Error, forward, host, proxy, sockets};
 
 /// The port of the explicit proxy on the gateway address.
 pub const PROXY_PORT: u16 = 3128;
@@ -64,11 +64,23 @@ pub struct Guard {
     home_id: String,
     sink: DecisionSink,
     attached: Mutex<HashMap<DeploymentId, Attached>>,
+    /// Every moat network of the home: the guard never dials into one.
+    moat_networks: Arc<ArcSwap<Vec<IpNet>>>,
 }
 
 impl Guard {
     pub fn new(home_id: &str, sink: DecisionSink) -> Guard {
-        Guard { home_id: home_id.to_string(), sink, attached: Mutex::new(HashMap::new()) }
+        Guard {
+            home_id: home_id.to_string(),
+            sink,
+            attached: Mutex::new(HashMap::new()),
+            moat_networks: Arc::new(ArcSwap::from_pointee(Vec::new())),
+        }
+    }
+
+    /// The home's moat networks now (`deploy` keeps them current).
+    pub fn set_moat_networks(&self, networks: Vec<IpNet>) {
+        self.moat_networks.store(Arc::new(networks));
     }
 
     fn attached(&self) -> MutexGuard<'_, HashMap<DeploymentId, Attached>> {
@@ -94,7 +106,7 @@ impl Guard {
         }
         let result = self.bring_up(&net).await;
         if result.is_err() {
-            self.detach(&net.id);
+            self.lock_down(&net);
         }
         let (attached, attachment) = result?;
         self.attached().insert(key, attached);
@@ -116,6 +128,7 @@ impl Guard {
             instances: ArcSwap::from_pointee(HashMap::new()),
             sink: self.sink.clone(),
             dns_log: RateLimit::default(),
+            moat_networks: self.moat_networks.clone(),
         });
         let mut attached = Attached {
             scope: scope.clone(),
@@ -129,11 +142,11 @@ impl Guard {
         }
         let gateway = SocketAddr::from((net.gateway, 53));
         let bind = |what: &str, e: std::io::Error| Error::Setup(format!("cannot listen for {what}: {e}"));
-        let udp = UdpSocket::bind(gateway).await.map_err(|e| bind(&format!("DNS on {gateway}/udp"), e))?;
-        let tcp = TcpListener::bind(gateway).await.map_err(|e| bind(&format!("DNS on {gateway}/tcp"), e))?;
+        let udp = sockets::udp_socket(gateway).map_err(|e| bind(&format!("DNS on {gateway}/udp"), e))?;
+        let tcp = sockets::tcp_listener(gateway).map_err(|e| bind(&format!("DNS on {gateway}/tcp"), e))?;
         let proxy_at = SocketAddr::from((net.gateway, PROXY_PORT));
         let proxy =
-            TcpListener::bind(proxy_at).await.map_err(|e| bind(&format!("the proxy on {proxy_at}"), e))?;
+            sockets::tcp_listener(proxy_at).map_err(|e| bind(&format!("the proxy on {proxy_at}"), e))?;
         let zone = Arc::new(Zone {
             entries: net
                 .endpoints
@@ -159,19 +172,20 @@ impl Guard {
         for (index, (endpoint, addr)) in net.endpoints.iter().zip(&addresses).enumerate() {
             for port in &endpoint.ports {
                 let at = SocketAddr::from((*addr, *port));
-                let listener = TcpListener::bind(at)
-                    .await
-                    .map_err(|e| bind(&format!("{} on {at}", endpoint.name), e))?;
+                let listener =
+                    sockets::tcp_listener(at).map_err(|e| bind(&format!("{} on {at}", endpoint.name), e))?;
                 attached.tasks.push(tokio::spawn(forward::serve(listener, scope.clone(), index)));
             }
         }
         let rules = Rules {
             owner: net.id.to_string(),
             bridge: net.bridge.clone(),
-            gateway: net.gateway,
-            gateway_tcp: vec![53, PROXY_PORT],
-            gateway_udp: vec![53],
-            endpoints: net.endpoints.iter().zip(&addresses).map(|(e, a)| (*a, e.ports.clone())).collect(),
+            fence: Fence::Private {
+                gateway: net.gateway,
+                gateway_tcp: vec![53, PROXY_PORT],
+                gateway_udp: vec![53],
+                endpoints: net.endpoints.iter().zip(&addresses).map(|(e, a)| (*a, e.ports.clone())).collect(),
+            },
         };
         nft::apply(&self.home_id, &rules).map_err(|e| Error::Rules(e.to_string()))?;
 
@@ -193,6 +207,33 @@ impl Guard {
             addresses: net.endpoints.iter().map(|e| e.name.clone()).zip(addresses).collect(),
         };
         Ok((attached, attachment))
+    }
+
+    /// A private network whose guard cannot be attached gets rules that let nothing out, not
+    /// even to the guard's ports, until its containers are gone and [`Guard::detach`] runs:
+    /// the rules stay, the traffic stops.
+    fn lock_down(&self, net: &Network) {
+        for addr in host::top_addresses(net.subnet, net.prefix, net.endpoints.len()) {
+            host::remove(&net.bridge, addr);
+        }
+        let nothing = Fence::Private {
+            gateway: net.gateway,
+            gateway_tcp: Vec::new(),
+            gateway_udp: Vec::new(),
+            endpoints: Vec::new(),
+        };
+        let rules = Rules { owner: net.id.to_string(), bridge: net.bridge.clone(), fence: nothing };
+        if let Err(e) = nft::apply(&self.home_id, &rules) {
+            tracing::error!(endpoint = %net.id.endpoint, deployment = %net.id.deployment, error = %e, "cannot lock the network down; its earlier rules stay");
+        }
+    }
+
+    /// Fences a public deployment's network: its containers reach neither the host, nor
+    /// link-local addresses, nor another moat network; everything else as before. Fails when
+    /// the rules cannot be installed: the deployment must not run unfenced.
+    pub fn fence(&self, id: &DeploymentId, bridge: &str) -> Result<(), Error> {
+        let rules = Rules { owner: id.to_string(), bridge: bridge.to_string(), fence: Fence::Public };
+        nft::apply(&self.home_id, &rules).map_err(|e| Error::Rules(e.to_string()))
     }
 
     /// Which instance has which address, for the decision log.

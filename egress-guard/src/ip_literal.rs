@@ -19,13 +19,8 @@ pub fn parse(host: &str) -> Option<IpAddr> {
     ipv4(host).map(IpAddr::V4)
 }
 
-/// `::ffff:a.b.c.d` is the IPv4 address it carries.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+/// An IPv6 address that carries an IPv4 one is that IPv4 address (moat's one classifier).
+pub use moat_net::canonical;
 
 /// `inet_aton`: one to four parts, each decimal, octal (leading 0) or hex (0x); the last
 /// part fills the bytes that are left.

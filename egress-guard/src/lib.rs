@@ -10,7 +10,9 @@
 //! - [`host`]: the guard's addresses on the deployment's bridge;
 //! - [`forward`]: one listener per private endpoint, dialling its listed address (SNI checked);
 //! - [`proxy`]: the explicit CONNECT and forward proxy;
-//! - [`nft`]: the kernel rules, in the home's own nftables table;
+//! - [`nft`]: the kernel rules, in the home's own nftables table: a fence for every moat
+//!   network, public or private;
+//! - [`sockets`]: the guard's listening sockets, marked so that only they pass the rules;
 //! - [`scope`]: one deployment as the guard knows it (endpoints, instances, decision sink);
 //! - [`decision_log`]: one JSON line and the metrics per decision;
 //! - [`guard`]: attach and detach a private deployment.
@@ -27,6 +29,7 @@ pub mod nft;
 pub mod proxy;
 pub mod scope;
 pub mod sni;
+pub mod sockets;
 
 pub use acl::Endpoint;
 pub use decision_log::{Decision, DecisionSink};

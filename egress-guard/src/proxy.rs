@@ -72,9 +72,13 @@ async fn handle(req: Request<Incoming>, from: SocketAddr, scope: Arc<Scope>) -> 
         );
     };
     let target = format!("{host}:{port}");
-    let dial = match acl::judge(&scope.endpoints, &host, port) {
-        Verdict::Allow { dial, .. } => dial,
-        Verdict::Deny(reason) => {
+    let verdict = match acl::judge(&scope.endpoints, &host, port) {
+        Verdict::Allow { dial, .. } => scope.dialable(dial).map(|()| dial),
+        Verdict::Deny(reason) => Err(reason),
+    };
+    let dial = match verdict {
+        Ok(dial) => dial,
+        Err(reason) => {
             record(&scope.sink, &who, kind, &target, reason, (0, 0), true);
             return plain(
                 StatusCode::FORBIDDEN,

@@ -2,11 +2,13 @@
 //! has which address (for attribution), and where decisions are recorded.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 
-use crate::acl::Endpoint;
+use crate::acl::{Endpoint, Reason};
 use crate::decision_log::{DecisionSink, RateLimit, Who};
 use crate::ip_literal::canonical;
 
@@ -18,9 +20,22 @@ pub struct Scope {
     pub instances: ArcSwap<HashMap<IpAddr, String>>,
     pub sink: DecisionSink,
     pub dns_log: RateLimit,
+    /// Every moat network of the home (shared by the guard's scopes): never dialled.
+    pub moat_networks: Arc<ArcSwap<Vec<IpNet>>>,
 }
 
 impl Scope {
+    /// Whether the guard may dial `addr` at all, whatever the allowlist says: never an
+    /// address that leads back into the machine, to the link (a cloud's metadata service), to
+    /// many hosts, or into a moat network.
+    pub fn dialable(&self, addr: SocketAddr) -> Result<(), Reason> {
+        let ip = canonical(addr.ip());
+        if moat_net::classify(ip).points_home() || moat_net::within(ip, &self.moat_networks.load()) {
+            return Err(Reason::PointsHome);
+        }
+        Ok(())
+    }
+
     pub fn who(&self, client: IpAddr) -> Who {
         let client = canonical(client);
         Who {

@@ -64,7 +64,10 @@ fn table(credentials: Credentials) -> Routes {
         deployments: HashMap::from([deployment("blue"), deployment("green")]),
     };
     let routes = Routes::default();
-    routes.publish(RouteTable { endpoints: HashMap::from([("ep".to_string(), endpoint)]) });
+    routes.publish(RouteTable {
+        endpoints: HashMap::from([("ep".to_string(), endpoint)]),
+        moat_networks: Vec::new(),
+    });
     routes
 }
 
@@ -75,7 +78,7 @@ fn decide(routes: &Routes, request: &Request<()>, ingress: &IngressConfig, aad: 
     let Some(endpoint) = table.endpoints.get(&t.endpoint) else { return false };
     let conn = Connection { peer: SocketAddr::from(([10, 1, 2, 3], 40000)), proxy: None };
     let origin = origin::origin(&conn, request.headers(), ingress);
-    if policy::decide(endpoint.public_access, &origin, ingress) != Decision::Allow {
+    if policy::decide(endpoint.public_access, &origin, ingress, &[]) != Decision::Allow {
         return false;
     }
     let (_, allowed) =

@@ -69,7 +69,7 @@ async fn life(
         .ok_or_else(|| Reject::UnknownEndpoint(target.endpoint.clone()))?;
     ctx.endpoint = Some(endpoint.name.clone());
 
-    access_policy(gw, endpoint, origin, ctx)?;
+    access_policy(gw, endpoint, &table.moat_networks, origin, ctx)?;
 
     ctx.auth_mode = Some(endpoint.credentials.mode());
     let (verdict, allowed) = auth::check(&endpoint.credentials, gw.aad.as_deref(), req.headers()).await;
@@ -146,11 +146,12 @@ pub fn hyper_status(error: &hyper::Error) -> Option<u16> {
 fn access_policy(
     gw: &Gateway,
     endpoint: &EndpointRoute,
+    moat_networks: &[ipnet::IpNet],
     origin: &Origin,
     ctx: &mut RequestCtx,
 ) -> Result<(), Reject> {
     let mode = gw.config.ingress.mode;
-    match (policy::decide(endpoint.public_access, origin, &gw.config.ingress), mode) {
+    match (policy::decide(endpoint.public_access, origin, &gw.config.ingress, moat_networks), mode) {
         (Decision::Allow, _) => {
             ctx.policy = Some("allow");
             Ok(())

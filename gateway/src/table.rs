@@ -17,6 +17,8 @@ use crate::auth::aml::AmlKey;
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub endpoints: HashMap<String, EndpointRoute>,
+    /// moat's own bridge subnets: a client there is a container, never private ingress.
+    pub moat_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug)]

@@ -36,6 +36,7 @@ async fn gateway(mode: Mode) -> Harness {
     };
     let routes = Routes::default();
     routes.publish(RouteTable {
+        moat_networks: Vec::new(),
         endpoints: HashMap::from([endpoint("closed", false), endpoint("open", true)]),
     });
     let ingress = IngressConfig {

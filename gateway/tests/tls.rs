@@ -31,6 +31,7 @@ async fn tls_gateway(files: &TlsFiles) -> (SocketAddr, moat_gateway::tls::Reload
     let routes = Routes::default();
     let credentials = Credentials::Keys(vec![b"tls-test-key".to_vec()]);
     routes.publish(RouteTable {
+        moat_networks: Vec::new(),
         endpoints: HashMap::from([common::endpoint(&Admissions::default(), "ep", up, credentials, true)]),
     });
     let gw = Gateway::new(Config::default(), routes, moat_gateway::access_log::discard());

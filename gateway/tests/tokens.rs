@@ -77,6 +77,7 @@ async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>, refresh_gap: Duration)
         |name: &str, credentials: Credentials| common::endpoint(&admissions, name, up, credentials, true);
     let routes = Routes::default();
     routes.publish(RouteTable {
+        moat_networks: Vec::new(),
         endpoints: HashMap::from([
             endpoint("aad-ep", Credentials::AadToken),
             endpoint(

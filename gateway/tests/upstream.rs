@@ -108,6 +108,7 @@ async fn gateway(up: SocketAddr) -> SocketAddr {
     let routes = Routes::default();
     let credentials = Credentials::Keys(vec![KEY.as_bytes().to_vec()]);
     routes.publish(RouteTable {
+        moat_networks: Vec::new(),
         endpoints: HashMap::from([common::endpoint(&Admissions::default(), "ep", up, credentials, true)]),
     });
     let gw = Gateway::new(Config::default(), routes, moat_gateway::access_log::discard());

@@ -27,7 +27,9 @@ impl Supervisor {
             self.engine().stop(&container.id, self.inner.config.stop_timeout).await?;
             self.engine().remove(&container.id).await?;
         }
-        self.engine().remove_network(&names::network(home, id)).await
+        self.engine().remove_network(&names::network(home, id)).await?;
+        self.forget_network(id);
+        Ok(())
     }
 
     /// Removes this home's containers and networks of every deployment not in `keep`:

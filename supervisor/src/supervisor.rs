@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub ctx: Arc<Ctx>,
     pub host: Host,
     deployments: Mutex<HashMap<DeploymentId, Running>>,
+    /// The networks this supervisor has made or found, by deployment.
+    networks: Mutex<HashMap<DeploymentId, NetworkInfo>>,
     pub progress: broadcast::Sender<Progress>,
 }
 
@@ -64,6 +66,7 @@ impl Supervisor {
             ctx,
             host,
             deployments: Mutex::new(HashMap::new()),
+            networks: Mutex::new(HashMap::new()),
             progress: broadcast::channel(256).0,
         };
         Ok(Supervisor { inner: Arc::new(inner) })
@@ -118,7 +121,27 @@ impl Supervisor {
     /// yet, and says what it is: the egress guard serves its bridge.
     pub async fn network(&self, id: &DeploymentId, private: bool) -> Result<NetworkInfo, Error> {
         let labels = names::deployment_labels(self.home(), id);
-        self.engine().network(&names::network(self.home(), id), &labels, private).await
+        let info = self.engine().network(&names::network(self.home(), id), &labels, private).await?;
+        self.known_networks().insert(id.clone(), info.clone());
+        self.inner.ctx.notify();
+        Ok(info)
+    }
+
+    fn known_networks(&self) -> MutexGuard<'_, HashMap<DeploymentId, NetworkInfo>> {
+        self.inner.networks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn forget_network(&self, id: &DeploymentId) {
+        self.known_networks().remove(id);
+    }
+
+    /// The subnets of this home's networks: moat's own containers, never a destination the
+    /// guard relays to, nor private ingress.
+    pub fn subnets(&self) -> Vec<ipnet::IpNet> {
+        self.known_networks()
+            .values()
+            .filter_map(|n| ipnet::Ipv4Net::new(n.subnet, n.prefix).ok().map(ipnet::IpNet::V4))
+            .collect()
     }
 
     /// The last `lines` log lines of each instance (or of the one named), by instance name.

@@ -27,17 +27,7 @@ pub struct Origin {
 }
 
 /// `::ffff:a.b.c.d` is the IPv4 address it carries.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-pub fn within(ip: IpAddr, networks: &[IpNet]) -> bool {
-    let ip = canonical(ip);
-    networks.iter().any(|n| n.contains(&ip))
-}
+pub use moat_net::{canonical, within};
 
 pub fn origin(conn: &Connection, headers: &HeaderMap, config: &IngressConfig) -> Origin {
     let peer = canonical(conn.peer.ip());

@@ -164,6 +164,7 @@ pub async fn gateway(config: Config) -> Harness {
     };
     let routes = Routes::default();
     routes.publish(RouteTable {
+        moat_networks: Vec::new(),
         endpoints: HashMap::from([
             ("ep".into(), endpoint),
             ("idle".into(), idle),

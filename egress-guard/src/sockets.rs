@@ -1,0 +1,30 @@
+//! The guard's listening sockets, each carrying the guard's mark (SO_MARK) from before it is
+//! bound: a private network's kernel rules let traffic reach only marked sockets, so a host
+//! process that takes the guard's port while the daemon is down serves nobody.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::nft::GUARD_MARK;
+
+fn marked(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    socket.set_mark(GUARD_MARK)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = marked(addr, Type::STREAM, Protocol::TCP)?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    UdpSocket::from_std(marked(addr, Type::DGRAM, Protocol::UDP)?.into())
+}
