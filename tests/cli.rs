@@ -207,7 +207,7 @@ fn the_daemon_checks_every_spec_it_receives_whatever_sent_it() {
     #[rustfmt::skip]
     let cases: [(&str, &Edit, &str); 5] = [
         ("an unknown SKU", &|s| s["instance_type"] = "Standard_Huge".into(), "field `instance_type`: instance_type \"Standard_Huge\" is not a known SKU"),
-        ("the Docker socket's folder", &|s| s["model"]["path"] = "/run".into(), "field `model.path`: /run is or holds the Docker socket"),
+        ("the Docker socket's folder", &|s| s["model"]["path"] = "/run".into(), "field `model.path`: /run is or holds the system folder /run"),
         ("a relative model path", &|s| s["model"]["path"] = "model".into(), "field `model.path`: model must be an existing absolute path"),
         ("a zero timeout", &|s| s["request_settings"]["request_timeout_ms"] = 0.into(), "field `request_settings.request_timeout_ms`: must be 1 to 180000"),
         ("a route without a slash", &|s| s["environment"]["inference_config"]["scoring_route"]["path"] = "score".into(), "field `environment.inference_config.scoring_route.path`: must start with '/'"),
@@ -225,6 +225,61 @@ fn the_daemon_checks_every_spec_it_receives_whatever_sent_it() {
     let answer = send("PUT", "/v1/workspace", &bad_workspace);
     assert!(answer.contains("field `private_endpoints[0].fqdn`"), "{answer}");
     assert_eq!(d.store_bytes(), before, "nothing refused was stored");
+}
+
+/// CONTRACT.md's mount rule, held by the daemon for every create and update: no system folder,
+/// not the home, nothing outside `supervisor.model_roots`, a link judged by where it leads;
+/// what passes is stored (and mounted) as the resolved path.
+#[test]
+fn mounts_are_held_to_the_system_folders_the_home_and_the_model_roots() {
+    let roots = moat_test_support::TempDir::new("moat-model-roots");
+    let outside = moat_test_support::TempDir::new("moat-model-outside");
+    let root = roots.path().canonicalize().expect("real");
+    std::fs::create_dir_all(root.join("v1")).expect("mkdir");
+    std::os::unix::fs::symlink(root.join("v1"), root.join("current")).expect("link inside");
+    std::os::unix::fs::symlink(outside.path(), root.join("escape")).expect("link out");
+    let d = Daemon::start_with_config(MOAT, &format!("supervisor:\n  model_roots: [{}]\n", root.display()));
+    d.cli(&format!("online-endpoint create -n mounts-ep {ENDPOINT}")).ok();
+    let before = d.store_bytes();
+    let create = |path: &std::path::Path| {
+        d.cli(&format!(
+            "online-deployment create -n blue -e mounts-ep {BLUE} --no-wait --set model.path={}",
+            path.display()
+        ))
+    };
+    let home = d.home.canonicalize().expect("home");
+    for (path, expected) in [
+        (std::path::PathBuf::from("/etc"), "model.path=/etc: /etc is or holds the system folder /etc"),
+        (std::path::PathBuf::from("/root"), "is or holds the system folder /root"),
+        (std::path::PathBuf::from("/proc/self"), "is inside /proc"),
+        (home.clone(), "the moat home"),
+        (home.join("keys"), "the moat home"),
+        (outside.path().to_path_buf(), "outside supervisor.model_roots"),
+        (root.join("escape"), "outside supervisor.model_roots"),
+    ] {
+        if !path.exists() {
+            continue;
+        }
+        let run = create(&path);
+        assert_ne!(run.code, 0, "{}: {run:?}", path.display());
+        assert!(run.stderr.contains(expected), "{}: expected {expected:?} in {}", path.display(), run.stderr);
+    }
+    assert_eq!(d.store_bytes(), before, "nothing refused was stored");
+
+    create(&root.join("current")).ok();
+    let show: serde_json::Value =
+        serde_json::from_str(&d.cli("online-deployment show -n blue -e mounts-ep").ok().stdout)
+            .expect("json");
+    assert_eq!(
+        show["model"]["path"].as_str(),
+        Some(root.join("v1").display().to_string().as_str()),
+        "{show}"
+    );
+    let run = d.cli(&format!(
+        "online-deployment update -n blue -e mounts-ep --no-wait --set model.path={}",
+        home.display()
+    ));
+    assert!(run.code != 0 && run.stderr.contains("the moat home"), "an update is held to it too: {run:?}");
 }
 
 /// Balancers probe `/healthz` and `/readyz` on the scoring listener and on `metrics_listen`,

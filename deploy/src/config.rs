@@ -100,6 +100,7 @@ struct SupervisorFile {
     restart_backoff_max_ms: Option<u64>,
     restart_backoff_reset_s: Option<u64>,
     stop_timeout_s: Option<u64>,
+    model_roots: Option<Vec<PathBuf>>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -124,6 +125,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub stop_timeout: Duration,
     pub backoff: BackoffSettings,
+    /// `supervisor.model_roots`, resolved; empty: any folder the system-folder rule allows.
+    pub model_roots: Vec<PathBuf>,
     pub aml_token_ttl: Duration,
     pub aad: Option<AadConfig>,
     pub ingress: IngressConfig,
@@ -253,6 +256,18 @@ impl Config {
             }));
         }
 
+        let mut model_roots = Vec::new();
+        for root in supervisor.and_then(|s| s.model_roots.as_deref()).unwrap_or_default() {
+            let root = base.join(root);
+            match root.canonicalize() {
+                Ok(real) if real.is_dir() => model_roots.push(real),
+                _ => {
+                    let message = format!("{} is not a folder", root.display());
+                    return Err(invalid("supervisor.model_roots", &message));
+                }
+            }
+        }
+
         let fleet = match &file.fleet {
             None => None,
             Some(f) => Some(crate::fleet::config::parse(f, &base, &invalid)?),
@@ -295,6 +310,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
             stop_timeout: Duration::from_secs(supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),
             backoff,
+            model_roots,
             aml_token_ttl,
             aad,
             ingress,
@@ -380,6 +396,17 @@ mod tests {
             let e = load(text, Overrides::default()).unwrap_err().to_string();
             assert!(e.contains(expected), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn model_roots_resolve_and_a_missing_one_is_named() {
+        let c = load("supervisor:\n  model_roots: [/tmp]\n", Overrides::default()).expect("valid");
+        assert_eq!(c.model_roots, vec![Path::new("/tmp").canonicalize().expect("tmp")]);
+        let e = load("supervisor:\n  model_roots: [/no/such/models]\n", Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("supervisor.model_roots") && e.to_string().contains("/no/such/models"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`engine`]: the [`Engine`] trait, all the supervisor asks of a container engine;
 //!   [`docker`] implements it with bollard, `fake` (tests) with a scripted world.
 //! - [`names`]: container and network names and labels, all carrying the home id.
+//! - [`mounts`]: which host folders a container may see (pure).
 //! - `instance`: an instance's reported status and its lease; `watch`: the task that probes
 //!   it and restarts it.
 //! - `apply`, `adopt`, `drain`, `remove`: the supervisor's verbs, one module each, on the
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod fake;
 mod instance;
 pub mod lifecycle;
+pub mod mounts;
 pub mod names;
 pub mod probe;
 mod remove;
@@ -44,6 +46,7 @@ pub use engine::{Engine, Host, NetworkInfo};
 pub use instance::{InstanceStatus, Lease};
 pub use lifecycle::{InstanceState, Life};
 pub use moat_id::DeploymentId;
+pub use mounts::MountPolicy;
 pub use probe::Probe;
 pub use spec::{DeploymentSpec, Mount, ProbeSettings, Route};
 pub use supervisor::{Progress, Supervisor};
@@ -65,6 +68,9 @@ pub struct Config {
     pub stop_timeout: Duration,
     pub backoff: BackoffSettings,
     pub in_flight: InFlight,
+    /// Checked again for every container made: a spec that passed when stored may name a
+    /// folder that has since become a symlink elsewhere.
+    pub mounts: mounts::MountPolicy,
 }
 
 impl Config {
@@ -75,6 +81,7 @@ impl Config {
             stop_timeout: Duration::from_secs(30),
             backoff: BackoffSettings::default(),
             in_flight: Arc::new(|_| 0),
+            mounts: mounts::MountPolicy::default(),
         }
     }
 }

@@ -135,6 +135,11 @@ impl Supervisor {
         self.known_networks().remove(id);
     }
 
+    /// The rule every mount is held to.
+    pub fn mounts(&self) -> &crate::MountPolicy {
+        &self.inner.config.mounts
+    }
+
     /// The subnets of this home's networks: moat's own containers, never a destination the
     /// guard relays to, nor private ingress.
     pub fn subnets(&self) -> Vec<ipnet::IpNet> {

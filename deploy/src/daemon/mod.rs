@@ -84,6 +84,7 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         stop_timeout: config.stop_timeout,
         backoff: config.backoff,
         in_flight,
+        mounts: moat_supervisor::MountPolicy::new(&config.model_roots, Some(&home.dir)),
     })
     .await
     .map_err(|e| Error::Other(e.to_string()))?;

@@ -46,6 +46,7 @@ impl Node {
         sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
         checked(spec.check())?;
+        checked(self.mounts_allowed(&spec))?;
         let desired = self.desired();
         let decision = rules::create_deployment(&desired, &spec, self.host_memory())?;
         let id = spec.id();
@@ -79,6 +80,7 @@ impl Node {
         sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
         checked(spec.check())?;
+        checked(self.mounts_allowed(&spec))?;
         let desired = self.desired();
         rules::update_deployment(&desired, &spec, self.host_memory())?;
         let id = spec.id();
@@ -88,6 +90,19 @@ impl Node {
         let txn =
             Txn::default().expect(&key, revision).put(&key, &DeploymentRecord { spec, all_traffic: false });
         self.commit_deployment(&id, txn, wait, sink).await
+    }
+
+    /// The mount rule with this node's home and `supervisor.model_roots`, whatever sent the
+    /// spec (`validate` knows neither).
+    fn mounts_allowed(&self, spec: &DeploymentSpec) -> Result<(), Broken> {
+        let policy = self.supervisor.mounts();
+        if let Some(model) = &spec.model {
+            spec::check_mount_with(policy, "model.path", &model.path)?;
+        }
+        if let Some(code) = &spec.code_configuration {
+            spec::check_mount_with(policy, "code_configuration.code", &code.code)?;
+        }
+        Ok(())
     }
 
     async fn commit_deployment(

@@ -23,7 +23,7 @@ use crate::rules;
 use crate::spec::deployment::DeploymentSpec;
 use crate::spec::endpoint::{AuthMode, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
-use crate::spec::{Access, Broken};
+use crate::spec::{self, Access, Broken};
 use crate::state::{
     self, DeploymentId, DeploymentRecord, Desired, EndpointRecord, FleetOutcome, Keys, Reader,
 };

@@ -461,12 +461,17 @@ mod tests {
     }
 
     #[test]
-    fn no_mount_may_hand_a_container_the_docker_socket() {
-        for path in ["/", "/var", "/run", "/var/run/docker.sock"] {
+    fn no_mount_may_show_a_container_the_system_folders_or_the_docker_socket() {
+        for path in ["/", "/etc", "/root", "/proc/self", "/var", "/run", "/var/run/docker.sock"] {
+            if !Path::new(path).exists() {
+                continue;
+            }
             let e = parse(MINIMAL, &[&format!("model.path={path}")]).unwrap_err().to_string();
-            assert!(e.contains("Docker socket") || e.contains("No such file"), "{path}: {e}");
+            assert!(e.contains("model.path") && e.contains("no container may see"), "{path}: {e}");
         }
-        assert!(!crate::spec::exposes_docker_socket(Path::new("/work/models")));
+        let code = ["code_configuration.code=/etc", "code_configuration.scoring_script=score.py"];
+        let e = parse(MINIMAL, &code).unwrap_err().to_string();
+        assert!(e.contains("code_configuration.code") && e.contains("system folder /etc"), "{e}");
     }
 
     #[test]

@@ -123,15 +123,6 @@ pub fn local_path(doc: &Document, field: &str, written: &str) -> Result<PathBuf,
     path.canonicalize().map_err(|e| Error::Invalid(doc.locate(field, &format!("{}: {e}", path.display()))))
 }
 
-/// Whether mounting `path` would hand a container the Docker engine (and so the host).
-pub fn exposes_docker_socket(path: &Path) -> bool {
-    ["/var/run/docker.sock", "/run/docker.sock"].iter().any(|socket| {
-        let socket = Path::new(socket);
-        let real = socket.canonicalize().unwrap_or_else(|_| socket.to_path_buf());
-        [socket, real.as_path()].iter().any(|s| s.starts_with(path))
-    })
-}
-
 /// A rule a spec broke: the field (a dotted path, as `--set` writes it) and what was
 /// expected. `validate` locates it in the file; the daemon names the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,19 +153,24 @@ pub fn ensure(ok: bool, field: &str, message: impl Into<String>) -> Result<(), B
 }
 
 /// A host folder a container may see: absolute and already resolved (so the path checked is
-/// the path mounted), and not the Docker socket nor a folder holding it.
+/// the path mounted), and allowed by the mount rule (system folders, the Docker socket). The
+/// daemon checks again with its home and `supervisor.model_roots`.
 pub fn check_mount_source(field: &str, path: &Path) -> Result<(), Broken> {
+    check_mount_with(&moat_supervisor::MountPolicy::default(), field, path)
+}
+
+pub fn check_mount_with(
+    policy: &moat_supervisor::MountPolicy,
+    field: &str,
+    path: &Path,
+) -> Result<(), Broken> {
     let resolved = path.canonicalize().ok();
     ensure(
         path.is_absolute() && resolved.as_deref() == Some(path),
         field,
         format!("{} must be an existing absolute path with no symbolic links or `..`", path.display()),
     )?;
-    ensure(
-        !exposes_docker_socket(path),
-        field,
-        format!("{} is or holds the Docker socket, which no container may see", path.display()),
-    )
+    policy.check(path).map(drop).map_err(|message| Broken { field: field.to_string(), message })
 }
 
 /// "not supported yet" for a feature a later issue brings, never a setting stored and ignored.

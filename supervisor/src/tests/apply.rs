@@ -95,3 +95,31 @@ async fn new_probe_settings_alone_keep_the_containers() {
     assert_eq!(lifecycle_calls(&fake).len(), 2, "{:?}", fake.calls());
     assert_eq!(serving(&s), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_mount_that_became_a_symlink_elsewhere_is_refused_before_any_container_is_made() {
+    let dir = moat_test_support::TempDir::new("moat-mount-swap");
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).expect("mkdir");
+    let model = model.canonicalize().expect("real");
+    let fake = Fake::new();
+    let s = supervisor(&fake).await;
+    let mut with_model = spec(1, "v1");
+    with_model.mounts = vec![crate::Mount {
+        host_path: model.clone(),
+        container_path: "/var/azureml-app/model".into(),
+        read_only: true,
+    }];
+    s.apply(with_model.clone(), Adoption::Trusted).await.expect("a plain folder mounts");
+    // Between the check of the spec and the next container, the folder becomes a link to /etc.
+    std::fs::remove_dir(&model).expect("rmdir");
+    std::os::unix::fs::symlink("/etc", &model).expect("symlink");
+    with_model.env.push(("NEXT".into(), "1".into()));
+    let e = s.apply(with_model, Adoption::Trusted).await.expect_err("refused");
+    assert!(e.reason.contains("/etc"), "{}", e.reason);
+    assert_eq!(
+        lifecycle_calls(&fake).iter().filter(|c| c.starts_with("create")).count(),
+        1,
+        "no second container"
+    );
+}

@@ -63,6 +63,7 @@ pub(crate) fn config(in_flight: InFlight) -> Config {
             reset_after: Duration::from_secs(60),
         },
         in_flight,
+        mounts: crate::MountPolicy::default(),
     }
 }
 
