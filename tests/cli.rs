@@ -224,6 +224,13 @@ fn the_daemon_checks_every_spec_it_receives_whatever_sent_it() {
         "private_endpoints": [{"name": "r", "kind": "key_vault", "fqdn": "bad name!", "aliases": [], "ips": ["10.0.1.4"], "ports": [443]}]});
     let answer = send("PUT", "/v1/workspace", &bad_workspace);
     assert!(answer.contains("field `private_endpoints[0].fqdn`"), "{answer}");
+    let metadata = serde_json::json!({"name": "mlw-demo", "public_network_access": "enabled",
+        "private_endpoints": [{"name": "r", "kind": "key_vault", "fqdn": "kv.vault.azure.net", "aliases": [], "ips": ["::ffff:169.254.169.254"], "ports": [80]}]});
+    let answer = send("PUT", "/v1/workspace", &metadata);
+    assert!(
+        answer.contains("field `private_endpoints[0].ips[0]`: ::ffff:169.254.169.254 is link-local"),
+        "{answer}"
+    );
     assert_eq!(d.store_bytes(), before, "nothing refused was stored");
 }
 

@@ -336,6 +336,20 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
     assert!(!ok, "a private endpoint taken out of the workspace still answers: {detail}");
     reached(closed, json!({"tcp": "a.pe.test:7000"}), "pe-tcp-a");
 
+    // A private endpoint inside moat's own networks (here: the container itself) is refused.
+    let into_moat = format!(
+        "{{name: tcp-m, kind: storage_blob, fqdn: m.pe.test, ips: [{}], ports: [5001]}}",
+        closed.ip()
+    );
+    std::fs::write(&file, workspace("disabled", &into_moat)).expect("workspace");
+    let run = d.cli(&format!("workspace update -f {}", file.display()));
+    assert!(
+        run.code != 0
+            && run.stderr.contains("private_endpoints[1].ips[0]")
+            && run.stderr.contains("moat's own network"),
+        "{run:?}"
+    );
+
     // The rules stay while the daemon is down and everything works again after a restart.
     let table = format!("moat_{}", d.home_id());
     d.kill9();

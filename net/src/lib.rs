@@ -41,6 +41,22 @@ impl Class {
     }
 }
 
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Class::Unspecified => "unspecified",
+            Class::Loopback => "loopback (this machine)",
+            Class::LinkLocal => "link-local (the metadata service's range)",
+            Class::Multicast => "multicast",
+            Class::Reserved => "reserved",
+            Class::Private => "private",
+            Class::SharedNat => "shared address space (carrier NAT)",
+            Class::Documentation => "documentation",
+            Class::Public => "public",
+        })
+    }
+}
+
 /// The IPv4 address an IPv6 one carries, if it carries one; else the address itself.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else { return ip };

@@ -146,6 +146,16 @@ impl WorkspaceSpec {
                 )?;
             }
             ensure(!pe.ips.is_empty(), &at("ips"), "list at least one address")?;
+            for (j, ip) in pe.ips.iter().enumerate() {
+                let class = moat_net::classify(*ip);
+                ensure(
+                    !class.points_home(),
+                    &at(&format!("ips[{j}]")),
+                    format!(
+                        "{ip} is {class}; a private endpoint is an address beyond this machine and its link"
+                    ),
+                )?;
+            }
             ensure(
                 !pe.ports.is_empty() && !pe.ports.contains(&0),
                 &at("ports"),
@@ -182,6 +192,35 @@ mod tests {
         assert!(e.starts_with("ws.yml:5:11: field `private_endpoints[0].fqdn`"), "{e}");
         let e = parse("name: mlw-demo\nprivate_endpoints:\n  - name: r\n    kind: dns\n    fqdn: a.b\n    ips: [10.0.1.4]\n    ports: [443]\n").unwrap_err();
         assert_eq!(e.exit_code(), 2, "{e}");
+    }
+
+    #[test]
+    fn private_endpoints_that_point_home_are_refused_whatever_the_spelling() {
+        let with_ip = |ip: &str| {
+            parse(&format!(
+                "name: mlw-demo\nprivate_endpoints:\n  - name: r\n    kind: key_vault\n    fqdn: kv.vault.azure.net\n    ips: [10.0.1.4, \"{ip}\"]\n    ports: [443]\n"
+            ))
+        };
+        for (ip, class) in [
+            ("127.0.0.1", "loopback"),
+            ("::1", "loopback"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("::ffff:169.254.169.254", "link-local"),
+            ("fe80::1", "link-local"),
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("224.0.0.251", "multicast"),
+            ("ff02::1", "multicast"),
+        ] {
+            let e = with_ip(ip).unwrap_err().to_string();
+            assert!(e.contains("field `private_endpoints[0].ips[1]`") && e.contains(class), "{ip}: {e}");
+        }
+        for neighbour in
+            ["10.0.1.5", "169.253.255.255", "169.255.0.1", "126.255.255.255", "128.0.0.1", "fd00::4"]
+        {
+            assert!(with_ip(neighbour).is_ok(), "{neighbour} is an ordinary address");
+        }
     }
 
     #[test]
