@@ -15,34 +15,12 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
 use moat_test_support::{
-    Daemon, TEST_IMAGE, TempDir, TestHost, home_containers, home_networks, http, require_test_image,
-    unique_id, wait_until,
+    Daemon, TEST_IMAGE, TempDir, TestHost, home_containers, home_networks, http, probe, require_test_image,
+    tcp_server, unique_id, wait_until,
 };
 use serde_json::{Value, json};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
-
-/// Answers every connection on `addr` with `text` after reading what the client sent.
-fn tcp_server(addr: SocketAddr, text: &'static str) {
-    let listener = TcpListener::bind(addr).expect("bind");
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        std::thread::spawn(move || {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let reply = if buf.starts_with(b"GET ") {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    text.len()
-                )
-            } else {
-                format!("{text}\n")
-            };
-            let _ = stream.write_all(reply.as_bytes());
-        });
-    }
-}
 
 /// A TLS server with its own certificate; after the handshake it says `text`.
 fn tls_server(addr: SocketAddr, cert: Vec<u8>, key: Vec<u8>, text: &'static str) {
@@ -97,17 +75,6 @@ fn dns_server(addr: SocketAddr, answer: Ipv4Addr) {
 fn certificate(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>) {
     let (cert, key) = moat_test_support::self_signed_certificate(dir, name, &format!("DNS:{name}"));
     (std::fs::read(cert).expect("cert"), std::fs::read(key).expect("key"))
-}
-
-/// What the container says when it tries: (ok, detail).
-fn probe(container: SocketAddr, request: Value) -> (bool, String) {
-    let reply =
-        http(container, "POST", "/probe", &[("Content-Type", "application/json")], &request.to_string())
-            .expect("probe request");
-    let v: Value = serde_json::from_str(&reply.body).unwrap_or_else(|_| {
-        panic!("probe {request} at {container} answered {}: {}", reply.status, reply.body)
-    });
-    (v["ok"] == true, v["detail"].as_str().unwrap_or_default().to_string())
 }
 
 /// A deployment file for the test scorer, in the daemon's home.

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use moat_test_support::{Daemon, TestHost, http, require_test_image, scorer_deployment, unique_id};
+use moat_test_support::{Daemon, TestHost, http, probe, require_test_image, scorer_deployment, unique_id};
 use serde_json::{Value, json};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
@@ -25,14 +25,6 @@ fn counting_listener(listener: TcpListener, text: &'static str) -> Arc<AtomicUsi
         }
     });
     seen
-}
-
-fn probe(container: SocketAddr, request: Value) -> (bool, String) {
-    let reply =
-        http(container, "POST", "/probe", &[("Content-Type", "application/json")], &request.to_string())
-            .expect("probe request");
-    let v: Value = serde_json::from_str(&reply.body).unwrap_or_default();
-    (v["ok"] == true, v["detail"].as_str().unwrap_or_default().to_string())
 }
 
 fn deployment(d: &Daemon, name: &str) -> (SocketAddr, Ipv4Addr) {

@@ -163,7 +163,9 @@ fn the_seeds_private_command_runs_word_for_word_and_scores_from_the_private_netw
 fn a_second_model_file_gives_its_own_predictions_and_its_mount_is_read_only() {
     require_scorer_image();
     let d = Daemon::start(MOAT);
-    let model_dir = d.home.join("model-2");
+    // Beside the home, never in it: no container may see the home.
+    let models = moat_test_support::TempDir::new("moat-models");
+    let model_dir = models.path().join("model-2");
     std::fs::create_dir_all(&model_dir).expect("model dir");
     let model = r#"{"coef": [1, 0, 0, 0, 0, 0, 0, 0, 0, 1], "intercept": 0.5}"#;
     std::fs::write(model_dir.join("model-2.json"), model).expect("model");
@@ -189,7 +191,8 @@ fn a_second_model_file_gives_its_own_predictions_and_its_mount_is_read_only() {
 fn a_deployment_whose_container_exits_fails_with_its_logs_and_takes_no_traffic() {
     require_scorer_image();
     let mut d = Daemon::start(MOAT);
-    let empty = d.home.join("no-model");
+    let models = moat_test_support::TempDir::new("moat-models");
+    let empty = models.path().join("no-model");
     std::fs::create_dir_all(&empty).expect("dir");
     d.cli(&format!("online-endpoint create --name fail-ep {ENDPOINT}")).ok();
     let run = d.cli(&format!(

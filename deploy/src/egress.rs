@@ -36,6 +36,7 @@ pub fn endpoints(workspace: &WorkspaceSpec) -> Vec<Endpoint> {
             aliases: pe.aliases.iter().map(|a| canonical(a)).collect(),
             ips: pe.ips.clone(),
             ports: pe.ports.clone(),
+            tls_ports: pe.tls_ports.clone(),
         })
         .collect()
 }

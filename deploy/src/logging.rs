@@ -2,7 +2,8 @@
 //! lines are appended to a shared buffer that a writer thread empties every few
 //! milliseconds in one write, so a slow disk never stalls a request and a request never
 //! wakes a thread (a channel's wake-up per line cost a fifth of the gateway's throughput);
-//! when the buffer is full, lines are dropped and the drop is reported.
+//! when the buffer is full, lines are dropped and the drop is reported. Egress lines have a
+//! buffer of their own: what a container makes the guard log never takes the access log's room.
 
 use std::fs::File;
 use std::io::Write;
@@ -57,26 +58,31 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
         .with_writer(make_writer)
         .try_init();
 
-    let lines = Lines::default();
-    let writer = lines.clone();
+    let access_lines = Lines::new("access", ACCESS_PENDING_MAX);
+    let egress_lines = Lines::new("egress decision", EGRESS_PENDING_MAX);
+    let writers = (access_lines.clone(), egress_lines.clone());
     std::thread::Builder::new()
         .name("moat-access-log".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(WRITE_EVERY);
-                writer.write_to(&destination);
+                writers.0.write_to(&destination);
+                writers.1.write_to(&destination);
             }
         })
         .map_err(|e| Error::other("starting the log writer", e))?;
     let access = {
-        let lines = lines.clone();
+        let lines = access_lines.clone();
         Arc::new(move |record: &AccessRecord| lines.append(|line| record.write_line(line))) as LogSink
     };
     let decisions = {
-        let lines = lines.clone();
+        let lines = egress_lines.clone();
         Arc::new(move |decision: &Decision| lines.send(decision)) as DecisionSink
     };
-    let flush = Arc::new(move || lines.write_to(&flush_to)) as Arc<dyn Fn() + Send + Sync>;
+    let flush = Arc::new(move || {
+        access_lines.write_to(&flush_to);
+        egress_lines.write_to(&flush_to);
+    }) as Arc<dyn Fn() + Send + Sync>;
     Ok(Sinks { access, decisions, flush })
 }
 
@@ -91,7 +97,8 @@ pub struct Sinks {
 /// How often the writer empties the buffer: what a reader of the log waits at most.
 const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 /// Pending bytes at most; beyond them lines are dropped.
-const PENDING_MAX: usize = 8 << 20;
+const ACCESS_PENDING_MAX: usize = 8 << 20;
+const EGRESS_PENDING_MAX: usize = 1 << 20;
 
 thread_local! {
     /// Where a line is made before it joins the pending ones, reused line after line.
@@ -99,13 +106,19 @@ thread_local! {
 }
 
 /// JSON lines waiting for the writer, and how many were dropped.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Lines {
+    what: &'static str,
+    max: usize,
     pending: Arc<Mutex<Vec<u8>>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Lines {
+    fn new(what: &'static str, max: usize) -> Lines {
+        Lines { what, max, pending: Arc::default(), dropped: Arc::default() }
+    }
+
     fn send(&self, record: &impl serde::Serialize) {
         self.append(|line| {
             if serde_json::to_writer(&mut *line, record).is_ok() {
@@ -122,7 +135,7 @@ impl Lines {
             line.clear();
             write(line);
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.len() + line.len() >= PENDING_MAX {
+            if pending.len() + line.len() >= self.max {
                 drop(pending);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -138,7 +151,7 @@ impl Lines {
         }
         let lost = self.dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
-            tracing::warn!(lines = lost, "access log lines dropped: the log could not keep up");
+            tracing::warn!(lines = lost, kind = self.what, "log lines dropped: the log could not keep up");
         }
     }
 }
@@ -166,5 +179,24 @@ impl Drop for LineBuffer {
         if !self.buf.is_empty() {
             self.destination.write_line(&self.buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_egress_buffer_leaves_the_access_lines_their_room() {
+        let (access, egress) = (Lines::new("access", 1024), Lines::new("egress decision", 256));
+        for _ in 0..100 {
+            egress.append(|line| line.extend_from_slice(b"{\"kind\":\"dns\"}\n"));
+        }
+        assert!(egress.dropped.load(Ordering::Relaxed) > 80, "the egress buffer holds what fits");
+        for _ in 0..10 {
+            access.append(|line| line.extend_from_slice(b"{\"status\":200}\n"));
+        }
+        assert_eq!(access.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(access.pending.lock().map(|p| p.len()).unwrap_or_default(), 150);
     }
 }

@@ -180,6 +180,7 @@ mod tests {
             aliases: Vec::new(),
             ips: vec!["10.0.0.9".parse().expect("ip")],
             ports: vec![443],
+            tls_ports: Vec::new(),
         }];
         let current = egress::endpoints(&d.workspace);
         let guarded = HashMap::from([(id("blue"), stale.clone()), (id("green"), current)]);

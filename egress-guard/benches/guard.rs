@@ -102,7 +102,10 @@ fn guard(c: &mut Criterion) {
     }
     let mut bench = bench;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind endpoint");
+    // On the bridge's own address: the guard never dials loopback.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(SocketAddr::from((gateway, 0))))
+        .expect("bind endpoint");
     let direct = listener.local_addr().expect("endpoint address");
     runtime.spawn(endpoint(listener));
 
@@ -110,7 +113,7 @@ fn guard(c: &mut Criterion) {
     let sink: moat_egress_guard::DecisionSink = Arc::new(|decision| {
         std::hint::black_box(serde_json::to_vec(decision).ok());
     });
-    let guard = Guard::new(&format!("bench{id}"), sink);
+    let guard = Guard::new(&format!("bench{id}"), sink).expect("the guard's runtime");
     let network = Network {
         id: moat_id::DeploymentId::new("bench", "guard"),
         bridge: bench.link.clone(),
@@ -123,12 +126,15 @@ fn guard(c: &mut Criterion) {
             aliases: Vec::new(),
             ips: vec![direct.ip()],
             ports: vec![direct.port()],
+            tls_ports: Vec::new(),
         }],
     };
     let attachment = runtime.block_on(guard.attach(network)).expect("attach the guard");
     let through_guard = SocketAddr::from((attachment.addresses[0].1, direct.port()));
-    bench.haproxy = haproxy(SocketAddr::from((gateway, direct.port())), direct);
-    let through_haproxy = bench.haproxy.as_ref().map(|_| SocketAddr::from((gateway, direct.port())));
+    let haproxy_at =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    bench.haproxy = haproxy(haproxy_at, direct);
+    let through_haproxy = bench.haproxy.as_ref().map(|_| haproxy_at);
 
     let mut routes = vec![("direct", direct), ("guard", through_guard)];
     routes.extend(through_haproxy.map(|at| ("haproxy", at)));

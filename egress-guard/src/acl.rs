@@ -21,9 +21,19 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub ports: Vec<u16>,
+    /// Ports besides 443 that carry TLS: a connection to one must open with a ClientHello
+    /// naming the endpoint.
+    pub tls_ports: Vec<u16>,
 }
 
+/// The port that always carries TLS.
+pub const HTTPS: u16 = 443;
+
 impl Endpoint {
+    pub fn is_tls(&self, port: u16) -> bool {
+        port == HTTPS || self.tls_ports.contains(&port)
+    }
+
     pub fn has_name(&self, canonical: &str) -> bool {
         self.fqdn == canonical || self.aliases.iter().any(|a| a == canonical)
     }
@@ -56,6 +66,14 @@ pub enum Reason {
     Kernel,
     /// The destination leads back home (loopback, link-local, a moat network, ...).
     PointsHome,
+    /// The deployment had as many connections open as it may.
+    ConnectionCap,
+    /// A TLS port, and the connection did not open with a ClientHello.
+    NotTls,
+    /// A ClientHello beyond what the guard reads (16 KiB).
+    ClientHelloTooLarge,
+    /// No complete ClientHello (or DNS message, or proxy request) in time.
+    HandshakeTimeout,
 }
 
 impl Reason {
@@ -69,6 +87,10 @@ impl Reason {
             Reason::DnsRefused => "dns_refused",
             Reason::Kernel => "kernel",
             Reason::PointsHome => "points_home",
+            Reason::ConnectionCap => "connection_cap",
+            Reason::NotTls => "not_tls",
+            Reason::ClientHelloTooLarge => "client_hello_too_large",
+            Reason::HandshakeTimeout => "handshake_timeout",
         }
     }
 }
@@ -106,6 +128,7 @@ mod tests {
                 aliases: vec!["crdemo.privatelink.azurecr.io".into()],
                 ips: vec!["10.0.1.4".parse().expect("ip")],
                 ports: vec![443],
+                tls_ports: vec![],
             },
             Endpoint {
                 name: "vault".into(),
@@ -113,6 +136,7 @@ mod tests {
                 aliases: vec![],
                 ips: vec!["10.0.1.5".parse().expect("ip"), "10.0.1.6".parse().expect("ip")],
                 ports: vec![443, 8443],
+                tls_ports: vec![8443],
             },
         ]
     }

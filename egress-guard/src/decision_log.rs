@@ -1,6 +1,6 @@
-//! One JSON line per egress decision (CONTRACT.md's fields) and its metrics. Refused DNS
-//! queries are counted always but logged at most a few times a second per deployment, so a
-//! container cannot flood the log.
+//! One JSON line per egress decision (CONTRACT.md's fields) and its metrics. Every decision
+//! is counted; the line may be left out ([`crate::scope::Scope::record`] rates them per
+//! deployment and kind), so a container cannot flood the log.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,6 +22,14 @@ pub enum Kind {
     Tls,
     Connect,
     Http,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Dns, Kind::Tcp, Kind::Tls, Kind::Connect, Kind::Http];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,7 +3,8 @@
 //! name is REFUSED, so no query carries data out. The guard never asks another resolver.
 //!
 //! [`answer`] is the decision; [`respond`] turns one DNS message into its reply; the servers
-//! below carry them over UDP and TCP.
+//! below carry them over UDP and TCP (a TCP connection takes one of the deployment's places
+//! and is held to its time limits).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::names;
+use crate::scope::{Admitted, Limits};
 
 /// Names and the guard address each resolves to (names canonical).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,31 +99,54 @@ pub async fn serve_udp(socket: UdpSocket, zone: Arc<Zone>, on_query: OnQuery) {
     }
 }
 
-/// Serves TCP queries (length-prefixed) on `listener` until the task is dropped.
-pub async fn serve_tcp(listener: TcpListener, zone: Arc<Zone>, on_query: OnQuery) {
+/// Takes a place for a connection from this address, or None when there is none.
+pub type Admit = Arc<dyn Fn(SocketAddr) -> Option<Admitted> + Send + Sync>;
+
+/// Serves TCP queries (length-prefixed) on `listener` until the task is dropped. Each message
+/// must come whole within `limits.handshake`; a connection quiet for `limits.idle` between
+/// them is closed.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    zone: Arc<Zone>,
+    on_query: OnQuery,
+    admit: Admit,
+    limits: Limits,
+) {
     loop {
-        let Ok((mut stream, from)) = listener.accept().await else { continue };
+        let (stream, from) = crate::sockets::accept(&listener).await;
+        let Some(admitted) = admit(from) else { continue };
         let (zone, on_query) = (zone.clone(), on_query.clone());
         tokio::spawn(async move {
-            let mut len = [0u8; 2];
-            while tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_exact(&mut len))
-                .await
-                .is_ok_and(|r| r.is_ok())
-            {
-                let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                if stream.read_exact(&mut message).await.is_err() {
-                    return;
-                }
-                let Some((reply, asked)) = respond(&zone, &message) else { return };
-                on_query(from, &asked);
-                let Ok(reply_len) = u16::try_from(reply.len()) else { return };
-                if stream.write_all(&reply_len.to_be_bytes()).await.is_err()
-                    || stream.write_all(&reply).await.is_err()
-                {
-                    return;
-                }
-            }
+            queries(stream, from, &zone, &on_query, limits).await;
+            drop(admitted);
         });
+    }
+}
+
+async fn queries(mut stream: TcpStream, from: SocketAddr, zone: &Zone, on_query: &OnQuery, limits: Limits) {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(limits.idle, stream.read_exact(&mut len[..1])).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let mut message = Vec::new();
+        let whole = async {
+            stream.read_exact(&mut len[1..]).await?;
+            message.resize(usize::from(u16::from_be_bytes(len)), 0);
+            stream.read_exact(&mut message).await
+        };
+        if !matches!(tokio::time::timeout(limits.handshake, whole).await, Ok(Ok(_))) {
+            return;
+        }
+        let Some((reply, asked)) = respond(zone, &message) else { return };
+        on_query(from, &asked);
+        let Ok(reply_len) = u16::try_from(reply.len()) else { return };
+        let mut framed = reply_len.to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        if !matches!(tokio::time::timeout(limits.handshake, stream.write_all(&framed)).await, Ok(Ok(()))) {
+            return;
+        }
     }
 }
 

@@ -1,88 +1,63 @@
 //! The guard's listener for one private endpoint: a container connects to the guard's
 //! address for that endpoint (what its names resolve to) and the guard dials the endpoint's
-//! listed address. A TLS client must ask for one of the endpoint's names (SNI).
+//! listed address. On a TLS port the connection must open with a ClientHello naming the
+//! endpoint ([`crate::hello`]); on another port the bytes go as they come.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::acl::Reason;
-use crate::decision_log::{Kind, record};
-use crate::names;
+use crate::decision_log::Kind;
 use crate::scope::Scope;
-use crate::sni::{Hello, client_hello};
+use crate::{hello, relay};
 
-/// How long the guard waits for a client's first bytes before treating it as plain TCP.
-const FIRST_BYTES: Duration = Duration::from_millis(500);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(listener: TcpListener, scope: Arc<Scope>, endpoint: usize) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let Some(listed) = scope.endpoints.get(endpoint) else { return };
+    let kind = if listed.is_tls(port) { Kind::Tls } else { Kind::Tcp };
+    let target = format!("{}:{port}", listed.fqdn);
     loop {
-        let Ok((stream, from)) = listener.accept().await else { continue };
+        let (stream, from) = crate::sockets::accept(&listener).await;
+        let Some(admitted) = scope.admit(from, kind, &target) else { continue };
         let scope = scope.clone();
-        tokio::spawn(async move { connection(stream, from, &scope, endpoint).await });
+        tokio::spawn(async move {
+            connection(stream, from, &scope, endpoint, port).await;
+            drop(admitted);
+        });
     }
 }
 
-async fn connection(mut client: TcpStream, from: SocketAddr, scope: &Scope, index: usize) {
+async fn connection(mut client: TcpStream, from: SocketAddr, scope: &Scope, index: usize, port: u16) {
     let Some(endpoint) = scope.endpoints.get(index) else { return };
-    let port = client.local_addr().map(|a| a.port()).unwrap_or_default();
     let who = scope.who(from.ip());
-    let (kind, sni) = match first_bytes(&client).await {
-        Hello::Tls(name) => (Kind::Tls, name),
-        _ => (Kind::Tcp, None),
+    let (kind, target, opening) = if endpoint.is_tls(port) {
+        match hello::read(&mut client, endpoint, scope.limits.handshake).await {
+            Ok(opening) => (Kind::Tls, format!("{}:{port}", opening.name), opening.bytes),
+            Err(refused) => {
+                let target = format!("{}:{port}", refused.name.as_deref().unwrap_or(&endpoint.fqdn));
+                return scope.record(&who, Kind::Tls, &target, refused.reason, (0, 0));
+            }
+        }
+    } else {
+        (Kind::Tcp, format!("{}:{port}", endpoint.fqdn), Vec::new())
     };
-    let target = format!("{}:{port}", sni.clone().unwrap_or_else(|| endpoint.fqdn.clone()));
-    if let Some(name) = &sni
-        && !names::canonical(name).is_some_and(|n| endpoint.has_name(&n))
-    {
-        return record(&scope.sink, &who, kind, &target, Reason::SniMismatch, (0, 0), true);
-    }
     let Some(dial) = endpoint.dial(port) else { return };
     if let Err(reason) = scope.dialable(dial) {
-        return record(&scope.sink, &who, kind, &target, reason, (0, 0), true);
+        return scope.record(&who, kind, &target, reason, (0, 0));
     }
     let Ok(Ok(mut upstream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dial)).await else {
         tracing::warn!(endpoint = %endpoint.name, address = %dial, "private endpoint unreachable");
-        return record(&scope.sink, &who, kind, &target, Reason::Allowlisted, (0, 0), true);
+        return scope.record(&who, kind, &target, Reason::Allowlisted, (0, 0));
     };
-    let bytes = relay(&mut client, &mut upstream).await;
-    record(&scope.sink, &who, kind, &target, Reason::Allowlisted, bytes, true);
-}
-
-/// Copies both ways until both sides are done; the bytes (client to endpoint, endpoint to
-/// client). Buffers of 64 KiB: a private endpoint is mostly storage, and bulk transfers
-/// through 8 KiB buffers (tokio's default) took nearly twice as long in the guard bench.
-pub async fn relay<A, B>(client: &mut A, upstream: &mut B) -> (u64, u64)
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-{
-    const BUFFER: usize = 64 * 1024;
-    tokio::io::copy_bidirectional_with_sizes(client, upstream, BUFFER, BUFFER).await.unwrap_or((0, 0))
-}
-
-/// Peeks at what the client sends first, without taking it off the wire.
-async fn first_bytes(stream: &TcpStream) -> Hello {
-    let mut buf = vec![0u8; 4096];
-    let deadline = tokio::time::Instant::now() + FIRST_BYTES;
-    let mut seen = 0;
-    loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return Hello::NotTls,
-        };
-        match client_hello(&buf[..n]) {
-            Hello::Incomplete if n < buf.len() => {
-                if n == seen {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                seen = n;
-            }
-            Hello::Incomplete => return Hello::NotTls,
-            decided => return decided,
-        }
+    if upstream.write_all(&opening).await.is_err() {
+        return scope.record(&who, kind, &target, Reason::Allowlisted, (0, 0));
     }
+    let (out, back) = relay::relay(&mut client, &mut upstream, scope.limits.idle).await;
+    scope.record(&who, kind, &target, Reason::Allowlisted, (out + opening.len() as u64, back));
 }

@@ -13,16 +13,17 @@ use moat_id::DeploymentId;
 use tokio::task::JoinHandle;
 
 use crate::acl::{Endpoint, Reason};
-use crate::decision_log::{DecisionSink, Kind, RateLimit, record};
+use crate::decision_log::{DecisionSink, Kind};
 use crate::dns::{self, Answer, Zone};
 use crate::nft::{self, Fence, Rules};
-use crate::scope::Scope;
+use crate::scope::{Limits, Scope};
 use crate::{Error, forward, host, proxy, sockets};
 
 /// The port of the explicit proxy on the gateway address.
 pub const PROXY_PORT: u16 = 3128;
-/// Refused DNS queries logged per second per deployment (all are counted).
-const DNS_LOG_PER_SECOND: u32 = 5;
+/// Threads of the guard's runtime: one is enough to relay at line rate in the guard bench,
+/// and leaves the other cores to the gateway.
+const GUARD_THREADS: usize = 1;
 
 /// A private deployment's network, as the supervisor made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,18 +64,41 @@ impl Drop for Attached {
 pub struct Guard {
     home_id: String,
     sink: DecisionSink,
+    limits: Limits,
+    /// The guard's own threads: no container's traffic can slow the gateway's accept loops
+    /// or the probes. Taken at drop, which may happen inside another runtime.
+    runtime: Option<tokio::runtime::Runtime>,
     attached: Mutex<HashMap<DeploymentId, Attached>>,
     /// Every moat network of the home: the guard never dials into one.
     moat_networks: Arc<ArcSwap<Vec<IpNet>>>,
 }
 
 impl Guard {
-    pub fn new(home_id: &str, sink: DecisionSink) -> Guard {
-        Guard {
+    pub fn new(home_id: &str, sink: DecisionSink) -> Result<Guard, Error> {
+        Guard::with_limits(home_id, sink, Limits::default())
+    }
+
+    pub fn with_limits(home_id: &str, sink: DecisionSink, limits: Limits) -> Result<Guard, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(GUARD_THREADS)
+            .thread_name("moat-egress-guard")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Setup(format!("cannot start the guard's threads: {e}")))?;
+        Ok(Guard {
             home_id: home_id.to_string(),
             sink,
+            limits,
+            runtime: Some(runtime),
             attached: Mutex::new(HashMap::new()),
             moat_networks: Arc::new(ArcSwap::from_pointee(Vec::new())),
+        })
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        match &self.runtime {
+            Some(runtime) => runtime.handle(),
+            None => unreachable!("the runtime goes only when the guard does"),
         }
     }
 
@@ -104,7 +128,7 @@ impl Guard {
                 let _ = task.await;
             }
         }
-        let result = self.bring_up(&net).await;
+        let result = self.bring_up(&net);
         if result.is_err() {
             self.lock_down(&net);
         }
@@ -113,7 +137,9 @@ impl Guard {
         Ok(attachment)
     }
 
-    async fn bring_up(&self, net: &Network) -> Result<(Attached, Attachment), Error> {
+    fn bring_up(&self, net: &Network) -> Result<(Attached, Attachment), Error> {
+        // Sockets belong to the runtime they are made in: the guard's.
+        let _guard_runtime = self.runtime().enter();
         let addresses = host::top_addresses(net.subnet, net.prefix, net.endpoints.len());
         if addresses.len() < net.endpoints.len() {
             return Err(Error::Setup(format!(
@@ -121,15 +147,14 @@ impl Guard {
                 net.bridge
             )));
         }
-        let scope = Arc::new(Scope {
-            endpoint: net.id.endpoint.clone(),
-            deployment: net.id.deployment.clone(),
-            endpoints: net.endpoints.clone(),
-            instances: ArcSwap::from_pointee(HashMap::new()),
-            sink: self.sink.clone(),
-            dns_log: RateLimit::default(),
-            moat_networks: self.moat_networks.clone(),
-        });
+        let scope = Arc::new(Scope::new(
+            &net.id.endpoint,
+            &net.id.deployment,
+            net.endpoints.clone(),
+            self.sink.clone(),
+            self.moat_networks.clone(),
+            self.limits,
+        ));
         let mut attached = Attached {
             scope: scope.clone(),
             bridge: net.bridge.clone(),
@@ -162,19 +187,23 @@ impl Guard {
                 let target = format!("{} {}", asked.name.trim_end_matches('.'), asked.kind);
                 let reason =
                     if asked.answer == Answer::Refused { Reason::DnsRefused } else { Reason::Allowlisted };
-                let log = reason == Reason::Allowlisted || scope.dns_log.allow(DNS_LOG_PER_SECOND);
-                record(&scope.sink, &who, Kind::Dns, &target, reason, (0, 0), log);
+                scope.record(&who, Kind::Dns, &target, reason, (0, 0));
             })
         };
-        attached.tasks.push(tokio::spawn(dns::serve_udp(udp, zone.clone(), on_query.clone())));
-        attached.tasks.push(tokio::spawn(dns::serve_tcp(tcp, zone, on_query)));
-        attached.tasks.push(tokio::spawn(proxy::serve(proxy, scope.clone())));
+        let admit: dns::Admit = {
+            let (scope, at) = (scope.clone(), format!("{gateway}/tcp"));
+            Arc::new(move |from| scope.admit(from, Kind::Dns, &at))
+        };
+        let runtime = self.runtime();
+        attached.tasks.push(runtime.spawn(dns::serve_udp(udp, zone.clone(), on_query.clone())));
+        attached.tasks.push(runtime.spawn(dns::serve_tcp(tcp, zone, on_query, admit, self.limits)));
+        attached.tasks.push(runtime.spawn(proxy::serve(proxy, scope.clone())));
         for (index, (endpoint, addr)) in net.endpoints.iter().zip(&addresses).enumerate() {
             for port in &endpoint.ports {
                 let at = SocketAddr::from((*addr, *port));
                 let listener =
                     sockets::tcp_listener(at).map_err(|e| bind(&format!("{} on {at}", endpoint.name), e))?;
-                attached.tasks.push(tokio::spawn(forward::serve(listener, scope.clone(), index)));
+                attached.tasks.push(runtime.spawn(forward::serve(listener, scope.clone(), index)));
             }
         }
         let rules = Rules {
@@ -295,5 +324,13 @@ impl Guard {
                 Some((id, dropped))
             })
             .collect()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

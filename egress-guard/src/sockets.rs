@@ -4,9 +4,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::nft::GUARD_MARK;
 
@@ -27,4 +28,18 @@ pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 
 pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(marked(addr, Type::DGRAM, Protocol::UDP)?.into())
+}
+
+/// The next connection. An accept that fails (out of descriptors, most likely) is tried again
+/// after a pause, not at once: a loop that spins on it would starve everything else.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "the egress guard cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }

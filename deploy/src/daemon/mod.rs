@@ -96,7 +96,7 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     let routes = Routes::default();
     let aml = Arc::new(AmlKey::new(&keys::aml_token_secret(&*store).await?));
     let state = Arc::new(Reader::new(store.clone(), &home_id));
-    let guard = Arc::new(Guard::new(&home_id, logs.decisions));
+    let guard = Arc::new(Guard::new(&home_id, logs.decisions).map_err(|e| Error::Other(e.to_string()))?);
     let reconciler =
         Reconciler::new(state.clone(), supervisor.clone(), routes.clone(), load, aml.clone(), guard);
     let presence = fleet.as_ref().map(|f| {

@@ -30,6 +30,9 @@ pub struct PrivateEndpointFile {
     pub aliases: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub ports: Vec<u16>,
+    /// Which of `ports` besides 443 carry TLS (443 always does).
+    #[serde(default)]
+    pub tls_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,10 @@ pub struct PrivateEndpoint {
     pub aliases: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub ports: Vec<u16>,
+    /// Which of `ports` besides 443 carry TLS: on each, a connection must open with a
+    /// ClientHello naming the endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_ports: Vec<u16>,
 }
 
 impl WorkspaceSpec {
@@ -102,6 +109,7 @@ pub fn validate(doc: &Document) -> Result<WorkspaceSpec, Error> {
             aliases: pe.aliases.iter().map(|a| canonical(a)).collect(),
             ips: pe.ips,
             ports: pe.ports,
+            tls_ports: pe.tls_ports,
         })
         .collect();
     let spec = WorkspaceSpec {
@@ -161,6 +169,13 @@ impl WorkspaceSpec {
                 &at("ports"),
                 "list at least one port, each 1-65535",
             )?;
+            for (j, port) in pe.tls_ports.iter().enumerate() {
+                ensure(
+                    pe.ports.contains(port),
+                    &at(&format!("tls_ports[{j}]")),
+                    format!("{port} is not one of the endpoint's ports"),
+                )?;
+            }
         }
         Ok(())
     }

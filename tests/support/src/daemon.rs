@@ -90,6 +90,11 @@ impl Daemon {
         daemon
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.home.join("admin.sock")
     }

@@ -11,6 +11,7 @@
 //! - [`load`]: clients that score in a loop and count what fails.
 //! - [`poll`]: waiting for a condition instead of a fixed time.
 //! - [`registry`]: a container registry on loopback.
+//! - [`scorer`]: the test scorer's `/probe`, and servers for it to reach.
 
 pub mod daemon;
 pub mod docker;
@@ -21,6 +22,7 @@ pub mod load;
 pub mod netns;
 pub mod poll;
 pub mod registry;
+pub mod scorer;
 
 pub use daemon::{Daemon, Run, run_moat};
 pub use docker::{
@@ -34,6 +36,7 @@ pub use load::{Load, Tally};
 pub use netns::TestHost;
 pub use poll::wait_until;
 pub use registry::{Registry, free_port};
+pub use scorer::{probe, tcp_server};
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

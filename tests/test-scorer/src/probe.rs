@@ -8,6 +8,13 @@
 //!   and read the reply; ok when a reply came.
 //! - `{"tls": "HOST:PORT", "sni": NAME, "via": "direct"|"connect"}`: a TLS handshake with that
 //!   SNI (any certificate accepted: the test only asks whether it got through), then a line.
+//! - `{"hello": "HOST:PORT", "sni": NAME?, "via": ..., "pad": BYTES, "record": BYTES,
+//!   "segment": BYTES, "delay_ms": MS, "gap_ms": MS, "plain": TEXT?}`: a ClientHello made by
+//!   hand (padded, cut into records of `record` bytes, written `segment` bytes at a time,
+//!   `delay_ms` before the first write and `gap_ms` between writes), or `plain` bytes instead;
+//!   ok when the other end answered anything.
+//! - `{"flood": "HOST:PORT"|"proxy", "count": N, "hold_ms": MS}`: opens N connections, holds them, and
+//!   says how many the other end had closed by then (`{"opened": n, "closed": k}`).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -26,10 +33,14 @@ pub fn run(request: &Value) -> Value {
     } else if let Some(target) = request["tcp"].as_str() {
         let send = request["send"].as_str().unwrap_or("hello\n");
         tcp(target, send, request["via"].as_str().unwrap_or("direct"))
+    } else if let Some(target) = request["hello"].as_str() {
+        hello(target, request)
+    } else if let Some(target) = request["flood"].as_str() {
+        flood(target, request["count"].as_u64().unwrap_or(100), request["hold_ms"].as_u64().unwrap_or(1000))
     } else if let Some(target) = request["tls"].as_str() {
         tls(target, request["sni"].as_str().unwrap_or_default(), request["via"].as_str().unwrap_or("direct"))
     } else {
-        Err("say dns, tcp or tls".to_string())
+        Err("say dns, tcp, tls, hello or flood".to_string())
     };
     match result {
         Ok(detail) => json!({"ok": true, "detail": detail}),
@@ -219,4 +230,91 @@ fn tls(target: &str, sni: &str, via: &str) -> Result<String, String> {
     let mut stream = rustls::StreamOwned::new(connection, open(target, via)?);
     stream.write_all(b"hello\n").map_err(|e| format!("TLS: {e}"))?;
     read_some(&mut stream)
+}
+
+/// `body` behind its length, in `width` bytes.
+fn framed(width: usize, body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes()[4 - width..].to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A TLS 1.2-style ClientHello handshake message naming `sni` (if any), with `pad` bytes of an
+/// unassigned extension.
+fn client_hello(sni: Option<&str>, pad: usize) -> Vec<u8> {
+    let mut extensions = Vec::new();
+    if let Some(name) = sni {
+        let entry = [&[0u8][..], &framed(2, name.as_bytes())].concat();
+        extensions.extend([0, 0]);
+        extensions.extend(framed(2, &framed(2, &entry)));
+    }
+    if pad > 0 {
+        extensions.extend([0x55, 0x55]);
+        extensions.extend(framed(2, &vec![0u8; pad]));
+    }
+    let mut body = vec![3, 3];
+    body.extend([0x42u8; 32]); // random
+    body.push(0); // no session id
+    body.extend(framed(2, &[0x13, 0x01, 0xc0, 0x2f]));
+    body.extend([1, 0]); // null compression
+    body.extend(framed(2, &extensions));
+    [&[1u8][..], &framed(3, &body)].concat()
+}
+
+fn hello(target: &str, request: &Value) -> Result<String, String> {
+    let number = |key: &str, default: u64| request[key].as_u64().unwrap_or(default) as usize;
+    let bytes = match request["plain"].as_str() {
+        Some(text) => text.as_bytes().to_vec(),
+        None => {
+            let message = client_hello(request["sni"].as_str(), number("pad", 0));
+            let per_record = number("record", 16 * 1024).max(1);
+            message
+                .chunks(per_record)
+                .flat_map(|part| [&[22u8, 3, 1][..], &framed(2, part)].concat())
+                .collect()
+        }
+    };
+    let mut stream = open(target, request["via"].as_str().unwrap_or("direct"))?;
+    let _ = stream.set_nodelay(true);
+    std::thread::sleep(Duration::from_millis(number("delay_ms", 0) as u64));
+    for (i, part) in bytes.chunks(number("segment", u64::MAX).max(1)).enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(number("gap_ms", 0) as u64));
+        }
+        stream.write_all(part).map_err(|e| format!("writing: {e}"))?;
+    }
+    read_some(&mut stream)
+}
+
+fn flood(target: &str, count: u64, hold_ms: u64) -> Result<String, String> {
+    let addr = if target == "proxy" {
+        proxy("HTTPS_PROXY")?
+    } else {
+        let (host, port) = split(target)?;
+        address(host, port)?
+    };
+    let mut held = Vec::new();
+    // Up to `count`, or as many as the container's own descriptors allow.
+    let mut stopped = None;
+    for _ in 0..count {
+        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+            Ok(stream) => held.push(stream),
+            Err(e) => {
+                stopped = Some(format!("connection {} of {count}: {e}", held.len() + 1));
+                break;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(hold_ms));
+    let mut closed = 0;
+    for stream in &mut held {
+        let _ = stream.set_nonblocking(true);
+        let mut byte = [0u8; 1];
+        let open = match stream.read(&mut byte) {
+            Ok(n) => n > 0,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        };
+        closed += usize::from(!open);
+    }
+    Ok(json!({"opened": held.len(), "closed": closed, "stopped": stopped}).to_string())
 }
