@@ -21,6 +21,7 @@ use moat_test_support::{
 use serde_json::{Value, json};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+const PROXY_PORT: u16 = 3128;
 
 /// A TLS server with its own certificate; after the handshake it says `text`.
 fn tls_server(addr: SocketAddr, cert: Vec<u8>, key: Vec<u8>, text: &'static str) {
@@ -326,6 +327,20 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
         String::from_utf8_lossy(&rules.stdout).contains("egress-ep/closed"),
         "rules gone while the daemon was down"
     );
+    // A host process that takes the guard's ports meanwhile serves the container nothing: the
+    // rules admit only the guard's own (marked) sockets.
+    for port in [PROXY_PORT, 53] {
+        let squatter =
+            TcpListener::bind((gateway.parse::<Ipv4Addr>().expect("gateway"), port)).expect("squat");
+        squatter.set_nonblocking(true).expect("nonblocking");
+        let (ok, detail) = probe(closed, json!({"tcp": format!("{gateway}:{port}")}));
+        assert!(!ok, "a host listener on the guard's port {port} served the container: {detail}");
+        let accepted = squatter.accept();
+        assert!(
+            accepted.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "the host listener on port {port} got a connection: {accepted:?}"
+        );
+    }
     d.restart();
     wait_until(Duration::from_secs(20), "the guard back after a restart", || {
         let (ok, detail) = probe(closed, json!({"tcp": "a.pe.test:7000"}));

@@ -4,28 +4,18 @@
 //! stand-in metadata service at 169.254.169.254 (a namespace of the test's own) and another
 //! deployment's container see no packet. Routes are checked before anything is sent.
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use moat_test_support::{Daemon, TestHost, http, probe, require_test_image, scorer_deployment, unique_id};
+use std::time::Duration;
+
+use moat_test_support::{
+    Daemon, TestHost, counting_listener, http, probe, require_test_image, scorer_deployment, unique_id,
+    wait_until,
+};
 use serde_json::{Value, json};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
-
-/// A listener that counts the connections it gets and answers each with `text`.
-fn counting_listener(listener: TcpListener, text: &'static str) -> Arc<AtomicUsize> {
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = seen.clone();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            count.fetch_add(1, Ordering::SeqCst);
-            let _ = stream.write_all(format!("{text}\n").as_bytes());
-        }
-    });
-    seen
-}
 
 fn deployment(d: &Daemon, name: &str) -> (SocketAddr, Ipv4Addr) {
     let file = d.home.join(format!("{name}.yml"));
@@ -112,4 +102,26 @@ fn a_public_deployment_reaches_the_internet_but_not_the_host_the_metadata_servic
         .expect("nft");
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(rules.contains("fence-ep/blue/to") && rules.contains("fence-ep/green/to"), "{rules}");
+
+    // A table flushed from outside (a firewall reload, say) is noticed and made again, and
+    // the log and a metric say so; then it was deleted outright: the same.
+    let table = format!("moat_{}", d.home_id());
+    for (round, command) in [(1.0, "flush"), (2.0, "delete")] {
+        let nft = std::process::Command::new("nft").args([command, "table", "inet", &table]).status();
+        assert!(nft.is_ok_and(|s| s.success()), "nft {command} table");
+        wait_until(Duration::from_secs(15), "the table restored", || {
+            let metrics = http(d.metrics_addr(), "GET", "/metrics", &[], "").map_err(|e| e.to_string())?.body;
+            let restored = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("moat_kernel_rules_restored_total ")?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if restored >= round { Ok(()) } else { Err(format!("{restored} restores after {command}")) }
+        });
+        let (ok, detail) = probe(blue, json!({"tcp": format!("{blue_gateway}:{host_port}")}));
+        assert!(!ok, "the host reached after the table was restored ({command}): {detail}");
+        let (ok, detail) = probe(blue, json!({"tcp": format!("{internet_ip}:80")}));
+        assert!(ok, "the internet after the table was restored ({command}): {detail}");
+    }
+    assert!(d.log().contains("flushed or changed from outside moat; restored"), "the log says so");
+    assert_eq!(host_seen.load(Ordering::SeqCst), 1, "the host listener saw nothing from the container");
 }

@@ -60,3 +60,24 @@ pub async fn report_kernel_drops(guard: Arc<Guard>) {
         }
     }
 }
+
+/// Every few seconds, the home's nftables table as the guard left it; when something outside
+/// moat flushed or changed it, it is restored, and the log and `moat_kernel_rules_restored_total`
+/// say so.
+pub async fn keep_kernel_rules(guard: Arc<Guard>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        tick.tick().await;
+        let guard = guard.clone();
+        match tokio::task::spawn_blocking(move || guard.keep_rules()).await {
+            Ok(Ok(true)) => tracing::error!(
+                "the kernel rules in moat's nftables table were flushed or changed from outside moat; restored"
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the kernel rules were changed from outside moat and cannot be restored")
+            }
+            Err(_) => {}
+        }
+    }
+}

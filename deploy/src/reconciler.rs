@@ -131,6 +131,7 @@ impl Reconciler {
         }
         self.guard.remove_others(&keep.iter().cloned().collect::<Vec<_>>());
         tokio::spawn(egress::report_kernel_drops(self.guard.clone()));
+        tokio::spawn(egress::keep_kernel_rules(self.guard.clone()));
         let mut store_changes = self.state.store().watch();
         let mut instance_changes = self.supervisor.subscribe();
         let mut progress = self.progress.subscribe();

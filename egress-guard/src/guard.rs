@@ -61,8 +61,20 @@ impl Drop for Attached {
     }
 }
 
+/// The rules this guard has put in the home's table, by owner, and the table as the kernel
+/// listed it after the last change.
+#[derive(Default)]
+struct Kernel {
+    rules: HashMap<String, Rules>,
+    expected: Option<String>,
+}
+
+/// Tables restored after a change from outside moat.
+pub const RULES_RESTORED: &str = "moat_kernel_rules_restored_total";
+
 pub struct Guard {
     home_id: String,
+    kernel: Mutex<Kernel>,
     sink: DecisionSink,
     limits: Limits,
     /// The guard's own threads: no container's traffic can slow the gateway's accept loops
@@ -87,6 +99,7 @@ impl Guard {
             .map_err(|e| Error::Setup(format!("cannot start the guard's threads: {e}")))?;
         Ok(Guard {
             home_id: home_id.to_string(),
+            kernel: Mutex::new(Kernel::default()),
             sink,
             limits,
             runtime: Some(runtime),
@@ -216,7 +229,7 @@ impl Guard {
                 endpoints: net.endpoints.iter().zip(&addresses).map(|(e, a)| (*a, e.ports.clone())).collect(),
             },
         };
-        nft::apply(&self.home_id, &rules).map_err(|e| Error::Rules(e.to_string()))?;
+        self.install(rules).map_err(Error::Rules)?;
 
         // The same for every attachment of the network: the private endpoints' names are not
         // in NO_PROXY (the proxy reaches them under the same allowlist), so a changed
@@ -252,7 +265,7 @@ impl Guard {
             endpoints: Vec::new(),
         };
         let rules = Rules { owner: net.id.to_string(), bridge: net.bridge.clone(), fence: nothing };
-        if let Err(e) = nft::apply(&self.home_id, &rules) {
+        if let Err(e) = self.install(rules) {
             tracing::error!(endpoint = %net.id.endpoint, deployment = %net.id.deployment, error = %e, "cannot lock the network down; its earlier rules stay");
         }
     }
@@ -262,7 +275,47 @@ impl Guard {
     /// the rules cannot be installed: the deployment must not run unfenced.
     pub fn fence(&self, id: &DeploymentId, bridge: &str) -> Result<(), Error> {
         let rules = Rules { owner: id.to_string(), bridge: bridge.to_string(), fence: Fence::Public };
-        nft::apply(&self.home_id, &rules).map_err(|e| Error::Rules(e.to_string()))
+        self.install(rules).map_err(Error::Rules)
+    }
+
+    fn kernel(&self) -> MutexGuard<'_, Kernel> {
+        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts a deployment's rules in the table, and remembers them and the table they make.
+    fn install(&self, rules: Rules) -> Result<(), String> {
+        let mut kernel = self.kernel();
+        nft::apply(&self.home_id, &rules)?;
+        kernel.rules.insert(rules.owner.clone(), rules);
+        kernel.expected = nft::snapshot(&self.home_id);
+        Ok(())
+    }
+
+    fn uninstall(&self, owner: &str) -> Result<(), String> {
+        let mut kernel = self.kernel();
+        let removed = nft::remove(&self.home_id, owner);
+        if removed.is_ok() {
+            kernel.rules.remove(owner);
+        }
+        kernel.expected = nft::snapshot(&self.home_id);
+        removed
+    }
+
+    /// Compares the home's table with what the guard left in it; when it was flushed, deleted
+    /// or edited from outside, makes it anew. Ok(true) when it had to. Blocks on nft: call it
+    /// from a blocking thread, every few seconds.
+    pub fn keep_rules(&self) -> Result<bool, String> {
+        let mut kernel = self.kernel();
+        let Some(expected) = &kernel.expected else { return Ok(false) };
+        if nft::snapshot(&self.home_id).as_ref() == Some(expected) {
+            return Ok(false);
+        }
+        let mut all: Vec<Rules> = kernel.rules.values().cloned().collect();
+        all.sort_by(|a, b| a.owner.cmp(&b.owner));
+        nft::restore(&self.home_id, &all)?;
+        kernel.expected = nft::snapshot(&self.home_id);
+        metrics::counter!(RULES_RESTORED).increment(1);
+        Ok(true)
     }
 
     /// Which instance has which address, for the decision log.
@@ -279,7 +332,7 @@ impl Guard {
                 host::remove(&a.bridge, *addr);
             }
         }
-        if let Err(e) = nft::remove(&self.home_id, &id.to_string()) {
+        if let Err(e) = self.uninstall(&id.to_string()) {
             tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "removing kernel rules");
         }
     }

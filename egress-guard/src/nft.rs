@@ -14,6 +14,11 @@
 //! deployment is named or commented `<endpoint>/<deployment>`. Each change is one `nft -f`
 //! script, so it applies whole or not at all; applying the same deployment again replaces its
 //! rules (idempotent across daemon restarts).
+//!
+//! A table flushed or edited from outside (a firewall reload, `nft flush ruleset`) is noticed:
+//! [`snapshot`] is the table as the kernel shows it, without handles and counter values, taken
+//! after each change and compared every few seconds; [`restore`] rebuilds the whole table in one
+//! script.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -201,6 +206,52 @@ pub fn remove(home: &str, owner: &str) -> Result<(), String> {
     run(&["-f", "-"], Some(&remove_script(home, owner, &existing, bridge.as_deref()))).map(drop)
 }
 
+/// The table as the kernel lists it, without what changes by itself (handles, counter values);
+/// None when there is no table (or nft cannot list it).
+pub fn snapshot(home: &str) -> Option<String> {
+    let json = run(&["-j", "list", "table", "inet", &table(home)], None).ok()?;
+    let mut value: serde_json::Value = serde_json::from_str(&json).ok()?;
+    let items = value.get_mut("nftables")?.as_array_mut()?;
+    items.retain(|item| item.get("metainfo").is_none());
+    for item in items.iter_mut() {
+        without_volatile(item);
+    }
+    Some(value.to_string())
+}
+
+fn without_volatile(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for key in ["handle", "packets", "bytes"] {
+                map.remove(key);
+            }
+            map.values_mut().for_each(without_volatile);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_volatile),
+        _ => {}
+    }
+}
+
+/// The script that makes the table anew with exactly these rules: one transaction, so there
+/// is no moment without them.
+pub fn restore_script(home: &str, all: &[Rules]) -> String {
+    let t = table(home);
+    let mut s = format!(
+        "add table inet {t}
+delete table inet {t}
+"
+    );
+    s.push_str(&table_script(&t));
+    for rules in all {
+        s.push_str(&apply_script(home, rules, &[]));
+    }
+    s
+}
+
+pub fn restore(home: &str, all: &[Rules]) -> Result<(), String> {
+    run(&["-f", "-"], Some(&restore_script(home, all))).map(drop)
+}
+
 /// Every deployment that has rules in the home's table (`<endpoint>/<deployment>`).
 pub fn owners(home: &str) -> Vec<String> {
     let Ok(json) = run(&["-j", "list", "counters", "table", "inet", &table(home)], None) else {
@@ -285,6 +336,20 @@ mod tests {
             "link-local is dropped before the rest is let through"
         );
         assert!(!s.contains("socket mark"), "no host port is open to a public network");
+    }
+
+    #[test]
+    fn a_restore_replaces_the_whole_table_in_one_script() {
+        let green =
+            Rules { owner: "ep/green".into(), bridge: "br-feedfacecafe".into(), fence: Fence::Public };
+        let s = restore_script("0a1b2c3d", &[green]);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[..2], ["add table inet moat_0a1b2c3d", "delete table inet moat_0a1b2c3d"]);
+        assert!(s.contains("jump ep/green/to"), "{s}");
+        let mut listed =
+            serde_json::json!({"rule": {"handle": 7, "expr": [{"counter": {"packets": 3, "bytes": 180}}]}});
+        without_volatile(&mut listed);
+        assert_eq!(listed, serde_json::json!({"rule": {"expr": [{"counter": {}}]}}));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use load::{Load, Tally};
 pub use netns::TestHost;
 pub use poll::wait_until;
 pub use registry::{Registry, free_port};
-pub use scorer::{probe, tcp_server};
+pub use scorer::{counting_listener, probe, tcp_server};
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -3,6 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -42,4 +44,17 @@ pub fn tcp_server(addr: SocketAddr, text: &'static str) {
             let _ = stream.write_all(reply.as_bytes());
         });
     }
+}
+
+/// A listener that counts the connections it gets and answers each with `text`.
+pub fn counting_listener(listener: TcpListener, text: &'static str) -> Arc<AtomicUsize> {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.write_all(format!("{text}\n").as_bytes());
+        }
+    });
+    seen
 }
