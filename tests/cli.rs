@@ -289,6 +289,62 @@ fn mounts_are_held_to_the_system_folders_the_home_and_the_model_roots() {
     assert!(run.code != 0 && run.stderr.contains("the moat home"), "an update is held to it too: {run:?}");
 }
 
+/// An aad_token endpoint's allowed principals (CONTRACT's stand-in for a role assignment) are
+/// managed with `update --add-principal/--remove-principal`, shown by `show` (empty: nobody),
+/// checked, and refused on other auth modes.
+#[test]
+fn allowed_principals_are_added_shown_and_removed_from_the_command_line() {
+    let d = Daemon::start_with_config(
+        MOAT,
+        "auth:\n  aad: {issuer: https://login.example.test/t/v2.0, jwks_uri: http://127.0.0.1:9/keys}\n",
+    );
+    let aad = write(&d, "aad.yml", "name: aad-ep\nauth_mode: aad_token\n");
+    d.cli(&format!("online-endpoint create -f {aad}")).ok();
+    d.cli(&format!("online-endpoint create -n key-ep {ENDPOINT}")).ok();
+    let principals = |name: &str| {
+        let show: serde_json::Value =
+            serde_json::from_str(&d.cli(&format!("online-endpoint show -n {name}")).ok().stdout)
+                .expect("json");
+        show["allowed_principals"].clone()
+    };
+    assert_eq!(
+        principals("aad-ep"),
+        serde_json::json!({"object_ids": [], "app_ids": [], "roles": []}),
+        "nobody yet"
+    );
+    assert!(principals("key-ep").is_null(), "a key endpoint shows none");
+
+    let oid = "6f1e3a52-5b0f-4d1e-9c59-0b8f6cd0a111";
+    d.cli(&format!(
+        "online-endpoint update -n aad-ep --add-principal object_id={oid} --add-principal role=Endpoint.Score --add-principal role=Endpoint.Score"
+    ))
+    .ok();
+    assert_eq!(
+        principals("aad-ep"),
+        serde_json::json!({"object_ids": [oid], "app_ids": [], "roles": ["Endpoint.Score"]})
+    );
+    d.cli("online-endpoint update -n aad-ep --remove-principal role=Endpoint.Score").ok();
+    assert_eq!(principals("aad-ep")["roles"], serde_json::json!([]));
+
+    let before = d.store_bytes();
+    refused(
+        d.cli("online-endpoint update -n aad-ep --add-principal group=admins"),
+        2,
+        "--add-principal group=admins: expected object_id=ID, app_id=ID or role=NAME",
+    );
+    refused(
+        d.cli("online-endpoint update -n aad-ep --add-principal app_id=not-a-guid"),
+        1,
+        "field `allowed_principals.app_ids[0]`",
+    );
+    refused(
+        d.cli(&format!("online-endpoint update -n key-ep --add-principal object_id={oid}")),
+        1,
+        "applies to auth_mode aad_token only",
+    );
+    assert_eq!(d.store_bytes(), before, "a refused change changed nothing");
+}
+
 /// Balancers probe `/healthz` and `/readyz` on the scoring listener and on `metrics_listen`,
 /// without a credential, whatever the access policy, and without filling the access log.
 #[test]

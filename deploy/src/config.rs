@@ -103,6 +103,19 @@ struct SupervisorFile {
     model_roots: Option<Vec<PathBuf>>,
 }
 
+/// The signing keys decide who may score: they come over TLS, or from this machine itself.
+fn jwks_uri_allowed(text: &str) -> bool {
+    let Ok(uri) = text.parse::<hyper::Uri>() else { return false };
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => true,
+        (Some("http"), Some(host)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
@@ -221,9 +234,11 @@ impl Config {
             None => None,
             Some(AadFile { issuer: None, jwks_uri: None, .. }) => None,
             Some(AadFile { issuer: Some(issuer), jwks_uri: Some(jwks_uri), audience }) => {
-                let scheme_ok = jwks_uri.starts_with("https://") || jwks_uri.starts_with("http://");
-                if !scheme_ok || jwks_uri.parse::<hyper::Uri>().is_err() {
-                    return Err(invalid("auth.aad.jwks_uri", "must be an http(s) URL"));
+                if !jwks_uri_allowed(jwks_uri) {
+                    return Err(invalid(
+                        "auth.aad.jwks_uri",
+                        "must be an https URL (plain http only to a loopback address)",
+                    ));
                 }
                 Some(AadConfig {
                     issuer: issuer.clone(),
@@ -420,7 +435,22 @@ mod tests {
         assert_eq!(c.aad.expect("aad").audience, "https://ml.azure.com");
         let e = load("auth:\n  aad: {issuer: https://login.test}\n", Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("give both issuer and jwks_uri"), "{e}");
-        let e = load("auth:\n  aad: {issuer: x, jwks_uri: ftp://x}\n", Overrides::default()).unwrap_err();
-        assert!(e.to_string().contains("http(s) URL"), "{e}");
+        for refused in ["ftp://x", "http://login.test/keys", "http://10.0.0.1/keys", "https://", "keys"] {
+            let e = load(
+                &format!("auth:\n  aad: {{issuer: x, jwks_uri: \"{refused}\"}}\n"),
+                Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("must be an https URL"), "{refused}: {e}");
+        }
+        for allowed in [
+            "https://login.test/keys",
+            "http://127.0.0.1:8123/keys",
+            "http://[::1]:80/k",
+            "http://localhost/k",
+        ] {
+            let text = format!("auth:\n  aad: {{issuer: x, jwks_uri: \"{allowed}\"}}\n");
+            assert!(load(&text, Overrides::default()).is_ok(), "{allowed}");
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::spec::Access;
 use crate::spec::endpoint::AuthMode;
 use crate::state::{DeploymentId, Desired};
 use moat_gateway::auth::aml::{AmlKey, audience};
+use moat_gateway::auth::principals::Principals;
 
 /// `load` lends each instance its in-flight counter and `admissions` each deployment its
 /// queue, the same ones across tables.
@@ -79,7 +80,12 @@ pub fn route_table(
             AuthMode::AmlToken => {
                 Credentials::AmlToken { key: aml.clone(), audience: audience(&desired.workspace.name, name) }
             }
-            AuthMode::AadToken => Credentials::AadToken,
+            AuthMode::AadToken => {
+                let allowed = &record.spec.allowed_principals;
+                Credentials::AadToken {
+                    allowed: Principals::new(&allowed.object_ids, &allowed.app_ids, &allowed.roles),
+                }
+            }
         };
         let mirror = record
             .spec

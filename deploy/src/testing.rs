@@ -69,6 +69,7 @@ pub fn endpoint(name: &str) -> EndpointSpec {
         mirror_traffic: BTreeMap::new(),
         description: None,
         tags: BTreeMap::new(),
+        allowed_principals: Default::default(),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::reconciler::Busy;
 use crate::rules;
 use crate::spec::Access;
 use crate::spec::deployment::DeploymentSpec;
-use crate::spec::endpoint::AuthMode;
+use crate::spec::endpoint::{AllowedPrincipals, AuthMode};
 use crate::state::{DeploymentId, Desired, EndpointRecord, FleetOutcome};
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +28,9 @@ pub struct EndpointView {
     pub provisioning_state: &'static str,
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// An `aad_token` endpoint's, even when empty (then nobody may score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_principals: Option<AllowedPrincipals>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +83,7 @@ pub fn endpoint(record: &EndpointRecord, scoring: Option<&ScoringBase>) -> Endpo
         provisioning_state: "Succeeded",
         description: spec.description.clone(),
         tags: spec.tags.clone(),
+        allowed_principals: (spec.auth_mode == AuthMode::AadToken).then(|| spec.allowed_principals.clone()),
     }
 }
 

@@ -143,9 +143,10 @@ fn bench(c: &mut Criterion) {
     let set = serde_json::json!({"keys": [keys.rsa_jwk, keys.ec_jwk]});
     aad.preload(&serde_json::from_value(set).expect("a JWK set"));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let claims =
-        serde_json::json!({"iss": issuer, "aud": aud, "nbf": now - 10, "exp": now + 3600, "sub": "user"});
-    let aad_table = table(Credentials::AadToken);
+    let oid = "6f1e3a52-5b0f-4d1e-9c59-0b8f6cd0a111";
+    let claims = serde_json::json!({"iss": issuer, "aud": aud, "nbf": now - 10, "exp": now + 3600, "sub": "user", "oid": oid});
+    let allowed = moat_gateway::auth::principals::Principals::new(&[oid.into()], &[], &[]);
+    let aad_table = table(Credentials::AadToken { allowed });
     for (alg, kid, pem) in
         [(Algorithm::RS256, "rsa-1", &keys.rsa_pem), (Algorithm::ES256, "ec-1", &keys.ec_pem)]
     {

@@ -18,6 +18,10 @@ pub enum Reject {
     PublicAccessDisabled(String),
     #[error("missing or invalid credential: send Authorization: Bearer <endpoint key or token>")]
     Unauthorized,
+    #[error(
+        "the token is valid, but its principal is not allowed to score this endpoint; ask the endpoint's owner to allow its object id, application id or an app role of it"
+    )]
+    PrincipalNotAllowed,
     #[error("the identity provider's signing keys cannot be fetched; retry later")]
     KeysUnavailable,
     #[error("endpoint {0} has no deployment with a positive traffic weight")]
@@ -51,7 +55,7 @@ impl Reject {
             | Reject::UnknownDeployment { .. } => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::Unauthorized => StatusCode::UNAUTHORIZED,
-            Reject::PublicAccessDisabled(_) => StatusCode::FORBIDDEN,
+            Reject::PublicAccessDisabled(_) | Reject::PrincipalNotAllowed => StatusCode::FORBIDDEN,
             Reject::NoReadyInstance(_) | Reject::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::TooManyRequests(_) | Reject::QueueTimeout(..) => StatusCode::TOO_MANY_REQUESTS,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::admission::{Admission, Limits};
 use crate::auth::aml::AmlKey;
+use crate::auth::principals::Principals;
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -41,8 +42,8 @@ pub enum Credentials {
     Keys(Vec<Vec<u8>>),
     /// `auth_mode: aml_token`: tokens signed with the workspace's key, for this audience.
     AmlToken { key: Arc<AmlKey>, audience: String },
-    /// `auth_mode: aad_token`: tokens of the configured OpenID issuer.
-    AadToken,
+    /// `auth_mode: aad_token`: tokens of the configured OpenID issuer, of these principals.
+    AadToken { allowed: Principals },
 }
 
 impl fmt::Debug for Credentials {
@@ -50,7 +51,7 @@ impl fmt::Debug for Credentials {
         match self {
             Credentials::Keys(keys) => write!(f, "Keys(<{} redacted>)", keys.len()),
             Credentials::AmlToken { audience, .. } => write!(f, "AmlToken({audience})"),
-            Credentials::AadToken => f.write_str("AadToken"),
+            Credentials::AadToken { allowed } => write!(f, "AadToken({allowed:?})"),
         }
     }
 }
@@ -60,7 +61,7 @@ impl Credentials {
         match self {
             Credentials::Keys(_) => "key",
             Credentials::AmlToken { .. } => "aml_token",
-            Credentials::AadToken => "aad_token",
+            Credentials::AadToken { .. } => "aad_token",
         }
     }
 }

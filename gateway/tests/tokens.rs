@@ -20,17 +20,20 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use moat_gateway::auth::aad::AadConfig;
 use moat_gateway::auth::aml::{AmlKey, audience, now};
+use moat_gateway::auth::principals::Principals;
 use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
 use moat_test_support::{Reply, TempDir, http};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-/// A JWKS server that counts its fetches and can be taken down.
+/// A JWKS server that counts its fetches, can be taken down, and answers with a
+/// `Cache-Control` when given one.
 struct Jwks {
     addr: SocketAddr,
     set: Arc<Mutex<serde_json::Value>>,
     fetches: Arc<AtomicUsize>,
     down: Arc<AtomicBool>,
+    cache_control: Arc<Mutex<Option<String>>>,
 }
 
 async fn jwks(set: serde_json::Value) -> Jwks {
@@ -38,14 +41,15 @@ async fn jwks(set: serde_json::Value) -> Jwks {
     let addr = listener.local_addr().expect("addr");
     let (set, fetches, down) =
         (Arc::new(Mutex::new(set)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-    let shared = (set.clone(), fetches.clone(), down.clone());
+    let cache_control = Arc::new(Mutex::new(None::<String>));
+    let shared = (set.clone(), fetches.clone(), down.clone(), cache_control.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
-            let (set, fetches, down) = shared.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                    let (set, fetches, down) = (set.clone(), fetches.clone(), down.clone());
+                    let (set, fetches, down, cache_control) = shared.clone();
                     async move {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         let mut r = hyper::Response::new(Full::new(Bytes::from(
@@ -53,6 +57,10 @@ async fn jwks(set: serde_json::Value) -> Jwks {
                         )));
                         if down.load(Ordering::SeqCst) {
                             *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        if let Some(value) = cache_control.lock().expect("cache control").clone() {
+                            r.headers_mut()
+                                .insert(hyper::header::CACHE_CONTROL, value.parse().expect("header"));
                         }
                         Ok::<_, Infallible>(r)
                     }
@@ -63,11 +71,16 @@ async fn jwks(set: serde_json::Value) -> Jwks {
             });
         }
     });
-    Jwks { addr, set, fetches, down }
+    Jwks { addr, set, fetches, down, cache_control }
 }
 
 const ISSUER: &str = "https://login.example.test/tenant/v2.0";
 const AUDIENCE: &str = "https://ml.azure.com";
+/// The object id `aad-ep` allows (the tokens of `claims()` carry it), an application id and
+/// an app role it allows too.
+const USER_OID: &str = "6f1e3a52-5b0f-4d1e-9c59-0b8f6cd0a111";
+const APP_ID: &str = "0c9a44d7-3f4e-4b8e-8d3e-7a6a1b2c3d4e";
+const ROLE: &str = "Endpoint.Score";
 
 /// A gateway whose AAD key set is fetched again at most once per `refresh_gap`.
 async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>, refresh_gap: Duration) -> SocketAddr {
@@ -79,7 +92,13 @@ async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>, refresh_gap: Duration)
     routes.publish(RouteTable {
         moat_networks: Vec::new(),
         endpoints: HashMap::from([
-            endpoint("aad-ep", Credentials::AadToken),
+            endpoint(
+                "aad-ep",
+                Credentials::AadToken {
+                    allowed: Principals::new(&[USER_OID.into()], &[APP_ID.into()], &[ROLE.into()]),
+                },
+            ),
+            endpoint("aad-nobody", Credentials::AadToken { allowed: Principals::default() }),
             endpoint(
                 "aml-ep",
                 Credentials::AmlToken { key: aml.clone(), audience: audience("ws", "aml-ep") },
@@ -113,7 +132,7 @@ async fn score(addr: SocketAddr, endpoint: &str, token: &str) -> Reply {
 }
 
 fn claims() -> serde_json::Value {
-    json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "nbf": now() - 10, "exp": now() + 600, "sub": "user"})
+    json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "nbf": now() - 10, "exp": now() + 600, "sub": "user", "oid": USER_OID})
 }
 
 fn with(mut base: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
@@ -219,6 +238,73 @@ async fn a_rotated_in_key_is_found_by_a_refresh_and_an_unreachable_set_fails_clo
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.header("retry-after").is_some());
     assert_eq!(score(addr, "aad-ep", &rsa).await.status, 200, "known keys keep working from the cache");
+}
+
+/// Like a role assignment on the endpoint: a valid token of the tenant scores only when its
+/// principal is one the endpoint allows; otherwise 403, with a message that names no secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_principals_an_endpoint_allows_may_score_it() {
+    let key_dir = TempDir::new("moat-jwks");
+    let keys = keys(key_dir.path());
+    let server = jwks(json!({"keys": [keys.rsa_jwk]})).await;
+    let addr = gateway(server.addr, Arc::new(AmlKey::new(b"unused")), Duration::from_secs(3600)).await;
+    let token = |claims| sign(Algorithm::RS256, "rsa-1", &keys.rsa_pem, claims);
+    let anonymous = || {
+        let mut c = claims();
+        c.as_object_mut().expect("claims").remove("oid");
+        c
+    };
+    let stranger = "11111111-2222-3333-4444-555555555555";
+    for (who, claims, endpoint, status) in [
+        ("the allowed object id", claims(), "aad-ep", 200),
+        ("the allowed application (v1 appid)", with(anonymous(), "appid", json!(APP_ID)), "aad-ep", 200),
+        (
+            "the allowed application (v2 azp)",
+            with(anonymous(), "azp", json!(APP_ID.to_uppercase())),
+            "aad-ep",
+            200,
+        ),
+        ("the allowed app role", with(anonymous(), "roles", json!(["Reader", ROLE])), "aad-ep", 200),
+        ("another object id", with(claims(), "oid", json!(stranger)), "aad-ep", 403),
+        ("another role", with(anonymous(), "roles", json!(["Reader"])), "aad-ep", 403),
+        ("no principal claim", anonymous(), "aad-ep", 403),
+        ("an endpoint that allows nobody", claims(), "aad-nobody", 403),
+    ] {
+        let presented = token(claims);
+        let r = score(addr, endpoint, &presented).await;
+        assert_eq!(r.status, status, "{who}: {}", r.body);
+        if status == 403 {
+            assert!(r.body.contains("not allowed to score this endpoint"), "{who}: {}", r.body);
+            assert!(!r.body.contains(&presented) && !r.body.contains(stranger), "{who}: {}", r.body);
+        }
+    }
+}
+
+/// The issuer says how long its keys may be cached; after that the set is fetched again
+/// whole, and a key it no longer lists stops passing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_issuer_removed_stops_passing_when_the_cache_lifetime_ends() {
+    let key_dir = TempDir::new("moat-jwks");
+    let keys = keys(key_dir.path());
+    let server = jwks(json!({"keys": [keys.rsa_jwk, keys.ec_jwk.clone()]})).await;
+    *server.cache_control.lock().expect("cache control") = Some("public, max-age=1".into());
+    let addr = gateway(server.addr, Arc::new(AmlKey::new(b"unused")), Duration::from_millis(100)).await;
+    let rsa = sign(Algorithm::RS256, "rsa-1", &keys.rsa_pem, claims());
+    let ec = sign(Algorithm::ES256, "ec-1", &keys.ec_pem, claims());
+    assert_eq!(score(addr, "aad-ep", &rsa).await.status, 200);
+    *server.set.lock().expect("set") = json!({"keys": [keys.ec_jwk]});
+    assert_eq!(score(addr, "aad-ep", &rsa).await.status, 200, "cached for the second the issuer allows");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = score(addr, "aad-ep", &rsa).await.status;
+        if status == 401 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the removed key still passes ({status})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.fetches.load(Ordering::SeqCst) >= 2, "fetched again once the lifetime ended");
+    assert_eq!(score(addr, "aad-ep", &ec).await.status, 200, "the key it still lists passes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,12 @@ pub enum EndpointCommand {
         traffic: Option<String>,
         #[arg(long = "mirror-traffic")]
         mirror_traffic: Option<String>,
+        /// Allow a principal to score an aad_token endpoint: object_id=ID, app_id=ID or role=NAME
+        #[arg(long = "add-principal", value_name = "KIND=ID")]
+        add_principal: Vec<String>,
+        /// Take a principal's permission away again
+        #[arg(long = "remove-principal", value_name = "KIND=ID")]
+        remove_principal: Vec<String>,
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
@@ -96,7 +102,16 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
         }
         EndpointCommand::Show { name } => ctx.print(admin.get(&format!("/v1/endpoints/{name}")).await?),
         EndpointCommand::List => ctx.print(admin.get("/v1/endpoints").await?),
-        EndpointCommand::Update { name, file, set, traffic, mirror_traffic, no_wait: _ } => {
+        EndpointCommand::Update {
+            name,
+            file,
+            set,
+            traffic,
+            mirror_traffic,
+            add_principal,
+            remove_principal,
+            no_wait: _,
+        } => {
             let update = || async {
                 let (mut doc, revision) = match &file {
                     Some(f) => (Document::load(f, &set.set)?, None),
@@ -114,6 +129,14 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
                 }
                 if let Some(words) = &mirror_traffic {
                     doc.value["mirror_traffic"] = shares("--mirror-traffic", words)?;
+                }
+                for (flag, words, add) in [
+                    ("--add-principal", &add_principal, true),
+                    ("--remove-principal", &remove_principal, false),
+                ] {
+                    for word in words {
+                        change_principal(&mut doc.value, flag, word, add)?;
+                    }
                 }
                 let spec = endpoint::validate(&doc, name.as_deref())?;
                 admin
@@ -158,6 +181,31 @@ fn shares(flag: &str, words: &str) -> Result<Value, Error> {
         map.insert(name.to_string(), Value::from(percent));
     }
     Ok(Value::Object(map))
+}
+
+/// Adds `kind=id` to the endpoint's allowed principals, or takes it out.
+fn change_principal(spec: &mut Value, flag: &str, word: &str, add: bool) -> Result<(), Error> {
+    let parsed =
+        word.split_once('=').and_then(|(kind, id)| Some((endpoint::AllowedPrincipals::field(kind)?, id)));
+    let Some((field, id)) = parsed.filter(|(_, id)| !id.is_empty()) else {
+        return Err(Error::Parse(format!("{flag} {word}: expected object_id=ID, app_id=ID or role=NAME")));
+    };
+    if !spec["allowed_principals"].is_object() {
+        spec["allowed_principals"] = Value::Object(serde_json::Map::new());
+    }
+    let list = &mut spec["allowed_principals"][field];
+    let mut ids: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+    let same = |v: &Value| {
+        v.as_str().is_some_and(|v| if field == "roles" { v == id } else { v.eq_ignore_ascii_case(id) })
+    };
+    let present = ids.iter().any(same);
+    if add && !present {
+        ids.push(Value::from(id));
+    } else if !add {
+        ids.retain(|v| !same(v));
+    }
+    *list = Value::Array(ids);
+    Ok(())
 }
 
 /// The spec part of what `show` prints.

@@ -1,5 +1,6 @@
 //! The endpoint YAML (`az ml online-endpoint`): name, auth mode, public network access,
-//! traffic split and mirror.
+//! traffic split and mirror; for `aad_token`, the principals allowed to score (moat's stand-in
+//! for a role assignment on the endpoint).
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,46 @@ pub struct EndpointFile {
     pub mirror_traffic: Option<BTreeMap<String, u32>>,
     pub description: Option<String>,
     pub tags: Option<BTreeMap<String, Text>>,
+    pub allowed_principals: Option<AllowedPrincipals>,
+}
+
+/// Who may score an `aad_token` endpoint: any one of these object ids, application ids or app
+/// roles. None at all: nobody.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedPrincipals {
+    #[serde(default)]
+    pub object_ids: Vec<String>,
+    #[serde(default)]
+    pub app_ids: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl AllowedPrincipals {
+    pub fn is_empty(&self) -> bool {
+        self.object_ids.is_empty() && self.app_ids.is_empty() && self.roles.is_empty()
+    }
+
+    /// The list that holds principals of `kind` (`object_id`, `app_id`, `role`).
+    pub fn field(kind: &str) -> Option<&'static str> {
+        match kind {
+            "object_id" => Some("object_ids"),
+            "app_id" => Some("app_ids"),
+            "role" => Some("roles"),
+            _ => None,
+        }
+    }
+}
+
+/// Entra ids are GUIDs: 8-4-4-4-12 hex digits.
+fn is_guid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -41,6 +82,8 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "AllowedPrincipals::is_empty")]
+    pub allowed_principals: AllowedPrincipals,
 }
 
 /// `--name` wins over the file's `name`.
@@ -63,6 +106,7 @@ pub fn validate(doc: &Document, name: Option<&str>) -> Result<EndpointSpec, Erro
         mirror_traffic: file.mirror_traffic.unwrap_or_default(),
         description: file.description,
         tags: texts(file.tags),
+        allowed_principals: file.allowed_principals.unwrap_or_default(),
     };
     spec.check().map_err(|broken| broken.located(doc))?;
     Ok(spec)
@@ -86,6 +130,30 @@ impl EndpointSpec {
             "traffic",
             format!("shares add up to {total}; they must total 0 or 100"),
         )?;
+        let allowed = &self.allowed_principals;
+        ensure(
+            allowed.is_empty() || self.auth_mode == AuthMode::AadToken,
+            "allowed_principals",
+            "applies to auth_mode aad_token only",
+        )?;
+        for (field, ids) in [("object_ids", &allowed.object_ids), ("app_ids", &allowed.app_ids)] {
+            for (i, id) in ids.iter().enumerate() {
+                let at = format!("allowed_principals.{field}[{i}]");
+                ensure(
+                    is_guid(id),
+                    &at,
+                    format!("{id:?} is not an id like 6f1e3a52-5b0f-4d1e-9c59-0b8f6cd0a111"),
+                )?;
+            }
+        }
+        for (i, role) in allowed.roles.iter().enumerate() {
+            let plain = !role.is_empty() && role.len() <= 120 && !role.contains(char::is_whitespace);
+            ensure(
+                plain,
+                &format!("allowed_principals.roles[{i}]"),
+                "an app role's value: no spaces, 1-120 characters",
+            )?;
+        }
         let mirrored: Vec<(&String, &u32)> = self.mirror_traffic.iter().filter(|(_, p)| **p > 0).collect();
         ensure(mirrored.len() <= 1, "mirror_traffic", "mirror traffic goes to one deployment at most")?;
         for (deployment, percent) in mirrored {
@@ -130,6 +198,34 @@ mod tests {
         assert!(parse("name: abc\ntraffic: {blue: 90, green: 10}\n", None).is_ok());
         let e = parse("name: abc\ntraffic: {blue: 90, green: 20}\n", None).unwrap_err().to_string();
         assert!(e.contains("add up to 110"), "{e}");
+    }
+
+    #[test]
+    fn allowed_principals_are_ids_or_roles_of_an_aad_token_endpoint() {
+        let ok = "name: abc\nauth_mode: aad_token\nallowed_principals:\n  object_ids: [6F1E3A52-5b0f-4d1e-9c59-0b8f6cd0a111]\n  roles: [Endpoint.Score]\n";
+        let ep = parse(ok, None).expect("valid");
+        assert_eq!(ep.allowed_principals.roles, ["Endpoint.Score"]);
+        for (text, expected) in [
+            (
+                "name: abc\nallowed_principals: {roles: [Scorer]}\n",
+                "field `allowed_principals`: applies to auth_mode aad_token only",
+            ),
+            (
+                "name: abc\nauth_mode: aad_token\nallowed_principals: {app_ids: [not-a-guid]}\n",
+                "field `allowed_principals.app_ids[0]`",
+            ),
+            (
+                "name: abc\nauth_mode: aad_token\nallowed_principals: {roles: [two words]}\n",
+                "field `allowed_principals.roles[0]`",
+            ),
+            (
+                "name: abc\nauth_mode: aad_token\nallowed_principals: {groups: [x]}\n",
+                "unknown field `groups`",
+            ),
+        ] {
+            let e = parse(text, None).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
     }
 
     #[test]

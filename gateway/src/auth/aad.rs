@@ -1,10 +1,12 @@
 //! `auth_mode: aad_token`: JWTs from an OpenID issuer (`auth.aad`), checked against the
 //! issuer's key set (JWKS): issuer, audience, expiry and not-before, RS256 or ES256 only.
 //!
-//! The key set is cached. A token whose `kid` the cache does not know makes one refresh,
-//! at most once per `refresh_gap` (a flood of made-up kids cannot hammer the issuer);
-//! while the key set cannot be fetched, an unknown `kid` is [`Failure::Unavailable`] (503,
-//! retry later), never a pass.
+//! The key set is cached for as long as the issuer's `Cache-Control: max-age` says (an hour
+//! when it says nothing, a day at most), then fetched again whole, so a key the issuer removed
+//! stops passing. A token whose `kid` the cache does not know makes one refresh, at most once
+//! per `refresh_gap` (a flood of made-up kids cannot hammer the issuer); while the key set
+//! cannot be fetched, an unknown `kid` is [`Failure::Unavailable`] (503, retry later), never a
+//! pass, and known keys serve until they are a day old.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +26,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::Failure;
+use super::principals::Claims;
 
 /// The issuer settings of CONTRACT.md's `auth.aad`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,11 @@ pub struct AadConfig {
 }
 
 pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(10);
+/// How long a key set is kept when its answer names no lifetime.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The longest a key set is used, whatever its answer says and whether or not the issuer
+/// can be reached again.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clock skew allowed between the issuer and this machine.
 const LEEWAY_S: u64 = 60;
@@ -43,6 +51,43 @@ const LEEWAY_S: u64 = 60;
 struct Key {
     algorithm: Algorithm,
     decoding: DecodingKey,
+}
+
+/// The issuer's keys, and until when to use them.
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, Arc<Key>>,
+    fetched: Option<Instant>,
+    lifetime: Duration,
+}
+
+impl KeySet {
+    fn expired(&self, now: Instant) -> bool {
+        self.fetched.is_none_or(|at| now.saturating_duration_since(at) >= self.lifetime)
+    }
+
+    /// Past even the longest a key set may serve while the issuer cannot be reached.
+    fn too_old(&self, now: Instant) -> bool {
+        self.fetched.is_none_or(|at| now.saturating_duration_since(at) >= MAX_LIFETIME)
+    }
+}
+
+/// The lifetime a key set's `Cache-Control` gives it.
+fn lifetime(cache_control: Option<&str>) -> Duration {
+    let Some(value) = cache_control else { return DEFAULT_LIFETIME };
+    let mut lifetime = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Duration::ZERO;
+        }
+        if let Some(seconds) =
+            lower.strip_prefix("max-age=").and_then(|s| s.trim_matches('"').parse::<u64>().ok())
+        {
+            lifetime = Some(Duration::from_secs(seconds));
+        }
+    }
+    lifetime.unwrap_or(DEFAULT_LIFETIME).min(MAX_LIFETIME)
 }
 
 /// When the key set was last fetched, and whether that worked.
@@ -63,7 +108,7 @@ impl Refresh {
 
 pub struct Aad {
     config: AadConfig,
-    keys: ArcSwap<HashMap<String, Arc<Key>>>,
+    keys: ArcSwap<KeySet>,
     refresh: Mutex<Refresh>,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
@@ -84,7 +129,7 @@ impl Aad {
             .build();
         Aad {
             config,
-            keys: ArcSwap::from_pointee(HashMap::new()),
+            keys: ArcSwap::from_pointee(KeySet::default()),
             refresh: Mutex::new(Refresh { at: None, ok: false }),
             client: Client::builder(TokioExecutor::new()).build(https),
         }
@@ -94,17 +139,26 @@ impl Aad {
         &self.config.audience
     }
 
-    pub async fn verify(&self, token: &str) -> Result<(), Failure> {
+    /// The token's principal claims, once its signature and claims check out.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Failure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::Invalid)?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(Failure::Invalid);
         }
         let kid = header.kid.ok_or(Failure::Invalid)?;
-        let key = match self.keys.load().get(&kid).cloned() {
+        let now = Instant::now();
+        if self.keys.load().expired(now) {
+            // A failed refresh leaves the old keys serving until they are too old.
+            let refreshed = self.refresh().await;
+            if refreshed.is_err() && self.keys.load().too_old(now) {
+                return Err(Failure::Unavailable);
+            }
+        }
+        let key = match self.keys.load().keys.get(&kid).cloned() {
             Some(key) => key,
             None => {
-                self.refresh_for_unknown_kid().await?;
-                self.keys.load().get(&kid).cloned().ok_or(Failure::Invalid)?
+                self.refresh().await?;
+                self.keys.load().keys.get(&kid).cloned().ok_or(Failure::Invalid)?
             }
         };
         if key.algorithm != header.alg {
@@ -116,14 +170,14 @@ impl Aad {
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &validation)
-            .map(drop)
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
             .map_err(Failure::from)
     }
 
     /// One refresh for all the requests that wait on it, and none if the last was too
     /// recent: then its outcome stands.
-    async fn refresh_for_unknown_kid(&self) -> Result<(), Failure> {
+    async fn refresh(&self) -> Result<(), Failure> {
         let mut last = self.refresh.lock().await;
         if let Some(ok) = last.standing(Instant::now(), self.config.refresh_gap) {
             return if ok { Ok(()) } else { Err(Failure::Unavailable) };
@@ -132,8 +186,8 @@ impl Aad {
         last.at = Some(Instant::now());
         last.ok = fetched.is_ok();
         match fetched {
-            Ok(keys) => {
-                self.keys.store(Arc::new(keys));
+            Ok(set) => {
+                self.keys.store(Arc::new(set));
                 Ok(())
             }
             Err(e) => {
@@ -143,9 +197,10 @@ impl Aad {
         }
     }
 
-    /// Uses this key set until the next refresh (for benchmarks and tests without a server).
+    /// Uses this key set for a day (for benchmarks and tests without a server).
     pub fn preload(&self, set: &JwkSet) {
-        self.keys.store(Arc::new(keys_of(set)));
+        let keys = keys_of(set);
+        self.keys.store(Arc::new(KeySet { keys, fetched: Some(Instant::now()), lifetime: MAX_LIFETIME }));
     }
 
     /// Fetches the key set now (at start-up), whatever the rate limit says.
@@ -154,13 +209,13 @@ impl Aad {
         let fetched = self.fetch().await;
         last.at = Some(Instant::now());
         last.ok = fetched.is_ok();
-        let keys = fetched?;
-        let count = keys.len();
-        self.keys.store(Arc::new(keys));
+        let set = fetched?;
+        let count = set.keys.len();
+        self.keys.store(Arc::new(set));
         Ok(count)
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, Arc<Key>>, String> {
+    async fn fetch(&self) -> Result<KeySet, String> {
         let uri: hyper::Uri = self.config.jwks_uri.parse().map_err(|e| format!("jwks_uri: {e}"))?;
         let request = hyper::Request::get(uri).body(Empty::new()).map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(FETCH_TIMEOUT, self.client.request(request))
@@ -170,13 +225,16 @@ impl Aad {
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }
+        let cache_control =
+            response.headers().get(hyper::header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
+        let lifetime = lifetime(cache_control);
         let body = tokio::time::timeout(FETCH_TIMEOUT, Limited::new(response.into_body(), 1 << 20).collect())
             .await
             .map_err(|_| "the key set did not arrive in time".to_string())?
             .map_err(|e| e.to_string())?
             .to_bytes();
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
-        Ok(keys_of(&set))
+        Ok(KeySet { keys: keys_of(&set), fetched: Some(Instant::now()), lifetime })
     }
 }
 
@@ -204,6 +262,27 @@ fn keys_of(set: &JwkSet) -> HashMap<String, Arc<Key>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_set_lives_as_long_as_its_answer_says_and_a_day_at_most() {
+        for (header, expected) in [
+            (None, DEFAULT_LIFETIME),
+            (Some("public, max-age=600"), Duration::from_secs(600)),
+            (Some("Max-Age=\"60\", must-revalidate"), Duration::from_secs(60)),
+            (Some("max-age=31536000"), MAX_LIFETIME),
+            (Some("private"), DEFAULT_LIFETIME),
+            (Some("max-age=600, no-cache"), Duration::ZERO),
+            (Some("no-store"), Duration::ZERO),
+            (Some("max-age=soon"), DEFAULT_LIFETIME),
+        ] {
+            assert_eq!(lifetime(header), expected, "{header:?}");
+        }
+        let t0 = Instant::now();
+        let set = KeySet { keys: HashMap::new(), fetched: Some(t0), lifetime: Duration::from_secs(600) };
+        assert!(!set.expired(t0 + Duration::from_secs(599)) && set.expired(t0 + Duration::from_secs(600)));
+        assert!(!set.too_old(t0 + MAX_LIFETIME - Duration::from_secs(1)) && set.too_old(t0 + MAX_LIFETIME));
+        assert!(KeySet::default().expired(t0), "a set never fetched");
+    }
 
     #[test]
     fn the_key_set_is_fetched_again_only_once_the_gap_has_passed() {

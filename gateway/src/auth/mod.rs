@@ -3,14 +3,17 @@
 //! - [`key`]: the primary and secondary keys, compared in constant time;
 //! - [`aml`]: tokens moat issues (HS256, per workspace, scoped to the endpoint);
 //! - [`aad`]: tokens of an OpenID issuer, checked against its key set;
+//! - [`principals`]: which of the issuer's principals an `aad_token` endpoint admits;
 //! - [`signatures`]: the RS256 and ES256 signature checks those tokens need, through ring.
 //!
 //! Every failure gets the same 401 message, which says nothing that helps forge a
-//! credential; the access log records which check failed.
+//! credential; the access log records which check failed. A valid AAD token of a principal
+//! the endpoint does not allow gets 403.
 
 pub mod aad;
 pub mod aml;
 pub mod key;
+pub mod principals;
 pub mod signatures;
 
 use http::HeaderMap;
@@ -45,6 +48,8 @@ pub enum Verdict {
     Invalid,
     Expired,
     Unavailable,
+    /// A valid token, of a principal the endpoint does not allow.
+    Forbidden,
     Accepted,
 }
 
@@ -55,6 +60,7 @@ impl Verdict {
             Verdict::Invalid => "invalid",
             Verdict::Expired => "expired",
             Verdict::Unavailable => "keys_unavailable",
+            Verdict::Forbidden => "forbidden",
             Verdict::Accepted => "ok",
         }
     }
@@ -91,8 +97,12 @@ pub async fn check(
             Ok(token) => key.verify(token, audience),
             Err(_) => Err(Failure::Invalid),
         },
-        Credentials::AadToken => match (aad, std::str::from_utf8(presented)) {
-            (Some(aad), Ok(token)) => aad.verify(token).await,
+        Credentials::AadToken { allowed } => match (aad, std::str::from_utf8(presented)) {
+            (Some(aad), Ok(token)) => match aad.verify(token).await {
+                Ok(claims) if allowed.admits(&claims) => Ok(()),
+                Ok(_) => return (Verdict::Forbidden, Err(Reject::PrincipalNotAllowed)),
+                Err(failure) => Err(failure),
+            },
             (None, _) => Err(Failure::Unavailable),
             (_, Err(_)) => Err(Failure::Invalid),
         },
