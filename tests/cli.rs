@@ -154,8 +154,67 @@ fn one_daemon_per_home_a_stale_socket_is_replaced_and_sigterm_exits_0() {
     let mode = std::fs::metadata(d.socket())
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
     assert_eq!(mode.ok(), Some(0o600), "admin.sock is owner-only");
+    // The daemon took every descriptor the hard limit allows.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid().expect("pid"))).expect("limits");
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files")
+        .split_whitespace()
+        .collect();
+    assert_eq!(files[3], files[4], "soft limit raised to the hard one: {limits}");
     assert_eq!(d.terminate(), Some(0));
     assert!(!d.socket().exists());
+}
+
+/// The home holds every key: a home others may write in, one of another user, or a store
+/// that is a link, and the daemon does not start.
+#[test]
+fn a_home_others_could_tamper_with_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let serve = |home: &std::path::Path| {
+        std::process::Command::new(MOAT)
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--home"])
+            .arg(home)
+            .output()
+            .expect("serve")
+    };
+    let dir = moat_test_support::TempDir::new("moat-tamper");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let run = serve(&home);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("may be written by others (mode 777)") && stderr.contains("chmod 700"),
+        "{stderr}"
+    );
+
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let chown = std::process::Command::new("chown").args(["65534"]).arg(&home).status();
+    if chown.is_ok_and(|s| s.success()) {
+        let run = serve(&home);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+        let _ = std::process::Command::new("chown").arg(own_uid()).arg(&home).status();
+    }
+
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, "{}").expect("write");
+    std::os::unix::fs::symlink(&elsewhere, home.join("store.json")).expect("link");
+    let run = serve(&home);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("store.json"), "{stderr}");
+}
+
+/// This process's uid, for giving a folder back.
+fn own_uid() -> String {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m).to_string())
+        .unwrap_or_default()
 }
 
 #[test]

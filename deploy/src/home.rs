@@ -2,12 +2,21 @@
 //! the home id, the admin socket and an optional `config.yaml`.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::{keys, private_file};
+
+/// A file's bytes; a symbolic link in its place is an error, never followed.
+pub fn read_no_follow(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
 
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -53,8 +62,9 @@ impl Home {
             .mode(0o700)
             .create(&self.dir)
             .map_err(|e| io("creating home", e))?;
+        self.check_owner()?;
         let id_path = self.dir.join("id");
-        match std::fs::read_to_string(&id_path) {
+        match read_no_follow(&id_path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()) {
             Ok(id) => {
                 let id = id.trim().to_string();
                 let ok =
@@ -76,6 +86,34 @@ impl Home {
         }
     }
 
+    /// The home holds every key: it must be this user's, and no one else may write in it (or
+    /// they could put a link where moat writes a key).
+    fn check_owner(&self) -> Result<(), Error> {
+        let meta = std::fs::metadata(&self.dir)
+            .map_err(|e| Error::other(&format!("reading home {}", self.dir.display()), e))?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_dir() {
+            return Err(Error::Other(format!("home {} is not a folder", self.dir.display())));
+        }
+        if meta.uid() != me {
+            return Err(Error::Other(format!(
+                "home {} belongs to uid {}, not to this user (uid {me}); run moat as its owner or give another --home",
+                self.dir.display(),
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::Other(format!(
+                "home {} may be written by others (mode {:o}); make it owner-only: chmod 700 {}",
+                self.dir.display(),
+                meta.mode() & 0o777,
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Holds the home's serve lock for as long as the returned file lives: a second
     /// `moat serve` on the same home fails here.
     pub fn lock(&self) -> Result<File, Error> {
@@ -85,6 +123,7 @@ impl Home {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::other(&format!("opening {}", path.display()), e))?;
         // SAFETY: flock on a file descriptor we own; no memory is shared.

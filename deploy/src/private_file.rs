@@ -15,6 +15,8 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        // A link planted as the temp file is refused, not written through.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(io)?;
     // A temp file left by a crash keeps its old mode; make sure of ours.

@@ -40,7 +40,8 @@ pub enum Reject {
     BadBody(String),
     #[error("the model did not answer within request_timeout_ms ({0} ms)")]
     Timeout(u128),
-    #[error("lost the connection to the model container: {0}")]
+    /// The detail (which names the container's address) goes to the access log, not the client.
+    #[error("lost the connection to the model container; retry")]
     InstanceLost(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -63,6 +64,14 @@ impl Reject {
             Reject::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Reject::InstanceLost(_) => StatusCode::BAD_GATEWAY,
             Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the access log says: the client's message, with details kept from the client.
+    pub fn log_text(&self) -> String {
+        match self {
+            Reject::InstanceLost(detail) => format!("{self}: {detail}"),
+            _ => self.to_string(),
         }
     }
 

@@ -45,7 +45,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> 
     let mut response = match life(gw, req, &origin, &mut ctx).await {
         Ok(response) => response,
         Err(reject) => {
-            ctx.error = Some(reject.to_string());
+            ctx.error = Some(reject.log_text());
             reject.into_response(ctx.request_id.as_str())
         }
     };

@@ -103,6 +103,8 @@ async fn no_ready_instance_is_503_with_retry_after_and_a_dead_one_is_502() {
     assert!(r.header("retry-after").is_some());
     let r = score_on(&h, "gone").await;
     assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("lost the connection to the model container"), "{}", r.body);
+    assert!(!r.body.contains("127.0.0.1"), "the client learns no container address: {}", r.body);
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker as Bollard;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, MountType, NetworkCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, MountType, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -22,6 +24,10 @@ use crate::{Error, names};
 /// The only capabilities an instance keeps (CONTRACT.md): enough to drop privileges and own
 /// its files, never NET_RAW, NET_ADMIN or SYS_ADMIN.
 pub const CAPABILITIES: [&str; 5] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
+/// Each container's log is kept in files of at most this size, this many of them: a chatty
+/// model cannot fill the disk, and `get-logs` still reads the last of it.
+pub const LOG_MAX_SIZE: &str = "10m";
+pub const LOG_MAX_FILES: &str = "3";
 
 #[derive(Clone)]
 pub struct Docker {
@@ -119,6 +125,13 @@ impl Docker {
                 nano_cpus: Some(new.limits.nano_cpus),
                 pids_limit: Some(new.limits.pids),
                 dns: (!new.dns.is_empty()).then(|| new.dns.clone()),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".to_string()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                        ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+                    ])),
+                }),
                 ..Default::default()
             }),
             ..Default::default()

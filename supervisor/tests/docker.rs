@@ -86,8 +86,27 @@ async fn instances_become_ready_serve_and_are_adopted_after_a_restart() {
         assert!(reply.body.starts_with("[11055.97724552"), "{}", reply.body);
     }
 
-    // A daemon that starts again adopts the running containers instead of replacing them.
+    // Each container as the engine holds it: no privileges to gain, a bind mount read-only,
+    // and a log that rotates.
     let ids: HashSet<_> = instances.iter().filter_map(|i| i.container_id.clone()).collect();
+    for id in &ids {
+        let format = "{{json .HostConfig.LogConfig}} {{json .HostConfig.SecurityOpt}} {{json .HostConfig.CapDrop}} {{json .Mounts}}";
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", format, id])
+            .output()
+            .expect("docker");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for needle in [
+            r#"{"Type":"json-file","Config":{"max-file":"3","max-size":"10m"}}"#,
+            r#"["no-new-privileges"]"#,
+            r#"["ALL"]"#,
+            r#""RW":false"#,
+        ] {
+            assert!(text.contains(needle), "{id}: no {needle} in {text}");
+        }
+    }
+
+    // A daemon that starts again adopts the running containers instead of replacing them.
     drop(first);
     let second = supervisor(&home).await;
     second.apply(scorer("ep", "blue", 2, true), Adoption::Trusted).await.expect("adopted");

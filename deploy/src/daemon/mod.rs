@@ -10,8 +10,8 @@
 //! - [`listeners`]: binding the listeners, and the scoring URIs they make.
 
 pub mod listeners;
+mod open_files;
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,8 +44,24 @@ const CERT_CHECK_PERIOD: Duration = Duration::from_secs(2);
 pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
     let home_id = home.ensure()?;
     let _lock = home.lock()?;
-    let config = Config::load(&home.config(), flags)?;
+    let mut config = Config::load(&home.config(), flags)?;
     let logs = logging::init(config.log_file.as_deref())?;
+    match open_files::raise() {
+        Ok(limit) => {
+            let fitted = open_files::fit(config.max_connections, limit);
+            if fitted < config.max_connections {
+                tracing::warn!(
+                    asked = config.max_connections,
+                    allowed = fitted,
+                    open_files = limit,
+                    reserve = open_files::RESERVE,
+                    "max_connections lowered: each connection takes two descriptors, under the open-files limit"
+                );
+                config.max_connections = fitted;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
     // Scoring connections run on the gateway's own worker threads (`workers`); this runtime
     // has the rest: accept loops, reconciler, supervisor, admin socket, metrics.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -195,15 +211,19 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
 
 /// The admin socket comes last: its presence tells scripts the daemon is ready.
 fn bind_admin_socket(socket: &std::path::Path) -> Result<UnixListener, Error> {
-    if socket.exists() {
+    // Whatever is there (a dead daemon's socket, a link) goes; a link is removed, not followed.
+    if socket.symlink_metadata().is_ok() {
         // The serve lock is ours, so whatever left this socket is dead.
         std::fs::remove_file(socket)
             .map_err(|e| Error::other(&format!("removing stale socket {}", socket.display()), e))?;
     }
-    let listener =
-        UnixListener::bind(socket).map_err(|e| Error::other(&format!("binding {}", socket.display()), e))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::other(&format!("restricting {}", socket.display()), e))?;
+    // Owner-only from the moment it exists: no window where another user may connect.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(socket);
+    // SAFETY: as above.
+    unsafe { libc::umask(previous) };
+    let listener = bound.map_err(|e| Error::other(&format!("binding {}", socket.display()), e))?;
     Ok(listener)
 }
 

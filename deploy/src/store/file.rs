@@ -28,7 +28,7 @@ pub struct FileStore {
 
 impl FileStore {
     pub fn open(path: &Path) -> Result<FileStore, Error> {
-        let state = match std::fs::read(path) {
+        let state = match crate::home::read_no_follow(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Other(format!("store {} is damaged: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
