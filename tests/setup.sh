@@ -2,7 +2,7 @@
 # Sets up what moat's build and tests need on a fresh Debian machine, and does nothing that is
 # already done: a running Docker engine (Debian's docker.io), docker-registry (the image-pull
 # test), etcd-server and etcdctl (the fleet tests), protoc and the well-known protos (the
-# etcd client's build), cargo-nextest. Installs need root on Debian or Ubuntu; otherwise it
+# etcd client's build), a C++ compiler (libFuzzer, for fuzz/run.sh), nft, cargo-nextest. Installs need root on Debian or Ubuntu; otherwise it
 # says in one line what is missing.
 set -euo pipefail
 
@@ -11,6 +11,8 @@ command -v protoc >/dev/null 2>&1 && [ -e /usr/include/google/protobuf/timestamp
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 docker info >/dev/null 2>&1 || command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -65,10 +65,9 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     response
 }
 
-/// The host and port a proxy request names.
-fn destination(req: &Request<Incoming>) -> Option<(String, u16, Kind)> {
-    let uri = req.uri();
-    if req.method() == Method::CONNECT {
+/// The host and port a proxy request names (`CONNECT host:port`, or `GET http://host/...`).
+pub fn destination(method: &Method, uri: &Uri) -> Option<(String, u16, Kind)> {
+    if method == Method::CONNECT {
         let authority = uri.authority()?;
         return Some((authority.host().to_string(), authority.port_u16()?, Kind::Connect));
     }
@@ -85,7 +84,7 @@ async fn handle(
     admitted: Arc<Admitted>,
 ) -> Response<Body> {
     let who = scope.who(from.ip());
-    let Some((host, port, kind)) = destination(&req) else {
+    let Some((host, port, kind)) = destination(req.method(), req.uri()) else {
         return plain(
             StatusCode::BAD_REQUEST,
             "send CONNECT host:port, or a request with an absolute http:// URI",
