@@ -423,3 +423,211 @@ fn health_and_readiness_answer_on_every_listener_without_an_access_line() {
     }
     assert_eq!(lines(&d), before, "probes write no access line");
 }
+
+/// `--version`, completion scripts and the man page describe the binary: they need no home
+/// and make none.
+#[test]
+fn version_completion_scripts_and_the_man_page_need_no_home() {
+    let home = std::env::temp_dir().join(format!("moat-test-nohome-{}", std::process::id()));
+    let moat = |args: &[&str]| run_moat(std::path::Path::new(MOAT), &home, args);
+    let version = moat(&["--version"]).ok();
+    assert_eq!(version.stdout.trim(), format!("moat {}", env!("CARGO_PKG_VERSION")));
+    for (shell, check) in
+        [("bash", ["bash", "-n"]), ("zsh", ["zsh", "-n"]), ("fish", ["fish", "--no-execute"])]
+    {
+        let script = moat(&["completion", shell]).ok().stdout;
+        assert!(
+            script.contains("online-deployment") && script.contains("regenerate-keys"),
+            "{shell}: {script}"
+        );
+        // Where the shell is installed, it must parse the script.
+        let file = std::env::temp_dir().join(format!("moat-test-completion-{}.{shell}", std::process::id()));
+        std::fs::write(&file, &script).expect("script");
+        let parsed = std::process::Command::new(check[0]).arg(check[1]).arg(&file).output();
+        let _ = std::fs::remove_file(&file);
+        if let Ok(parsed) = parsed {
+            assert!(
+                parsed.status.success(),
+                "{shell} refuses the script: {}",
+                String::from_utf8_lossy(&parsed.stderr)
+            );
+        }
+    }
+    let page = moat(&["man"]).ok().stdout;
+    assert!(page.starts_with(".ie") || page.contains(".TH moat 1"), "roff: {page}");
+    assert!(page.contains("online\\-endpoint"), "{page}");
+    let wrong = first_line(moat(&["completion", "tcsh"]));
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(wrong.stderr.contains("tcsh"), "{wrong:?}");
+    assert!(!home.exists(), "no home made");
+}
+
+/// As a `Type=notify` service: READY=1 once the daemon serves, STOPPING=1 when it drains,
+/// on the socket systemd names in NOTIFY_SOCKET.
+#[test]
+fn the_daemon_tells_systemd_ready_and_stopping() {
+    let dir = moat_test_support::TempDir::new("moat-test-notify");
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("notify socket");
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+    let mut d = Daemon::start_with_env(MOAT, &[("NOTIFY_SOCKET", path.to_str().expect("utf-8"))]);
+    let mut buf = [0u8; 512];
+    let recv = |buf: &mut [u8]| {
+        let n = socket.recv(buf).expect("a message from the daemon");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(&mut buf).trim(), "READY=1");
+    assert!(d.socket().exists(), "ready only once admin.sock is there");
+    assert_eq!(d.terminate(), Some(0));
+    assert_eq!(recv(&mut buf).trim(), "STOPPING=1");
+}
+
+/// A `moat serve` started by hand (no `--home`), killed when the test ends however it ends.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// As the packaged service: no `--home` or `--config`, the home is the unit's state
+/// directory and the config its configuration directory's `config.yaml`.
+#[test]
+fn as_the_service_the_home_and_config_come_from_systemds_directories() {
+    let dir = moat_test_support::TempDir::new("moat-test-service");
+    let (state, etc) = (dir.path().join("state"), dir.path().join("etc"));
+    std::fs::create_dir_all(&etc).expect("etc");
+    let serve = || {
+        let mut command = std::process::Command::new(MOAT);
+        command
+            .arg("serve")
+            .env("STATE_DIRECTORY", &state)
+            .env("CONFIGURATION_DIRECTORY", &etc)
+            .env_remove("MOAT_HOME")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    // The file is read: a key it should not have is refused, naming the file.
+    std::fs::write(etc.join("config.yaml"), "listen: 127.0.0.1:0\nbogus: 1\n").expect("config");
+    let refused = serve().output().expect("moat serve");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&etc.join("config.yaml").display().to_string()) && stderr.contains("bogus"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        etc.join("config.yaml"),
+        "listen: 127.0.0.1:0\nmetrics_listen: 127.0.0.1:0\nshutdown_delay_s: 0\n",
+    )
+    .expect("config");
+    let mut serving = Serving(serve().stderr(std::process::Stdio::null()).spawn().expect("moat serve"));
+    wait_until(std::time::Duration::from_secs(30), "admin.sock in the state directory", || {
+        match std::os::unix::net::UnixStream::connect(state.join("admin.sock")) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{e}; exited: {:?}", serving.0.try_wait())),
+        }
+    });
+    run_moat(std::path::Path::new(MOAT), &state, &["online-endpoint", "list"]).ok();
+    let _ = std::process::Command::new("kill").args(["-TERM", &serving.0.id().to_string()]).status();
+    assert_eq!(serving.0.wait().ok().and_then(|s| s.code()), Some(0));
+}
+
+/// With a `log_file`, SIGHUP opens it again: after logrotate moved it, the daemon writes a
+/// new file of that name and nothing more into the moved one.
+#[test]
+fn sighup_opens_the_log_file_again() {
+    let dir = moat_test_support::TempDir::new("moat-test-logs");
+    let log = dir.path().join("moat.log");
+    let mut d =
+        Daemon::start_with_config(MOAT, &format!("log_file: {}\nshutdown_delay_s: 0\n", log.display()));
+    let rotated = dir.path().join("moat.log.1");
+    wait_until(std::time::Duration::from_secs(10), "the ready line in the log file", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("moat serve is ready") { Ok(()) } else { Err(text) }
+    });
+    std::fs::rename(&log, &rotated).expect("rotate");
+    d.signal("HUP");
+    let fresh = wait_until(std::time::Duration::from_secs(10), "a new log file", || {
+        let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        if text.contains("log file opened again") { Ok(text) } else { Err(text) }
+    });
+    assert!(!fresh.contains("moat serve is ready"), "a new file: {fresh}");
+    // The log is not serve.log here, so no waiting for the drain line: shutdown_delay_s is 0.
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), Some(0));
+    let after = std::fs::read_to_string(&log).expect("log");
+    assert!(after.contains("draining"), "the drain is logged in the new file: {after}");
+    let old = std::fs::read_to_string(&rotated).expect("rotated log");
+    assert!(
+        !old.contains("draining") && !old.contains("opened again"),
+        "nothing more in the moved file: {old}"
+    );
+}
+
+/// The packaged unit is one systemd accepts, and the cloud-init example is a `#cloud-config`
+/// with the modules a scale-set node needs.
+#[test]
+fn the_systemd_unit_verifies_and_the_cloud_init_file_is_a_cloud_config() {
+    let root = moat_test_support::repo_root();
+    let unit = std::fs::read_to_string(root.join("packaging/moat.service")).expect("unit");
+    for line in [
+        "Type=notify",
+        "KillMode=mixed",
+        "LimitNOFILE=",
+        "StateDirectory=moat",
+        "ConfigurationDirectory=moat",
+    ] {
+        assert!(unit.contains(line), "{line} in the unit");
+    }
+    if std::process::Command::new("systemd-analyze").arg("--version").output().is_ok() {
+        // The installed path is not there in a test: point it at the binary just built.
+        let dir = moat_test_support::TempDir::new("moat-test-unit");
+        let copy = dir.path().join("moat.service");
+        std::fs::write(&copy, unit.replace("/usr/bin/moat", MOAT)).expect("unit copy");
+        let verify = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze");
+        assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    }
+
+    let text = std::fs::read_to_string(root.join("packaging/cloud-init.yaml")).expect("cloud-init");
+    assert!(text.starts_with("#cloud-config\n"), "cloud-init reads only files that start so");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML");
+    let doc = &docs[0];
+    for module in ["packages", "write_files", "runcmd"] {
+        assert!(!doc[module].is_badvalue(), "{module} in the cloud-config");
+    }
+    let files: Vec<&str> =
+        doc["write_files"].as_vec().expect("a list").iter().filter_map(|f| f["path"].as_str()).collect();
+    for path in ["/etc/moat/config.yaml", "/etc/moat/fleet.key", "/etc/moat/workspace.yml"] {
+        assert!(files.contains(&path), "{path} written: {files:?}");
+    }
+    let key = doc["write_files"]
+        .as_vec()
+        .expect("list")
+        .iter()
+        .find(|f| f["path"].as_str() == Some("/etc/moat/fleet.key"));
+    assert_eq!(key.and_then(|k| k["permissions"].as_str()), Some("0600"), "the fleet key is owner-only");
+    // The config it writes is one moat takes, once its placeholders are filled in.
+    let config = doc["write_files"][0]["content"].as_str().expect("config content");
+    let filled = config
+        .replace("<scoring host name, e.g. ml.contoso.com>", "ml.contoso.com")
+        .replace("<fleet name, e.g. prod-eastus>", "prod-eastus")
+        .replace(
+            "[<http://10.0.1.4:2379>, <http://10.0.1.5:2379>, <http://10.0.1.6:2379>]",
+            "[http://10.0.1.4:2379]",
+        );
+    assert!(!filled.contains('<'), "{filled}");
+    let parsed = yaml_rust2::YamlLoader::load_from_str(&filled).expect("config YAML");
+    assert_eq!(parsed[0]["metrics_listen"].as_str(), Some("0.0.0.0:9464"));
+    let runcmd = format!("{:?}", doc["runcmd"]);
+    assert!(runcmd.contains("/readyz"), "waits for /readyz: {runcmd}");
+}

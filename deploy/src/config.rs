@@ -33,6 +33,7 @@ struct ConfigFile {
     max_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    shutdown_delay_s: Option<u64>,
     shutdown_grace_s: Option<u64>,
     mirror_max_in_flight: Option<usize>,
     ingress: Option<IngressFile>,
@@ -135,6 +136,9 @@ pub struct Config {
     pub mirror_max_in_flight: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` says 503 while the listeners still serve, so that a
+    /// balancer's probe takes the node out before it stops accepting.
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub stop_timeout: Duration,
     pub backoff: BackoffSettings,
@@ -322,6 +326,7 @@ impl Config {
             mirror_max_in_flight,
             header_read_timeout: Duration::from_millis(file.header_read_timeout_ms.unwrap_or(10_000)),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(60_000)),
+            shutdown_delay: Duration::from_secs(file.shutdown_delay_s.unwrap_or(10)),
             shutdown_grace: Duration::from_secs(file.shutdown_grace_s.unwrap_or(30)),
             stop_timeout: Duration::from_secs(supervisor.and_then(|s| s.stop_timeout_s).unwrap_or(30)),
             backoff,

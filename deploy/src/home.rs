@@ -1,5 +1,10 @@
 //! A moat home: one node's state folder (`--home`, `MOAT_HOME`, or `~/.moat`) with the store,
 //! the home id, the admin socket and an optional `config.yaml`.
+//!
+//! Run as the systemd service, the home is the unit's state directory (`/var/lib/moat`,
+//! given as `STATE_DIRECTORY`) and the config `/etc/moat/config.yaml` (its
+//! `CONFIGURATION_DIRECTORY`); an operator's `moat` on that machine finds the service's home
+//! when it has none of its own. `--home`, `MOAT_HOME` and `--config` still win.
 
 use std::fs::File;
 use std::io::Read;
@@ -18,20 +23,34 @@ pub fn read_no_follow(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The packaged service's home (its unit's `StateDirectory=moat`).
+pub const SERVICE_HOME: &str = "/var/lib/moat";
+
+/// A directory systemd gives the service in an environment variable (the first, when the
+/// unit lists several).
+fn systemd_directory(variable: &str) -> Option<PathBuf> {
+    let value = std::env::var_os(variable)?;
+    let first = value.to_str()?.split(':').next().filter(|d| !d.is_empty())?;
+    Some(PathBuf::from(first))
+}
+
 #[derive(Debug, Clone)]
 pub struct Home {
     pub dir: PathBuf,
 }
 
 impl Home {
-    /// `--home` (or `MOAT_HOME`, which clap folds into the flag), else `~/.moat`.
+    /// `--home` (or `MOAT_HOME`, which clap folds into the flag); under systemd the unit's
+    /// state directory; else `~/.moat`, unless there is none and the service's home exists.
     pub fn resolve(flag: Option<PathBuf>) -> Result<Home, Error> {
-        let dir = match flag {
+        let dir = match flag.or_else(|| systemd_directory("STATE_DIRECTORY")) {
             Some(dir) => dir,
             None => {
                 let home = std::env::var_os("HOME")
                     .ok_or_else(|| Error::Other("HOME is not set; give --home".into()))?;
-                PathBuf::from(home).join(".moat")
+                let own = PathBuf::from(home).join(".moat");
+                let service = PathBuf::from(SERVICE_HOME);
+                if !own.exists() && service.join("id").exists() { service } else { own }
             }
         };
         let dir = if dir.is_absolute() {
@@ -50,8 +69,11 @@ impl Home {
         self.dir.join("store.json")
     }
 
+    /// The config `serve` reads unless `--config` names one: the unit's configuration
+    /// directory's under systemd, else the home's.
     pub fn config(&self) -> PathBuf {
-        self.dir.join("config.yaml")
+        let dir = systemd_directory("CONFIGURATION_DIRECTORY").unwrap_or_else(|| self.dir.clone());
+        dir.join("config.yaml")
     }
 
     /// Creates the folder (owner-only) and the home id on first use; returns the id.

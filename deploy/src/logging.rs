@@ -4,12 +4,14 @@
 //! wakes a thread (a channel's wake-up per line cost a fifth of the gateway's throughput);
 //! when the buffer is full, lines are dropped and the drop is reported. Egress lines have a
 //! buffer of their own: what a container makes the guard log never takes the access log's room.
+//! A `log_file` is opened again on SIGHUP ([`Sinks::reopen`]), so that logrotate can move it
+//! away; without one, lines go to stderr (the journal, under systemd).
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use moat_egress_guard::{Decision, DecisionSink};
 use moat_gateway::{AccessRecord, LogSink};
@@ -21,15 +23,42 @@ use crate::error::Error;
 #[derive(Clone)]
 enum Destination {
     Stderr,
-    File(Arc<File>),
+    File(Arc<LogFile>),
 }
 
 impl Destination {
     fn write_line(&self, line: &[u8]) {
         let _ = match self {
             Destination::Stderr => std::io::stderr().lock().write_all(line),
-            Destination::File(f) => (&**f).write_all(line),
+            Destination::File(f) => (&*f.current()).write_all(line),
         };
+    }
+}
+
+/// `log_file`, and the file now open under its name.
+struct LogFile {
+    path: PathBuf,
+    file: RwLock<Arc<File>>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> Result<File, Error> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::other(&format!("opening log file {}", path.display()), e))
+    }
+
+    fn current(&self) -> Arc<File> {
+        self.file.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens the path again: after a rotation, a new file; lines being written finish in the old.
+    fn reopen(&self) -> Result<(), Error> {
+        let file = Arc::new(LogFile::open(&self.path)?);
+        *self.file.write().unwrap_or_else(|p| p.into_inner()) = file;
+        Ok(())
     }
 }
 
@@ -38,14 +67,11 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
     let destination = match log_file {
         None => Destination::Stderr,
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| Error::other(&format!("opening log file {}", path.display()), e))?;
-            Destination::File(Arc::new(file))
+            let file = RwLock::new(Arc::new(LogFile::open(path)?));
+            Destination::File(Arc::new(LogFile { path: path.to_path_buf(), file }))
         }
     };
+    let reopen_this = destination.clone();
     let events = destination.clone();
     let flush_to = destination.clone();
     let make_writer = move || LineBuffer { destination: events.clone(), buf: Vec::new() };
@@ -83,15 +109,20 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
         access_lines.write_to(&flush_to);
         egress_lines.write_to(&flush_to);
     }) as Arc<dyn Fn() + Send + Sync>;
-    Ok(Sinks { access, decisions, flush })
+    let reopen = Arc::new(move || match &reopen_this {
+        Destination::Stderr => Ok(()),
+        Destination::File(f) => f.reopen(),
+    }) as Arc<dyn Fn() -> Result<(), Error> + Send + Sync>;
+    Ok(Sinks { access, decisions, flush, reopen })
 }
 
 /// The gateway's access lines and the egress guard's decision lines; `flush` writes what
-/// is pending (at shutdown).
+/// is pending (at shutdown); `reopen` opens `log_file` again (on SIGHUP).
 pub struct Sinks {
     pub access: LogSink,
     pub decisions: DecisionSink,
     pub flush: Arc<dyn Fn() + Send + Sync>,
+    pub reopen: Arc<dyn Fn() -> Result<(), Error> + Send + Sync>,
 }
 
 /// How often the writer empties the buffer: what a reader of the log waits at most.

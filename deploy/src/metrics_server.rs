@@ -32,7 +32,73 @@ pub fn install() -> Result<PrometheusHandle, Error> {
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| Error::other("installing the metrics recorder", e))?;
+    describe();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+/// Always 1; its `version` label says which moat answers (CONTRACT.md "Metrics and logs").
+pub const BUILD_INFO: &str = "moat_build_info";
+
+/// The `# HELP` line of every series moat records: what it counts, for the SRE reading it.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    use moat_egress_guard::{decision_log, guard, scope};
+    use moat_gateway::metrics as gateway;
+
+    describe_gauge!(BUILD_INFO, "Always 1; the version label is the running moat's");
+    describe_counter!(
+        gateway::REQUESTS,
+        "Scoring requests answered, by endpoint, deployment and status code"
+    );
+    describe_histogram!(
+        gateway::REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Scoring request latency through moat, from the request's arrival to its answer"
+    );
+    describe_histogram!(
+        gateway::UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Time the scoring container took to answer a request moat sent it"
+    );
+    describe_gauge!(
+        gateway::IN_FLIGHT,
+        "Scoring requests of a deployment being answered now, queued ones included"
+    );
+    describe_gauge!(
+        gateway::QUEUE_DEPTH,
+        "Scoring requests of a deployment waiting for a free instance slot"
+    );
+    describe_counter!(
+        gateway::MIRROR,
+        "Mirrored copies of scoring requests, by result (sent, failed, dropped)"
+    );
+    describe_counter!(
+        gateway::INGRESS_DENIED,
+        "Requests refused (enforce) or that would have been (report) by the endpoint's network access rule"
+    );
+    describe_counter!(
+        moat_supervisor::RESTARTS,
+        "Restarts of a deployment's instances after an exit or failed liveness"
+    );
+    describe_counter!(
+        decision_log::DECISIONS,
+        "Egress decisions for a private deployment's containers, by decision and reason (kernel: packets the kernel rules dropped)"
+    );
+    describe_counter!(
+        decision_log::BYTES,
+        metrics::Unit::Bytes,
+        "Bytes relayed by the egress guard, by direction"
+    );
+    describe_gauge!(scope::OPEN_GAUGE, "Connections a deployment's containers hold open to the egress guard");
+    describe_counter!(
+        scope::SUPPRESSED,
+        "Egress log lines left out by the per-kind rate limit (the decisions are still counted)"
+    );
+    describe_counter!(
+        guard::RULES_RESTORED,
+        "Times the home's nftables table was found changed from outside moat and rebuilt"
+    );
 }
 
 /// Serves `GET /metrics`, and `/healthz` and `/readyz` as the scoring listeners do, until

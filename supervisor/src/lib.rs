@@ -50,6 +50,7 @@ pub use mounts::MountPolicy;
 pub use probe::Probe;
 pub use spec::{DeploymentSpec, Mount, ProbeSettings, Route};
 pub use supervisor::{Progress, Supervisor};
+pub use watch::RESTARTS;
 
 use std::net::IpAddr;
 use std::sync::Arc;

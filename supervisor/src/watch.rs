@@ -5,6 +5,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+/// Restarts of a deployment's instances after they exited or failed liveness.
+pub const RESTARTS: &str = "moat_instance_restarts_total";
+
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::instance::{Ctx, Instance};
@@ -67,8 +70,7 @@ async fn run(ctx: Arc<Ctx>, spec: Arc<DeploymentSpec>, instance: Weak<Instance>,
         let mut ask = this.on(&ctx, Event::Exited { code, why, ran_for: started.elapsed() });
         if matches!(ask, Some(Ask::RestartAfter(_))) {
             let (endpoint, deployment) = (spec.id.endpoint.clone(), spec.id.deployment.clone());
-            metrics::counter!("moat_instance_restarts_total", "endpoint" => endpoint, "deployment" => deployment)
-                .increment(1);
+            metrics::counter!(RESTARTS, "endpoint" => endpoint, "deployment" => deployment).increment(1);
         }
         drop(this);
         // The backoff, and again after every start that fails, until one succeeds.

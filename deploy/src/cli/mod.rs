@@ -4,12 +4,14 @@
 //! - [`workspace`], [`endpoint`], [`deployment`], [`fleet`]: one command group each; all of
 //!   them talk to the daemon through the admin socket, except `serve` and `validate`.
 //! - [`invoke`]: scoring as any client would.
+//! - [`shell`]: completion scripts and the man page, made from these definitions.
 
 pub mod deployment;
 pub mod endpoint;
 pub mod fleet;
 pub mod invoke;
 pub mod output;
+pub mod shell;
 pub mod workspace;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -62,6 +64,14 @@ pub enum Command {
     /// The fleet of nodes that share this node's desired state
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
+    /// Print a completion script for a shell (e.g. `moat completion bash > /etc/bash_completion.d/moat`)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +129,12 @@ impl Context {
 
 /// Runs a command; `main` prints the error and exits with its code.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    // These describe the binary, not a home: they work wherever it runs.
+    match cli.command {
+        Command::Completion { shell } => return shell::completion(shell),
+        Command::Man => return shell::man(),
+        _ => {}
+    }
     let home = Home::resolve(cli.home)?;
     let ctx = Context { home, format: cli.output, query: cli.query };
     match cli.command {
@@ -138,6 +154,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::OnlineEndpoint(c) => block_on(endpoint::run(&ctx, c)),
         Command::OnlineDeployment(c) => block_on(deployment::run(&ctx, c)),
         Command::Fleet(c) => block_on(fleet::run(&ctx, c)),
+        Command::Completion { .. } | Command::Man => Ok(()),
     }
 }
 

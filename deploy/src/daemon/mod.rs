@@ -3,9 +3,12 @@
 //! Start-up order matters to scripts: the home is locked (a second `serve` fails), the store
 //! is opened (the home's file, or the fleet's etcd: a node whose fleet key is not the
 //! fleet's stops here), every listener is bound, and only then does `admin.sock` appear.
-//! SIGTERM or SIGINT: `/readyz` answers 503, the node leaves the fleet's live nodes, the
-//! listeners stop accepting and in-flight requests finish within `shutdown_grace_s`; exit 0.
-//! Containers stay running, to be adopted by the next start.
+//! SIGTERM or SIGINT drains: `/readyz` answers 503 at once and the node leaves the fleet's
+//! live nodes, the listeners keep serving for `shutdown_delay_s` (a balancer's probe needs
+//! that long to take the node out; a second signal cuts it short), then stop accepting, and
+//! in-flight requests finish within `shutdown_grace_s`; exit 0. Containers stay running, to
+//! be adopted by the next start. Under systemd (`NOTIFY_SOCKET`), READY=1 is told once
+//! `admin.sock` is there and STOPPING=1 when the drain begins.
 //!
 //! - [`listeners`]: binding the listeners, and the scoring URIs they make.
 
@@ -132,9 +135,22 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     // Signals are ours before anyone can see the daemon is ready and send one.
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| Error::other("watching SIGHUP", e))?;
+    let reopen = logs.reopen.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reopen() {
+                Ok(()) => tracing::info!("SIGHUP: log file opened again"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: cannot open the log file again; still writing the old one")
+                }
+            }
+        }
+    });
     let socket = home.socket();
     let admin_listener = bind_admin_socket(&socket)?;
 
+    let (drain, draining) = watch::channel(false);
     let (stop, stopped) = watch::channel(false);
     let wait_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -146,7 +162,7 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     }
     let admin_task = tokio::spawn(admin::server::serve(admin_listener, node, wait_stop(stopped.clone())));
     let gateway = Gateway::new(gateway_config(&config), routes, logs.access);
-    tokio::spawn(readiness::keep(gateway.health.clone(), store.clone(), serving_tables, stopped.clone()));
+    tokio::spawn(readiness::keep(gateway.health.clone(), store.clone(), serving_tables, draining));
     if let Some(listener) = listeners.metrics {
         let handle = metrics_server::install()?;
         let health = gateway.health.clone();
@@ -190,15 +206,28 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         "moat serve is ready"
     );
 
+    tell_systemd(sd_notify::NotifyState::Ready);
+
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
-    tracing::info!("shutting down: finishing in-flight requests");
-    let _ = stop.send(true);
+    tracing::info!(
+        delay_s = config.shutdown_delay.as_secs(),
+        "draining: /readyz answers 503; serving for shutdown_delay_s before no longer accepting"
+    );
+    tell_systemd(sd_notify::NotifyState::Stopping);
+    let _ = drain.send(true);
     if let Some(presence) = &presence {
         presence.leave().await;
     }
+    tokio::select! {
+        _ = tokio::time::sleep(config.shutdown_delay) => {}
+        _ = terminate.recv() => tracing::info!("a second signal: no longer waiting out shutdown_delay_s"),
+        _ = interrupt.recv() => tracing::info!("a second signal: no longer waiting out shutdown_delay_s"),
+    }
+    tracing::info!("shutting down: no longer accepting, finishing in-flight requests");
+    let _ = stop.send(true);
     for task in serving {
         let _ = task.await;
     }
@@ -207,6 +236,14 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped; containers keep running and are adopted by the next start");
     Ok(())
+}
+
+/// Tells systemd where the daemon is, when it runs as a `Type=notify` service; outside
+/// systemd (no `NOTIFY_SOCKET`) this does nothing.
+fn tell_systemd(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(error = %e, "cannot tell systemd (NOTIFY_SOCKET)");
+    }
 }
 
 /// The admin socket comes last: its presence tells scripts the daemon is ready.

@@ -186,10 +186,29 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM; returns the exit code.
+    /// SIGTERM, and a second one once the daemon drains, so that it does not wait out
+    /// `shutdown_delay_s`; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        let drains = self.log().matches("draining: /readyz answers 503").count();
+        self.signal("TERM");
+        crate::wait_until(std::time::Duration::from_secs(10), "the drain to begin", || {
+            let now = self.log().matches("draining: /readyz answers 503").count();
+            if now > drains { Ok(()) } else { Err(self.log()) }
+        });
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`) to the running daemon, and does not wait.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+        }
+    }
+
+    /// Waits for the daemon to exit; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         child.wait().ok().and_then(|s| s.code())
     }
 
