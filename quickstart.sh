@@ -9,6 +9,9 @@ export MOAT_HOME="${MOAT_HOME:-$root/.moat-quickstart}"
 ENDPOINT=quickstart-ep
 moat="$root/target/release/moat"
 
+# Docker's engine running, protoc for the build, nftables: installed and started as root on
+# Debian or Ubuntu, else named in one line.
+bash packaging/setup-host.sh
 echo "==> building moat (cargo build --release)" >&2
 cargo build --quiet --release --locked -p moat
 echo "==> building the sample scorer image moat-sample-scorer:latest" >&2

@@ -482,16 +482,6 @@ fn the_daemon_tells_systemd_ready_and_stopping() {
     assert_eq!(recv(&mut buf).trim(), "STOPPING=1");
 }
 
-/// A `moat serve` started by hand (no `--home`), killed when the test ends however it ends.
-struct Serving(std::process::Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// As the packaged service: no `--home` or `--config`, the home is the unit's state
 /// directory and the config its configuration directory's `config.yaml`.
 #[test]
@@ -526,7 +516,8 @@ fn as_the_service_the_home_and_config_come_from_systemds_directories() {
         "listen: 127.0.0.1:0\nmetrics_listen: 127.0.0.1:0\nshutdown_delay_s: 0\n",
     )
     .expect("config");
-    let mut serving = Serving(serve().stderr(std::process::Stdio::null()).spawn().expect("moat serve"));
+    let mut serving =
+        moat_test_support::Killed(serve().stderr(std::process::Stdio::null()).spawn().expect("moat serve"));
     wait_until(std::time::Duration::from_secs(30), "admin.sock in the state directory", || {
         match std::os::unix::net::UnixStream::connect(state.join("admin.sock")) {
             Ok(_) => Ok(()),

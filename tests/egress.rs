@@ -398,3 +398,48 @@ fn any_deployment_is_refused_when_the_kernel_rules_cannot_be_installed() {
     assert!(run.stderr.contains("kernel rules cannot be installed"), "{}", run.stderr);
     assert!(home_containers(&d.home_id()).is_empty(), "a container of a refused public deployment");
 }
+
+/// `serve --upgrade` with a private deployment: the new daemon's guard takes over the
+/// guard's addresses (both bound at once for a moment), and the container reaches its
+/// private endpoint, by name, before and after the old daemon is gone; its container is the
+/// same one.
+#[test]
+fn a_private_deployment_keeps_its_private_endpoint_through_serve_upgrade() {
+    require_test_image();
+    let id = unique_id();
+    let n = u32::from_str_radix(&id, 16).expect("hex");
+    let (a, b) = (((n >> 8) & 0xff) as u8, (n & 0xf0) as u8);
+    let pe_ip = move |i: u8| Ipv4Addr::new(10, 216, a, b + i);
+    let pe = TestHost::new("up", &id, pe_ip(1), pe_ip(2));
+    pe.assert_route_to(pe_ip(2));
+    pe.spawn(move || tcp_server(SocketAddr::from((pe_ip(2), 7000)), "pe-through-upgrade"));
+
+    let mut d = Daemon::start(MOAT);
+    let file = d.home.join("workspace.yml");
+    let workspace = format!(
+        "name: up-ws\nprivate_endpoints:\n  - {{name: store, kind: storage_file, fqdn: up.pe.test, ips: [{}], ports: [7000]}}\n",
+        pe_ip(2)
+    );
+    std::fs::write(&file, workspace).expect("workspace");
+    d.cli(&format!("workspace create -f {}", file.display())).ok();
+    d.cli("online-endpoint create -n egress-ep -f examples/model-1/endpoint.yml").ok();
+    let view = deployment(&d, "closed", "--set private_network_connection=true");
+    let closed = container(&view);
+    let guard =
+        view["egress"]["private_endpoints"][0]["address"].as_str().expect("guard address").to_string();
+    let reaches = || {
+        let (ok, detail) = probe(closed, json!({"tcp": "up.pe.test:7000"}));
+        if ok && detail.contains("pe-through-upgrade") { Ok(()) } else { Err(detail) }
+    };
+    assert_eq!(reaches(), Ok(()));
+    let before = home_containers(&d.home_id());
+
+    let _new = moat_test_support::Killed(d.upgrade_command("127.0.0.1:0").spawn().expect("serve --upgrade"));
+    assert_eq!(d.wait_exit(), Some(0), "the old daemon hands over and exits");
+    wait_until(Duration::from_secs(10), "the container to reach its endpoint through the new guard", reaches);
+    let (ok, answer) = probe(closed, json!({"dns": "up.pe.test"}));
+    assert!(ok && answer == guard, "up.pe.test resolves to the guard's address {guard}: {answer}");
+    assert_eq!(home_containers(&d.home_id()), before, "the same container");
+    let log = std::fs::read_to_string(d.home.join("upgrade.log")).expect("log");
+    assert!(log.contains("took over"), "{log}");
+}

@@ -142,6 +142,25 @@ fn traffic_and_mirror_follow_endpoint_updates_and_the_metrics_count_them() {
         text.contains(&format!("moat_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
+    for direction in ["in", "out"] {
+        let bytes = series(
+            &text,
+            &["moat_scoring_bytes_total{", "endpoint=\"route-ep\"", &format!("direction=\"{direction}\"")],
+        );
+        assert!(bytes > 0.0, "{direction}: {text}");
+    }
+    assert!(text.contains("moat_open_connections{listener=\"http\"}"), "{text}");
+    // Azure ML's capacity and utilization, per deployment and instance, from Docker's stats.
+    let text = wait_until(Duration::from_secs(20), "container usage sampled", || {
+        let text = metrics(&d);
+        let memory =
+            series(&text, &["moat_container_memory_bytes{", "deployment=\"blue\"", "instance=\"blue-"]);
+        if memory > 0.0 { Ok(text) } else { Err(text) }
+    });
+    assert_eq!(series(&text, &["moat_deployment_capacity{", "deployment=\"blue\""]), 1.0, "{text}");
+    assert_eq!(series(&text, &["moat_deployment_ready_instances{", "deployment=\"blue\""]), 1.0, "{text}");
+    assert!(text.contains("moat_container_cpu_cores{"), "{text}");
+    assert!(series(&text, &["moat_container_memory_limit_bytes{", "deployment=\"blue\""]) > 0.0, "{text}");
     // Every series says what it counts.
     for name in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()) {
         let help = text.lines().find_map(|l| l.strip_prefix(&format!("# HELP {name} ")));

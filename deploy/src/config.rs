@@ -354,6 +354,17 @@ mod tests {
         result
     }
 
+    /// The package's config is moat's defaults, written out: loading it changes nothing.
+    #[test]
+    fn the_packaged_config_is_the_defaults() {
+        let packaged =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/config.yaml"))
+                .expect("packaging/config.yaml");
+        let from_file = load(&packaged, Overrides::default()).expect("the packaged config loads");
+        let defaults = load("{}", Overrides::default()).expect("defaults");
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
     #[test]
     fn defaults_flags_and_null() {
         let c = load("", Overrides::default()).expect("valid");

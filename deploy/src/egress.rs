@@ -64,10 +64,15 @@ pub async fn report_kernel_drops(guard: Arc<Guard>) {
 /// Every few seconds, the home's nftables table as the guard left it; when something outside
 /// moat flushed or changed it, it is restored, and the log and `moat_kernel_rules_restored_total`
 /// say so.
-pub async fn keep_kernel_rules(guard: Arc<Guard>) {
+/// Not while another daemon takes over (`standing_by`): it puts the same rules in anew, and
+/// the two must not take each other's changes for tampering.
+pub async fn keep_kernel_rules(guard: Arc<Guard>, standing_by: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     loop {
         tick.tick().await;
+        if *standing_by.borrow() {
+            continue;
+        }
         let guard = guard.clone();
         match tokio::task::spawn_blocking(move || guard.keep_rules()).await {
             Ok(Ok(true)) => tracing::error!(

@@ -65,6 +65,11 @@ impl Home {
         self.dir.join("admin.sock")
     }
 
+    /// Where the running daemon hands its sockets to `serve --upgrade`.
+    pub fn handover_socket(&self) -> PathBuf {
+        self.dir.join("handover.sock")
+    }
+
     pub fn store(&self) -> PathBuf {
         self.dir.join("store.json")
     }

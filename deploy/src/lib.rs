@@ -15,7 +15,8 @@
 //! - [`views`]: what `show` prints.
 //! - [`admin`]: the admin API on `admin.sock`, server and client.
 //! - [`daemon`]: `moat serve`.
-//! - [`metrics_server`]: the Prometheus endpoint; [`readiness`]: what `/readyz` says.
+//! - [`metrics_server`]: the Prometheus endpoint; [`readiness`]: what `/readyz` says;
+//!   [`usage`]: capacity and container CPU and memory gauges.
 //! - [`home`], [`config`], [`logging`], [`keys`]: the node's folder, settings, log, secrets.
 //! - [`private_file`]: owner-only files written atomically.
 //! - [`cli`]: the command line.
@@ -42,6 +43,7 @@ pub mod rules;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod usage;
 pub mod views;
 
 #[cfg(test)]

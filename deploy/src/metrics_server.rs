@@ -16,6 +16,7 @@ use moat_gateway::health::Health;
 use tokio::net::TcpListener;
 
 use crate::error::Error;
+use crate::usage;
 
 /// Request latencies in seconds, from half a millisecond to the longest request timeout.
 const BUCKETS: [f64; 16] =
@@ -99,6 +100,27 @@ fn describe() {
         guard::RULES_RESTORED,
         "Times the home's nftables table was found changed from outside moat and rebuilt"
     );
+    describe_counter!(
+        gateway::SCORING_BYTES,
+        metrics::Unit::Bytes,
+        "Scoring body bytes by endpoint: in, read from clients; out, answered to them"
+    );
+    describe_gauge!(
+        gateway::OPEN_CONNECTIONS,
+        "Client connections a scoring listener (http, https) holds open"
+    );
+    describe_gauge!(usage::CAPACITY, "Instances of a deployment this node is asked to run (instance_count)");
+    describe_gauge!(usage::READY, "Instances of a deployment ready to score on this node");
+    describe_gauge!(
+        usage::CPU,
+        "CPU cores an instance's container uses (Docker's stats; 1.5 is one and a half cores)"
+    );
+    describe_gauge!(
+        usage::MEMORY,
+        metrics::Unit::Bytes,
+        "Memory an instance's container uses, reclaimable page cache left out"
+    );
+    describe_gauge!(usage::MEMORY_LIMIT, metrics::Unit::Bytes, "An instance's container memory limit");
 }
 
 /// Serves `GET /metrics`, and `/healthz` and `/readyz` as the scoring listeners do, until

@@ -44,6 +44,9 @@ pub struct Reconciler {
     published: watch::Sender<u64>,
     /// A route table has been published: the node can serve.
     serving: watch::Sender<bool>,
+    /// Another daemon is taking this one's place (`serve --upgrade`): no pass, no action, no
+    /// kernel-table repair, no container stopped or restarted until it is false again.
+    standing_by: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -81,6 +84,7 @@ impl Reconciler {
             progress: watch::channel(0).0,
             published: watch::channel(0).0,
             serving: watch::channel(false).0,
+            standing_by: watch::channel(false).0,
         })
     }
 
@@ -116,6 +120,24 @@ impl Reconciler {
         self.serving.subscribe()
     }
 
+    /// Stops (true) or resumes (false) every change this daemon makes to containers, networks
+    /// and kernel rules, while another daemon takes over. Scoring goes on from the last route
+    /// table; actions already running finish.
+    pub fn stand_by(&self, standing_by: bool) {
+        self.supervisor.stand_by(standing_by);
+        self.standing_by.send_replace(standing_by);
+    }
+
+    pub fn standing_by(&self) -> bool {
+        *self.standing_by.borrow()
+    }
+
+    /// Whether no action is running: after the first pass, the node has done what the desired
+    /// state asks (adopted, applied or failed each deployment).
+    pub fn settled(&self) -> bool {
+        *self.serving.borrow() && self.books().busy.is_empty()
+    }
+
     /// Removes what an earlier daemon left for deployments that are gone (or failed), then
     /// reconciles on every change until the task is dropped.
     pub async fn run(self: Arc<Self>) {
@@ -131,16 +153,19 @@ impl Reconciler {
         }
         self.guard.remove_others(&keep.iter().cloned().collect::<Vec<_>>());
         tokio::spawn(egress::report_kernel_drops(self.guard.clone()));
-        tokio::spawn(egress::keep_kernel_rules(self.guard.clone()));
+        tokio::spawn(egress::keep_kernel_rules(self.guard.clone(), self.standing_by.subscribe()));
         let mut store_changes = self.state.store().watch();
         let mut instance_changes = self.supervisor.subscribe();
         let mut progress = self.progress.subscribe();
+        let mut standing_by = self.standing_by.subscribe();
         loop {
+            let _ = standing_by.wait_for(|s| !*s).await;
             self.pass();
             tokio::select! {
                 _ = store_changes.changed() => {}
                 _ = instance_changes.changed() => {}
                 _ = progress.changed() => {}
+                _ = standing_by.changed() => {}
             }
         }
     }
@@ -167,12 +192,6 @@ impl Reconciler {
         self.load.prune();
         self.admissions.prune();
 
-        self.serving.send_if_modified(|s| !std::mem::replace(s, true));
-        self.published.send_if_modified(|p| {
-            let newer = revision > *p;
-            *p = (*p).max(revision);
-            newer
-        });
         let actions = {
             let mut books = self.books();
             let busy: HashSet<DeploymentId> = books.busy.keys().cloned().collect();
@@ -194,6 +213,14 @@ impl Reconciler {
             }
             actions
         };
+        // After the actions are booked: `settled` must never see a first pass with nothing busy
+        // that is about to start something.
+        self.serving.send_if_modified(|s| !std::mem::replace(s, true));
+        self.published.send_if_modified(|p| {
+            let newer = revision > *p;
+            *p = (*p).max(revision);
+            newer
+        });
         for action in actions {
             let this = self.clone();
             let desired = desired.clone();

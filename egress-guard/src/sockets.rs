@@ -1,6 +1,8 @@
 //! The guard's listening sockets, each carrying the guard's mark (SO_MARK) from before it is
 //! bound: a private network's kernel rules let traffic reach only marked sockets, so a host
-//! process that takes the guard's port while the daemon is down serves nobody.
+//! process that takes the guard's port while the daemon is down serves nobody. SO_REUSEPORT
+//! lets the daemon that takes over in `serve --upgrade` bind them while the old one still
+//! serves: for that moment the kernel spreads connections over both, with the same rules.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ fn marked(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket
     let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
     socket.set_mark(GUARD_MARK)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)

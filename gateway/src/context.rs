@@ -22,6 +22,8 @@ pub struct RequestCtx {
     pub upstream: Option<Duration>,
     pub queue: Option<Duration>,
     pub error: Option<String>,
+    /// The request body's bytes, once read.
+    pub bytes_in: u64,
 }
 
 impl RequestCtx {
@@ -39,6 +41,7 @@ impl RequestCtx {
             upstream: None,
             queue: None,
             error: None,
+            bytes_in: 0,
         }
     }
 }

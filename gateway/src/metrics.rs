@@ -17,12 +17,26 @@ pub const IN_FLIGHT: &str = "moat_requests_in_flight";
 pub const QUEUE_DEPTH: &str = "moat_queue_depth";
 pub const MIRROR: &str = "moat_mirror_requests_total";
 pub const INGRESS_DENIED: &str = "moat_ingress_denied_total";
+pub const SCORING_BYTES: &str = "moat_scoring_bytes_total";
+pub const OPEN_CONNECTIONS: &str = "moat_open_connections";
 
 /// The histograms, for the recorder's bucket setup.
 pub const HISTOGRAMS: [&str; 2] = [REQUEST_DURATION, UPSTREAM_DURATION];
 
+/// What one finished request took and carried.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    pub code: u16,
+    pub duration: Duration,
+    pub upstream: Option<Duration>,
+    /// Request body bytes read from the client, and answer body bytes sent to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
 /// One finished request.
-pub fn request(endpoint: &str, deployment: &str, code: u16, duration: Duration, upstream: Option<Duration>) {
+pub fn request(endpoint: &str, deployment: &str, finished: Finished) {
+    let Finished { code, duration, upstream, bytes_in, bytes_out } = finished;
     SERIES.with_borrow_mut(|series| {
         let by_deployment = match series.get_mut(endpoint) {
             Some(found) => found,
@@ -35,6 +49,8 @@ pub fn request(endpoint: &str, deployment: &str, code: u16, duration: Duration, 
                 .or_insert_with(|| Series::new(endpoint, deployment)),
         };
         one.requests(code).increment(1);
+        one.bytes_in.increment(bytes_in);
+        one.bytes_out.increment(bytes_out);
         one.duration.record(duration.as_secs_f64());
         if let Some(upstream) = upstream {
             one.upstream.record(upstream.as_secs_f64());
@@ -54,15 +70,21 @@ struct Series {
     codes: Vec<(u16, Counter)>,
     duration: Histogram,
     upstream: Histogram,
+    /// Per endpoint (every deployment's series holds the same two counters).
+    bytes_in: Counter,
+    bytes_out: Counter,
 }
 
 impl Series {
     fn new(endpoint: &str, deployment: &str) -> Series {
         let labels = [("endpoint", endpoint.to_string()), ("deployment", deployment.to_string())];
+        let bytes = |direction: &'static str| metrics::counter!(SCORING_BYTES, "endpoint" => endpoint.to_string(), "direction" => direction);
         Series {
             codes: Vec::new(),
             duration: metrics::histogram!(REQUEST_DURATION, &labels),
             upstream: metrics::histogram!(UPSTREAM_DURATION, &labels),
+            bytes_in: bytes("in"),
+            bytes_out: bytes("out"),
             labels,
         }
     }
@@ -80,6 +102,11 @@ impl Series {
         };
         &self.codes[at].1
     }
+}
+
+/// Client connections a scoring listener (`http` or `https`) holds open.
+pub fn open_connections(listener: &'static str) -> metrics::Gauge {
+    metrics::gauge!(OPEN_CONNECTIONS, "listener" => listener)
 }
 
 /// A request (or a connection) the ingress policy refused, or in report mode would have.

@@ -50,7 +50,8 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> 
         }
     };
     respond(response.headers_mut(), &ctx, client_request_id);
-    log(gw, &ctx, response.status().as_u16());
+    let bytes_out = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
+    log(gw, &ctx, response.status().as_u16(), bytes_out);
     response
 }
 
@@ -83,6 +84,7 @@ async fn life(
 
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, gw.config.max_body_bytes).await?;
+    ctx.bytes_in = body.len() as u64;
 
     let path = match target.operation {
         Operation::Score => &deployment.scoring_path,
@@ -124,7 +126,7 @@ async fn life(
 pub fn answered_by_hyper(gw: &Gateway, conn: &Connection, status: u16, error: &hyper::Error) {
     let mut ctx = RequestCtx::new(origin::origin(conn, &HeaderMap::new(), &gw.config.ingress).client);
     ctx.error = Some(error.to_string());
-    log(gw, &ctx, status);
+    log(gw, &ctx, status, 0);
 }
 
 /// The status hyper wrote for a connection that ended with `error`, if it wrote one: only a
@@ -205,11 +207,18 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
     }
 }
 
-fn log(gw: &Gateway, ctx: &RequestCtx, status: u16) {
+fn log(gw: &Gateway, ctx: &RequestCtx, status: u16, bytes_out: u64) {
     let duration = ctx.started.elapsed();
     let (endpoint, deployment) =
         (ctx.endpoint.as_deref().unwrap_or(""), ctx.deployment.as_deref().unwrap_or(""));
-    metrics::request(endpoint, deployment, status, duration, ctx.upstream);
+    let finished = metrics::Finished {
+        code: status,
+        duration,
+        upstream: ctx.upstream,
+        bytes_in: ctx.bytes_in,
+        bytes_out,
+    };
+    metrics::request(endpoint, deployment, finished);
     (gw.log)(&AccessRecord {
         time: SystemTime::now(),
         request_id: ctx.request_id.as_str(),

@@ -1,11 +1,18 @@
 //! The scoring listeners: accept connections (plain HTTP/1.1, or TLS with HTTP/2 or HTTP/1.1
 //! by ALPN), serve each with the gateway's request life, and on shutdown stop accepting and
 //! let in-flight requests finish within the grace period.
+//!
+//! An HTTP/1.1 keep-alive client whose idle connection is closed may be sending its next
+//! request at that moment, and lose it. So at shutdown, for [`CLOSE_WINDOW`], every answer on
+//! an open connection carries `Connection: close` and the client comes back on a new one (to
+//! the daemon that took over, in an upgrade); only connections still idle after it are
+//! closed. HTTP/2 connections get GOAWAY, which clients retry safely.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -23,6 +30,10 @@ use crate::shared::Gateway;
 use crate::timeouts::{Activity, TimedIo};
 use crate::workers::Workers;
 use crate::{metrics, request};
+
+/// How long, at shutdown, open HTTP/1.1 connections get answers marked `Connection: close`
+/// before the idle ones are closed.
+pub const CLOSE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Serves plain HTTP/1.1 on `listener` until `shutdown` resolves, then waits up to `grace`
 /// for open requests.
@@ -58,6 +69,8 @@ async fn accept(
         Workers::none()
     });
     let graceful = GracefulShutdown::new();
+    let closing = Arc::new(AtomicBool::new(false));
+    let open = metrics::open_connections(if tls.is_some() { "https" } else { "http" });
     let slots = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -83,16 +96,26 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         // The socket leaves this runtime's reactor for the worker's.
         let Ok(stream) = stream.into_std() else { continue };
-        let (gateway, tls, watcher) = (gateway.clone(), tls.clone(), graceful.watcher());
+        let (gateway, tls, watcher, closing) =
+            (gateway.clone(), tls.clone(), graceful.watcher(), closing.clone());
+        let open = open.clone();
+        open.increment(1.0);
         workers.hand_over(async move {
             if let Ok(stream) = TcpStream::from_std(stream) {
-                connection(gateway, stream, peer, tls, watcher).await;
+                connection(gateway, stream, peer, tls, watcher, closing).await;
             }
+            open.decrement(1.0);
             drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    closing.store(true, Ordering::Relaxed);
+    let window_end = tokio::time::Instant::now() + CLOSE_WINDOW.min(grace);
+    while graceful.count() > 0 && tokio::time::Instant::now() < window_end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over with requests still open");
     }
     drop(workers);
@@ -105,6 +128,7 @@ async fn connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     watcher: Watcher,
+    closing: Arc<AtomicBool>,
 ) {
     let config = &gateway.config;
     let ingress = &config.ingress;
@@ -131,8 +155,15 @@ async fn connection(
     let service = service_fn(move |req| {
         let gw = gw.clone();
         let serving = activity.serving();
+        let closing = closing.clone();
         async move {
-            let response = request::handle(&gw, req, &conn).await;
+            let http1 = req.version() < http::Version::HTTP_2;
+            let mut response = request::handle(&gw, req, &conn).await;
+            if http1 && closing.load(Ordering::Relaxed) {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
             drop(serving);
             Ok::<_, Infallible>(response)
         }

@@ -13,12 +13,14 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
     StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
-use crate::engine::{ContainerInfo, Created, Engine, Host, Labels, NetworkInfo, NewContainer, PullProgress};
+use crate::engine::{
+    ContainerInfo, Created, Engine, Host, Labels, NetworkInfo, NewContainer, PullProgress, Usage,
+};
 use crate::{Error, names};
 
 /// The only capabilities an instance keeps (CONTRACT.md): enough to drop privileges and own
@@ -344,6 +346,13 @@ impl Engine for Docker {
         }
     }
 
+    async fn usage(&self, id: &str) -> Option<Usage> {
+        // One sample with the one before it (Docker waits about a second for it), for a rate.
+        let options = StatsOptionsBuilder::default().stream(false).one_shot(false).build();
+        let stats = self.docker.stats(id, Some(options)).next().await?.ok()?;
+        usage_of(&stats)
+    }
+
     async fn logs(&self, id: &str, lines: usize) -> Result<String, Error> {
         let options =
             LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
@@ -358,4 +367,19 @@ impl Engine for Docker {
         }
         Ok(text)
     }
+}
+
+/// CPU as `docker stats` reckons it: the container's share of the machine's CPU time between
+/// two samples, times the CPUs online; memory without the reclaimable page cache.
+fn usage_of(stats: &bollard::models::ContainerStatsResponse) -> Option<Usage> {
+    let (cpu, pre) = (stats.cpu_stats.as_ref()?, stats.precpu_stats.as_ref()?);
+    let used = cpu.cpu_usage.as_ref()?.total_usage?.checked_sub(pre.cpu_usage.as_ref()?.total_usage?)?;
+    let system = cpu.system_cpu_usage?.checked_sub(pre.system_cpu_usage?)?;
+    let cpus = f64::from(cpu.online_cpus.unwrap_or(1).max(1));
+    let cpu_cores = if system == 0 { 0.0 } else { used as f64 / system as f64 * cpus };
+    let memory = stats.memory_stats.as_ref()?;
+    let cache =
+        memory.stats.as_ref().and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")));
+    let memory_bytes = memory.usage?.saturating_sub(cache.copied().unwrap_or(0));
+    Some(Usage { cpu_cores, memory_bytes, memory_limit_bytes: memory.limit.unwrap_or(0) })
 }

@@ -73,6 +73,18 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
+/// What a running container uses, as the engine measures it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// CPU cores busy on its behalf, averaged over the engine's sampling interval (1.5 is
+    /// one and a half cores).
+    pub cpu_cores: f64,
+    /// Memory in use, page cache the kernel may reclaim left out (as `docker stats` counts).
+    pub memory_bytes: u64,
+    /// Its memory limit (the machine's memory when it has none).
+    pub memory_limit_bytes: u64,
+}
+
 /// Reports one line of an image pull's progress.
 pub type PullProgress<'a> = &'a (dyn Fn(String) + Send + Sync);
 
@@ -104,4 +116,8 @@ pub trait Engine: Send + Sync + 'static {
     async fn wait_exit(&self, id: &str) -> Option<i64>;
     /// The last `lines` lines of its stdout and stderr, interleaved as written.
     async fn logs(&self, id: &str, lines: usize) -> Result<String, Error>;
+    /// What it uses now; `None` when it is not running or the engine cannot say.
+    async fn usage(&self, _id: &str) -> Option<Usage> {
+        None
+    }
 }

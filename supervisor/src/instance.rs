@@ -60,11 +60,20 @@ pub(crate) struct Ctx {
     pub probe: Arc<dyn Probe>,
     pub changes: watch::Sender<u64>,
     pub stop_timeout: Duration,
+    /// True while another daemon takes this one's place (`serve --upgrade`): what would
+    /// change a container (a stop, a restart) waits, so that two daemons never act on one.
+    pub standing_by: watch::Sender<bool>,
 }
 
 impl Ctx {
     pub(crate) fn notify(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Returns once this daemon may act on its containers.
+    pub(crate) async fn until_active(&self) {
+        let mut standing_by = self.standing_by.subscribe();
+        let _ = standing_by.wait_for(|s| !*s).await;
     }
 }
 

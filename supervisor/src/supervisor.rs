@@ -59,8 +59,13 @@ impl Supervisor {
         probe: Arc<dyn Probe>,
     ) -> Result<Supervisor, Error> {
         let host = engine.host().await?;
-        let ctx =
-            Arc::new(Ctx { engine, probe, changes: watch::channel(0).0, stop_timeout: config.stop_timeout });
+        let ctx = Arc::new(Ctx {
+            engine,
+            probe,
+            changes: watch::channel(0).0,
+            stop_timeout: config.stop_timeout,
+            standing_by: watch::channel(false).0,
+        });
         let inner = Inner {
             config,
             ctx,
@@ -73,6 +78,13 @@ impl Supervisor {
     }
 
     /// Progress lines of every deployment being applied.
+    /// While true, no instance is stopped or restarted (probes go on): another daemon is
+    /// taking this one's place, and one of them must act alone. False again resumes what
+    /// waited.
+    pub fn stand_by(&self, standing_by: bool) {
+        self.inner.ctx.standing_by.send_replace(standing_by);
+    }
+
     pub fn progress(&self) -> broadcast::Receiver<Progress> {
         self.inner.progress.subscribe()
     }
@@ -92,6 +104,27 @@ impl Supervisor {
     /// The instances of one deployment, as held right now.
     pub(crate) fn members_of(&self, id: &DeploymentId) -> Vec<Arc<Instance>> {
         self.deployments().get(id).map(|r| r.instances.clone()).unwrap_or_default()
+    }
+
+    /// What each running instance uses, by deployment and instance name, measured at once
+    /// for all of them (each measurement takes the engine about a second).
+    pub async fn usage(&self) -> Vec<(DeploymentId, String, crate::engine::Usage)> {
+        let running: Vec<(DeploymentId, String, String)> = self
+            .deployments()
+            .iter()
+            .flat_map(|(id, r)| {
+                r.instances.iter().filter_map(|i| {
+                    let status = i.snapshot();
+                    Some((id.clone(), status.name, status.container_id?))
+                })
+            })
+            .collect();
+        let engine = self.inner.ctx.engine.clone();
+        let measured = running.into_iter().map(|(id, name, container)| {
+            let engine = engine.clone();
+            async move { engine.usage(&container).await.map(|u| (id, name, u)) }
+        });
+        futures_util::future::join_all(measured).await.into_iter().flatten().collect()
     }
 
     /// The CPUs and memory the engine reports for this machine.

@@ -5,15 +5,15 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// Restarts of a deployment's instances after they exited or failed liveness.
-pub const RESTARTS: &str = "moat_instance_restarts_total";
-
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::instance::{Ctx, Instance};
 use crate::lifecycle::{Ask, Event};
 use crate::probe::Threshold;
 use crate::spec::{DeploymentSpec, ProbeSettings, Route};
+
+/// Restarts of a deployment's instances after they exited or failed liveness.
+pub const RESTARTS: &str = "moat_instance_restarts_total";
 
 /// How many log lines an exited instance keeps for `show`'s warnings.
 const LOG_LINES_KEPT: usize = 20;
@@ -45,6 +45,7 @@ async fn run(ctx: Arc<Ctx>, spec: Arc<DeploymentSpec>, instance: Weak<Instance>,
         let started = Instant::now();
         let ended = probe_until_it_ends(&ctx, &spec, &instance, settled).await;
         settled = false;
+        ctx.until_active().await;
         let (code, why) = match ended {
             Ended::Exited(code) => {
                 let error = ctx.engine.inspect(&id).await.ok().flatten().and_then(|i| i.error);

@@ -70,6 +70,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/endpoints/{endpoint}/deployments/{deployment}/logs", get(deployment_logs))
         .layer(axum::middleware::map_response_with_state(node.clone(), say_staleness))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), refuse_while_standing_by))
         // Past axum's 2 MB default, so that the store's own limit answers, naming itself.
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .with_state(node)
@@ -85,6 +86,22 @@ async fn say_staleness(State(node): Shared, mut response: Response) -> Response 
         response.headers_mut().insert(super::STALE_HEADER, value);
     }
     response
+}
+
+/// While another daemon takes this one's place, a command would be made by a daemon about
+/// to go: it is refused, and made again by the user once the new daemon answers.
+async fn refuse_while_standing_by(
+    State(node): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if node.reconciler.standing_by() {
+        let e = Error::Other(
+            "moat serve is handing over to a new process (serve --upgrade); try again in a moment".into(),
+        );
+        return e.into_response();
+    }
+    next.run(request).await
 }
 
 /// The largest request the admin API reads.

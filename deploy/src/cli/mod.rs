@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Where the daemon's, access and egress decision logs go (default: stderr)
     #[arg(long = "log-file", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Take the place of the home's running daemon: its listening sockets, containers and
+    /// rules change hands without a refused connection, and it exits once this one serves
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 // Not a doc comment: clap would take it as the about of every command that flattens this.
@@ -148,6 +152,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 workers: a.workers,
                 log_file: a.log_file,
             },
+            a.upgrade,
         ),
         Command::Validate { file } => validate(&ctx, &file),
         Command::Workspace(c) => block_on(workspace::run(&ctx, c)),

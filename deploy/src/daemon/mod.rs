@@ -10,11 +10,17 @@
 //! be adopted by the next start. Under systemd (`NOTIFY_SOCKET`), READY=1 is told once
 //! `admin.sock` is there and STOPPING=1 when the drain begins.
 //!
-//! - [`listeners`]: binding the listeners, and the scoring URIs they make.
+//! `serve --upgrade` (or SIGUSR2, which starts it from the binary's path) replaces the running
+//! daemon without refusing a connection: see [`handover`].
+//!
+//! - [`listeners`]: binding the listeners (or taking them over), and the scoring URIs they make.
+//! - [`handover`]: passing the lock and the sockets from the running daemon to its successor.
 
+pub mod handover;
 pub mod listeners;
 mod open_files;
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +42,7 @@ use crate::reconciler::Reconciler;
 use crate::state::Reader;
 use crate::store::etcd::EtcdStore;
 use crate::store::{FileStore, Store};
-use crate::{admin, logging, metrics_server, readiness};
+use crate::{admin, logging, metrics_server, readiness, usage};
 use listeners::Listeners;
 
 /// Threads of the control runtime: its work is a few tasks a second, not a request each.
@@ -44,9 +50,10 @@ const CONTROL_THREADS: usize = 2;
 /// How often the TLS certificate files are checked for a change.
 const CERT_CHECK_PERIOD: Duration = Duration::from_secs(2);
 
-pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
+pub fn serve(home: &Home, flags: &Overrides, upgrade: bool) -> Result<(), Error> {
     let home_id = home.ensure()?;
-    let _lock = home.lock()?;
+    // Under --upgrade the lock comes from the running daemon, with its sockets.
+    let lock = if upgrade { None } else { Some(home.lock()?) };
     let mut config = Config::load(&home.config(), flags)?;
     let logs = logging::init(config.log_file.as_deref())?;
     match open_files::raise() {
@@ -73,7 +80,7 @@ pub fn serve(home: &Home, flags: &Overrides) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::other("starting the runtime", e))?;
     let flush = logs.flush.clone();
-    let result = runtime.block_on(run(home, home_id, config, logs));
+    let result = runtime.block_on(run(home, home_id, config, logs, lock));
     flush();
     result
 }
@@ -88,10 +95,17 @@ async fn open_store(home: &Home, config: &Config) -> Result<(Arc<dyn Store>, Opt
     Ok((etcd.clone(), Some(Fleet { name: fleet.name.clone(), etcd })))
 }
 
-async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks) -> Result<(), Error> {
+/// `lock` is the home's serve lock; `None` under `serve --upgrade`, which takes the running
+/// daemon's lock and sockets once it has checked what it can alone (config, Docker).
+async fn run(
+    home: &Home,
+    home_id: String,
+    config: Config,
+    logs: logging::Sinks,
+    lock: Option<std::fs::File>,
+) -> Result<(), Error> {
     // Before anything makes or checks a token: jsonwebtoken keeps its first provider.
     moat_gateway::auth::signatures::install();
-    let (store, fleet) = open_store(home, &config).await?;
     // The gateway counts requests per instance; the supervisor drains by those counts.
     let load = Arc::new(Load::default());
     let in_flight = {
@@ -108,7 +122,27 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     .await
     .map_err(|e| Error::Other(e.to_string()))?;
 
-    let listeners = Listeners::bind(&config).await?;
+    let (lock, listeners, taken) = match lock {
+        Some(lock) => (lock, Listeners::bind(&config).await?, None),
+        None => {
+            let socket = home.handover_socket();
+            let mut taken = tokio::task::spawn_blocking(move || handover::take_over(&socket))
+                .await
+                .map_err(|e| Error::other("taking over", e))??;
+            tracing::info!(from = taken.from, "the running daemon stands by; starting on its sockets");
+            let listeners = Listeners::inherit(&config, std::mem::take(&mut taken.listeners))?;
+            let lock = taken.lock.try_clone().map_err(|e| Error::other("the serve lock", e))?;
+            (lock, listeners, Some(taken))
+        }
+    };
+    let offer = Arc::new(handover::Offer {
+        lock: lock
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::other("keeping the lock for upgrades", e))?,
+        listeners: listeners.handover_fds()?,
+    });
+    let (store, fleet) = open_store(home, &config).await?;
     let metrics_addr = listeners.metrics_addr();
     let scoring = listeners.scoring_base(&config)?;
 
@@ -135,20 +169,9 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
     // Signals are ours before anyone can see the daemon is ready and send one.
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::other("watching SIGTERM", e))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::other("watching SIGINT", e))?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| Error::other("watching SIGHUP", e))?;
-    let reopen = logs.reopen.clone();
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            match reopen() {
-                Ok(()) => tracing::info!("SIGHUP: log file opened again"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: cannot open the log file again; still writing the old one")
-                }
-            }
-        }
-    });
-    let socket = home.socket();
-    let admin_listener = bind_admin_socket(&socket)?;
+    let mut upgrade_signal =
+        signal(SignalKind::user_defined2()).map_err(|e| Error::other("watching SIGUSR2", e))?;
+    reopen_logs_on_sighup(logs.reopen.clone())?;
 
     let (drain, draining) = watch::channel(false);
     let (stop, stopped) = watch::channel(false);
@@ -156,15 +179,41 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         let _ = rx.wait_for(|s| *s).await;
     };
     let serving_tables = reconciler.serving();
-    let reconcile = tokio::spawn(reconciler.run());
-    if let Some(presence) = &presence {
-        tokio::spawn(presence.clone().keep());
-    }
-    let admin_task = tokio::spawn(admin::server::serve(admin_listener, node, wait_stop(stopped.clone())));
+    let reconcile = tokio::spawn(reconciler.clone().run());
+    let standing = Arc::new(Standing::new(reconciler.clone(), node.supervisor.clone(), presence.clone()));
     let gateway = Gateway::new(gateway_config(&config), routes, logs.access);
     tokio::spawn(readiness::keep(gateway.health.clone(), store.clone(), serving_tables, draining));
+
+    // Taking over: accept nothing until this node serves what the old one did and the old
+    // one has let go; until then it accepts on the same sockets.
+    if let Some(taken) = taken {
+        let from = taken.from;
+        wait_settled(&reconciler, &node.supervisor, &taken.serving).await?;
+        tell_systemd(sd_notify::NotifyState::MainPid(std::process::id()));
+        let let_go = tokio::task::spawn_blocking(move || taken.ready()).await;
+        if let Err(e) = let_go.map_err(|e| Error::other("taking over", e)).and_then(|r| r) {
+            tell_systemd(sd_notify::NotifyState::MainPid(from));
+            return Err(e);
+        }
+        tracing::info!(from, "took over from the running daemon");
+    }
+
+    let socket = home.socket();
+    let admin_listener = bind_admin_socket(&socket)?;
+    let handover_listener = bind_owner_only(&home.handover_socket())?;
+    let (handed_over, mut handed_over_to) = watch::channel(None);
+    tokio::spawn(offer_handovers(
+        handover_listener,
+        offer,
+        standing.clone(),
+        handed_over,
+        wait_stop(stopped.clone()),
+    ));
+    let admin_task =
+        tokio::spawn(admin::server::serve(admin_listener, node.clone(), wait_stop(stopped.clone())));
     if let Some(listener) = listeners.metrics {
         let handle = metrics_server::install()?;
+        tokio::spawn(usage::keep(node.state.clone(), node.supervisor.clone()));
         let health = gateway.health.clone();
         tokio::spawn(metrics_server::serve(listener, handle, health, wait_stop(stopped.clone())));
     }
@@ -205,36 +254,241 @@ async fn run(home: &Home, home_id: String, config: Config, logs: logging::Sinks)
         metrics = metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_default(),
         "moat serve is ready"
     );
-
     tell_systemd(sd_notify::NotifyState::Ready);
-
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    tracing::info!(
-        delay_s = config.shutdown_delay.as_secs(),
-        "draining: /readyz answers 503; serving for shutdown_delay_s before no longer accepting"
-    );
-    tell_systemd(sd_notify::NotifyState::Stopping);
-    let _ = drain.send(true);
     if let Some(presence) = &presence {
-        presence.leave().await;
+        standing.keep_presence(presence);
     }
-    tokio::select! {
-        _ = tokio::time::sleep(config.shutdown_delay) => {}
-        _ = terminate.recv() => tracing::info!("a second signal: no longer waiting out shutdown_delay_s"),
-        _ = interrupt.recv() => tracing::info!("a second signal: no longer waiting out shutdown_delay_s"),
+
+    let handed_to = loop {
+        tokio::select! {
+            _ = terminate.recv() => break None,
+            _ = interrupt.recv() => break None,
+            _ = upgrade_signal.recv() => spawn_upgrade(home),
+            _ = handed_over_to.changed() => break *handed_over_to.borrow(),
+        }
+    };
+    match handed_to {
+        // The new daemon serves and took the sockets: no delay, no draining (the node stays
+        // in the balancer's pool), and admin.sock is its now.
+        Some(pid) => {
+            tracing::info!(to = pid, "handed over: no longer accepting, finishing in-flight requests")
+        }
+        None => {
+            tracing::info!(
+                delay_s = config.shutdown_delay.as_secs(),
+                "draining: /readyz answers 503; serving for shutdown_delay_s before no longer accepting"
+            );
+            tell_systemd(sd_notify::NotifyState::Stopping);
+            let _ = drain.send(true);
+            if let Some(presence) = &presence {
+                presence.leave().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(config.shutdown_delay) => {}
+                _ = terminate.recv() => tracing::info!("a second signal: no longer waiting out shutdown_delay_s"),
+                _ = interrupt.recv() => tracing::info!("a second signal: no longer waiting out shutdown_delay_s"),
+            }
+            tracing::info!("shutting down: no longer accepting, finishing in-flight requests");
+        }
     }
-    tracing::info!("shutting down: no longer accepting, finishing in-flight requests");
     let _ = stop.send(true);
     for task in serving {
         let _ = task.await;
     }
     reconcile.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
-    let _ = std::fs::remove_file(&socket);
+    if handed_to.is_none() {
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(home.handover_socket());
+    }
+    drop(lock);
     tracing::info!("stopped; containers keep running and are adopted by the next start");
+    Ok(())
+}
+
+/// Under `serve --upgrade`: the first pass is made, every action it started (adoption,
+/// mostly) is done, and each deployment has at least the ready instances it had in the old
+/// daemon, so that the route table serves what the old one did.
+async fn wait_settled(
+    reconciler: &Reconciler,
+    supervisor: &Supervisor,
+    serving: &std::collections::BTreeMap<String, usize>,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + handover::READY_WITHIN - Duration::from_secs(10);
+    let mut changes = supervisor.subscribe();
+    loop {
+        let ready = ready_instances(supervisor);
+        let short: Vec<String> = serving
+            .iter()
+            .filter(|(id, n)| ready.get(*id).copied().unwrap_or(0) < **n)
+            .map(|(id, n)| format!("{id} ({} of {n} ready)", ready.get(id).copied().unwrap_or(0)))
+            .collect();
+        if reconciler.settled() && short.is_empty() {
+            return Ok(());
+        }
+        // Progress ends actions; instance changes make them ready. A tick covers the rest.
+        let wake = tokio::time::sleep(Duration::from_millis(50));
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = wake => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let what = if short.is_empty() {
+                "the deployments did not settle".to_string()
+            } else {
+                short.join(", ")
+            };
+            return Err(Error::Other(format!(
+                "taking over: not serving what the running daemon serves in time: {what}"
+            )));
+        }
+    }
+}
+
+/// Each deployment's ready instances (`endpoint/deployment`).
+fn ready_instances(supervisor: &Supervisor) -> std::collections::BTreeMap<String, usize> {
+    supervisor.leases().into_iter().map(|(id, leases)| (id.to_string(), leases.len())).collect()
+}
+
+/// Answers `serve --upgrade` on `handover.sock`, one at a time; tells `handed_over` the new
+/// daemon's pid once one took over. Ends at `stop`, closing its copies of the listening
+/// sockets: a daemon that stops accepting must not leave them open for the kernel to queue
+/// connections nobody will take.
+async fn offer_handovers(
+    listener: UnixListener,
+    offer: Arc<handover::Offer>,
+    standing: Arc<Standing>,
+    handed_over: watch::Sender<Option<u32>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let Ok(stream) = stream.into_std() else { continue };
+        if stream.set_nonblocking(false).is_err() {
+            continue;
+        }
+        let (offer, standing) = (offer.clone(), standing.clone());
+        let outcome = tokio::task::spawn_blocking(move || handover::offer(stream, &offer, &*standing)).await;
+        match outcome {
+            Ok(handover::Outcome::HandedOver { to }) => {
+                handed_over.send_replace(Some(to));
+                return;
+            }
+            Ok(handover::Outcome::Kept(why)) => {
+                tracing::warn!(reason = %why, "serve --upgrade did not take over; serving on")
+            }
+            Err(e) => tracing::error!(error = %e, "the handover task failed; serving on"),
+        }
+    }
+}
+
+/// What this daemon stops while another takes its place, and takes up again if it does not.
+struct Standing {
+    reconciler: Arc<Reconciler>,
+    supervisor: Supervisor,
+    presence: Option<Arc<Presence>>,
+    keeping: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Standing {
+    fn new(reconciler: Arc<Reconciler>, supervisor: Supervisor, presence: Option<Arc<Presence>>) -> Standing {
+        let runtime = tokio::runtime::Handle::current();
+        Standing { reconciler, supervisor, presence, keeping: std::sync::Mutex::default(), runtime }
+    }
+
+    fn keeping(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+        self.keeping.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node's record in the fleet, kept alive.
+    fn keep_presence(&self, presence: &Arc<Presence>) {
+        *self.keeping() = Some(self.runtime.spawn(presence.clone().keep()));
+    }
+}
+
+impl handover::StandBy for Standing {
+    fn stand_by(&self) -> Result<std::collections::BTreeMap<String, usize>, String> {
+        self.reconciler.stand_by(true);
+        if !self.reconciler.settled() {
+            self.reconciler.stand_by(false);
+            return Err(
+                "a deployment is being applied or removed; run serve --upgrade again once it is done".into(),
+            );
+        }
+        // The new daemon writes the node's record from now on; two writers would undo each
+        // other's lease.
+        if let Some(task) = self.keeping().take() {
+            task.abort();
+        }
+        tracing::info!(
+            "standing by for serve --upgrade: no container, network or rule changes; scoring goes on"
+        );
+        Ok(ready_instances(&self.supervisor))
+    }
+
+    fn resume(&self) {
+        self.reconciler.stand_by(false);
+        if let Some(presence) = &self.presence {
+            self.keep_presence(presence);
+        }
+        tracing::info!("no longer standing by");
+    }
+}
+
+/// SIGUSR2 (systemd's `ExecReload`): starts `moat serve --upgrade` from the binary at the
+/// path this one was started from (a package upgrade has replaced it there), with the same
+/// arguments and environment; it takes over, or fails and this daemon serves on.
+fn spawn_upgrade(home: &Home) {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => {
+            // Linux names a replaced binary "<path> (deleted)": the new one is at <path>.
+            let text = exe.to_string_lossy();
+            std::path::PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text).to_string())
+        }
+        Err(e) => return tracing::error!(error = %e, "SIGUSR2: cannot find moat's binary"),
+    };
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !args.iter().any(|a| a == "--upgrade") {
+        args.push("--upgrade".into());
+    }
+    if !args.iter().any(|a| a == "--home") {
+        args.push("--home".into());
+        args.push(home.dir.clone().into_os_string());
+    }
+    match tokio::process::Command::new(&exe).args(&args).spawn() {
+        Ok(mut child) => {
+            tracing::info!(binary = %exe.display(), pid = child.id().unwrap_or_default(), "SIGUSR2: starting serve --upgrade");
+            tokio::spawn(async move {
+                if let Ok(status) = child.wait().await {
+                    tracing::warn!(%status, "serve --upgrade exited without taking over");
+                }
+            });
+        }
+        Err(e) => {
+            tracing::error!(binary = %exe.display(), error = %e, "SIGUSR2: cannot start serve --upgrade")
+        }
+    }
+}
+
+/// SIGHUP: `log_file` opened again (after logrotate moved it).
+fn reopen_logs_on_sighup(reopen: Arc<dyn Fn() -> Result<(), Error> + Send + Sync>) -> Result<(), Error> {
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| Error::other("watching SIGHUP", e))?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reopen() {
+                Ok(()) => tracing::info!("SIGHUP: log file opened again"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: cannot open the log file again; still writing the old one")
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -248,13 +502,17 @@ fn tell_systemd(state: sd_notify::NotifyState) {
 
 /// The admin socket comes last: its presence tells scripts the daemon is ready.
 fn bind_admin_socket(socket: &std::path::Path) -> Result<UnixListener, Error> {
-    // Whatever is there (a dead daemon's socket, a link) goes; a link is removed, not followed.
+    bind_owner_only(socket)
+}
+
+/// A Unix socket only this user may connect to, from the moment it exists. Whatever is at
+/// the path (a dead daemon's socket, the old daemon's after an upgrade, a link) goes; a link
+/// is removed, not followed. The serve lock is ours, so no live daemon listens there.
+fn bind_owner_only(socket: &std::path::Path) -> Result<UnixListener, Error> {
     if socket.symlink_metadata().is_ok() {
-        // The serve lock is ours, so whatever left this socket is dead.
         std::fs::remove_file(socket)
             .map_err(|e| Error::other(&format!("removing stale socket {}", socket.display()), e))?;
     }
-    // Owner-only from the moment it exists: no window where another user may connect.
     // SAFETY: umask only swaps the process's file mode mask.
     let previous = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(socket);

@@ -38,6 +38,16 @@ pub fn run_moat(bin: &std::path::Path, home: &std::path::Path, args: &[&str]) ->
     }
 }
 
+/// A process a test started, killed (and reaped) when the test ends however it ends.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `moat serve` in a home of its own, on port 0; killed and cleaned up (containers,
 /// networks, the home folder) when dropped.
 pub struct Daemon {
@@ -215,6 +225,26 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// `moat serve --upgrade` on this home, with the flags the daemon was started with (its
+    /// metrics listener on `metrics_listen`); it logs to `upgrade.log` in the home.
+    pub fn upgrade_command(&self, metrics_listen: &str) -> Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("upgrade.log"))
+            .expect("log file");
+        let mut command = Command::new(&self.bin);
+        command
+            .args(["serve", "--upgrade", "--home"])
+            .arg(&self.home)
+            .args(["--listen", &self.listen, "--metrics-listen", metrics_listen])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        command
     }
 
     /// Runs `moat --home <home> ARGS...`.

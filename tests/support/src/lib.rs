@@ -24,7 +24,7 @@ pub mod poll;
 pub mod registry;
 pub mod scorer;
 
-pub use daemon::{Daemon, Run, run_moat};
+pub use daemon::{Daemon, Killed, Run, run_moat};
 pub use docker::{
     DockerCleanup, SCORER_IMAGE, TEST_IMAGE, home_containers, home_networks, require_scorer_image,
     require_test_image, scorer_deployment,
