@@ -454,3 +454,39 @@ fn convergence_of_100_changes_across_three_nodes() {
         ms(times[99])
     );
 }
+
+/// `serve --upgrade` on a fleet node: the new process keeps the node's place in the fleet
+/// (its record outlives the old process's lease), scores, and follows changes made on
+/// another node.
+#[test]
+fn a_fleet_node_upgraded_in_place_keeps_its_record_and_follows_the_fleet() {
+    require_test_image();
+    let mut f = Fleet::start(2);
+    let key = scoring_endpoint(&f, 0, "upf-ep");
+    wait_until(Duration::from_secs(30), "node 1 scores", || match score(f.node(1), "upf-ep", &key) {
+        200 => Ok(()),
+        s => Err(s.to_string()),
+    });
+    let me = f.node(1).home_id();
+    let listed = |f: &Fleet| {
+        f.node(0).cli("fleet status --query nodes[].node -o tsv").ok().stdout.lines().any(|n| n == me)
+    };
+    assert!(listed(&f));
+    let _new = moat_test_support::Killed(f.node(1).upgrade_command("127.0.0.1:0").spawn().expect("upgrade"));
+    assert_eq!(f.nodes[1].wait_exit(), Some(0), "the old process hands over and exits");
+    assert_eq!(score(f.node(1), "upf-ep", &key), 200);
+    // Past the old process's lease (5 s): the record is the new process's, kept alive.
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        assert!(listed(&f), "node 1 left the fleet's live nodes after its upgrade");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A change made on node 0 reaches the upgraded node.
+    f.node(0).cli("online-endpoint update -n upf-ep --traffic blue=0").ok();
+    wait_until(Duration::from_secs(5), "the traffic change on node 1", || {
+        match score(f.node(1), "upf-ep", &key) {
+            404 => Ok(()),
+            s => Err(s.to_string()),
+        }
+    });
+}

@@ -252,6 +252,28 @@ fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
     assert!(String::from_utf8_lossy(&trusted.stdout).contains("\"version\":\"blue\""));
     let untrusted = invoke(None);
     assert_eq!(untrusted.status.code(), Some(1), "an unknown certificate is not trusted");
+
+    // serve --upgrade takes the TLS listener over too, with its certificate.
+    drop(invoke);
+    let mut d = d;
+    let _new = moat_test_support::Killed(d.upgrade_command("127.0.0.1:0").spawn().expect("serve --upgrade"));
+    assert_eq!(d.wait_exit(), Some(0));
+    let after = std::process::Command::new(MOAT)
+        .arg("--home")
+        .arg(&d.home)
+        .current_dir(moat_test_support::repo_root())
+        .args([
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "tls-ep",
+            "--request-file",
+            "examples/model-1/sample-request.json",
+        ])
+        .env("SSL_CERT_FILE", &cert)
+        .output()
+        .expect("moat");
+    assert!(after.status.success(), "after the upgrade: {}", String::from_utf8_lossy(&after.stderr));
 }
 
 /// SIGTERM drains: `/readyz` says 503 at once on every listener while scoring still answers
