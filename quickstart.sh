@@ -52,7 +52,8 @@ Get the key and score with curl:
   KEY=\$($moat online-endpoint get-credentials -n $ENDPOINT -o tsv --query primaryKey)
   curl -X POST "$scoring_uri" -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' --data @examples/model-1/sample-request.json
 
-Stop the daemon (its containers keep running and are adopted by the next start):
+Stop the daemon (its containers keep running and are adopted by the next start; it drains
+for shutdown_delay_s, 10 s, unless told twice):
   kill \$(cat $MOAT_HOME/serve.pid)
 Remove everything it made first, if you are done:
   $moat online-endpoint delete -n $ENDPOINT --yes

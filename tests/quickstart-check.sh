@@ -7,8 +7,16 @@ export MOAT_HOME=$(mktemp -d)
 moat=target/release/moat
 cleanup() {
   "$moat" online-endpoint delete -n quickstart-ep --yes >/dev/null 2>&1 || true
-  [ -f "$MOAT_HOME/serve.pid" ] && kill "$(cat "$MOAT_HOME/serve.pid")" 2>/dev/null || true
-  sleep 1
+  if [ -f "$MOAT_HOME/serve.pid" ]; then
+    pid=$(cat "$MOAT_HOME/serve.pid")
+    # The first SIGTERM drains (shutdown_delay_s); the second cuts the delay short.
+    kill "$pid" 2>/dev/null || true
+    sleep 0.5
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  # The kernel rules stay when the daemon stops (fail closed); this home is gone for good.
+  [ -f "$MOAT_HOME/id" ] && nft delete table inet "moat_$(cat "$MOAT_HOME/id")" 2>/dev/null || true
   rm -rf "$MOAT_HOME"
 }
 trap cleanup EXIT

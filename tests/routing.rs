@@ -254,7 +254,6 @@ fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
     assert_eq!(untrusted.status.code(), Some(1), "an unknown certificate is not trusted");
 
     // serve --upgrade takes the TLS listener over too, with its certificate.
-    drop(invoke);
     let mut d = d;
     let _new = moat_test_support::Killed(d.upgrade_command("127.0.0.1:0").spawn().expect("serve --upgrade"));
     assert_eq!(d.wait_exit(), Some(0));
