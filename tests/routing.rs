@@ -230,9 +230,9 @@ fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
     let uri = tsv(&d, "online-endpoint show -n tls-ep --query scoring_uri");
     assert!(uri.starts_with("https://127.0.0.1:") && uri.ends_with("/endpoints/tls-ep/score"), "{uri}");
 
-    let invoke = |trust: Option<&std::path::Path>| {
+    let invoke = |home: &std::path::Path, trust: Option<&std::path::Path>| {
         let mut cmd = std::process::Command::new(MOAT);
-        cmd.arg("--home").arg(&d.home).current_dir(moat_test_support::repo_root());
+        cmd.arg("--home").arg(home).current_dir(moat_test_support::repo_root());
         cmd.args([
             "online-endpoint",
             "invoke",
@@ -247,31 +247,17 @@ fn with_tls_on_the_scoring_uri_is_https_and_invoke_trusts_ssl_cert_file() {
         };
         cmd.output().expect("moat")
     };
-    let trusted = invoke(Some(&cert));
+    let trusted = invoke(&d.home, Some(&cert));
     assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
     assert!(String::from_utf8_lossy(&trusted.stdout).contains("\"version\":\"blue\""));
-    let untrusted = invoke(None);
+    let untrusted = invoke(&d.home, None);
     assert_eq!(untrusted.status.code(), Some(1), "an unknown certificate is not trusted");
 
     // serve --upgrade takes the TLS listener over too, with its certificate.
     let mut d = d;
     let _new = moat_test_support::Killed(d.upgrade_command("127.0.0.1:0").spawn().expect("serve --upgrade"));
     assert_eq!(d.wait_exit(), Some(0));
-    let after = std::process::Command::new(MOAT)
-        .arg("--home")
-        .arg(&d.home)
-        .current_dir(moat_test_support::repo_root())
-        .args([
-            "online-endpoint",
-            "invoke",
-            "-n",
-            "tls-ep",
-            "--request-file",
-            "examples/model-1/sample-request.json",
-        ])
-        .env("SSL_CERT_FILE", &cert)
-        .output()
-        .expect("moat");
+    let after = invoke(&d.home, Some(&cert));
     assert!(after.status.success(), "after the upgrade: {}", String::from_utf8_lossy(&after.stderr));
 }
 

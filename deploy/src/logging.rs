@@ -112,7 +112,7 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
     let reopen = Arc::new(move || match &reopen_this {
         Destination::Stderr => Ok(()),
         Destination::File(f) => f.reopen(),
-    }) as Arc<dyn Fn() -> Result<(), Error> + Send + Sync>;
+    }) as Reopen;
     Ok(Sinks { access, decisions, flush, reopen })
 }
 
@@ -122,8 +122,11 @@ pub struct Sinks {
     pub access: LogSink,
     pub decisions: DecisionSink,
     pub flush: Arc<dyn Fn() + Send + Sync>,
-    pub reopen: Arc<dyn Fn() -> Result<(), Error> + Send + Sync>,
+    pub reopen: Reopen,
 }
+
+/// Opens `log_file` again (nothing to do without one).
+pub type Reopen = Arc<dyn Fn() -> Result<(), Error> + Send + Sync>;
 
 /// How often the writer empties the buffer: what a reader of the log waits at most.
 const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);

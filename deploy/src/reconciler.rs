@@ -44,9 +44,6 @@ pub struct Reconciler {
     published: watch::Sender<u64>,
     /// A route table has been published: the node can serve.
     serving: watch::Sender<bool>,
-    /// Another daemon is taking this one's place (`serve --upgrade`): no pass, no action, no
-    /// kernel-table repair, no container stopped or restarted until it is false again.
-    standing_by: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -84,7 +81,6 @@ impl Reconciler {
             progress: watch::channel(0).0,
             published: watch::channel(0).0,
             serving: watch::channel(false).0,
-            standing_by: watch::channel(false).0,
         })
     }
 
@@ -121,15 +117,15 @@ impl Reconciler {
     }
 
     /// Stops (true) or resumes (false) every change this daemon makes to containers, networks
-    /// and kernel rules, while another daemon takes over. Scoring goes on from the last route
-    /// table; actions already running finish.
+    /// and kernel rules, while another daemon takes over (`serve --upgrade`): no pass, no
+    /// action, no kernel-table repair, no container stopped or restarted. Scoring goes on from
+    /// the last route table; actions already running finish. The flag is the supervisor's.
     pub fn stand_by(&self, standing_by: bool) {
         self.supervisor.stand_by(standing_by);
-        self.standing_by.send_replace(standing_by);
     }
 
     pub fn standing_by(&self) -> bool {
-        *self.standing_by.borrow()
+        *self.supervisor.standing_by().borrow()
     }
 
     /// Whether no action is running: after the first pass, the node has done what the desired
@@ -153,11 +149,11 @@ impl Reconciler {
         }
         self.guard.remove_others(&keep.iter().cloned().collect::<Vec<_>>());
         tokio::spawn(egress::report_kernel_drops(self.guard.clone()));
-        tokio::spawn(egress::keep_kernel_rules(self.guard.clone(), self.standing_by.subscribe()));
+        tokio::spawn(egress::keep_kernel_rules(self.guard.clone(), self.supervisor.standing_by()));
         let mut store_changes = self.state.store().watch();
         let mut instance_changes = self.supervisor.subscribe();
         let mut progress = self.progress.subscribe();
-        let mut standing_by = self.standing_by.subscribe();
+        let mut standing_by = self.supervisor.standing_by();
         loop {
             let _ = standing_by.wait_for(|s| !*s).await;
             self.pass();

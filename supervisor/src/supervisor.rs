@@ -85,6 +85,12 @@ impl Supervisor {
         self.inner.ctx.standing_by.send_replace(standing_by);
     }
 
+    /// Whether this daemon stands by ([`Supervisor::stand_by`]), and each change of it: the
+    /// one flag every loop of the daemon that changes something waits on.
+    pub fn standing_by(&self) -> watch::Receiver<bool> {
+        self.inner.ctx.standing_by.subscribe()
+    }
+
     pub fn progress(&self) -> broadcast::Receiver<Progress> {
         self.inner.progress.subscribe()
     }

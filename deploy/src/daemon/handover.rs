@@ -158,14 +158,18 @@ pub struct TakeOver {
     reader: BufReader<UnixStream>,
     /// The running daemon's process id.
     pub from: u32,
-    pub lock: File,
-    pub listeners: Vec<(Role, std::net::TcpListener)>,
     /// Ready instances per deployment in the running daemon.
     pub serving: BTreeMap<String, usize>,
 }
 
+/// What changed hands: the serve lock and the listening sockets.
+pub struct Handed {
+    pub lock: File,
+    pub listeners: Vec<(Role, std::net::TcpListener)>,
+}
+
 /// Asks the daemon on `socket` to hand over. Blocking.
-pub fn take_over(socket: &Path) -> Result<TakeOver, Error> {
+pub fn take_over(socket: &Path) -> Result<(TakeOver, Handed), Error> {
     let stream = UnixStream::connect(socket).map_err(|e| {
         Error::Other(format!(
             "no running moat serve to take over from (handover socket {}: {e})",
@@ -199,7 +203,7 @@ pub fn take_over(socket: &Path) -> Result<TakeOver, Error> {
         .map(|(role, fd)| (role, std::net::TcpListener::from(fd)))
         .collect();
     let reader = BufReader::new(stream.try_clone().map_err(|e| Error::other("the handover socket", e))?);
-    Ok(TakeOver { stream, reader, from, lock, listeners, serving })
+    Ok((TakeOver { stream, reader, from, serving }, Handed { lock, listeners }))
 }
 
 impl TakeOver {
@@ -332,14 +336,7 @@ mod tests {
             assert_eq!(serving, BTreeMap::from([("ep/blue".to_string(), 2)]));
             assert_eq!(fds.len(), 2, "the lock and one listener");
             let taken = std::net::TcpListener::from(fds.into_iter().nth(1).expect("listener"));
-            let over = TakeOver {
-                stream: new_end,
-                reader,
-                from: 1,
-                lock: tempfile_in_temp(),
-                listeners: vec![],
-                serving: BTreeMap::new(),
-            };
+            let over = TakeOver { stream: new_end, reader, from: 1, serving: BTreeMap::new() };
             over.ready().expect("ack");
             taken
         });

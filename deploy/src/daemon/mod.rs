@@ -126,13 +126,11 @@ async fn run(
         Some(lock) => (lock, Listeners::bind(&config).await?, None),
         None => {
             let socket = home.handover_socket();
-            let mut taken = tokio::task::spawn_blocking(move || handover::take_over(&socket))
+            let (taken, handed) = tokio::task::spawn_blocking(move || handover::take_over(&socket))
                 .await
                 .map_err(|e| Error::other("taking over", e))??;
             tracing::info!(from = taken.from, "the running daemon stands by; starting on its sockets");
-            let listeners = Listeners::inherit(&config, std::mem::take(&mut taken.listeners))?;
-            let lock = taken.lock.try_clone().map_err(|e| Error::other("the serve lock", e))?;
-            (lock, listeners, Some(taken))
+            (handed.lock, Listeners::inherit(&config, handed.listeners)?, Some(taken))
         }
     };
     let offer = Arc::new(handover::Offer {
@@ -199,7 +197,8 @@ async fn run(
     }
 
     let socket = home.socket();
-    let admin_listener = bind_admin_socket(&socket)?;
+    // The admin socket comes last: its presence tells scripts the daemon is ready.
+    let admin_listener = bind_owner_only(&socket)?;
     let handover_listener = bind_owner_only(&home.handover_socket())?;
     let (handed_over, mut handed_over_to) = watch::channel(None);
     tokio::spawn(offer_handovers(
@@ -477,7 +476,7 @@ fn spawn_upgrade(home: &Home) {
 }
 
 /// SIGHUP: `log_file` opened again (after logrotate moved it).
-fn reopen_logs_on_sighup(reopen: Arc<dyn Fn() -> Result<(), Error> + Send + Sync>) -> Result<(), Error> {
+fn reopen_logs_on_sighup(reopen: logging::Reopen) -> Result<(), Error> {
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| Error::other("watching SIGHUP", e))?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
@@ -498,11 +497,6 @@ fn tell_systemd(state: sd_notify::NotifyState) {
     if let Err(e) = sd_notify::notify(false, &[state]) {
         tracing::warn!(error = %e, "cannot tell systemd (NOTIFY_SOCKET)");
     }
-}
-
-/// The admin socket comes last: its presence tells scripts the daemon is ready.
-fn bind_admin_socket(socket: &std::path::Path) -> Result<UnixListener, Error> {
-    bind_owner_only(socket)
 }
 
 /// A Unix socket only this user may connect to, from the moment it exists. Whatever is at

@@ -45,8 +45,7 @@ impl Node {
         wait: bool,
         sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
-        checked(spec.check())?;
-        checked(self.mounts_allowed(&spec))?;
+        self.admissible(&spec)?;
         let desired = self.desired();
         let decision = rules::create_deployment(&desired, &spec, self.host_memory())?;
         let id = spec.id();
@@ -79,8 +78,7 @@ impl Node {
         wait: bool,
         sink: &ProgressSink,
     ) -> Result<DeploymentView, Error> {
-        checked(spec.check())?;
-        checked(self.mounts_allowed(&spec))?;
+        self.admissible(&spec)?;
         let desired = self.desired();
         rules::update_deployment(&desired, &spec, self.host_memory())?;
         let id = spec.id();
@@ -92,8 +90,13 @@ impl Node {
         self.commit_deployment(&id, txn, wait, sink).await
     }
 
-    /// The mount rule with this node's home and `supervisor.model_roots`, whatever sent the
-    /// spec (`validate` knows neither).
+    /// The spec's own checks (as `validate` makes them), then the mount rule with this node's
+    /// home and `supervisor.model_roots`, whatever sent the spec (`validate` knows neither).
+    fn admissible(&self, spec: &DeploymentSpec) -> Result<(), Error> {
+        checked(spec.check())?;
+        checked(self.mounts_allowed(spec))
+    }
+
     fn mounts_allowed(&self, spec: &DeploymentSpec) -> Result<(), Broken> {
         let policy = self.supervisor.mounts();
         if let Some(model) = &spec.model {
