@@ -29,6 +29,9 @@ struct ConfigFile {
     workers: Option<usize>,
     log_file: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    max_buffered_body_bytes: Option<usize>,
+    max_response_bytes: Option<u64>,
+    max_streams_per_connection: Option<u32>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
@@ -131,6 +134,10 @@ pub struct Config {
     pub workers: usize,
     pub log_file: Option<PathBuf>,
     pub max_body_bytes: usize,
+    /// Request body bytes held at once over all requests.
+    pub max_buffered_body_bytes: usize,
+    pub max_response_bytes: u64,
+    pub max_streams_per_connection: u32,
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub mirror_max_in_flight: usize,
@@ -308,6 +315,16 @@ impl Config {
         if max_connections == 0 {
             return Err(Error::Invalid("max_connections must be at least 1".into()));
         }
+        let max_body_bytes = file.max_body_bytes.unwrap_or(10 * 1024 * 1024);
+        let max_buffered_body_bytes = file.max_buffered_body_bytes.unwrap_or(256 * 1024 * 1024);
+        if max_buffered_body_bytes < max_body_bytes {
+            return Err(invalid("max_buffered_body_bytes", "must be at least max_body_bytes"));
+        }
+        let max_response_bytes = file.max_response_bytes.unwrap_or(100 * 1024 * 1024);
+        let max_streams_per_connection = file.max_streams_per_connection.unwrap_or(100);
+        if max_streams_per_connection == 0 {
+            return Err(invalid("max_streams_per_connection", "must be at least 1"));
+        }
         Ok(Config {
             listen,
             tls,
@@ -320,7 +337,10 @@ impl Config {
             domain: file.domain,
             workers,
             log_file: flags.log_file.clone().or(file.log_file),
-            max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            max_body_bytes,
+            max_buffered_body_bytes,
+            max_response_bytes,
+            max_streams_per_connection,
             max_header_bytes,
             max_connections,
             mirror_max_in_flight,

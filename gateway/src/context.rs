@@ -2,11 +2,13 @@
 //! [`crate::request`] writes it: the phases return what they learn.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
 
+use crate::access_log::{AccessRecord, LogSink};
 use crate::auth::Verdict;
+use crate::metrics;
 
 #[derive(Debug)]
 pub struct RequestCtx {
@@ -43,6 +45,38 @@ impl RequestCtx {
             error: None,
             bytes_in: 0,
         }
+    }
+
+    /// The log phase: the access line and the request's metrics, once the answer has ended
+    /// (`bytes_out` of its body sent).
+    pub fn log(&self, sink: &LogSink, status: u16, bytes_out: u64) {
+        let duration = self.started.elapsed();
+        let (endpoint, deployment) =
+            (self.endpoint.as_deref().unwrap_or(""), self.deployment.as_deref().unwrap_or(""));
+        let finished = metrics::Finished {
+            code: status,
+            duration,
+            upstream: self.upstream,
+            bytes_in: self.bytes_in,
+            bytes_out,
+        };
+        metrics::request(endpoint, deployment, finished);
+        sink(&AccessRecord {
+            time: SystemTime::now(),
+            request_id: self.request_id.as_str(),
+            endpoint: self.endpoint.as_deref(),
+            deployment: self.deployment.as_deref(),
+            instance: self.instance.as_deref(),
+            status,
+            duration,
+            upstream: self.upstream,
+            queue: self.queue,
+            client: self.client,
+            auth_mode: self.auth_mode,
+            auth: self.auth.map(Verdict::as_str),
+            policy: self.policy,
+            error: self.error.as_deref(),
+        });
     }
 }
 

@@ -1,7 +1,9 @@
-//! The call to an instance. The whole exchange, body included, runs under the deployment's
-//! `request_timeout_ms`; when it passes, the upstream connection is dropped so the container
-//! is not left working for nobody. A connect failure (nothing was sent) is retried once on
-//! another instance; any other failure is the container's loss.
+//! The call to an instance, up to the head of its answer: the wait for the head runs under
+//! the deployment's `request_timeout_ms`; when it passes, the upstream connection is dropped
+//! so the container is not left working for nobody. The body then streams (see
+//! [`crate::answer`]), unless its announced length is over `max_response_bytes`. A connect
+//! failure (nothing was sent) is retried once on another instance; any other failure is the
+//! container's loss.
 
 use std::time::{Duration, Instant};
 
@@ -9,12 +11,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
+use hyper::body::Body;
 
 use crate::admission::Slot;
 use crate::context::RequestId;
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
-use crate::upstream::{self, Failure};
+use crate::upstream::{self, Failure, Streaming};
 
 /// Headers that describe one hop, not the request (its framing included): never passed along.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -50,18 +53,19 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// What a call to the deployment learnt: the instance that took it last, how long its
-/// container took to answer (when it did), and the answer.
+/// container took to send the answer's head (when it did), and the answer.
 pub struct Forwarded {
     pub instance: String,
     pub upstream: Option<Duration>,
-    pub answer: Result<Response<Full<Bytes>>, Reject>,
+    pub answer: Result<Response<Streaming>, Reject>,
 }
 
-/// Sends the request to an instance of `deployment` and returns the container's answer, with
-/// a non-2xx answer already turned into moat's 424.
+/// Sends the request to an instance of `deployment` (the one `slot` holds, or another if it
+/// cannot be reached) and returns the container's answer as soon as its head has come, with a
+/// non-2xx answer already turned into moat's 424.
 pub async fn forward(
     deployment: &DeploymentRoute,
-    mut slot: Slot,
+    slot: &mut Slot,
     call: Call<'_>,
     id: &RequestId,
 ) -> Forwarded {
@@ -92,13 +96,18 @@ pub async fn forward(
             Ok(Err(Failure::Connect(e) | Failure::Lost(e))) => return ended(Err(Reject::InstanceLost(e))),
         };
         let upstream_time = started.elapsed();
+        let announced = body.size_hint().exact();
+        if announced.is_some_and(|n| n > call.max_response_bytes) {
+            let answer = Err(Reject::ResponseTooLarge(call.max_response_bytes));
+            return Forwarded { upstream: Some(upstream_time), ..ended(answer) };
+        }
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         if !parts.status.is_success() {
             model_error(&mut parts.headers, parts.status);
             parts.status = StatusCode::FAILED_DEPENDENCY;
         }
-        let answer = Ok(Response::from_parts(parts, Full::new(body)));
+        let answer = Ok(Response::from_parts(parts, body));
         return Forwarded { upstream: Some(upstream_time), ..ended(answer) };
     }
 }
@@ -117,6 +126,8 @@ pub struct Call<'a> {
     pub headers: &'a HeaderMap,
     /// Read whole already, so a retry or a mirror copy can send it again.
     pub body: Bytes,
+    /// An answer announcing more is refused (502); one that grows past it is cut.
+    pub max_response_bytes: u64,
 }
 
 /// The request for the instance; its URI is the path alone (origin form), as HTTP/1.1 sends

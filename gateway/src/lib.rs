@@ -15,8 +15,12 @@
 //! - [`pick`]: deployment pick (traffic weights, header targeting).
 //! - [`load`]: in-flight requests per instance, kept across table swaps.
 //! - [`admission`]: per-instance concurrency, the FIFO queue and its limits.
+//! - [`intake`]: request bodies, read whole under a deadline and the node's body budget.
 //! - [`forward`]: the call to the instance, with its deadline and the one allowed retry.
-//! - [`upstream`]: kept-alive connections to the instances, reused call after call.
+//! - [`upstream`]: kept-alive connections to the instances, reused call after call; the
+//!   answer's body streams on the connection it came on.
+//! - [`answer`]: the body of every answer: moat's own, or the container's relayed as it comes,
+//!   with its gap timeout, its size limit and the access line written at its end.
 //! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
 //! - [`mirror`]: copies of live requests to the mirror deployment, off the request's path.
 //! - [`access_log`]: the one JSON line per request.
@@ -29,11 +33,13 @@
 
 pub mod access_log;
 pub mod admission;
+pub mod answer;
 pub mod auth;
 pub mod context;
 pub mod forward;
 pub mod health;
 pub mod ingress;
+pub mod intake;
 pub mod load;
 pub mod metrics;
 pub mod mirror;
@@ -63,6 +69,12 @@ use std::time::Duration;
 pub struct Config {
     /// Bodies larger than this get 413.
     pub max_body_bytes: usize,
+    /// Request body bytes held at once over all requests; beyond it, 503.
+    pub max_buffered_body_bytes: usize,
+    /// An answer announcing more is refused (502); one that grows past it is cut.
+    pub max_response_bytes: u64,
+    /// HTTP/2 streams a client may have open on one connection.
+    pub max_streams_per_connection: u32,
     /// A larger request header section gets 431.
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
@@ -85,6 +97,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_body_bytes: 10 * 1024 * 1024,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
+            max_response_bytes: 100 * 1024 * 1024,
+            max_streams_per_connection: 100,
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

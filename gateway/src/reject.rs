@@ -43,6 +43,12 @@ pub enum Reject {
     /// The detail (which names the container's address) goes to the access log, not the client.
     #[error("lost the connection to the model container; retry")]
     InstanceLost(String),
+    #[error("the model's answer is larger than max_response_bytes ({0} bytes)")]
+    ResponseTooLarge(u64),
+    #[error("moat is holding too many request bodies at once; retry later")]
+    BodyBudgetFull,
+    #[error("the request body did not arrive within header_read_timeout_ms ({0} ms)")]
+    BodyTimeout(u128),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -57,12 +63,14 @@ impl Reject {
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::Unauthorized => StatusCode::UNAUTHORIZED,
             Reject::PublicAccessDisabled(_) | Reject::PrincipalNotAllowed => StatusCode::FORBIDDEN,
-            Reject::NoReadyInstance(_) | Reject::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoReadyInstance(_) | Reject::KeysUnavailable | Reject::BodyBudgetFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reject::TooManyRequests(_) | Reject::QueueTimeout(..) => StatusCode::TOO_MANY_REQUESTS,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BadBody(_) => StatusCode::BAD_REQUEST,
-            Reject::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Reject::InstanceLost(_) => StatusCode::BAD_GATEWAY,
+            Reject::Timeout(_) | Reject::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Reject::InstanceLost(_) | Reject::ResponseTooLarge(_) => StatusCode::BAD_GATEWAY,
             Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

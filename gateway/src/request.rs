@@ -3,30 +3,33 @@
 //! 1. target: which endpoint and operation the URL names;
 //! 2. credential: the bearer key against the endpoint's keys;
 //! 3. route: the deployment, by header or traffic weight (and whether to mirror a copy);
-//! 4. body: read whole, up to `max_body_bytes`; a mirror copy leaves here;
+//! 4. body: read whole, within `max_body_bytes`, its deadline and the node's body budget; a
+//!    mirror copy leaves here;
 //! 5. admit: a slot on an instance, or a wait in the queue;
-//! 6. forward: an instance of the deployment answers, within `request_timeout_ms`;
-//! 7. respond: moat's headers on whatever answer there is;
-//! 8. log: exactly once, rejects included, with its metrics.
+//! 6. forward: an instance of the deployment sends the answer's head within
+//!    `request_timeout_ms`;
+//! 7. respond: moat's headers on whatever answer there is; the container's body streams on
+//!    to the client ([`crate::answer`]), holding the slot until its last byte;
+//! 8. log: exactly once, rejects included, with its metrics: at once for moat's own answers,
+//!    when a relayed answer ends (or is cut) for the container's.
 //!
 //! A phase that ends the request returns a [`Reject`]; only [`handle`] turns it into a response.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 
-use crate::access_log::AccessRecord;
 use crate::admission::Refusal;
-use crate::auth::{self, Verdict};
+use crate::answer::{AnswerBody, Relay};
+use crate::auth;
 use crate::context::RequestCtx;
 use crate::forward::{self, Call, Forwarded, REQUEST_ID_HEADER};
 use crate::ingress::Mode;
 use crate::ingress::origin::{self, Connection, Origin};
 use crate::ingress::policy::{self, Decision};
+use crate::intake;
 use crate::pick::{self, DEPLOYMENT_HEADER};
 use crate::reject::Reject;
 use crate::shared::Gateway;
@@ -34,24 +37,27 @@ use crate::table::EndpointRoute;
 use crate::target::{self, Operation};
 use crate::{metrics, mirror};
 
-pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> Response<Full<Bytes>> {
+pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> Response<AnswerBody> {
     // A balancer's probe: no policy, no credential, no access line.
     if let Some(answer) = gw.health.answer(req.method(), req.uri().path()) {
-        return answer;
+        return answer.map(AnswerBody::own);
     }
     let origin = origin::origin(conn, req.headers(), &gw.config.ingress);
     let mut ctx = RequestCtx::new(origin.client);
     let client_request_id = client_request_id(req.headers());
     let mut response = match life(gw, req, &origin, &mut ctx).await {
-        Ok(response) => response,
+        Ok(response) => response.map(AnswerBody::relayed),
         Err(reject) => {
             ctx.error = Some(reject.log_text());
-            reject.into_response(ctx.request_id.as_str())
+            reject.into_response(ctx.request_id.as_str()).map(AnswerBody::own)
         }
     };
     respond(response.headers_mut(), &ctx, client_request_id);
-    let bytes_out = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
-    log(gw, &ctx, response.status().as_u16(), bytes_out);
+    let status = response.status().as_u16();
+    match response.body_mut().relay_mut() {
+        Some(relay) => relay.log_at_end(gw.log.clone(), ctx, status),
+        None => ctx.log(&gw.log, status, response.body().size_hint().exact().unwrap_or(0)),
+    }
     response
 }
 
@@ -60,7 +66,7 @@ async fn life(
     req: Request<Incoming>,
     origin: &Origin,
     ctx: &mut RequestCtx,
-) -> Result<Response<Full<Bytes>>, Reject> {
+) -> Result<Response<Relay>, Reject> {
     // One table for the whole request: a swap mid-request does not change its route.
     let table = gw.routes.load();
     let target = target::resolve(&req, gw.config.domain.as_deref())?;
@@ -83,7 +89,9 @@ async fn life(
     let mirror = pick::mirror(endpoint, req.headers()).filter(|_| target.operation == Operation::Score);
 
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, gw.config.max_body_bytes).await?;
+    let limits =
+        intake::Limits { max_bytes: gw.config.max_body_bytes, deadline: gw.config.header_read_timeout };
+    let body = intake::read(body, &parts.headers, limits, &gw.body_budget).await?;
     ctx.bytes_in = body.len() as u64;
 
     let path = match target.operation {
@@ -98,6 +106,7 @@ async fn life(
             headers: parts.headers.clone(),
             body: body.clone(),
             request_id: ctx.request_id.clone(),
+            max_response_bytes: gw.config.max_response_bytes,
         };
         mirror::send(&gw.mirror_budget, mirror_to, copy);
     }
@@ -112,12 +121,14 @@ async fn life(
         }
     });
     ctx.queue = Some(queued.elapsed());
-    let slot = slot?;
-    let call = Call { method: &parts.method, path, headers: &parts.headers, body };
+    let mut slot = slot?;
+    let max_response_bytes = gw.config.max_response_bytes;
+    let call = Call { method: &parts.method, path, headers: &parts.headers, body, max_response_bytes };
     let Forwarded { instance, upstream, answer } =
-        forward::forward(&deployment, slot, call, &ctx.request_id).await;
+        forward::forward(&deployment, &mut slot, call, &ctx.request_id).await;
     (ctx.instance, ctx.upstream) = (Some(instance), upstream);
-    answer
+    let gap = deployment.request_timeout;
+    Ok(answer?.map(|body| Relay::new(body, gap, max_response_bytes, slot)))
 }
 
 /// A request hyper answered itself, its head unreadable (431 for a header section over the
@@ -126,7 +137,7 @@ async fn life(
 pub fn answered_by_hyper(gw: &Gateway, conn: &Connection, status: u16, error: &hyper::Error) {
     let mut ctx = RequestCtx::new(origin::origin(conn, &HeaderMap::new(), &gw.config.ingress).client);
     ctx.error = Some(error.to_string());
-    log(gw, &ctx, status, 0);
+    ctx.log(&gw.log, status, 0);
 }
 
 /// The status hyper wrote for a connection that ended with `error`, if it wrote one: only a
@@ -171,20 +182,6 @@ fn access_policy(
     }
 }
 
-/// The whole body, refused early when its declared length is already over the limit.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, Reject> {
-    let declared =
-        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Reject::BodyTooLarge(limit));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(Reject::BodyTooLarge(limit)),
-        Err(e) => Err(Reject::BadBody(e.to_string())),
-    }
-}
-
 /// `x-ms-client-request-id` is echoed only when short and plain.
 fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     let value = headers.get("x-ms-client-request-id")?;
@@ -205,36 +202,6 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
     if let Some(name) = ctx.deployment.as_deref().and_then(|d| HeaderValue::from_str(d).ok()) {
         headers.insert(DEPLOYMENT_HEADER, name);
     }
-}
-
-fn log(gw: &Gateway, ctx: &RequestCtx, status: u16, bytes_out: u64) {
-    let duration = ctx.started.elapsed();
-    let (endpoint, deployment) =
-        (ctx.endpoint.as_deref().unwrap_or(""), ctx.deployment.as_deref().unwrap_or(""));
-    let finished = metrics::Finished {
-        code: status,
-        duration,
-        upstream: ctx.upstream,
-        bytes_in: ctx.bytes_in,
-        bytes_out,
-    };
-    metrics::request(endpoint, deployment, finished);
-    (gw.log)(&AccessRecord {
-        time: SystemTime::now(),
-        request_id: ctx.request_id.as_str(),
-        endpoint: ctx.endpoint.as_deref(),
-        deployment: ctx.deployment.as_deref(),
-        instance: ctx.instance.as_deref(),
-        status,
-        duration,
-        upstream: ctx.upstream,
-        queue: ctx.queue,
-        client: ctx.client,
-        auth_mode: ctx.auth_mode,
-        auth: ctx.auth.map(Verdict::as_str),
-        policy: ctx.policy,
-        error: ctx.error.as_deref(),
-    });
 }
 
 #[cfg(test)]

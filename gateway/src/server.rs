@@ -164,7 +164,8 @@ async fn connection(
                     .headers_mut()
                     .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
-            drop(serving);
+            // Busy until the answer's last byte is written, not only its head.
+            response.body_mut().hold(serving);
             Ok::<_, Infallible>(response)
         }
     });
@@ -180,6 +181,7 @@ async fn connection(
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+                    .max_concurrent_streams(config.max_streams_per_connection)
                     .serve_connection(TokioIo::new(stream), service);
                 watcher.watch(h2).await
             } else {

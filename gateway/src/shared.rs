@@ -1,5 +1,5 @@
 //! What every request and connection of the gateway shares: its settings, the route table,
-//! the AAD key set, the access log and the mirror budget. Built once by `deploy`.
+//! the AAD key set, the access log, the mirror budget and the body budget. Built once by `deploy`.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use crate::Config;
 use crate::access_log::LogSink;
 use crate::auth::aad::Aad;
 use crate::health::Health;
+use crate::intake::Budget;
 use crate::table::Routes;
 
 pub struct Gateway {
@@ -21,12 +22,15 @@ pub struct Gateway {
     pub mirror_budget: Arc<Semaphore>,
     /// What `/readyz` answers; `deploy` keeps it.
     pub health: Arc<Health>,
+    /// Request body bytes held at once, over all requests (`max_buffered_body_bytes`).
+    pub body_budget: Arc<Budget>,
 }
 
 impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
         let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
         let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
-        Arc::new(Gateway { config, aad, routes, log, mirror_budget, health: Arc::default() })
+        let body_budget = Budget::new(config.max_buffered_body_bytes);
+        Arc::new(Gateway { config, aad, routes, log, mirror_budget, health: Arc::default(), body_budget })
     }
 }

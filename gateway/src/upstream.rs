@@ -1,13 +1,21 @@
 //! Connections to instances, kept alive and reused: one idle list per instance address. A
-//! call takes an idle connection (or dials one) and gives it back once the answer has been
-//! read whole. While a connection is in use, its hyper connection future is polled by the
-//! request's own task, next to the request: no connection task to hand the request to and
-//! no pool checkout future, which cost the gateway a good part of its CPU per request
-//! (BENCHMARKS.md). An idle connection the container has closed is noticed when it is taken
-//! (its connection future has ended) or when the request never went out on it; either way
-//! the request goes out on a fresh one, so a container's keep-alive timeout is never a
-//! client's error. Every few seconds, a returning connection sweeps the lists: closed and
-//! long-idle connections go, and so do the lists of instances that are gone.
+//! call takes an idle connection (or dials one) and returns the container's answer as soon as
+//! its head has come: the body follows as [`Streaming`], which owns the connection while the
+//! container sends it and gives it back to the idle list once it has been read whole. A
+//! stream dropped before its end (a client gone, a cut) closes the connection, so the
+//! container stops working for nobody.
+//!
+//! While a connection is in use, its hyper connection future is polled by whoever reads it
+//! (the request's task for the head, the client connection's task for the body): no
+//! connection task to hand the request to and no pool checkout future, which cost the gateway
+//! a good part of its CPU per request (BENCHMARKS.md). Nothing is read from the container
+//! faster than the client takes it: the connection future is only polled when the body is.
+//!
+//! An idle connection the container has closed is noticed when it is taken (its connection
+//! future has ended) or when the request never went out on it; either way the request goes
+//! out on a fresh one, so a container's keep-alive timeout is never a client's error. Every
+//! few seconds, a returning connection sweeps the lists: closed and long-idle connections go,
+//! and so do the lists of instances that are gone.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -63,7 +72,8 @@ impl Connection {
 
 /// How an exchange on one connection ended.
 enum Exchange {
-    Answered(Response<Bytes>, bool),
+    /// The answer's head; its body streams on the connection, which comes along.
+    Answered(http::response::Parts, Incoming, Connection),
     /// The request never went out (the connection had closed); here it is back.
     NotSent(Request<Full<Bytes>>),
     Failed(String),
@@ -75,25 +85,27 @@ thread_local! {
     static POOL: Pool = Pool::default();
 }
 
-/// Sends `request` to the instance at `addr` over one of this thread's connections and reads
-/// the whole answer.
-pub async fn call(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, Failure> {
+/// Sends `request` to the instance at `addr` over one of this thread's connections and returns
+/// the answer once its head has come; its body streams from the container as it is read.
+pub async fn call(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<Response<Streaming>, Failure> {
     // A reused connection may turn out closed before the request leaves; then the request
     // comes back and goes again, on another connection.
     let mut request = request;
     let mut reused = POOL.with(|pool| pool.take(addr));
     loop {
         let fresh = reused.is_none();
-        let mut connection = match reused.take() {
+        let connection = match reused.take() {
             Some(c) => c,
             None => dial(addr).await?,
         };
-        match exchange(&mut connection, request).await {
-            Exchange::Answered(response, keep) => {
-                if keep {
-                    POOL.with(|pool| pool.give_back(addr, connection));
-                }
-                return Ok(response);
+        match exchange(connection, request).await {
+            Exchange::Answered(parts, incoming, connection) => {
+                let keep = !parts
+                    .headers
+                    .get(header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                let body = Streaming { incoming, connection: Some(connection), addr, keep, ended: false };
+                return Ok(Response::from_parts(parts, body));
             }
             Exchange::NotSent(back) if !fresh => {
                 request = back;
@@ -101,6 +113,72 @@ pub async fn call(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<Res
             }
             Exchange::NotSent(_) => return Err(Failure::Lost("the connection closed at once".into())),
             Exchange::Failed(e) => return Err(Failure::Lost(e)),
+        }
+    }
+}
+
+/// A container's answer body as it arrives, with the connection it arrives on.
+pub struct Streaming {
+    incoming: Incoming,
+    /// None once the connection has ended (or gone back to the idle list).
+    connection: Option<Connection>,
+    addr: SocketAddr,
+    /// The container did not say `Connection: close`.
+    keep: bool,
+    /// The body has come whole (a chunked body's end is not in its length).
+    ended: bool,
+}
+
+impl Body for Streaming {
+    type Data = Bytes;
+    type Error = Failure;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Failure>>> {
+        let this = &mut *self;
+        let lost = |e: hyper::Error| Failure::Lost(format!("reading the answer: {}", describe(&e)));
+        if let Poll::Ready(frame) = Pin::new(&mut this.incoming).poll_frame(cx) {
+            this.ended = frame.is_none();
+            return Poll::Ready(frame.map(|f| f.map_err(lost)));
+        }
+        // The body waits for the connection: drive it (which registers this task's interest).
+        let Some(connection) = this.connection.as_mut() else { return Poll::Pending };
+        if connection.ended || connection.driver.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The connection is gone; hyper has told the body, or the body is cut short.
+        connection.ended = true;
+        match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.ended = frame.is_none();
+                Poll::Ready(frame.map(|f| f.map_err(lost)))
+            }
+            Poll::Pending => {
+                Poll::Ready(Some(Err(Failure::Lost("the container closed the connection".into()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+impl Drop for Streaming {
+    /// A body read whole gives its connection back; any other closes it.
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && self.keep
+            && !connection.ended
+            && self.is_end_stream()
+        {
+            POOL.with(|pool| pool.give_back(self.addr, connection));
         }
     }
 }
@@ -161,36 +239,38 @@ async fn dial(addr: SocketAddr) -> Result<Connection, Failure> {
     Ok(Connection { sender, driver, ended: false, idle_since: Instant::now() })
 }
 
-/// One request and its whole answer, the connection driven alongside.
-async fn exchange(connection: &mut Connection, request: Request<Full<Bytes>>) -> Exchange {
+/// One request and the head of its answer, the connection driven alongside.
+async fn exchange(mut connection: Connection, request: Request<Full<Bytes>>) -> Exchange {
+    match head(&mut connection, request).await {
+        Ok(response) => {
+            let (parts, incoming) = response.into_parts();
+            Exchange::Answered(parts, incoming, connection)
+        }
+        Err(other) => other,
+    }
+}
+
+async fn head(
+    connection: &mut Connection,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Exchange> {
     let Connection { sender, driver, ended, .. } = connection;
     let call = async {
         // The connection takes a new request once its driver has finished the last one.
         if sender.ready().await.is_err() {
-            return Exchange::NotSent(request);
+            return Err(Exchange::NotSent(request));
         }
-        let response = match sender.try_send_request(request).await {
-            Ok(response) => response,
-            Err(mut e) => {
-                return match e.take_message() {
-                    // hyper never wrote it: the connection was closing.
-                    Some(request) => Exchange::NotSent(request),
-                    None => Exchange::Failed(describe(e.error())),
-                };
-            }
-        };
-        let (parts, incoming) = response.into_parts();
-        let keep = !parts
-            .headers
-            .get(header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        match incoming.collect().await {
-            Ok(body) => Exchange::Answered(Response::from_parts(parts, body.to_bytes()), keep),
-            Err(e) => Exchange::Failed(format!("reading the answer: {}", describe(&e))),
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(response),
+            // hyper never wrote it: the connection was closing.
+            Err(mut e) => Err(match e.take_message() {
+                Some(request) => Exchange::NotSent(request),
+                None => Exchange::Failed(describe(e.error())),
+            }),
         }
     };
     let mut call = std::pin::pin!(call);
-    let done = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         if let Poll::Ready(done) = call.as_mut().poll(cx) {
             return Poll::Ready(done);
         }
@@ -200,16 +280,12 @@ async fn exchange(connection: &mut Connection, request: Request<Full<Bytes>>) ->
             *ended = true;
             return Poll::Ready(match call.as_mut().poll(cx) {
                 Poll::Ready(done) => done,
-                Poll::Pending => Exchange::Failed("the container closed the connection".into()),
+                Poll::Pending => Err(Exchange::Failed("the container closed the connection".into())),
             });
         }
         Poll::Pending
     })
-    .await;
-    match done {
-        Exchange::Answered(response, keep) => Exchange::Answered(response, keep && !*ended),
-        other => other,
-    }
+    .await
 }
 
 /// The error text of a failed call, down to its root cause.

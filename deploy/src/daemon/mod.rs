@@ -519,6 +519,9 @@ fn bind_owner_only(socket: &std::path::Path) -> Result<UnixListener, Error> {
 fn gateway_config(config: &Config) -> moat_gateway::Config {
     moat_gateway::Config {
         max_body_bytes: config.max_body_bytes,
+        max_buffered_body_bytes: config.max_buffered_body_bytes,
+        max_response_bytes: config.max_response_bytes,
+        max_streams_per_connection: config.max_streams_per_connection,
         max_header_bytes: config.max_header_bytes,
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,

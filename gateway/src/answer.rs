@@ -1,0 +1,192 @@
+//! The body of every answer the gateway gives: moat's own (a JSON error, a health answer), or
+//! the container's, relayed piece by piece as it arrives.
+//!
+//! A relayed answer owns what the request holds until its last byte: the instance's
+//! admission slot (a container streaming an answer is busy), the connection to the container
+//! (given back to the idle list once read whole, closed otherwise), and the request's access
+//! line, written when the answer ends however it ends. Its clock is the gap between two
+//! pieces: `request_timeout_ms` counts only while moat waits for the container, never while
+//! a slow client has not taken the last piece (then nothing is read from the container
+//! either: the client's pace is the container's). A gap over the limit, or an answer that
+//! grows past `max_response_bytes`, cuts the answer: the client's connection is closed
+//! without the answer's proper end, so no client mistakes a cut answer for a whole one.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::access_log::LogSink;
+use crate::admission::Slot;
+use crate::context::RequestCtx;
+use crate::timeouts::Serving;
+use crate::upstream::{Failure, Streaming};
+
+/// An answer's body, whoever made it.
+pub struct AnswerBody {
+    kind: Kind,
+    /// The client connection counts as busy (no idle clock) until the answer is written.
+    serving: Option<Serving>,
+}
+
+enum Kind {
+    Own(Full<Bytes>),
+    Relayed(Box<Relay>),
+}
+
+/// Why a relayed answer was cut short; the access line's `error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Cut {
+    #[error("stream_timeout")]
+    StreamTimeout,
+    #[error("response_too_large")]
+    TooLarge,
+    #[error("upstream_lost: {0}")]
+    UpstreamLost(String),
+    #[error("client_closed")]
+    ClientClosed,
+}
+
+/// The container's answer on its way to the client.
+pub struct Relay {
+    body: Streaming,
+    /// Longest wait for the container's next piece.
+    gap: Duration,
+    /// Set (or reset) when a wait for the container begins; none until the first wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The timer counts the current wait (it is disarmed by each piece that comes).
+    armed: bool,
+    limit: u64,
+    sent: u64,
+    _slot: Slot,
+    /// The access line, until it is written.
+    line: Option<Line>,
+}
+
+/// What the access line needs, carried until the answer ends.
+struct Line {
+    sink: LogSink,
+    ctx: RequestCtx,
+    status: u16,
+}
+
+impl AnswerBody {
+    pub fn own(body: Full<Bytes>) -> AnswerBody {
+        AnswerBody { kind: Kind::Own(body), serving: None }
+    }
+
+    pub fn relayed(relay: Relay) -> AnswerBody {
+        AnswerBody { kind: Kind::Relayed(Box::new(relay)), serving: None }
+    }
+
+    /// Keeps the connection's busy mark until the answer is written.
+    pub fn hold(&mut self, serving: Serving) {
+        self.serving = Some(serving);
+    }
+
+    /// The relayed answer, if this is one.
+    pub fn relay_mut(&mut self) -> Option<&mut Relay> {
+        match &mut self.kind {
+            Kind::Relayed(relay) => Some(relay),
+            Kind::Own(_) => None,
+        }
+    }
+}
+
+impl Relay {
+    pub fn new(body: Streaming, gap: Duration, limit: u64, slot: Slot) -> Relay {
+        Relay { body, gap, timer: None, armed: false, limit, sent: 0, _slot: slot, line: None }
+    }
+
+    /// The access line is written when the answer ends, with what it carried.
+    pub fn log_at_end(&mut self, sink: LogSink, ctx: RequestCtx, status: u16) {
+        self.line = Some(Line { sink, ctx, status });
+    }
+
+    fn end(&mut self, cut: Option<Cut>) {
+        if let Some(Line { sink, mut ctx, status }) = self.line.take() {
+            if let Some(cut) = cut {
+                ctx.error = Some(cut.to_string());
+            }
+            ctx.log(&sink, status, self.sent);
+        }
+    }
+
+    fn cut(&mut self, cut: Cut) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        self.end(Some(cut.clone()));
+        Poll::Ready(Some(Err(cut)))
+    }
+
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.armed = false;
+                let size = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if self.sent + size > self.limit {
+                    return self.cut(Cut::TooLarge);
+                }
+                self.sent += size;
+                if self.body.is_end_stream() {
+                    self.end(None);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(Failure::Connect(e) | Failure::Lost(e)))) => self.cut(Cut::UpstreamLost(e)),
+            Poll::Ready(None) => {
+                self.end(None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + self.gap;
+                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !self.armed {
+                    timer.as_mut().reset(deadline);
+                    self.armed = true;
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => self.cut(Cut::StreamTimeout),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // hyper stops polling once the body says it has ended; anything else is a client
+        // that went away before the end.
+        let cut = (!self.body.is_end_stream()).then_some(Cut::ClientClosed);
+        self.end(cut);
+    }
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = Cut;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        match &mut self.kind {
+            Kind::Own(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+            Kind::Relayed(relay) => relay.poll_relay(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Own(full) => full.is_end_stream(),
+            Kind::Relayed(relay) => relay.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Own(full) => full.size_hint(),
+            Kind::Relayed(relay) => relay.body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Request bodies, read whole before the call (a retry and a mirror copy send them again):
+//!
+//! - within `max_body_bytes` (413), refused before a byte is read when the declared length is
+//!   already over it;
+//! - within `header_read_timeout_ms` for the whole body (408), so a slow upload cannot hold
+//!   its memory for long;
+//! - within the node's budget of buffered body bytes (`max_buffered_body_bytes`, 503): every
+//!   piece is counted against it as it arrives, so a slow upload holds only what it has sent,
+//!   and many of them together never more than the budget. A declared length the budget
+//!   cannot hold now is refused before a byte is read.
+//!
+//! The body's bytes own their share of the budget: it is given back when the last copy of
+//! them (the live request's, a retry's, a mirror copy's) is gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http::header::CONTENT_LENGTH;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::reject::Reject;
+
+/// The bytes of request bodies the node may hold at once.
+#[derive(Debug)]
+pub struct Budget {
+    free: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(total: usize) -> Arc<Budget> {
+        Arc::new(Budget { free: AtomicUsize::new(total) })
+    }
+
+    /// Bytes not held by any body now.
+    pub fn free(&self) -> usize {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.free.fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(n)).is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.free.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+/// A share of the budget, given back on drop.
+struct Share {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Share {
+    fn grow(&mut self, n: usize) -> bool {
+        let taken = self.budget.take(n);
+        if taken {
+            self.bytes += n;
+        }
+        taken
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.budget.give(self.bytes);
+    }
+}
+
+/// A body's bytes together with their share of the budget.
+struct Owned {
+    bytes: Bytes,
+    _share: Share,
+}
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The limits a body is read within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub deadline: Duration,
+}
+
+/// Reads the whole body within `limits` and the budget.
+pub async fn read(
+    body: Incoming,
+    headers: &HeaderMap,
+    limits: Limits,
+    budget: &Arc<Budget>,
+) -> Result<Bytes, Reject> {
+    let declared =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+        return Err(Reject::BodyTooLarge(limits.max_bytes));
+    }
+    if declared.is_some_and(|n| n > budget.free() as u64) {
+        return Err(Reject::BodyBudgetFull);
+    }
+    let share = Share { budget: budget.clone(), bytes: 0 };
+    match tokio::time::timeout(limits.deadline, gather(body, limits.max_bytes, share)).await {
+        Ok(read) => read,
+        Err(_) => Err(Reject::BodyTimeout(limits.deadline.as_millis())),
+    }
+}
+
+async fn gather(mut body: Incoming, max: usize, mut share: Share) -> Result<Bytes, Reject> {
+    // One piece (the usual small JSON body) is kept as it came; more are joined.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Reject::BadBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if share.bytes + data.len() > max {
+            return Err(Reject::BodyTooLarge(max));
+        }
+        if !share.grow(data.len()) {
+            return Err(Reject::BodyBudgetFull);
+        }
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(earlier)) => {
+                // Grown as pieces come, never to a declared size: memory follows what was sent.
+                let mut buffer = BytesMut::with_capacity(2 * (earlier.len() + data.len()));
+                buffer.extend_from_slice(&earlier);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
+        }
+    }
+    let bytes = joined.map(BytesMut::freeze).or(first).unwrap_or_default();
+    if bytes.is_empty() {
+        return Ok(bytes);
+    }
+    Ok(Bytes::from_owner(Owned { bytes, _share: share }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_goes_back_when_its_bytes_are_gone() {
+        let budget = Budget::new(100);
+        let mut share = Share { budget: budget.clone(), bytes: 0 };
+        assert!(share.grow(60));
+        assert!(!share.grow(41), "over the budget");
+        assert!(share.grow(40));
+        assert_eq!(budget.free(), 0);
+        let bytes = Bytes::from_owner(Owned { bytes: Bytes::from(vec![1u8; 100]), _share: share });
+        let copy = bytes.clone();
+        drop(bytes);
+        assert_eq!(budget.free(), 0, "a copy still holds them");
+        drop(copy);
+        assert_eq!(budget.free(), 100);
+    }
+}
