@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use moat_gateway::auth::aad::{AadConfig, MIN_REFRESH_GAP};
 use moat_gateway::ingress::{IngressConfig, Mode};
 use moat_gateway::tls::TlsFiles;
+use moat_gateway::trace::TracingConfig;
 use moat_supervisor::BackoffSettings;
 use serde::Deserialize;
 
@@ -43,6 +44,7 @@ struct ConfigFile {
     auth: Option<AuthFile>,
     supervisor: Option<SupervisorFile>,
     fleet: Option<FleetFile>,
+    tracing: Option<TracingFile>,
 }
 
 fn default_listen() -> Option<String> {
@@ -95,6 +97,14 @@ struct AadFile {
     issuer: Option<String>,
     jwks_uri: Option<String>,
     audience: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TracingFile {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
+    sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +163,7 @@ pub struct Config {
     pub model_roots: Vec<PathBuf>,
     pub aml_token_ttl: Duration,
     pub aad: Option<AadConfig>,
+    pub tracing: TracingConfig,
     pub ingress: IngressConfig,
     /// `None`: the embedded store, one node.
     pub fleet: Option<FleetConfig>,
@@ -294,6 +305,31 @@ impl Config {
             }
         }
 
+        let tracing = match &file.tracing {
+            None => TracingConfig::default(),
+            Some(t) => {
+                let defaults = TracingConfig::default();
+                let sample_ratio = t.sample_ratio.unwrap_or(defaults.sample_ratio);
+                if !(0.0..=1.0).contains(&sample_ratio) {
+                    return Err(invalid("tracing.sample_ratio", "must be from 0.0 to 1.0"));
+                }
+                let endpoint_ok = |e: &str| {
+                    e.parse::<hyper::Uri>()
+                        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+                };
+                if let Some(endpoint) = t.otlp_endpoint.as_deref().filter(|e| !endpoint_ok(e)) {
+                    let message =
+                        format!("{endpoint:?} is not an http(s) URL (such as http://127.0.0.1:4318)");
+                    return Err(invalid("tracing.otlp_endpoint", &message));
+                }
+                let service_name = t.service_name.clone().unwrap_or(defaults.service_name);
+                if service_name.trim().is_empty() {
+                    return Err(invalid("tracing.service_name", "must not be empty"));
+                }
+                TracingConfig { otlp_endpoint: t.otlp_endpoint.clone(), service_name, sample_ratio }
+            }
+        };
+
         let fleet = match &file.fleet {
             None => None,
             Some(f) => Some(crate::fleet::config::parse(f, &base, &invalid)?),
@@ -353,6 +389,7 @@ impl Config {
             model_roots,
             aml_token_ttl,
             aad,
+            tracing,
             ingress,
             fleet,
         })
@@ -443,6 +480,32 @@ mod tests {
                 "fleet:\n  name: abc\n  etcd: {endpoints: [http://a:2379], cert_file: c}\n  key_file: k\n",
                 "ca_file",
             ),
+        ] {
+            let e = load(text, Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn tracing_and_the_stream_limits_parse_and_bad_values_are_named() {
+        let c = load(
+            "tracing: {otlp_endpoint: http://127.0.0.1:4318, sample_ratio: 0.25}\nmax_response_bytes: 1000\n",
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(c.tracing.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!((c.tracing.service_name.as_str(), c.tracing.sample_ratio), ("moat", 0.25));
+        assert_eq!(c.max_response_bytes, 1000);
+        let defaults = load("", Overrides::default()).expect("valid");
+        assert_eq!(defaults.tracing, TracingConfig::default());
+        assert_eq!(defaults.max_response_bytes, 104_857_600);
+        for (text, expected) in [
+            ("tracing: {sample_ratio: 1.5}\n", "tracing.sample_ratio"),
+            ("tracing: {otlp_endpoint: collector:4318}\n", "tracing.otlp_endpoint"),
+            ("tracing: {service_name: \"\"}\n", "tracing.service_name"),
+            ("tracing: {endpoint: x}\n", "endpoint"),
+            ("max_buffered_body_bytes: 10\n", "max_buffered_body_bytes"),
+            ("max_streams_per_connection: 0\n", "max_streams_per_connection"),
         ] {
             let e = load(text, Overrides::default()).unwrap_err().to_string();
             assert!(e.contains(expected), "{text}: {e}");

@@ -1,5 +1,5 @@
 //! The access log: one JSON line per request, rejected ones included, with the fields of
-//! CONTRACT.md. Never a key, a token or a body.
+//! CONTRACT.md (`trace_id` too, null without tracing). Never a key, a token or a body.
 //!
 //! Every request writes a line, so the line is written by hand ([`AccessRecord::write_line`]):
 //! a fixed set of fields, keys that never need escaping, and the time's text made once a
@@ -38,6 +38,8 @@ pub struct AccessRecord<'a> {
     pub auth: Option<&'a str>,
     pub policy: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// The W3C trace id, when tracing is on.
+    pub trace_id: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {
@@ -65,6 +67,7 @@ impl AccessRecord<'_> {
             ("auth", self.auth),
             ("policy", self.policy),
             ("error", self.error),
+            ("trace_id", self.trace_id),
         ];
         for (key, value) in last {
             field(out, key, value, string);
@@ -223,6 +226,7 @@ mod tests {
             auth: Some("ok"),
             policy: None,
             error,
+            trace_id: client.map(|_| "4bf92f3577b34da6a3ce929d0e0e4736"),
         }
     }
 

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use crate::access_log::{AccessRecord, LogSink};
 use crate::auth::Verdict;
 use crate::metrics;
+use crate::trace::{Outcome, Trace};
 
 #[derive(Debug)]
 pub struct RequestCtx {
@@ -26,6 +27,8 @@ pub struct RequestCtx {
     pub error: Option<String>,
     /// The request body's bytes, once read.
     pub bytes_in: u64,
+    /// The request's server span, when tracing is on.
+    pub trace: Option<Trace>,
 }
 
 impl RequestCtx {
@@ -44,6 +47,7 @@ impl RequestCtx {
             queue: None,
             error: None,
             bytes_in: 0,
+            trace: None,
         }
     }
 
@@ -61,6 +65,15 @@ impl RequestCtx {
             bytes_out,
         };
         metrics::request(endpoint, deployment, finished);
+        if let Some(trace) = &self.trace {
+            trace.end(Outcome {
+                endpoint: self.endpoint.as_deref(),
+                deployment: self.deployment.as_deref(),
+                instance: self.instance.as_deref(),
+                status,
+                error: self.error.as_deref(),
+            });
+        }
         sink(&AccessRecord {
             time: SystemTime::now(),
             request_id: self.request_id.as_str(),
@@ -76,6 +89,7 @@ impl RequestCtx {
             auth: self.auth.map(Verdict::as_str),
             policy: self.policy,
             error: self.error.as_deref(),
+            trace_id: self.trace.as_ref().map(Trace::trace_id),
         });
     }
 }

@@ -17,6 +17,7 @@ use crate::admission::Slot;
 use crate::context::RequestId;
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
+use crate::trace::Trace;
 use crate::upstream::{self, Failure, Streaming};
 
 /// Headers that describe one hop, not the request (its framing included): never passed along.
@@ -128,6 +129,8 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// An answer announcing more is refused (502); one that grows past it is cut.
     pub max_response_bytes: u64,
+    /// The request's span: the container's `traceparent` names it.
+    pub trace: Option<&'a Trace>,
 }
 
 /// The request for the instance; its URI is the path alone (origin form), as HTTP/1.1 sends
@@ -157,6 +160,9 @@ fn upstream_request(
     // HTTP/1.1 asks for a Host; the container's own address is the honest one.
     forwarded.insert(header::HOST, upstream.host.clone());
     forwarded.insert(REQUEST_ID_HEADER, request_id.header());
+    if let Some(trace) = call.trace {
+        trace.inject(forwarded);
+    }
     Ok(request)
 }
 

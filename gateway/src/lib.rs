@@ -30,6 +30,7 @@
 //! - [`workers`]: the threads that serve connections, one event loop each.
 //! - [`timeouts`]: idle and header-read timeouts on each client connection.
 //! - [`tls`]: rustls with ALPN, and a certificate reloaded when its files change.
+//! - [`trace`]: W3C trace context in and out, a server span per request, OTLP export.
 
 pub mod access_log;
 pub mod admission;
@@ -52,6 +53,7 @@ pub mod table;
 pub mod target;
 pub mod timeouts;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod workers;
 

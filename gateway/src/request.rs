@@ -44,6 +44,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> 
     }
     let origin = origin::origin(conn, req.headers(), &gw.config.ingress);
     let mut ctx = RequestCtx::new(origin.client);
+    ctx.trace = gw.tracing.as_ref().map(|tracing| tracing.begin(req.headers()));
     let client_request_id = client_request_id(req.headers());
     let mut response = match life(gw, req, &origin, &mut ctx).await {
         Ok(response) => response.map(AnswerBody::relayed),
@@ -123,7 +124,14 @@ async fn life(
     ctx.queue = Some(queued.elapsed());
     let mut slot = slot?;
     let max_response_bytes = gw.config.max_response_bytes;
-    let call = Call { method: &parts.method, path, headers: &parts.headers, body, max_response_bytes };
+    let call = Call {
+        method: &parts.method,
+        path,
+        headers: &parts.headers,
+        body,
+        max_response_bytes,
+        trace: ctx.trace.as_ref(),
+    };
     let Forwarded { instance, upstream, answer } =
         forward::forward(&deployment, &mut slot, call, &ctx.request_id).await;
     (ctx.instance, ctx.upstream) = (Some(instance), upstream);

@@ -11,6 +11,7 @@ use crate::auth::aad::Aad;
 use crate::health::Health;
 use crate::intake::Budget;
 use crate::table::Routes;
+use crate::trace::Tracing;
 
 pub struct Gateway {
     pub config: Config,
@@ -24,13 +25,21 @@ pub struct Gateway {
     pub health: Arc<Health>,
     /// Request body bytes held at once, over all requests (`max_buffered_body_bytes`).
     pub body_budget: Arc<Budget>,
+    /// The export pipeline of server spans, when `tracing.otlp_endpoint` is set.
+    pub tracing: Option<Tracing>,
 }
 
 impl Gateway {
     pub fn new(config: Config, routes: Routes, log: LogSink) -> Arc<Gateway> {
+        Gateway::traced(config, routes, log, None)
+    }
+
+    /// A gateway whose requests are server spans of `tracing` (see [`Tracing::start`]).
+    pub fn traced(config: Config, routes: Routes, log: LogSink, tracing: Option<Tracing>) -> Arc<Gateway> {
         let mirror_budget = Arc::new(Semaphore::new(config.mirror_max_in_flight));
         let aad = config.aad.clone().map(|c| Arc::new(Aad::new(c)));
         let body_budget = Budget::new(config.max_buffered_body_bytes);
-        Arc::new(Gateway { config, aad, routes, log, mirror_budget, health: Arc::default(), body_budget })
+        let health = Arc::default();
+        Arc::new(Gateway { config, aad, routes, log, mirror_budget, health, body_budget, tracing })
     }
 }

@@ -179,7 +179,10 @@ async fn run(
     let serving_tables = reconciler.serving();
     let reconcile = tokio::spawn(reconciler.clone().run());
     let standing = Arc::new(Standing::new(reconciler.clone(), node.supervisor.clone(), presence.clone()));
-    let gateway = Gateway::new(gateway_config(&config), routes, logs.access);
+    let tracing = moat_gateway::trace::Tracing::start(&config.tracing, tokio::runtime::Handle::current())
+        .map_err(Error::Invalid)?;
+    let gateway = Gateway::traced(gateway_config(&config), routes, logs.access, tracing);
+    let traces = gateway.clone();
     tokio::spawn(readiness::keep(gateway.health.clone(), store.clone(), serving_tables, draining));
 
     // Taking over: accept nothing until this node serves what the old one did and the old
@@ -293,6 +296,11 @@ async fn run(
     let _ = stop.send(true);
     for task in serving {
         let _ = task.await;
+    }
+    if traces.tracing.is_some() {
+        // The batch's last spans: its exporter runs on this runtime, so wait off it.
+        let flush = move || traces.tracing.as_ref().map(|t| t.shutdown(Duration::from_secs(5)));
+        let _ = tokio::task::spawn_blocking(flush).await;
     }
     reconcile.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
