@@ -40,6 +40,10 @@ struct Container {
     last_event_sent: Mutex<Option<Instant>>,
     /// Streams whose reader went away before the container had finished.
     abandoned: AtomicUsize,
+    /// Small answers given.
+    small: AtomicUsize,
+    /// Pieces of `/large` answers the container got rid of.
+    large_pieces: AtomicUsize,
 }
 
 /// A body fed by a task through a channel of one piece: the task waits while the reader does
@@ -105,6 +109,7 @@ fn answer(path: &str, seen: Arc<Container>) -> hyper::Response<Answer> {
                     if tx.send(Ok(Frame::data(piece.clone()))).await.is_err() {
                         return;
                     }
+                    seen.large_pieces.fetch_add(1, Ordering::SeqCst);
                 }
             });
         }
@@ -127,6 +132,7 @@ fn answer(path: &str, seen: Arc<Container>) -> hyper::Response<Answer> {
         }
         // A small answer of announced length, read by the request body's tests.
         _ => {
+            seen.small.fetch_add(1, Ordering::SeqCst);
             let body = Full::new(Bytes::from_static(b"[1.0]"));
             return hyper::Response::new(body.map_err(|never| match never {}).boxed());
         }
@@ -194,6 +200,11 @@ impl Harness {
 
 /// The gateway in front of the container; each deployment calls one of its paths.
 async fn gateway(config: Config) -> Harness {
+    gateway_on(config, None).await
+}
+
+/// The same, serving TLS (HTTP/2 by ALPN) with `tls` when given.
+async fn gateway_on(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Harness {
     let (up, seen) = container().await;
     let admissions = Admissions::default();
     let limits = Limits { max_per_instance: 64, max_queue_wait: Duration::from_secs(1), instance_count: 1 };
@@ -227,7 +238,11 @@ async fn gateway(config: Config) -> Harness {
     let gw = Gateway::new(config, routes, sink);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(moat_gateway::serve(listener, gw, std::future::pending(), Duration::from_secs(1)));
+    let (never, grace) = (std::future::pending(), Duration::from_secs(1));
+    match tls {
+        None => tokio::spawn(moat_gateway::serve(listener, gw, never, grace)),
+        Some(tls) => tokio::spawn(moat_gateway::serve_tls(listener, tls, gw, never, grace)),
+    };
     Harness { addr, seen, logs }
 }
 
@@ -391,6 +406,29 @@ async fn a_large_answer_streams_through_in_flat_memory_and_the_limit_holds_both_
 }
 
 #[tokio::test]
+async fn a_client_that_reads_slowly_slows_the_container_down() {
+    let h = gateway(Config::default()).await;
+    let mut sender = client(h.addr).await;
+    let mut response = score(&mut sender, "large").await;
+    // The client reads nothing: the container gets rid of what the buffers on the way hold
+    // (sockets, hyper's), then waits. Its count settles below the 1024 pieces.
+    let mut last = usize::MAX;
+    let settled = || {
+        let now = h.seen.large_pieces.load(Ordering::SeqCst);
+        let same = now == last && now > 0;
+        last = now;
+        std::future::ready(same)
+    };
+    eventually(Duration::from_secs(10), "the container to stop sending", settled).await;
+    let held = h.seen.large_pieces.load(Ordering::SeqCst);
+    // Without backpressure all would have left at once (the gateway reading into memory).
+    assert!(held < 512, "{held} of 1024 pieces (64 KiB each) left the container with nobody reading");
+    let (got, error) = pieces(response.body_mut()).await;
+    assert!(error.is_none());
+    assert_eq!(got.iter().map(|(_, b)| b.len()).sum::<usize>(), 64 * 1024 * 1024, "then all of it comes");
+}
+
+#[tokio::test]
 async fn a_client_that_goes_away_mid_stream_closes_the_containers_connection() {
     let h = gateway(Config::default()).await;
     let mut sender = client(h.addr).await;
@@ -510,4 +548,97 @@ async fn request_bodies_share_one_budget_and_give_it_back() {
     drop(holder);
     let passes = || async { post(500 * 1024).await.status == 200 };
     eventually(Duration::from_secs(5), "the share given back", passes).await;
+}
+
+/// An HTTP/2 connection to the gateway over TLS, trusting the test's certificate.
+async fn h2_client(addr: SocketAddr, root: &std::path::Path) -> h2::client::SendRequest<Bytes> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(root).expect("pem") {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    sender.ready().await.expect("ready")
+}
+
+/// Opens a stream scoring `deployment`; its answer's head.
+async fn h2_score(
+    sender: &mut h2::client::SendRequest<Bytes>,
+    deployment: &str,
+) -> h2::client::ResponseFuture {
+    let request = hyper::Request::post("https://localhost/endpoints/ep/score")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("azureml-model-deployment", deployment)
+        .body(())
+        .expect("request");
+    let (answer, mut body) = sender.send_request(request, false).expect("a stream");
+    body.send_data(Bytes::from_static(b"{}"), true).expect("body");
+    answer
+}
+
+#[tokio::test]
+async fn over_http2_events_stream_and_a_connection_holds_at_most_its_streams() {
+    let dir = moat_test_support::TempDir::new("moat-h2-streams");
+    let (cert, key) =
+        moat_test_support::self_signed_certificate(dir.path(), "h2", "DNS:localhost,IP:127.0.0.1");
+    let files = moat_gateway::tls::TlsFiles { cert: cert.clone(), key };
+    let (tls, _reloader) = moat_gateway::tls::acceptor(&files).expect("certificate loads");
+    let config = Config { max_streams_per_connection: 3, ..Config::default() };
+    let h = gateway_on(config, Some(tls)).await;
+    let mut sender = h2_client(h.addr, &cert).await;
+
+    // An event stream comes piece by piece over HTTP/2 as well.
+    let response = h2_score(&mut sender, "events").await.await.expect("head");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let (mut first, mut events) = (None, 0);
+    while let Some(piece) = body.data().await {
+        let piece = piece.expect("piece");
+        let _ = body.flow_control().release_capacity(piece.len());
+        first.get_or_insert(Instant::now());
+        events += String::from_utf8_lossy(&piece).matches("data: ").count();
+    }
+    let last_sent = h.seen.last_event_sent.lock().expect("lock").expect("sent");
+    assert_eq!(events, EVENTS);
+    assert!(first.expect("an event") < last_sent, "the first event came before the last was sent");
+    // The server's settings have long come by now.
+    assert_eq!(sender.current_max_send_streams(), 3, "the gateway announces its cap");
+
+    // Three endless streams fill the connection: a fourth request waits for room (it never
+    // reaches the container) while the three go on, and is answered once one of them ends.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut sender = sender.clone().ready().await.expect("room for a stream");
+        let response = h2_score(&mut sender, "endless").await.await.expect("head");
+        open.push(response.into_body());
+    }
+    let fourth = tokio::spawn({
+        let mut sender = sender.clone().ready().await.expect("sender");
+        async move { h2_score(&mut sender, "small").await.await.expect("head").status() }
+    });
+    for _ in 0..5 {
+        for body in &mut open {
+            let piece = body.data().await.expect("more").expect("piece");
+            let _ = body.flow_control().release_capacity(piece.len());
+        }
+    }
+    assert_eq!(h.seen.small.load(Ordering::SeqCst), 0, "the fourth waited while three were open");
+    open.pop();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), fourth).await.expect("answered").expect("join");
+    assert_eq!(status, 200);
+    assert_eq!(h.seen.small.load(Ordering::SeqCst), 1);
 }

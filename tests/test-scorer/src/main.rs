@@ -6,6 +6,9 @@
 //!   health, or exits with the code right after answering; `ready_in_ms` turns it ready again
 //!   after that long (a container that is still starting).
 //! - `POST /score` `{"delay_ms": n}`: answers `{"version", "hostname"}` after the delay.
+//! - `POST /stream` `{"events": n, "gap_ms": g}`: answers `text/event-stream`, n events g ms
+//!   apart, each `data: {"i", "traceparent"}` (the `traceparent` it was sent, if any), sent
+//!   only as fast as the reader takes them.
 //! - `GET /inspect`: what the container sees of itself (`/proc/1/status`, cgroup limits,
 //!   environment), for the hardening tests.
 //! - `POST /probe`: the container tries to reach something (see [`probe`]).
@@ -23,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
@@ -114,11 +117,63 @@ async fn serve() {
     println!("test-scorer: exiting");
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Answer>, Infallible> {
     state.in_flight.fetch_add(1, Ordering::SeqCst);
-    let response = route(&state, req).await;
+    let response = if req.uri().path() == "/stream" {
+        stream(req).await
+    } else {
+        route(&state, req).await.map(Answer::Whole)
+    };
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     Ok(response)
+}
+
+/// An answer: whole, or events fed by a task as the reader takes them.
+enum Answer {
+    Whole(Full<Bytes>),
+    Events(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Answer::Whole(full) => std::pin::Pin::new(full).poll_frame(cx),
+            Answer::Events(rx) => rx.poll_recv(cx).map(|piece| piece.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+}
+
+async fn stream(req: Request<Incoming>) -> Response<Answer> {
+    let traceparent =
+        req.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body: Value = match req.into_body().collect().await {
+        Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    let (events, gap) = (body["events"].as_u64().unwrap_or(3), body["gap_ms"].as_u64().unwrap_or(100));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for i in 0..events {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+            }
+            let event = format!("data: {}\n\n", json!({"i": i, "traceparent": traceparent}));
+            if tx.send(Bytes::from(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Answer::Events(rx));
+    response
+        .headers_mut()
+        .insert("content-type", hyper::header::HeaderValue::from_static("text/event-stream"));
+    response
 }
 
 async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
