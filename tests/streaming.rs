@@ -16,8 +16,11 @@ use serde_json::Value;
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 
-/// An OTLP/HTTP receiver on a thread: the span ids (hex) of every span it is sent.
-fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+/// (trace id, span id) in hex, of every span the receiver got.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// An OTLP/HTTP receiver on a thread, and what it received.
+fn receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let spans = Arc::new(Mutex::new(Vec::new()));
