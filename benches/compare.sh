@@ -15,6 +15,13 @@
 #   moat       moat, endpoint cmp-one (whose only instance is that same container)
 #   moat-split moat, endpoint cmp-split (two deployments, two more containers)
 #
+# Then streamed answers: the test scorer's `/stream` (an event stream, one event per chunk) in
+# deployment `stream` of endpoint cmp-stream, loaded directly, through nginx (`proxy_buffering
+# off`, so it passes events on as they come) and through moat: the time to the first event
+# (median of 20 requests of 5 events each, per round, from curl's time to the first byte:
+# the scorer sends its head with its first event) and events per second (one request of
+# 20,000 events sent as fast as they are read).
+#
 # Every proxy gets WORKERS worker threads (the machine's CPUs): nginx worker_processes,
 # haproxy nbthread, moat serve --workers. Rounds interleave the targets (A B C D E A B C D E
 # ...). First the maximum throughput (closed loop, CONNECTIONS connections), then latency
@@ -35,11 +42,13 @@ need nginx nginx-light
 need haproxy haproxy
 need wrk wrk
 need jq jq
+need curl curl
 docker info >/dev/null
 
 echo "==> building moat, moat-bench and the sample scorer image" >&2
 cargo build --quiet --release --locked -p moat -p moat-bench
 examples/sample-scorer/build-image.sh >/dev/null
+tests/test-scorer/build-image.sh >/dev/null
 moat="$root/target/release/moat"
 bench="$root/target/release/moat-bench"
 
@@ -82,6 +91,24 @@ done
 deployment cmp-one blue
 deployment cmp-split blue
 deployment cmp-split green
+"$moat" online-endpoint create -n cmp-stream -f examples/model-1/endpoint.yml >/dev/null
+cat >"$out/stream.yml" <<EOF
+name: stream
+endpoint_name: cmp-stream
+environment:
+  image: moat-test-scorer:latest
+  inference_config:
+    liveness_route: {port: 5001, path: /live}
+    readiness_route: {port: 5001, path: /ready}
+    scoring_route: {port: 5001, path: /stream}
+instance_type: Standard_F2s_v2
+request_settings: {request_timeout_ms: 5000, max_concurrent_requests_per_instance: 4}
+EOF
+echo "==> deployment stream of cmp-stream" >&2
+"$moat" online-deployment create -f "$out/stream.yml" --all-traffic >/dev/null
+streamer=$("$moat" online-deployment show -n stream -e cmp-stream -o tsv --query 'instances[0].address')
+key_stream=$("$moat" online-endpoint get-credentials -n cmp-stream -o tsv --query primaryKey)
+uri_stream=$("$moat" online-endpoint show -n cmp-stream -o tsv --query scoring_uri)
 "$moat" online-endpoint update -n cmp-one --traffic "blue=100" >/dev/null
 "$moat" online-endpoint update -n cmp-split --traffic "blue=50 green=50" >/dev/null
 container=$("$moat" online-deployment show -n blue -e cmp-one -o tsv --query 'instances[0].address')
@@ -100,12 +127,19 @@ events { worker_connections 4096; }
 http {
     access_log off;
     upstream scorer { server $container:5001; keepalive 256; }
+    upstream streamer { server $streamer:5001; keepalive 16; }
     server {
         listen 127.0.0.1:$nginx_port;
         location / {
             proxy_pass http://scorer;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+        location /stream {
+            proxy_pass http://streamer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
         }
     }
 }
@@ -202,6 +236,29 @@ for r in $(seq "$rounds"); do
     done
 done
 
+declare -A surl skey
+surl[direct]="http://$streamer:5001/stream"
+surl[nginx]="http://127.0.0.1:$nginx_port/stream"
+surl[moat]=$uri_stream
+skey[moat]=$key_stream
+stream_targets=(direct nginx moat)
+stream() { # target body -> "time to first byte, total" in seconds
+    local t=$1 auth=()
+    [ -z "${skey[$t]:-}" ] || auth=(-H "Authorization: Bearer ${skey[$t]}")
+    curl -sS -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "${auth[@]}" \
+        -H 'Content-Type: application/json' -d "$2" "${surl[$t]}"
+}
+echo "==> streaming: $rounds rounds, time to first event and events per second" >&2
+for r in $(seq "$rounds"); do
+    for t in "${stream_targets[@]}"; do
+        for _ in $(seq 20); do stream "$t" '{"events": 5, "gap_ms": 1}'; done | awk '{print $1 * 1000000}' |
+            median >"$out/ttfe-$t-$r"
+        stream "$t" '{"events": 20000, "gap_ms": 0}' | awk '{printf "%d\n", 20000 / $2}' >"$out/eps-$t-$r"
+        echo "    round $r $t: first event $(cat "$out/ttfe-$t-$r") us, $(cat "$out/eps-$t-$r") events/s" >&2
+    done
+done
+smed() { cat "$out/$1-$2-"[0-9]* | median; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2f", a / b}'; }
 {
     echo -n "| Target | max rate (req/s) | CPU s / 10k req |"
@@ -234,6 +291,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
     row "moat / nginx" moat nginx
     row "moat / haproxy" moat haproxy
     row "moat-split / moat" moat-split moat
+    echo
+    echo "| Streamed answer | time to first event (µs) | events per second | first event vs direct | events/s vs direct |"
+    echo "|---|---|---|---|---|"
+    for t in "${stream_targets[@]}"; do
+        echo "| $t | $(smed ttfe "$t") | $(smed eps "$t") | $(ratio "$(smed ttfe "$t")" "$(smed ttfe direct)") | $(ratio "$(smed eps "$t")" "$(smed eps direct)") |"
+    done
     echo
     echo "Medians over $rounds interleaved rounds; $connections connections; ${seconds}s per measurement; $workers workers per proxy."
     echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"

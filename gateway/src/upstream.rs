@@ -143,21 +143,22 @@ impl Body for Streaming {
             this.ended = frame.is_none();
             return Poll::Ready(frame.map(|f| f.map_err(lost)));
         }
-        // The body waits for the connection: drive it (which registers this task's interest).
+        // The body waits for the connection: drive it (which registers this task's interest),
+        // then look again, since that may have read what the body waits for (the usual case
+        // for a small answer: no second wake-up, no gap timer).
         let Some(connection) = this.connection.as_mut() else { return Poll::Pending };
-        if connection.ended || connection.driver.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        // The connection is gone; hyper has told the body, or the body is cut short.
-        connection.ended = true;
+        let gone = connection.ended || connection.driver.as_mut().poll(cx).is_ready();
+        connection.ended = gone;
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.ended = frame.is_none();
                 Poll::Ready(frame.map(|f| f.map_err(lost)))
             }
-            Poll::Pending => {
+            // The connection is gone and hyper has not ended the body: it was cut short.
+            Poll::Pending if gone => {
                 Poll::Ready(Some(Err(Failure::Lost("the container closed the connection".into()))))
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 

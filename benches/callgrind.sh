@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The instructions moat executes per proxied request, counted by valgrind's callgrind: user
+# space only, and repeatable to a few tenths of a percent (unlike time on a shared machine).
+#
+#   sudo bash benches/callgrind.sh [MOAT (target/release/moat)] [REQUESTS (20000)] [BODY_FILE]
+#
+# Starts MOAT under callgrind with instrumentation off, in a throw-away home: one endpoint
+# (key auth, public network access disabled so the access policy runs) whose deployment runs
+# the sample scorer. Sends 2,000 requests to warm up, turns counting on, sends REQUESTS with
+# moat-bench over 4 connections (the sample request, or BODY_FILE), turns counting off, and
+# prints the instructions per request. Compare two builds by passing each binary (for one of
+# an older commit: `git worktree add /tmp/before <commit>` and build it there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+moat=$(realpath "${1:-target/release/moat}")
+requests=${2:-20000}
+body=$(realpath "${3:-examples/model-1/sample-request.json}")
+bench=$(realpath "${BENCH:-target/release/moat-bench}")
+command -v valgrind >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null
+command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >/dev/null
+[ -x "$bench" ] || cargo build --quiet --release --locked -p moat-bench
+docker image inspect moat-sample-scorer:latest >/dev/null 2>&1 || examples/sample-scorer/build-image.sh >/dev/null
+
+out=$(mktemp -d /tmp/moat-callgrind.XXXXXX)
+export MOAT_HOME="$out/home"
+mkdir -p "$MOAT_HOME"
+pid=
+cleanup() {
+    [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+    if [ -f "$MOAT_HOME/id" ]; then
+        ids=$(docker ps -aq --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
+        [ -z "$ids" ] || docker rm -f $ids >/dev/null
+        nets=$(docker network ls -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
+        [ -z "$nets" ] || docker network rm $nets >/dev/null
+        nft delete table inet "moat_$(cat "$MOAT_HOME/id")" 2>/dev/null || true
+    fi
+    rm -rf "$out"
+}
+trap cleanup EXIT
+
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out" \
+    "$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers 2 \
+    --log-file "$MOAT_HOME/moat.log" 2>"$out/valgrind.log" &
+pid=$!
+for _ in $(seq 600); do "$moat" online-endpoint list >/dev/null 2>&1 && break; sleep 0.1; done
+
+spec="$out/blue.yml"
+sed -e "s|path: model/|path: $root/examples/model-1/model/|" examples/model-1/blue-deployment.yml >"$spec"
+printf 'request_settings:\n  max_concurrent_requests_per_instance: 16\n  max_queue_wait_ms: 5000\n' >>"$spec"
+"$moat" online-endpoint create -n cg -f examples/model-1/endpoint.yml --set public_network_access=disabled >/dev/null
+"$moat" online-deployment create -n blue -e cg -f "$spec" --all-traffic >/dev/null
+key=$("$moat" online-endpoint get-credentials -n cg -o tsv --query primaryKey)
+uri=$("$moat" online-endpoint show -n cg -o tsv --query scoring_uri)
+
+load() {
+    "$bench" --json -c 4 -n "$1" -H 'Content-Type: application/json' -H "Authorization: Bearer $key" -D "$body" "$uri"
+}
+load 2000 >/dev/null
+callgrind_control -i on "$pid" >/dev/null
+load "$requests" >"$out/load.json"
+callgrind_control -i off "$pid" >/dev/null
+callgrind_control -d "$pid" >/dev/null
+ok=$(jq '.status["200"] // 0' "$out/load.json")
+[ "$ok" = "$requests" ] || { echo "only $ok of $requests requests answered 200: $(cat "$out/load.json")" >&2; exit 1; }
+total=$(cat "$out"/callgrind.out* | awk '/^summary:/ {s += $2} END {printf "%d", s}')
+echo "$(basename "$(dirname "$(dirname "$moat")")")/$(basename "$moat"): $((total / requests)) instructions per request ($total over $requests requests)"
