@@ -35,7 +35,7 @@ cleanup() {
         [ -z "$nets" ] || docker network rm $nets >/dev/null
         nft delete table inet "moat_$(cat "$MOAT_HOME/id")" 2>/dev/null || true
     fi
-    rm -rf "$out"
+    [ -n "${KEEP:-}" ] || rm -rf "$out"
 }
 trap cleanup EXIT
 
@@ -48,10 +48,10 @@ for _ in $(seq 600); do "$moat" online-endpoint list >/dev/null 2>&1 && break; s
 spec="$out/blue.yml"
 sed -e "s|path: model/|path: $root/examples/model-1/model/|" examples/model-1/blue-deployment.yml >"$spec"
 printf 'request_settings:\n  max_concurrent_requests_per_instance: 16\n  max_queue_wait_ms: 5000\n' >>"$spec"
-"$moat" online-endpoint create -n cg -f examples/model-1/endpoint.yml --set public_network_access=disabled >/dev/null
-"$moat" online-deployment create -n blue -e cg -f "$spec" --all-traffic >/dev/null
-key=$("$moat" online-endpoint get-credentials -n cg -o tsv --query primaryKey)
-uri=$("$moat" online-endpoint show -n cg -o tsv --query scoring_uri)
+"$moat" online-endpoint create -n cg-bench -f examples/model-1/endpoint.yml --set public_network_access=disabled >/dev/null
+"$moat" online-deployment create -n blue -e cg-bench -f "$spec" --all-traffic >/dev/null
+key=$("$moat" online-endpoint get-credentials -n cg-bench -o tsv --query primaryKey)
+uri=$("$moat" online-endpoint show -n cg-bench -o tsv --query scoring_uri)
 
 load() {
     "$bench" --json -c 4 -n "$1" -H 'Content-Type: application/json' -H "Authorization: Bearer $key" -D "$body" "$uri"
@@ -63,5 +63,5 @@ callgrind_control -i off "$pid" >/dev/null
 callgrind_control -d "$pid" >/dev/null
 ok=$(jq '.status["200"] // 0' "$out/load.json")
 [ "$ok" = "$requests" ] || { echo "only $ok of $requests requests answered 200: $(cat "$out/load.json")" >&2; exit 1; }
-total=$(cat "$out"/callgrind.out* | awk '/^summary:/ {s += $2} END {printf "%d", s}')
+total=$(cat "$out"/callgrind.out* | awk '/^totals:/ {s += $2} END {printf "%d", s}')
 echo "$(basename "$(dirname "$(dirname "$moat")")")/$(basename "$moat"): $((total / requests)) instructions per request ($total over $requests requests)"

@@ -67,7 +67,7 @@ async fn life(
     req: Request<Incoming>,
     origin: &Origin,
     ctx: &mut RequestCtx,
-) -> Result<Response<Relay>, Reject> {
+) -> Result<Response<Box<Relay>>, Reject> {
     // One table for the whole request: a swap mid-request does not change its route.
     let table = gw.routes.load();
     let target = target::resolve(&req, gw.config.domain.as_deref())?;
@@ -136,7 +136,7 @@ async fn life(
         forward::forward(&deployment, &mut slot, call, &ctx.request_id).await;
     (ctx.instance, ctx.upstream) = (Some(instance), upstream);
     let gap = deployment.request_timeout;
-    Ok(answer?.map(|body| Relay::new(body, gap, max_response_bytes, slot)))
+    Ok(answer?.map(|body| Box::new(Relay::new(body, gap, max_response_bytes, slot))))
 }
 
 /// A request hyper answered itself, its head unreadable (431 for a header section over the
