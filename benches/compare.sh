@@ -15,6 +15,10 @@
 #   moat       moat, endpoint cmp-one (whose only instance is that same container)
 #   moat-split moat, endpoint cmp-split (two deployments, two more containers)
 #
+# Then a rate ladder (moat-bench --rates) per target, once, from 5 % to 50 % of the direct
+# maximum in steps of 5 %, 3 s a step: each target's knee, the first step whose p99 is more
+# than twice its p99 at the first step.
+#
 # Then streamed answers: the test scorer's `/stream` (an event stream, one event per chunk) in
 # deployment `stream` of endpoint cmp-stream, loaded directly, through nginx (`proxy_buffering
 # off`, so it passes events on as they come) and through moat: the time to the first event
@@ -236,6 +240,13 @@ for r in $(seq "$rounds"); do
     done
 done
 
+echo "==> ladder: open loop from 5 % to 50 % of direct's $direct_max/s, 3s a step" >&2
+ladder_rates=$(awk -v m="$direct_max" 'BEGIN {for (i = 1; i <= 10; i++) printf "%s%d", (i > 1 ? "," : ""), m * 0.05 * i}')
+for t in "${targets[@]}"; do
+    load "$t" -z 3s --rates "$ladder_rates" >"$out/ladder-$t.json"
+    echo "    $t: knee at $(jq -r '(.steps[0].latency_us.p99) as $f | [.steps[] | select(.latency_us.p99 > 2 * $f)][0].offered_rps // "none"' "$out/ladder-$t.json")/s" >&2
+done
+
 declare -A surl skey
 surl[direct]="http://$streamer:5001/stream"
 surl[nginx]="http://127.0.0.1:$nginx_port/stream"
@@ -291,6 +302,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
     row "moat / nginx" moat nginx
     row "moat / haproxy" moat haproxy
     row "moat-split / moat" moat-split moat
+    echo
+    echo "| Ladder (5 % to 50 % of direct, 3 s a step) | p99 at the first step (µs) | knee: first rate with p99 over twice that (req/s) | p99 at the knee (µs) |"
+    echo "|---|---|---|---|"
+    for t in "${targets[@]}"; do
+        jq -r --arg t "$t" '(.steps[0].latency_us.p99) as $f | ([.steps[] | select(.latency_us.p99 > 2 * $f)][0]) as $k
+            | "| \($t) | \($f) | \($k.offered_rps // "none" | if type == "number" then floor else . end) | \($k.latency_us.p99 // "-") |"' "$out/ladder-$t.json"
+    done
     echo
     echo "| Streamed answer | time to first event (µs) | events per second | first event vs direct | events/s vs direct |"
     echo "|---|---|---|---|---|"

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderName, HeaderValue, Method};
 
+use crate::slo::Bound;
+
 /// Load for a scoring endpoint: closed loop (each connection sends its next request when the
 /// last one is answered) or open loop at a constant rate (`-q`), where latency counts from the
 /// moment a request was due, so a stall shows in the percentiles.
@@ -35,8 +37,26 @@ pub struct Args {
     #[arg(short = 'd', value_name = "BODY", conflicts_with = "body_file")]
     pub body: Option<String>,
     /// The request body, from a file
-    #[arg(short = 'D', value_name = "FILE")]
+    #[arg(short = 'D', value_name = "FILE", conflicts_with = "bodies")]
     pub body_file: Option<PathBuf>,
+    /// Request bodies, one a line, sent in turn
+    #[arg(long, value_name = "FILE", conflicts_with = "body")]
+    pub bodies: Option<PathBuf>,
+    /// Open loop at each rate in turn, for -z each: one result per step (R1,R2,...)
+    #[arg(long, value_name = "R1,R2,...", conflicts_with_all = ["rate", "requests"])]
+    pub rates: Option<String>,
+    /// Bounds the run must keep, e.g. 'p99<250ms,p50<20ms,errors<0.1%': exit 3 naming the one broken
+    #[arg(long, value_name = "BOUNDS")]
+    pub slo: Option<String>,
+    /// Write one JSON line per second of the run to FILE ({t, requests, errors, p50_us, p99_us})
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+    /// Print the latency distribution as wrk2 does (HdrHistogram percentiles)
+    #[arg(long)]
+    pub hist: bool,
+    /// With --http2: requests in flight on each connection
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "http2")]
+    pub streams: usize,
     /// HTTP/2 (ALPN h2 over TLS, prior knowledge over plain TCP)
     #[arg(long)]
     pub http2: bool,
@@ -66,9 +86,17 @@ pub struct Plan {
     pub connections: usize,
     pub stop: Stop,
     pub rate: Option<f64>,
+    /// `--rates`: the open loop's steps, in order.
+    pub rates: Vec<f64>,
+    pub slo: Vec<Bound>,
+    pub timeline: Option<PathBuf>,
+    pub hist: bool,
+    /// Requests in flight on each HTTP/2 connection.
+    pub streams: usize,
     pub method: Method,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+    /// Sent in turn; one, usually (maybe empty).
+    pub bodies: Vec<Bytes>,
     pub http2: bool,
     pub insecure: bool,
     pub timeout: Duration,
@@ -109,18 +137,50 @@ impl Args {
         {
             return Err(format!("-q {q}: expected a positive rate in requests per second"));
         }
-        let body = match (&self.body, &self.body_file) {
-            (Some(text), _) => Bytes::from(text.clone()),
-            (None, Some(file)) => Bytes::from(
+        let rates = match &self.rates {
+            None => Vec::new(),
+            Some(text) => text
+                .split(',')
+                .map(|r| match r.trim().parse::<f64>() {
+                    Ok(q) if q.is_finite() && q > 0.0 => Ok(q),
+                    _ => {
+                        Err(format!("--rates {text:?}: {r:?} is not a positive rate in requests per second"))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let slo = match &self.slo {
+            None => Vec::new(),
+            Some(text) => crate::slo::parse(text)?,
+        };
+        if self.streams == 0 {
+            return Err("--streams 0: at least one stream per connection".into());
+        }
+        let bodies = match (&self.body, &self.body_file, &self.bodies) {
+            (Some(text), _, _) => vec![Bytes::from(text.clone())],
+            (None, Some(file), _) => vec![Bytes::from(
                 std::fs::read(file).map_err(|e| format!("-D {}: cannot read it: {e}", file.display()))?,
-            ),
-            (None, None) => Bytes::new(),
+            )],
+            (None, None, Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("--bodies {}: cannot read it: {e}", file.display()))?;
+                let lines: Vec<Bytes> = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| Bytes::from(l.to_string()))
+                    .collect();
+                if lines.is_empty() {
+                    return Err(format!("--bodies {}: no body in it (one a line)", file.display()));
+                }
+                lines
+            }
+            (None, None, None) => vec![Bytes::new()],
         };
         let method = match &self.method {
             Some(m) => {
                 Method::from_bytes(m.as_bytes()).map_err(|_| format!("-m {m:?}: not an HTTP method"))?
             }
-            None if body.is_empty() => Method::GET,
+            None if bodies.iter().all(Bytes::is_empty) => Method::GET,
             None => Method::POST,
         };
         let url: http::Uri = self.url.parse().map_err(|e| format!("URL {:?}: {e}", self.url))?;
@@ -132,9 +192,14 @@ impl Args {
             connections: self.connections,
             stop,
             rate: self.rate,
+            rates,
+            slo,
+            timeline: self.timeline,
+            hist: self.hist,
+            streams: self.streams,
             method,
             headers: self.headers.iter().map(|h| header(h)).collect::<Result<_, _>>()?,
-            body,
+            bodies,
             http2: self.http2,
             insecure: self.insecure,
             timeout: duration("--timeout", &self.timeout)?,
@@ -179,6 +244,11 @@ mod tests {
             ("-m BAD\u{7f} http://h/", "-m"),
             ("ftp://h/", "URL"),
             ("--timeout 0s http://h/", "--timeout"),
+            ("--rates 100,x http://h/", "--rates"),
+            ("--rates 100,0 http://h/", "--rates"),
+            ("--slo p99<fast http://h/", "--slo"),
+            ("--bodies /no/such/file http://h/", "--bodies"),
+            ("--http2 --streams 0 http://h/", "--streams"),
         ] {
             let error = plan(line).expect_err(line);
             assert!(error.contains(flag), "{line}: {error}");

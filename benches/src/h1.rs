@@ -4,6 +4,8 @@
 //! request here, CPU the server under test shares on a small machine, so this path is kept
 //! as short as wrk's.
 
+use std::time::Instant;
+
 use bytes::{Buf, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -47,6 +49,8 @@ pub enum Reply {
     Answered {
         status: u16,
         keep: bool,
+        /// When the answer's first byte came.
+        first_byte: Instant,
     },
     /// The connection ended before a byte of the response: a kept-alive connection the
     /// server had closed.
@@ -70,8 +74,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     stream.write_all(request).await.map_err(|e| io_kind(&e))?;
+    let mut first_byte = None;
     loop {
-        let Some((status, head_len, body, close)) = read_head(stream, buf).await? else {
+        let Some((status, head_len, body, close)) = read_head(stream, buf, &mut first_byte).await? else {
             return Ok(Reply::Closed);
         };
         buf.advance(head_len);
@@ -96,18 +101,22 @@ where
                 false
             }
         };
-        return Ok(Reply::Answered { status, keep });
+        let first_byte = first_byte.unwrap_or_else(Instant::now);
+        return Ok(Reply::Answered { status, keep, first_byte });
     }
 }
 
 type Head = (u16, usize, Body, bool);
 
+/// The head of the answer; `first_byte` is set when its first byte is seen.
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
+    first_byte: &mut Option<Instant>,
 ) -> Result<Option<Head>, ErrorKind> {
     loop {
         if !buf.is_empty() {
+            first_byte.get_or_insert_with(Instant::now);
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
             match response.parse(buf) {
@@ -216,7 +225,11 @@ fn io_kind(e: &std::io::Error) -> ErrorKind {
 mod tests {
     use super::*;
 
-    async fn answer(reply: &'static [u8], head_only: bool) -> (Result<Reply, ErrorKind>, Vec<u8>) {
+    /// The status and keep-alive of the answer to one exchange (None: closed), and the request.
+    async fn answer(
+        reply: &'static [u8],
+        head_only: bool,
+    ) -> (Result<Option<(u16, bool)>, ErrorKind>, Vec<u8>) {
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
         let server = tokio::spawn(async move {
             let mut request = vec![0u8; 1024];
@@ -227,29 +240,32 @@ mod tests {
         });
         let request = encode(&Method::POST, "/score", "h:1", &[], b"{}");
         let mut buf = BytesMut::new();
-        let reply = exchange(&mut client, &request, head_only, &mut buf).await;
+        let reply = exchange(&mut client, &request, head_only, &mut buf).await.map(|reply| match reply {
+            Reply::Answered { status, keep, .. } => Some((status, keep)),
+            Reply::Closed => None,
+        });
         (reply, server.await.unwrap_or_default())
     }
 
     #[tokio::test]
     async fn bodies_by_length_chunks_and_close_are_read_to_their_end() {
         let (reply, request) = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false).await;
-        assert_eq!(reply, Ok(Reply::Answered { status: 200, keep: true }));
+        assert_eq!(reply, Ok(Some((200, true))));
         assert_eq!(request, b"POST /score HTTP/1.1\r\nhost: h:1\r\ncontent-length: 2\r\n\r\n{}");
         let chunked =
             b"HTTP/1.1 424 X\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n";
-        assert_eq!(answer(chunked, false).await.0, Ok(Reply::Answered { status: 424, keep: true }));
+        assert_eq!(answer(chunked, false).await.0, Ok(Some((424, true))));
         let close = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end";
-        assert_eq!(answer(close, false).await.0, Ok(Reply::Answered { status: 200, keep: false }));
+        assert_eq!(answer(close, false).await.0, Ok(Some((200, false))));
         let interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(answer(interim, false).await.0, Ok(Reply::Answered { status: 201, keep: true }));
+        assert_eq!(answer(interim, false).await.0, Ok(Some((201, true))));
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
-        assert_eq!(answer(head, true).await.0, Ok(Reply::Answered { status: 200, keep: true }));
+        assert_eq!(answer(head, true).await.0, Ok(Some((200, true))));
     }
 
     #[tokio::test]
     async fn broken_answers_are_sorted_into_kinds() {
-        assert_eq!(answer(b"", false).await.0, Ok(Reply::Closed));
+        assert_eq!(answer(b"", false).await.0, Ok(None));
         assert_eq!(
             answer(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", false).await.0,
             Err(ErrorKind::Reset)

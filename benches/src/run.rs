@@ -1,5 +1,7 @@
 //! One run: `-c` connections, each taking the next due request, opening (again) its
 //! connection when it has none, and keeping its own tally; the tallies merge at the end.
+//! With `--http2 --streams N`, each connection carries N requests at once, each of its N
+//! streams taking the next due request.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -11,14 +13,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::{Plan, Stop};
 use crate::pace::{Slot, Slots};
 use crate::report::Report;
-use crate::tally::Tally;
+use crate::tally::{Answer, Tally};
 use crate::target::{Connection, ErrorKind, Sent, Target};
 
 /// Runs the plan on `threads` OS threads, each a single-threaded runtime with its share of
 /// the connections: no work stealing and no wake-ups across threads, which cost a
 /// multi-threaded runtime a fifth of its rate here.
-pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<Report, String> {
+pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<(Report, Tally), String> {
     let start = Instant::now();
+    let last = match plan.stop {
+        Stop::At(d) => Some((d.as_secs_f64().ceil() as usize).saturating_sub(1)),
+        Stop::After(_) => None,
+    };
+    let timeline = plan.timeline.is_some().then_some((start, last));
+    let streams = plan.streams;
     let slots = Arc::new(match plan.rate {
         Some(rate) => Slots::open(rate, plan.stop, start),
         None => Slots::closed(plan.stop, start),
@@ -39,9 +47,17 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<Report, S
         workers.push(std::thread::spawn(move || {
             runtime.block_on(async move {
                 let tasks: Vec<_> = (0..share)
-                    .map(|_| tokio::spawn(connection(target.clone(), slots.clone(), ended.clone(), timeout)))
+                    .map(|_| {
+                        let (target, slots, ended) = (target.clone(), slots.clone(), ended.clone());
+                        let shared = Shared { target, slots, ended, timeout, timeline };
+                        if streams > 1 {
+                            tokio::spawn(multiplexed(shared, streams))
+                        } else {
+                            tokio::spawn(connection(shared))
+                        }
+                    })
                     .collect();
-                let mut tally = Tally::new();
+                let mut tally = Tally::timed(timeline);
                 for task in tasks {
                     if let Ok(t) = task.await {
                         tally.merge(t);
@@ -51,7 +67,7 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<Report, S
             })
         }));
     }
-    let mut total = Tally::new();
+    let mut total = Tally::timed(timeline);
     for worker in workers {
         if let Ok(tally) = worker.join() {
             total.merge(tally);
@@ -62,54 +78,126 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<Report, S
     if let Some(bar) = progress {
         let _ = bar.join();
     }
-    Ok(Report::new(&total, plan.rate, elapsed))
+    Ok((Report::new(&total, plan.rate, elapsed), total))
 }
 
-async fn connection(
+/// What every connection of a run shares.
+#[derive(Clone)]
+struct Shared {
     target: Arc<Target>,
     slots: Arc<Slots>,
     ended: Arc<AtomicU64>,
     timeout: Duration,
-) -> Tally {
-    let mut tally = Tally::new();
+    timeline: Option<(Instant, Option<usize>)>,
+}
+
+/// When the next request is due and when it started, once one is.
+async fn next(shared: &Shared, tally: &mut Tally) -> Option<(Instant, Instant)> {
+    let slot = shared.slots.next().await?;
+    let started = Instant::now();
+    let due = match slot {
+        Slot::Now => started,
+        Slot::Due(at) => at,
+    };
+    tally.started(due, started);
+    Some((due, started))
+}
+
+async fn connection(shared: Shared) -> Tally {
+    let mut tally = Tally::timed(shared.timeline);
     let mut open: Option<Connection> = None;
-    while let Some(slot) = slots.next().await {
-        let started = Instant::now();
-        let due = match slot {
-            Slot::Now => started,
-            Slot::Due(at) => at,
-        };
-        tally.started(due, started);
-        let outcome = tokio::time::timeout(timeout, exchange(&target, &mut open))
+    while let Some((due, started)) = next(&shared, &mut tally).await {
+        let outcome = tokio::time::timeout(shared.timeout, exchange(&shared.target, &mut open))
             .await
             .unwrap_or(Err(ErrorKind::Timeout));
         match outcome {
-            Ok(status) => tally.answered(due, started, Instant::now(), status),
+            Ok((status, first_byte)) => {
+                tally.answered(due, started, Answer { first_byte, ended: Instant::now(), status })
+            }
             Err(kind) => {
-                tally.failed(kind);
+                tally.failed(kind, Instant::now());
                 // A timeout leaves the connection mid-exchange.
                 open = None;
             }
         }
-        ended.fetch_add(1, Ordering::Relaxed);
+        shared.ended.fetch_add(1, Ordering::Relaxed);
     }
     tally
 }
 
+/// One HTTP/2 connection carrying `streams` requests at once; opened again when it fails.
+async fn multiplexed(shared: Shared, streams: usize) -> Tally {
+    let mut tally = Tally::timed(shared.timeline);
+    loop {
+        let sender = match shared.target.connect_shared().await {
+            Ok(sender) => sender,
+            Err(kind) => {
+                // No connection: the next due request fails with the reason.
+                let Some(_) = next(&shared, &mut tally).await else { return tally };
+                tally.failed(kind, Instant::now());
+                shared.ended.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let lanes: Vec<_> = (0..streams)
+            .map(|_| {
+                let (shared, mut sender) = (shared.clone(), sender.clone());
+                tokio::spawn(async move {
+                    let mut tally = Tally::timed(shared.timeline);
+                    while let Some((due, started)) = next(&shared, &mut tally).await {
+                        let sent =
+                            tokio::time::timeout(shared.timeout, shared.target.send_stream(&mut sender))
+                                .await
+                                .unwrap_or(Err(ErrorKind::Timeout));
+                        shared.ended.fetch_add(1, Ordering::Relaxed);
+                        match sent {
+                            Ok(Some(Sent::Answered { status, first_byte, .. })) => {
+                                let answer = Answer { first_byte, ended: Instant::now(), status };
+                                tally.answered(due, started, answer);
+                            }
+                            // The connection is gone: this request and the lane end with it.
+                            Ok(Some(Sent::Closed) | None) => {
+                                tally.failed(ErrorKind::Reset, Instant::now());
+                                return (tally, false);
+                            }
+                            Err(kind) => {
+                                tally.failed(kind, Instant::now());
+                                return (tally, false);
+                            }
+                        }
+                    }
+                    (tally, true)
+                })
+            })
+            .collect();
+        let mut done = true;
+        for lane in lanes {
+            if let Ok((lane_tally, finished)) = lane.await {
+                tally.merge(lane_tally);
+                done &= finished;
+            }
+        }
+        if done {
+            return tally;
+        }
+    }
+}
+
 /// One request, on the open connection or a new one. A kept-alive connection the server
-/// has closed meanwhile is not an error: the request goes out on a new one.
-async fn exchange(target: &Target, open: &mut Option<Connection>) -> Result<u16, ErrorKind> {
+/// has closed meanwhile is not an error: the request goes out on a new one. The status and
+/// when the answer's first byte came.
+async fn exchange(target: &Target, open: &mut Option<Connection>) -> Result<(u16, Instant), ErrorKind> {
     for _ in 0..2 {
         let connection = match open {
             Some(c) => c,
             None => open.insert(target.connect().await?),
         };
         match target.send(connection).await {
-            Ok(Sent::Answered { status, keep }) => {
+            Ok(Sent::Answered { status, keep, first_byte }) => {
                 if !keep {
                     *open = None;
                 }
-                return Ok(status);
+                return Ok((status, first_byte));
             }
             Ok(Sent::Closed) => *open = None,
             Err(kind) => {

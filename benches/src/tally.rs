@@ -1,6 +1,7 @@
 //! What one connection saw, merged into the run's totals at the end: latency histograms
-//! (corrected: from the due time; uncorrected: from the send), status codes, errors, and
-//! how many requests left late.
+//! (corrected: from the due time; uncorrected: from the send; to the first byte, from the
+//! due time), status codes, errors, how many requests left late, and (for `--timeline`) the
+//! same per second of the run.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,13 +18,58 @@ const MAX_MICROS: u64 = 3_600_000_000;
 pub struct Tally {
     pub latency: Histogram<u64>,
     pub uncorrected: Histogram<u64>,
+    pub first_byte: Histogram<u64>,
     pub status: BTreeMap<u16, u64>,
     pub errors: BTreeMap<ErrorKind, u64>,
     pub late: u64,
+    /// Per second since the run's start, when a timeline is asked for.
+    pub timeline: Option<Timeline>,
+}
+
+/// Requests by the second they ended in.
+pub struct Timeline {
+    start: Instant,
+    /// The run's last second: requests that end after the run's time count in it.
+    last: Option<usize>,
+    pub seconds: Vec<Second>,
+}
+
+pub struct Second {
+    pub requests: u64,
+    /// Failed, or answered outside 2xx.
+    pub errors: u64,
+    pub latency: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant, valid bounds")
+}
+
+impl Timeline {
+    pub fn new(start: Instant, last: Option<usize>) -> Timeline {
+        Timeline { start, last, seconds: Vec::new() }
+    }
+
+    fn second(&mut self, at: Instant) -> &mut Second {
+        let index = at.saturating_duration_since(self.start).as_secs() as usize;
+        let index = self.last.map_or(index, |last| index.min(last));
+        while self.seconds.len() <= index {
+            // Two significant digits: a second's percentiles, not a run's.
+            let latency = Histogram::new_with_bounds(1, MAX_MICROS, 2).expect("constant, valid bounds");
+            self.seconds.push(Second { requests: 0, errors: 0, latency });
+        }
+        &mut self.seconds[index]
+    }
+
+    fn merge(&mut self, other: Timeline) {
+        for (index, theirs) in other.seconds.into_iter().enumerate() {
+            let at = self.start + std::time::Duration::from_secs(index as u64);
+            let mine = self.second(at);
+            mine.requests += theirs.requests;
+            mine.errors += theirs.errors;
+            let _ = mine.latency.add(&theirs.latency);
+        }
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -35,10 +81,18 @@ impl Tally {
         Tally {
             latency: histogram(),
             uncorrected: histogram(),
+            first_byte: histogram(),
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
             late: 0,
+            timeline: None,
         }
+    }
+
+    /// A tally that also keeps a timeline from `start` (to the `last` second, if the run has
+    /// one).
+    pub fn timed(timeline: Option<(Instant, Option<usize>)>) -> Tally {
+        Tally { timeline: timeline.map(|(start, last)| Timeline::new(start, last)), ..Tally::new() }
     }
 
     pub fn started(&mut self, due: Instant, started: Instant) {
@@ -47,14 +101,27 @@ impl Tally {
         }
     }
 
-    pub fn answered(&mut self, due: Instant, started: Instant, ended: Instant, status: u16) {
+    pub fn answered(&mut self, due: Instant, started: Instant, answer: Answer) {
+        let Answer { first_byte, ended, status } = answer;
         self.latency.saturating_record(micros(ended - due));
         self.uncorrected.saturating_record(micros(ended - started));
+        self.first_byte.saturating_record(micros(first_byte.saturating_duration_since(due)));
         *self.status.entry(status).or_default() += 1;
+        if let Some(timeline) = &mut self.timeline {
+            let second = timeline.second(ended);
+            second.requests += 1;
+            second.errors += u64::from(!(200..300).contains(&status));
+            second.latency.saturating_record(micros(ended - due));
+        }
     }
 
-    pub fn failed(&mut self, kind: ErrorKind) {
+    pub fn failed(&mut self, kind: ErrorKind, at: Instant) {
         *self.errors.entry(kind).or_default() += 1;
+        if let Some(timeline) = &mut self.timeline {
+            let second = timeline.second(at);
+            second.requests += 1;
+            second.errors += 1;
+        }
     }
 
     pub fn requests(&self) -> u64 {
@@ -65,6 +132,12 @@ impl Tally {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.uncorrected.add(&other.uncorrected);
+        let _ = self.first_byte.add(&other.first_byte);
+        match (&mut self.timeline, other.timeline) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs @ Some(_)) => *mine = theirs,
+            _ => {}
+        }
         for (code, n) in other.status {
             *self.status.entry(code).or_default() += n;
         }
@@ -73,6 +146,13 @@ impl Tally {
         }
         self.late += other.late;
     }
+}
+
+/// When an answer's first and last bytes came, and its status.
+pub struct Answer {
+    pub first_byte: Instant,
+    pub ended: Instant,
+    pub status: u16,
 }
 
 #[cfg(test)]
@@ -85,14 +165,16 @@ mod tests {
         let (started, ended) = (due + Duration::from_millis(5), due + Duration::from_millis(6));
         let mut a = Tally::new();
         a.started(due, started);
-        a.answered(due, started, ended, 200);
+        let first_byte = due + Duration::from_millis(5) + Duration::from_micros(200);
+        a.answered(due, started, Answer { first_byte, ended, status: 200 });
         let mut b = Tally::new();
         b.started(due, due);
-        b.failed(ErrorKind::Reset);
+        b.failed(ErrorKind::Reset, ended);
         a.merge(b);
         assert_eq!((a.late, a.requests()), (1, 2));
         assert!((5990..=6010).contains(&a.latency.max()), "{}", a.latency.max());
         assert!((995..=1005).contains(&a.uncorrected.max()), "{}", a.uncorrected.max());
+        assert!((5195..=5205).contains(&a.first_byte.max()), "{}", a.first_byte.max());
         assert_eq!(a.errors[&ErrorKind::Reset], 1);
     }
 }

@@ -4,7 +4,8 @@
 use std::error::Error as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Uri};
@@ -48,13 +49,14 @@ pub struct Target {
     port: u16,
     tls: Option<TlsConnector>,
     http2: bool,
-    /// The HTTP/1.1 request, encoded once.
-    h1_request: Vec<u8>,
+    /// Each body to send in turn, with its HTTP/1.1 request encoded once.
+    requests: Vec<(Bytes, Vec<u8>)>,
+    /// The next body's turn, over all connections.
+    turn: AtomicUsize,
     head_only: bool,
     method: http::Method,
     uri: Uri,
     headers: http::HeaderMap,
-    body: Bytes,
 }
 
 /// One open connection.
@@ -73,8 +75,9 @@ pub enum Stream {
 
 /// How a request on an open connection went.
 pub enum Sent {
-    /// Answered with this status; `keep` is false when the server closes the connection.
-    Answered { status: u16, keep: bool },
+    /// Answered with this status, its first byte at `first_byte`; `keep` is false when the
+    /// server closes the connection.
+    Answered { status: u16, keep: bool, first_byte: Instant },
     /// The connection had closed before the request went out: open another.
     Closed,
 }
@@ -101,11 +104,16 @@ impl Target {
         for (name, value) in &plan.headers {
             headers.append(name, value.clone());
         }
-        let (method, body) = (plan.method.clone(), plan.body.clone());
+        let method = plan.method.clone();
         let path = url.path_and_query().map_or("/", |p| p.as_str());
-        let h1_request = h1::encode(&method, path, &authority, &plan.headers, &body);
+        let requests = plan
+            .bodies
+            .iter()
+            .map(|body| (body.clone(), h1::encode(&method, path, &authority, &plan.headers, body)))
+            .collect();
         let head_only = method == http::Method::HEAD;
-        Ok(Target { host, port, tls, http2: plan.http2, h1_request, head_only, method, uri, headers, body })
+        let turn = AtomicUsize::new(0);
+        Ok(Target { host, port, tls, http2: plan.http2, requests, turn, head_only, method, uri, headers })
     }
 
     pub async fn connect(&self) -> Result<Connection, ErrorKind> {
@@ -141,32 +149,28 @@ impl Target {
     /// Sends the request and reads the whole response. A connection that ended or failed
     /// must not be used again.
     pub async fn send(&self, connection: &mut Connection) -> Result<Sent, ErrorKind> {
+        let (body, request) = self.next_request();
         let (sender, driver) = match connection {
             Connection::Http1 { stream, buf } => {
-                let (request, head_only) = (&self.h1_request, self.head_only);
+                let head_only = self.head_only;
                 let reply = match stream {
                     Stream::Plain(s) => h1::exchange(s, request, head_only, buf).await,
                     Stream::Tls(s) => h1::exchange(s.as_mut(), request, head_only, buf).await,
                 }?;
                 return Ok(match reply {
-                    h1::Reply::Answered { status, keep } => Sent::Answered { status, keep },
+                    h1::Reply::Answered { status, keep, first_byte } => {
+                        Sent::Answered { status, keep, first_byte }
+                    }
                     h1::Reply::Closed => Sent::Closed,
                 });
             }
             Connection::Http2 { sender, driver } => (sender, driver),
         };
-        let mut request = Request::new(Full::new(self.body.clone()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
         let went_out = AtomicBool::new(false);
         let exchange = async {
             sender.ready().await.map_err(|_| None)?;
             went_out.store(true, Ordering::Relaxed);
-            let response = sender.send_request(request).await.map_err(|e| Some(classify(&e)))?;
-            let status = response.status().as_u16();
-            response.into_body().collect().await.map_err(|e| Some(classify(&e)))?;
-            Ok::<_, Option<ErrorKind>>(Sent::Answered { status, keep: true })
+            self.send_h2(sender, body).await.map_err(Some)
         };
         tokio::select! {
             biased;
@@ -178,6 +182,56 @@ impl Target {
             () = driver => {
                 if went_out.load(Ordering::Relaxed) { Err(ErrorKind::Reset) } else { Ok(Sent::Closed) }
             }
+        }
+    }
+}
+
+impl Target {
+    /// The next body in turn, and its HTTP/1.1 request.
+    fn next_request(&self) -> (&Bytes, &[u8]) {
+        let turn = if self.requests.len() == 1 { 0 } else { self.turn.fetch_add(1, Ordering::Relaxed) };
+        let (body, request) = &self.requests[turn % self.requests.len()];
+        (body, request)
+    }
+
+    /// One request on a ready HTTP/2 sender, read to its end.
+    async fn send_h2(
+        &self,
+        sender: &mut http2::SendRequest<Full<Bytes>>,
+        body: &Bytes,
+    ) -> Result<Sent, ErrorKind> {
+        let mut request = Request::new(Full::new(body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        let response = sender.send_request(request).await.map_err(|e| classify(&e))?;
+        let first_byte = Instant::now();
+        let status = response.status().as_u16();
+        response.into_body().collect().await.map_err(|e| classify(&e))?;
+        Ok(Sent::Answered { status, keep: true, first_byte })
+    }
+
+    /// Sends on a shared HTTP/2 connection whose driver runs in a task of its own (several
+    /// streams at once: `--streams`). Ok(None): the connection is gone, nothing went out.
+    pub async fn send_stream(
+        &self,
+        sender: &mut http2::SendRequest<Full<Bytes>>,
+    ) -> Result<Option<Sent>, ErrorKind> {
+        if sender.ready().await.is_err() {
+            return Ok(None);
+        }
+        let (body, _) = self.next_request();
+        self.send_h2(sender, body).await.map(Some)
+    }
+
+    /// A new HTTP/2 connection whose driver runs as a task, for several streams at once.
+    pub async fn connect_shared(&self) -> Result<http2::SendRequest<Full<Bytes>>, ErrorKind> {
+        match self.connect().await? {
+            Connection::Http2 { sender, driver } => {
+                tokio::spawn(driver);
+                Ok(sender)
+            }
+            Connection::Http1 { .. } => Err(ErrorKind::Protocol),
         }
     }
 }
