@@ -203,7 +203,7 @@ load() { # target args...
     local t=$1; shift
     local headers=(-H 'Content-Type: application/json')
     [ -z "${key[$t]:-}" ] || headers+=(-H "Authorization: Bearer ${key[$t]}")
-    "$bench" --json -c "$connections" -z "${seconds}s" "${headers[@]}" -D examples/model-1/sample-request.json "$@" "${url[$t]}"
+    "$bench" --json -c "$connections" -z "${duration:-${seconds}s}" "${headers[@]}" -D examples/model-1/sample-request.json "$@" "${url[$t]}"
 }
 
 for t in "${targets[@]}"; do load "$t" -n 200 >/dev/null 2>&1 || true; done # warm-up
@@ -243,7 +243,7 @@ done
 echo "==> ladder: open loop from 5 % to 50 % of direct's $direct_max/s, 3s a step" >&2
 ladder_rates=$(awk -v m="$direct_max" 'BEGIN {for (i = 1; i <= 10; i++) printf "%s%d", (i > 1 ? "," : ""), m * 0.05 * i}')
 for t in "${targets[@]}"; do
-    load "$t" -z 3s --rates "$ladder_rates" >"$out/ladder-$t.json"
+    duration=3s load "$t" --rates "$ladder_rates" >"$out/ladder-$t.json"
     echo "    $t: knee at $(jq -r '(.steps[0].latency_us.p99) as $f | [.steps[] | select(.latency_us.p99 > 2 * $f)][0].offered_rps // "none"' "$out/ladder-$t.json")/s" >&2
 done
 
