@@ -64,10 +64,13 @@ fn bad_files_names_and_words_are_refused_and_change_nothing() {
     );
     refused(
         d.cli(&format!("online-deployment create -n blue -e no-such-ep {BLUE}")),
-        1,
+        3,
         "endpoint no-such-ep not found",
     );
-    refused(d.cli("online-endpoint show -n no-such-ep"), 1, "endpoint no-such-ep not found");
+    refused(d.cli("online-endpoint show -n no-such-ep"), 3, "endpoint no-such-ep not found");
+    refused(d.cli("online-endpoint get-credentials -n no-such-ep"), 3, "endpoint no-such-ep not found");
+    refused(d.cli("online-endpoint delete -n no-such-ep --yes"), 3, "endpoint no-such-ep not found");
+    refused(d.cli("online-deployment show -n blue -e no-such-ep"), 3, "not found");
     refused(d.cli(&format!("online-endpoint create -n good-ep {ENDPOINT}")), 1, "already exists");
     refused(first_line(d.cli("online-endpoint show --nme x")), 2, "--nme");
     refused(d.cli("online-endpoint show -n good-ep --query [?"), 2, "--query");
@@ -84,7 +87,8 @@ fn bad_files_names_and_words_are_refused_and_change_nothing() {
     refused(d.cli("online-endpoint update -n good-ep --traffic blue=100"), 1, "deployment blue not found");
     refused(d.cli("online-endpoint update -n good-ep --traffic blue:100"), 2, "expected DEPLOYMENT=PERCENT");
 
-    refused(d.cli("online-deployment get-logs -n blue -e good-ep"), 1, "deployment blue not found");
+    refused(d.cli("online-deployment get-logs -n blue -e good-ep"), 3, "deployment blue not found");
+    refused(d.cli("online-deployment delete -n blue -e good-ep --yes"), 3, "deployment blue not found");
     let conda = write(
         &d,
         "conda.yml",

@@ -84,7 +84,7 @@ fn get_logs_prints_each_instance_or_the_one_named() {
     assert_eq!(one.lines().count(), 1, "{one}");
     assert!(!one.contains("==>"));
     let missing = d.cli("online-deployment get-logs -n blue -e logs-ep --instance blue-9");
-    assert_eq!(missing.code, 1);
+    assert_eq!(missing.code, 3, "the named instance does not exist");
     assert!(missing.stderr.contains("instance blue-9 not found"), "{}", missing.stderr);
 }
 
@@ -127,7 +127,7 @@ fn memory_beyond_the_host_is_refused_before_any_container_starts() {
     assert!(run.stderr.contains("not enough memory"), "{}", run.stderr);
     assert!(run.stderr.contains("one surge instance"), "{}", run.stderr);
     assert!(home_containers(&d.home_id()).is_empty());
-    assert_eq!(d.cli("online-deployment show -n blue -e big-ep").code, 1, "nothing was stored");
+    assert_eq!(d.cli("online-deployment show -n blue -e big-ep").code, 3, "nothing was stored");
 }
 
 #[test]

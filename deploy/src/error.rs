@@ -1,5 +1,6 @@
 //! deploy's errors: each knows its exit code (2: the command line or a file could not be
-//! parsed; 1: everything else) and its admin API status.
+//! parsed; 3: the named resource does not exist, as az exits for it; 1: everything else) and
+//! its admin API status.
 
 use std::path::PathBuf;
 
@@ -11,6 +12,8 @@ pub enum Error {
     /// A rule refused it (bad name, out of range, not supported yet, unsupported pair).
     #[error("{0}")]
     Invalid(String),
+    /// The resource the command names does not exist (exit 3, so "show, else create" scripts
+    /// written for az work unchanged).
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -28,6 +31,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Parse(_) => 2,
+            Error::NotFound(_) => 3,
             _ => 1,
         }
     }

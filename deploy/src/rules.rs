@@ -109,7 +109,9 @@ pub fn update_endpoint(desired: &Desired, spec: &EndpointSpec) -> Result<(), Err
     let exists = |d: &String| desired.deployments.contains_key(&DeploymentId::new(&spec.name, d));
     let mut named = spec.traffic.iter().chain(spec.mirror_traffic.iter()).filter(|(_, p)| **p > 0);
     if let Some((missing, _)) = named.find(|(d, _)| !exists(d)) {
-        return Err(Error::NotFound(format!("deployment {missing} not found on endpoint {}", spec.name)));
+        // The endpoint exists; its traffic names what does not: a refused rule, not a missing
+        // resource (exit 1, not 3).
+        return Err(Error::Invalid(format!("deployment {missing} not found on endpoint {}", spec.name)));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use hyper::Method;
 
-use super::{Context, SetArgs, confirm, document, with_retries};
+use super::{Context, SetArgs, confirm, document, with_retries, without_read_only};
 use std::io::Write;
 
 use serde_json::Value;
@@ -14,6 +14,7 @@ use crate::admin::{CreateDeployment, UpdateDeployment};
 use crate::error::Error;
 use crate::spec::Document;
 use crate::spec::deployment::{self, Names};
+use crate::spec::read_only::Resource;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EndpointArg {
@@ -82,10 +83,13 @@ pub enum DeploymentCommand {
         name: String,
         #[command(flatten)]
         endpoint: EndpointArg,
-        #[arg(long, default_value_t = 5000)]
+        #[arg(short = 'l', long, default_value_t = 5000)]
         lines: usize,
         #[arg(long)]
         instance: Option<String>,
+        /// Whose log: the scoring container's (az's inference-server, the only one so far)
+        #[arg(long = "container-type", value_name = "TYPE", value_parser = ["inference-server", "storage-initializer"])]
+        container_type: Option<String>,
     },
 }
 
@@ -99,7 +103,7 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
     let admin = ctx.admin();
     match command {
         DeploymentCommand::Create { name, endpoint, file, set, all_traffic, no_wait } => {
-            let doc = document(file.as_deref(), &set)?;
+            let doc = without_read_only(document(file.as_deref(), &set)?, Resource::Deployment)?;
             let names = Names { name: name.as_deref(), endpoint_name: endpoint.endpoint_name.as_deref() };
             let spec = deployment::validate(&doc, names)?;
             let path = format!("/v1/endpoints/{}/deployments", spec.endpoint_name);
@@ -132,6 +136,7 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
                         (Document::from_value(spec_fields(current), &set.set)?, revision)
                     }
                 };
+                let doc = without_read_only(doc, Resource::Deployment)?;
                 let names = Names { name: name.as_deref(), endpoint_name: endpoint.endpoint_name.as_deref() };
                 let spec = deployment::validate(&doc, names)?;
                 if !no_wait && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -149,7 +154,12 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
             let query = if no_wait { "?no_wait=true" } else { "" };
             admin.delete(&format!("/v1/endpoints/{endpoint}/deployments/{name}{query}")).await.map(drop)
         }
-        DeploymentCommand::GetLogs { name, endpoint, lines, instance } => {
+        DeploymentCommand::GetLogs { name, endpoint, lines, instance, container_type } => {
+            if container_type.as_deref() == Some("storage-initializer") {
+                return Err(Error::Invalid(
+                    "--container-type storage-initializer is not supported yet: moat keeps no image-pull or mount log apart; use inference-server".into(),
+                ));
+            }
             let mut path =
                 format!("/v1/endpoints/{}/deployments/{name}/logs?lines={lines}", endpoint_of(&endpoint)?);
             if let Some(instance) = instance {

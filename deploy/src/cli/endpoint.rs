@@ -6,10 +6,11 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::Value;
 
-use super::{Context, SetArgs, confirm, document, with_retries};
+use super::{Context, SetArgs, confirm, document, with_retries, without_read_only};
 use crate::admin::KeyType;
 use crate::admin::RegenerateKeys;
 use crate::error::Error;
+use crate::spec::read_only::Resource;
 use crate::spec::{Document, endpoint};
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +23,9 @@ pub enum EndpointCommand {
         file: Option<PathBuf>,
         #[command(flatten)]
         set: SetArgs,
+        /// How clients authenticate (the file's auth_mode, replaced)
+        #[arg(long = "auth-mode", value_name = "MODE", value_parser = ["key", "aml_token", "aad_token"])]
+        auth_mode: Option<String>,
         #[arg(long = "no-wait")]
         no_wait: bool,
     },
@@ -75,12 +79,15 @@ pub enum EndpointCommand {
         key_type: KeyTypeArg,
         #[arg(long = "key-value")]
         key_value: Option<String>,
+        /// Accepted as az's: the new key takes effect before the command returns anyway
+        #[arg(long = "no-wait")]
+        no_wait: bool,
     },
     /// Score as any client would: POST the request file to scoring_uri
     Invoke {
         #[arg(short = 'n', long)]
         name: String,
-        #[arg(long = "request-file", value_name = "FILE")]
+        #[arg(short = 'r', long = "request-file", value_name = "FILE")]
         request_file: PathBuf,
         #[arg(long = "deployment-name", short = 'd')]
         deployment_name: Option<String>,
@@ -96,8 +103,10 @@ pub enum KeyTypeArg {
 pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
     let admin = ctx.admin();
     match command {
-        EndpointCommand::Create { name, file, set, no_wait: _ } => {
-            let spec = endpoint::validate(&document(file.as_deref(), &set)?, name.as_deref())?;
+        EndpointCommand::Create { name, file, mut set, auth_mode, no_wait: _ } => {
+            set.set.extend(auth_mode.map(|mode| format!("auth_mode={mode}")));
+            let doc = without_read_only(document(file.as_deref(), &set)?, Resource::Endpoint)?;
+            let spec = endpoint::validate(&doc, name.as_deref())?;
             ctx.print(admin.send(Method::POST, "/v1/endpoints", &spec).await?)
         }
         EndpointCommand::Show { name } => ctx.print(admin.get(&format!("/v1/endpoints/{name}")).await?),
@@ -138,6 +147,7 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
                         change_principal(&mut doc.value, flag, word, add)?;
                     }
                 }
+                let doc = without_read_only(doc, Resource::Endpoint)?;
                 let spec = endpoint::validate(&doc, name.as_deref())?;
                 admin
                     .expecting(revision)
@@ -154,7 +164,7 @@ pub async fn run(ctx: &Context, command: EndpointCommand) -> Result<(), Error> {
         EndpointCommand::GetCredentials { name } => {
             ctx.print(admin.get(&format!("/v1/endpoints/{name}/credentials")).await?)
         }
-        EndpointCommand::RegenerateKeys { name, key_type, key_value } => {
+        EndpointCommand::RegenerateKeys { name, key_type, key_value, no_wait: _ } => {
             let key_type = match key_type {
                 KeyTypeArg::Primary => KeyType::Primary,
                 KeyTypeArg::Secondary => KeyType::Secondary,

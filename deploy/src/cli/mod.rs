@@ -39,6 +39,18 @@ pub struct Cli {
     /// JMESPath query applied to the output
     #[arg(long, global = true, value_name = "JMESPATH")]
     pub query: Option<String>,
+    /// Azure's resource group: accepted for az scripts, and ignored (a home is the whole scope)
+    #[arg(short = 'g', long = "resource-group", global = true, value_name = "NAME")]
+    pub resource_group: Option<String>,
+    /// The workspace: accepted for az scripts; it must be the home's
+    #[arg(short = 'w', long = "workspace-name", global = true, value_name = "NAME")]
+    pub workspace_name: Option<String>,
+    /// az's local endpoints: every moat endpoint is local to its node; accepted and ignored
+    #[arg(long, global = true)]
+    pub local: bool,
+    /// az's scoring script check at create: moat runs images as they are; accepted and ignored
+    #[arg(long = "skip-script-validation", global = true)]
+    pub skip_script_validation: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -122,8 +134,9 @@ impl Context {
 
     /// Prints data on stdout in the chosen format.
     pub fn print(&self, value: Value) -> Result<(), Error> {
-        let text = output::render(value, self.format, self.query.as_deref())?;
+        use std::io::IsTerminal;
         let mut stdout = std::io::stdout().lock();
+        let text = output::render(value, self.format, self.query.as_deref(), stdout.is_terminal())?;
         stdout
             .write_all(text.as_bytes())
             .and_then(|_| stdout.flush())
@@ -141,6 +154,23 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     }
     let home = Home::resolve(cli.home)?;
     let ctx = Context { home, format: cli.output, query: cli.query };
+    if cli.resource_group.is_some() {
+        eprintln!(
+            "note: --resource-group is ignored: a moat home holds one workspace and no resource groups"
+        );
+    }
+    if cli.local {
+        eprintln!("note: --local is ignored: every moat endpoint runs on its own nodes");
+    }
+    if cli.skip_script_validation {
+        eprintln!("note: --skip-script-validation is ignored: moat does not validate scoring scripts");
+    }
+    let daemon_command = !matches!(cli.command, Command::Serve(_) | Command::Validate { .. });
+    match &cli.workspace_name {
+        Some(name) if daemon_command => block_on(same_workspace(&ctx, name))?,
+        Some(_) => eprintln!("note: --workspace-name is ignored by this command"),
+        None => {}
+    }
     match cli.command {
         Command::Serve(a) => crate::daemon::serve(
             &ctx.home,
@@ -163,6 +193,19 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
+/// `-w NAME` names the home's workspace, or the command goes no further (exit 3, as az's for a
+/// workspace it cannot find).
+async fn same_workspace(ctx: &Context, name: &str) -> Result<(), Error> {
+    let workspace = ctx.admin().get("/v1/workspace").await?;
+    let home_has = workspace["name"].as_str().unwrap_or_default();
+    if home_has == name {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!(
+        "--workspace-name {name}: this home's workspace is {home_has} (see moat workspace show)"
+    )))
+}
+
 fn block_on(future: impl std::future::Future<Output = Result<(), Error>>) -> Result<(), Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,10 +217,15 @@ fn block_on(future: impl std::future::Future<Output = Result<(), Error>>) -> Res
 /// `moat validate -f FILE`: parses and validates as create would, prints the result.
 fn validate(ctx: &Context, file: &std::path::Path) -> Result<(), Error> {
     let doc = Document::load(file, &[])?;
+    use spec::read_only::Resource;
     let value = match Kind::of(&doc) {
         Kind::Workspace => serde_json::to_value(spec::workspace::validate(&doc)?),
-        Kind::Endpoint => serde_json::to_value(spec::endpoint::validate(&doc, None)?),
+        Kind::Endpoint => {
+            let doc = without_read_only(doc, Resource::Endpoint)?;
+            serde_json::to_value(spec::endpoint::validate(&doc, None)?)
+        }
         Kind::Deployment => {
+            let doc = without_read_only(doc, Resource::Deployment)?;
             serde_json::to_value(spec::deployment::validate(&doc, spec::deployment::Names::default())?)
         }
     }
@@ -224,6 +272,15 @@ where
         }
     }
     unreachable!("the loop returns")
+}
+
+/// A file without the fields `show` prints (read-only: never applied), with a note on stderr
+/// for each kind that was there.
+pub fn without_read_only(mut doc: Document, resource: spec::read_only::Resource) -> Result<Document, Error> {
+    for note in spec::read_only::take(&mut doc, resource)? {
+        eprintln!("{note}");
+    }
+    Ok(doc)
 }
 
 /// The spec document of a create or update: the file with `--set` applied, or the words alone.

@@ -6,10 +6,12 @@
 //! - [`names`]: the endpoint and deployment name rule.
 //! - [`sku`]: the VM sizes `instance_type` may name.
 //! - [`workspace`], [`endpoint`], [`deployment`]: one resource each.
+//! - [`read_only`]: the fields `show` prints, which a file may carry and never sets.
 
 pub mod deployment;
 pub mod endpoint;
 pub mod names;
+pub mod read_only;
 pub mod sku;
 pub mod workspace;
 pub mod yaml;

@@ -53,6 +53,20 @@ impl Node {
     }
 }
 
+/// `--set private_network_connection true` (a word, then a bare value, as az's own flags take
+/// them) is refused with the word it was meant to be.
+fn bare_value_hint(sets: &[String]) -> Result<(), Error> {
+    for pair in sets.windows(2) {
+        let (word, next) = (&pair[0], &pair[1]);
+        if !word.contains('=') && !next.contains('=') {
+            return Err(Error::Parse(format!(
+                "--set {word} {next}: expected KEY=VALUE; did you mean `{word}={next}`?"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Document {
     /// Reads and parses `file`; `sets` are `--set` words (`a.b=value`), applied in order.
     pub fn load(file: &Path, sets: &[String]) -> Result<Document, Error> {
@@ -70,6 +84,7 @@ impl Document {
     pub fn from_value(value: Value, sets: &[String]) -> Result<Document, Error> {
         let mut doc = Document::from_sets(&[])?;
         doc.value = value;
+        bare_value_hint(sets)?;
         for word in sets {
             doc.apply_set(word)?;
         }
@@ -101,6 +116,7 @@ impl Document {
             }
         };
         let mut doc = Document { file: file.to_path_buf(), value, positions, sets: Vec::new() };
+        bare_value_hint(sets)?;
         for word in sets {
             doc.apply_set(word)?;
         }
@@ -430,6 +446,8 @@ mod tests {
     #[test]
     fn malformed_set_words_are_refused() {
         assert!(message(doc("name: x\n", &["instance_count"]).unwrap_err()).contains("expected KEY=VALUE"));
+        let hint = message(doc("name: x\n", &["private_network_connection", "true"]).unwrap_err());
+        assert!(hint.contains("did you mean `private_network_connection=true`?"), "{hint}");
         assert!(message(doc("name: x\n", &["name.first=a"]).unwrap_err()).contains("name is not a mapping"));
         assert!(message(doc("name: x\n", &[".a=1"]).unwrap_err()).contains("not a dotted field path"));
     }
