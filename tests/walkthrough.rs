@@ -259,14 +259,14 @@ fn every_mutating_command_survives_a_sigkill_right_after_it() {
     assert_eq!(containers().len(), 2);
     d.cli("online-deployment delete -n green -e crash-ep --yes").ok();
     d.restart();
-    assert_eq!(d.cli("online-deployment show -n green -e crash-ep").code, 1);
+    assert_eq!(d.cli("online-deployment show -n green -e crash-ep").code, 3, "gone: az's not-found code");
     assert_eq!(containers().len(), 1);
     assert_predictions(&invoke_after_restart(&d, "crash-ep"), &SEED);
 
     d.cli("online-endpoint delete -n crash-ep --yes").ok();
     assert!(containers().is_empty(), "delete waited for the containers to go");
     d.restart();
-    assert_eq!(d.cli("online-endpoint show -n crash-ep").code, 1);
+    assert_eq!(d.cli("online-endpoint show -n crash-ep").code, 3);
     assert!(containers().is_empty());
 }
 

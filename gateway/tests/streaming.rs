@@ -642,3 +642,16 @@ async fn over_http2_events_stream_and_a_connection_holds_at_most_its_streams() {
     assert_eq!(status, 200);
     assert_eq!(h.seen.small.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn an_answer_of_known_length_keeps_its_length_and_a_stream_goes_chunked() {
+    let h = gateway(Config::default()).await;
+    let mut sender = client(h.addr).await;
+    let small = score(&mut sender, "small").await;
+    assert_eq!(small.headers().get("content-length").map(|v| v.as_bytes()), Some(&b"5"[..]));
+    assert!(small.headers().get("transfer-encoding").is_none());
+    let (got, _) = pieces(&mut small.into_body()).await;
+    assert_eq!(text(&got), "[1.0]");
+    let events = score(&mut sender, "events").await;
+    assert_eq!(events.headers().get("transfer-encoding").map(|v| v.as_bytes()), Some(&b"chunked"[..]));
+}

@@ -147,6 +147,21 @@ impl Body for Answer {
             Answer::Events(rx) => rx.poll_recv(cx).map(|piece| piece.map(|b| Ok(Frame::data(b)))),
         }
     }
+
+    // A whole answer keeps its length (Content-Length on the wire); events go chunked.
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Whole(full) => full.is_end_stream(),
+            Answer::Events(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Answer::Whole(full) => full.size_hint(),
+            Answer::Events(_) => hyper::body::SizeHint::default(),
+        }
+    }
 }
 
 async fn stream(req: Request<Incoming>) -> Response<Answer> {
