@@ -111,7 +111,10 @@ async fn gateway(up: SocketAddr) -> SocketAddr {
         moat_networks: Vec::new(),
         endpoints: HashMap::from([common::endpoint(&Admissions::default(), "ep", up, credentials, true)]),
     });
-    let gw = Gateway::new(Config::default(), routes, moat_gateway::access_log::discard());
+    // One worker: idle connections are kept per worker thread (a socket belongs to its
+    // thread's event loop), and these tests count what one idle list does.
+    let config = Config { workers: 1, ..Config::default() };
+    let gw = Gateway::new(config, routes, moat_gateway::access_log::discard());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(moat_gateway::serve(listener, gw, std::future::pending(), Duration::from_secs(1)));
