@@ -68,6 +68,7 @@ cleanup() {
         [ -z "$ids" ] || docker rm -f $ids >/dev/null
         nets=$(docker network ls -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
         [ -z "$nets" ] || docker network rm $nets >/dev/null
+        nft delete table inet "moat_$(cat "$MOAT_HOME/id")" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
