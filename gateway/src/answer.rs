@@ -143,12 +143,16 @@ impl Relay {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let deadline = Instant::now() + self.gap;
-                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                // A new wait starts the clock; a wait already counting keeps its deadline.
                 if !self.armed {
-                    timer.as_mut().reset(deadline);
+                    let deadline = Instant::now() + self.gap;
+                    match &mut self.timer {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                     self.armed = true;
                 }
+                let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => self.cut(Cut::StreamTimeout),
                     Poll::Pending => Poll::Pending,
