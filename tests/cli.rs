@@ -122,9 +122,12 @@ fn commands_without_a_daemon_say_so_and_validate_works_offline() {
     let socket = home.join("admin.sock").display().to_string();
     refused(run("online-endpoint list"), 1, &format!("moat serve is not running (admin socket {socket})"));
 
-    for file in
-        ["examples/model-1/endpoint.yml", "examples/model-1/blue-deployment.yml", "examples/workspace.yml"]
-    {
+    for file in [
+        "examples/model-1/endpoint.yml",
+        "examples/model-1/blue-deployment.yml",
+        "examples/model-1/green-build-deployment.yml",
+        "examples/workspace.yml",
+    ] {
         let ok = run(&format!("validate -f {file}"));
         assert_eq!(ok.code, 0, "{file}: {ok:?}");
         assert!(

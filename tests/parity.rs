@@ -2,7 +2,12 @@
 //! applied again (its read-only fields ignored, with a note); az's global and per-command
 //! flags; az's exit code 3 for a resource that does not exist; `-o none`; the `--set` hint.
 
-use moat_test_support::{Daemon, Run, require_test_image, scorer_deployment};
+use std::time::Duration;
+
+use moat_test_support::{
+    Daemon, Run, TEST_IMAGE, TempDir, home_containers, home_images, repo_root, require_scorer_image,
+    require_test_image, scorer_deployment, wait_until,
+};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 
@@ -112,9 +117,12 @@ fn azs_flags_and_exit_codes() {
     let logs =
         ok(d.cli("online-deployment get-logs -n blue -e flag-ep -l 1 --container-type inference-server"));
     assert_eq!(logs.stdout.lines().count(), 1, "{}", logs.stdout);
-    let run = d.cli("online-deployment get-logs -n blue -e flag-ep --container-type storage-initializer");
-    assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("not supported yet"), "{}", run.stderr);
+    let init =
+        ok(d.cli("online-deployment get-logs -n blue -e flag-ep --container-type storage-initializer"));
+    assert!(init.stdout.contains("image moat-test-scorer:latest is present"), "{}", init.stdout);
+    let run = d.cli("online-deployment get-logs -n blue -e flag-ep --container-type storage-initializer --instance blue-0");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("the storage-initializer log is the deployment's"), "{}", run.stderr);
 
     // az's exit code 3: the named resource does not exist.
     for line in [
@@ -134,4 +142,119 @@ fn azs_flags_and_exit_codes() {
     let run = d.cli(&format!("online-deployment create -f {blue} --set private_network_connection true"));
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("did you mean `private_network_connection=true`?"), "{}", run.stderr);
+}
+
+/// A deployment whose image moat builds from `context` (no VERSION variable: the Dockerfile
+/// sets it).
+fn built_deployment(endpoint: &str, name: &str, context: &std::path::Path) -> String {
+    scorer_deployment(endpoint, name, 1)
+        .replace(&format!("  image: {TEST_IMAGE}\n"), &format!("  build:\n    path: {}\n", context.display()))
+        .replace(&format!("environment_variables:\n  VERSION: {name}\n"), "")
+}
+
+fn invoke(d: &Daemon, deployment: &str, request: &str) -> String {
+    ok(d.cli(&format!("online-endpoint invoke -n build-ep -d {deployment} -r {request}"))).stdout
+}
+
+/// A context folder outside the home (no container may see the home, nor a build).
+fn context(contexts: &TempDir, name: &str, dockerfile: &str) -> std::path::PathBuf {
+    let dir = contexts.path().join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    std::fs::write(dir.join("note.txt"), "from the context\n").expect("write note");
+    dir
+}
+
+#[test]
+fn images_are_built_from_a_local_context_reused_rebuilt_and_a_failed_build_is_named() {
+    require_test_image();
+    require_scorer_image();
+    let mut d = Daemon::start(MOAT);
+    let contexts = TempDir::new("moat-contexts");
+    ok(d.cli("online-endpoint create -n build-ep -f examples/model-1/endpoint.yml"));
+    let dockerfile =
+        |v: &str| format!("FROM {TEST_IMAGE}\nCOPY note.txt /note.txt\nENV VERSION=context-{v}\n");
+    let dir = context(&contexts, "context", &dockerfile("v1"));
+    let file = write(&d, "built.yml", &built_deployment("build-ep", "built", &dir));
+    let request = write(&d, "request.json", "{}");
+
+    // Built at create, with the build's steps streamed as a pull's are.
+    let run = ok(d.cli(&format!("online-deployment create -f {file} --all-traffic")));
+    assert!(run.stderr.contains(&format!("build: Step 1/6 : FROM {TEST_IMAGE}")), "{}", run.stderr);
+    assert!(run.stderr.contains("building image moat-"), "{}", run.stderr);
+    assert!(invoke(&d, "built", &request).contains("\"context-v1\""));
+    let [first] = home_images(&d.home_id()).try_into().expect("one image built");
+    let init =
+        ok(d.cli("online-deployment get-logs -n built -e build-ep --container-type storage-initializer"));
+    assert!(init.stdout.contains(&format!("Successfully tagged {first}")), "{}", init.stdout);
+
+    // The same context again: reused, nothing built.
+    let run = ok(d.cli(&format!("online-deployment update -f {file}")));
+    assert!(run.stderr.contains("built from this context before; reusing it"), "{}", run.stderr);
+    assert!(!run.stderr.contains("build: Step"), "{}", run.stderr);
+
+    // A changed context: built anew, rolled out, the older image gone.
+    std::fs::write(dir.join("Dockerfile"), dockerfile("v2")).expect("edit");
+    let run = ok(d.cli(&format!("online-deployment update -f {file}")));
+    assert!(run.stderr.contains(": ENV VERSION=context-v2"), "{}", run.stderr);
+    assert!(invoke(&d, "built", &request).contains("\"context-v2\""));
+    let [second] = home_images(&d.home_id()).try_into().expect("only the image in use");
+    assert_ne!(first, second);
+
+    // A restarted daemon reads the context again, finds its image and adopts the container.
+    let running = home_containers(&d.home_id());
+    d.restart();
+    wait_until(Duration::from_secs(20), "the restarted daemon to apply the deployment again", || {
+        let init =
+            d.cli("online-deployment get-logs -n built -e build-ep --container-type storage-initializer");
+        if init.stdout.contains("reusing it") { Ok(()) } else { Err(format!("{init:?}")) }
+    });
+    assert!(invoke(&d, "built", &request).contains("\"context-v2\""));
+    assert_eq!(home_containers(&d.home_id()), running, "the same container serves");
+
+    // A failing Dockerfile: the create fails naming the builder's error, the deployment is
+    // Failed, and its initializer log keeps the story.
+    let broken_dir =
+        context(&contexts, "broken", &format!("FROM {TEST_IMAGE}\nCOPY missing.txt /missing.txt\n"));
+    let broken = write(&d, "broken.yml", &built_deployment("build-ep", "broken", &broken_dir));
+    let run = d.cli(&format!("online-deployment create -f {broken}"));
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("cannot build image moat-"), "{}", run.stderr);
+    assert!(run.stderr.contains("missing.txt"), "{}", run.stderr);
+    assert!(run.stderr.contains("The build's last log lines:\nStep 1/5"), "{}", run.stderr);
+    let state = ok(d.cli("online-deployment show -n broken -e build-ep -o tsv --query provisioning_state"));
+    assert_eq!(state.stdout, "Failed\n");
+    let init =
+        ok(d.cli("online-deployment get-logs -n broken -e build-ep --container-type storage-initializer"));
+    assert!(
+        init.stdout.contains("cannot build image") && init.stdout.contains("missing.txt"),
+        "{}",
+        init.stdout
+    );
+
+    // The seed's environment folder as a deployment file: built at create, no docker build
+    // by hand.
+    let seed = "online-deployment create -e build-ep -f examples/model-1/green-build-deployment.yml";
+    ok(d.cli(seed));
+    let numbers = |text: &str| serde_json::from_str::<Vec<f64>>(text).expect("a list of numbers");
+    let answer = numbers(&invoke(&d, "green", "examples/model-1/sample-request.json"));
+    let expected = std::fs::read_to_string(repo_root().join("examples/model-1/expected-response.json"))
+        .expect("expected response");
+    let expected = numbers(&expected);
+    assert_eq!(answer.len(), expected.len());
+    assert!(answer.iter().zip(&expected).all(|(a, e)| (a - e).abs() < 1e-6 * e.abs()), "{answer:?}");
+
+    // Deleting a deployment deletes what was built for it.
+    ok(d.cli("online-endpoint update -n build-ep --traffic green=100"));
+    ok(d.cli("online-deployment delete -n built -e build-ep --yes"));
+    assert_eq!(home_images(&d.home_id()).len(), 1, "{:?}", home_images(&d.home_id()));
+    // A private deployment builds on its internal network as well (the last here: the
+    // workspace turns private with it).
+    let closed = write(&d, "closed.yml", &built_deployment("build-ep", "closed", &dir));
+    ok(d.cli(&format!("online-deployment create -f {closed} --set private_network_connection=true")));
+    assert!(invoke(&d, "closed", &request).contains("\"context-v2\""));
+    ok(d.cli("online-deployment delete -n closed -e build-ep --yes"));
+    ok(d.cli("online-endpoint update -n build-ep --traffic green=0"));
+    ok(d.cli("online-deployment delete -n green -e build-ep --yes"));
+    assert!(home_images(&d.home_id()).is_empty(), "{:?}", home_images(&d.home_id()));
 }

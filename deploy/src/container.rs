@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use moat_supervisor as supervisor;
 
-use crate::spec::deployment::{DeploymentSpec, Probe, Route};
+use crate::spec::deployment::{DeploymentSpec, ImageSource, Probe, Route};
 use crate::spec::{Access, sku};
 use moat_egress_guard::Attachment;
 
@@ -50,9 +50,18 @@ pub fn supervisor_spec(spec: &DeploymentSpec, egress: Option<&Attachment>) -> su
     // Set last: the user's variables override anything moat injects (proxies included).
     env.extend(spec.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     let routes = &spec.environment.inference_config;
+    // A built image's tag is known once its context is read: the supervisor fills it in.
+    let (image, build) = match &spec.environment.source {
+        ImageSource::Image(image) => (image.clone(), None),
+        ImageSource::Build(b) => (
+            String::new(),
+            Some(supervisor::Build { context: b.path.clone(), dockerfile: b.dockerfile_path.clone() }),
+        ),
+    };
     supervisor::DeploymentSpec {
         id: spec.id(),
-        image: spec.environment.image.clone(),
+        image,
+        build,
         instance_count: spec.instance_count,
         env,
         mounts,

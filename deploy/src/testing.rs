@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::spec::Access;
 use crate::spec::deployment::{
-    DeploymentSpec, Environment, InferenceConfig, Model, Probe, RequestSettings, Route,
+    DeploymentSpec, Environment, ImageSource, InferenceConfig, Model, Probe, RequestSettings, Route,
 };
 use crate::spec::endpoint::{AuthMode, EndpointSpec};
 use crate::spec::workspace::WorkspaceSpec;
@@ -32,7 +32,7 @@ pub fn deployment(endpoint: &str, name: &str) -> DeploymentSpec {
         model_mount_path: None,
         code_configuration: None,
         environment: Environment {
-            image: "scorer:v1".into(),
+            source: ImageSource::Image("scorer:v1".into()),
             inference_config: InferenceConfig {
                 liveness_route: route("/"),
                 readiness_route: route("/"),

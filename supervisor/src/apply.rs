@@ -1,5 +1,5 @@
-//! Apply: brings a deployment's containers to its spec. The image is there (pulled if not),
-//! the network is made, what an earlier daemon left running is adopted, then the rollout
+//! Apply: brings a deployment's containers to its spec. The network is made, the image is
+//! there (pulled if not, or built from its context by [`crate::build`]), what an earlier daemon left running is adopted, then the rollout
 //! ([`crate::rollout`]) adds and drains one instance at a time until every instance is of
 //! the spec and there are as many as it asks. A failed apply removes the deployment's
 //! containers: a Failed deployment takes no traffic (CONTRACT.md).
@@ -15,7 +15,7 @@ use crate::instance::{Instance, InstanceStatus};
 use crate::lifecycle::{Event, InstanceState, Life};
 use crate::rollout::{self, Member, Step};
 use crate::spec::DeploymentSpec;
-use crate::supervisor::{Progress, Supervisor};
+use crate::supervisor::Supervisor;
 use crate::watch::{self, Start};
 use crate::{Error, names};
 
@@ -40,7 +40,7 @@ impl ApplyError {
 }
 
 /// How many log lines a failed create carries back to the user.
-const FAILURE_LOG_LINES: usize = 20;
+pub(crate) const FAILURE_LOG_LINES: usize = 20;
 /// Every container's process limit.
 const PIDS_LIMIT: i64 = 2048;
 
@@ -49,12 +49,16 @@ impl Supervisor {
     /// passes readiness. On failure its containers are removed and the error carries the logs.
     pub async fn apply(&self, spec: DeploymentSpec, adoption: Adoption) -> Result<(), ApplyError> {
         let id = spec.id.clone();
+        self.take_initializer_log(&id);
         let result = self.converge(&id, Arc::new(spec), adoption).await;
         if let Err(e) = &result {
             tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, reason = %e.reason, "deployment failed");
+            // The log of what failed outlives the removal: get-logs shows it.
+            let log = self.take_initializer_log(&id);
             if let Err(clean) = self.remove(&id).await {
                 tracing::warn!(error = %clean, "removing the failed deployment's containers");
             }
+            self.keep_initializer_log(&id, log);
         }
         result
     }
@@ -65,7 +69,7 @@ impl Supervisor {
         spec: Arc<DeploymentSpec>,
         adoption: Adoption,
     ) -> Result<(), ApplyError> {
-        self.prepare(&spec).await?;
+        let spec = self.prepare(spec).await?;
         let hash = spec.container_hash();
         if self.deployments().contains_key(id) {
             self.respec(id, &spec, &hash);
@@ -87,26 +91,46 @@ impl Supervisor {
                 })
                 .collect();
             match rollout::next(&members, spec.instance_count as usize) {
-                None => return Ok(()),
+                None => {
+                    // No instance runs another image now: the deployment's other builds go.
+                    if let Err(e) = self.remove_built(id, Some(&spec.image)).await {
+                        tracing::warn!(endpoint = %id.endpoint, deployment = %id.deployment, error = %e, "removing older built images");
+                    }
+                    return Ok(());
+                }
                 Some(Step::Add) => self.add_instance(id, &spec, &hash).await?,
                 Some(Step::Drain(index)) => self.drain_instance(id, index, spec.drain_grace).await?,
             }
         }
     }
 
-    /// The image (pulled with progress if missing) and the network.
-    async fn prepare(&self, spec: &DeploymentSpec) -> Result<(), ApplyError> {
-        if !self.engine().image_present(&spec.image).await? {
-            let report = |message: String| {
-                let _ = self.inner.progress.send(Progress { id: spec.id.clone(), message });
-            };
-            report(format!("pulling image {}", spec.image));
-            self.engine()
-                .pull(&spec.image, &|line| report(format!("pulling image {}: {line}", spec.image)))
-                .await?;
-        }
+    /// The network, then the image: pulled with progress if missing, or built from its
+    /// context on that network. Returns the spec with the image its containers run.
+    async fn prepare(&self, spec: Arc<DeploymentSpec>) -> Result<Arc<DeploymentSpec>, ApplyError> {
+        let report = |message: String| self.report(&spec.id, message);
         self.network(&spec.id, spec.private).await?;
-        Ok(())
+        let spec = match &spec.build {
+            Some(build) => {
+                let image = self.built_image(&spec, build, &report).await?;
+                Arc::new(DeploymentSpec { image, ..(*spec).clone() })
+            }
+            None => {
+                if !self.engine().image_present(&spec.image).await? {
+                    report(format!("pulling image {}", spec.image));
+                    self.engine()
+                        .pull(&spec.image, &|line| report(format!("pulling image {}: {line}", spec.image)))
+                        .await?;
+                } else {
+                    report(format!("image {} is present", spec.image));
+                }
+                spec.clone()
+            }
+        };
+        for mount in &spec.mounts {
+            let access = if mount.read_only { "read-only" } else { "read-write" };
+            report(format!("mounting {} at {} ({access})", mount.host_path.display(), mount.container_path));
+        }
+        Ok(spec)
     }
 
     /// A new spec for a running deployment. When only probes or routes changed, the

@@ -12,14 +12,15 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, MountType, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StatsOptionsBuilder,
     StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use crate::engine::{
-    ContainerInfo, Created, Engine, Host, Labels, NetworkInfo, NewContainer, PullProgress, Usage,
+    ContainerInfo, Created, Engine, Host, Labels, NetworkInfo, NewContainer, NewImage, PullProgress, Usage,
 };
 use crate::{Error, names};
 
@@ -179,6 +180,62 @@ impl Engine for Docker {
             });
         }
         Ok(())
+    }
+
+    /// The classic builder (the API's default): it needs no session and runs `RUN` steps on
+    /// the network named, which BuildKit through this API does not offer.
+    async fn build(&self, new: NewImage, progress: PullProgress<'_>) -> Result<(), Error> {
+        let args: HashMap<String, String> = new.args.into_iter().collect();
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(&new.dockerfile)
+            .t(&new.tag)
+            .rm(true)
+            .forcerm(true)
+            .labels(&new.labels)
+            .buildargs(&args)
+            .networkmode(&new.network)
+            .build();
+        let failed = |message: String| Error::Build { image: new.tag.clone(), message };
+        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(new.context)));
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| match e {
+                // The builder's own words (a step that failed), as bollard hands them on.
+                BollardError::DockerStreamError { error } => failed(error),
+                other => failed(docker_error("build", other).to_string()),
+            })?;
+            if let Some(detail) = info.error_detail {
+                return Err(failed(detail.message.unwrap_or_else(|| "unknown error".into())));
+            }
+            for line in info.stream.iter().chain(&info.status).flat_map(|text| text.lines()) {
+                if !line.trim().is_empty() {
+                    progress(line.trim_end().to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn images(&self, labels: &[(&str, &str)]) -> Result<Vec<(String, Labels)>, Error> {
+        let options = ListImagesOptionsBuilder::default().filters(&label_filters(labels)).build();
+        let summaries =
+            self.docker.list_images(Some(options)).await.map_err(|e| docker_error("list images", e))?;
+        Ok(summaries
+            .into_iter()
+            .flat_map(|image| {
+                let labels = image.labels;
+                let tags = image.repo_tags.into_iter().filter(|t| t != "<none>:<none>");
+                tags.map(move |tag| (tag, labels.clone()))
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, tag: &str) -> Result<(), Error> {
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        match self.docker.remove_image(tag, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(docker_error(format!("remove image {tag}"), e)),
+        }
     }
 
     async fn network(&self, name: &str, labels: &Labels, internal: bool) -> Result<NetworkInfo, Error> {

@@ -73,6 +73,22 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
+/// What `build` needs; the tag and labels come from [`crate::names`].
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub tag: String,
+    /// The build context as an uncompressed tar archive ([`crate::context`]).
+    pub context: bytes::Bytes,
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+    pub labels: Labels,
+    /// The network the build's steps run on: the deployment's own, fenced as its
+    /// containers are, so that a `RUN` step reaches no more than the deployment may.
+    pub network: String,
+    /// Build arguments (the proxy variables of a private deployment).
+    pub args: Vec<(String, String)>,
+}
+
 /// What a running container uses, as the engine measures it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
@@ -85,7 +101,7 @@ pub struct Usage {
     pub memory_limit_bytes: u64,
 }
 
-/// Reports one line of an image pull's progress.
+/// Reports one line of an image pull's or build's progress.
 pub type PullProgress<'a> = &'a (dyn Fn(String) + Send + Sync);
 
 #[async_trait]
@@ -94,6 +110,13 @@ pub trait Engine: Send + Sync + 'static {
     async fn image_present(&self, image: &str) -> Result<bool, Error>;
     /// Pulls an image, reporting progress lines as they come.
     async fn pull(&self, image: &str, progress: PullProgress<'_>) -> Result<(), Error>;
+    /// Builds an image from a context, reporting each line of the build's output as it comes;
+    /// the error carries the builder's own words.
+    async fn build(&self, new: NewImage, progress: PullProgress<'_>) -> Result<(), Error>;
+    /// Tags and labels of the images carrying all of `labels`.
+    async fn images(&self, labels: &[(&str, &str)]) -> Result<Vec<(String, Labels)>, Error>;
+    /// Removes an image by tag; one already gone is fine.
+    async fn remove_image(&self, tag: &str) -> Result<(), Error>;
     /// Makes the network (internal: no way out) unless it exists, and says what it is.
     async fn network(&self, name: &str, labels: &Labels, internal: bool) -> Result<NetworkInfo, Error>;
     async fn remove_network(&self, name: &str) -> Result<(), Error>;

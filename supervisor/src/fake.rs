@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::engine::{ContainerInfo, Created, Engine, Host, Labels, NetworkInfo, NewContainer, PullProgress};
+use crate::engine::{
+    ContainerInfo, Created, Engine, Host, Labels, NetworkInfo, NewContainer, NewImage, PullProgress,
+};
 use crate::probe::Probe;
 use crate::spec::Route;
 
@@ -56,6 +58,10 @@ struct World {
     containers: BTreeMap<String, Container>,
     networks: BTreeMap<String, (Labels, NetworkInfo)>,
     missing_images: HashSet<String>,
+    /// Images built, by tag, with their labels and the context archive they were built from.
+    built: BTreeMap<String, (Labels, bytes::Bytes)>,
+    /// Set by a test: every build fails with these words.
+    failing_builds: Option<String>,
     next_id: u64,
     calls: Vec<String>,
     scripter: Option<Scripter>,
@@ -88,6 +94,21 @@ impl Fake {
     /// An image that must be pulled before it is present.
     pub fn missing_image(&self, image: &str) {
         self.world().missing_images.insert(image.to_string());
+    }
+
+    /// Every build fails with `message` (after a first step), until told `None`.
+    pub fn fail_builds(&self, message: Option<&str>) {
+        self.world().failing_builds = message.map(String::from);
+    }
+
+    /// Tags of the images built and not removed.
+    pub fn built(&self) -> Vec<String> {
+        self.world().built.keys().cloned().collect()
+    }
+
+    /// The context archive an image was built from.
+    pub fn built_context(&self, tag: &str) -> Option<bytes::Bytes> {
+        self.world().built.get(tag).map(|(_, context)| context.clone())
     }
 
     /// What was asked of the engine, in order (`create <name>`, `stop <name>`, ...).
@@ -175,8 +196,40 @@ impl Engine for Fake {
         Ok(Host { cpus: 2, memory_bytes: 16 << 30 })
     }
 
+    /// An image moat builds (`moat-...`) is there once built; any other unless said missing.
     async fn image_present(&self, image: &str) -> Result<bool, Error> {
-        Ok(!self.world().missing_images.contains(image))
+        let world = self.world();
+        Ok(world.built.contains_key(image)
+            || !(image.starts_with("moat-") || world.missing_images.contains(image)))
+    }
+
+    async fn build(&self, new: NewImage, progress: PullProgress<'_>) -> Result<(), Error> {
+        let args: Vec<String> = new.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let failing = {
+            let mut world = self.world();
+            world.calls.push(format!("build {} on {} args [{}]", new.tag, new.network, args.join(" ")));
+            world.failing_builds.clone()
+        };
+        progress(format!("Step 1/2 : FROM base (context of {} bytes)", new.context.len()));
+        if let Some(message) = failing {
+            return Err(Error::Build { image: new.tag, message });
+        }
+        progress(format!("Successfully tagged {}", new.tag));
+        self.world().built.insert(new.tag, (new.labels, new.context));
+        Ok(())
+    }
+
+    async fn images(&self, labels: &[(&str, &str)]) -> Result<Vec<(String, Labels)>, Error> {
+        let world = self.world();
+        let found = world.built.iter().filter(|(_, (l, _))| matches(l, labels));
+        Ok(found.map(|(tag, (l, _))| (tag.clone(), l.clone())).collect())
+    }
+
+    async fn remove_image(&self, tag: &str) -> Result<(), Error> {
+        let mut world = self.world();
+        world.calls.push(format!("remove-image {tag}"));
+        world.built.remove(tag);
+        Ok(())
     }
 
     async fn pull(&self, image: &str, progress: PullProgress<'_>) -> Result<(), Error> {

@@ -10,6 +10,8 @@
 //! - [`backoff`]: the restart delay (pure).
 //! - [`engine`]: the [`Engine`] trait, all the supervisor asks of a container engine;
 //!   [`docker`] implements it with bollard, `fake` (tests) with a scripted world.
+//! - [`context`]: a build context folder as the tar archive Docker takes, and its digest;
+//!   `build`: an apply's image built from it, reused while the context is unchanged.
 //! - [`names`]: container and network names and labels, all carrying the home id.
 //! - [`mounts`]: which host folders a container may see (pure).
 //! - `instance`: an instance's reported status and its lease; `watch`: the task that probes
@@ -23,6 +25,8 @@
 mod adopt;
 mod apply;
 pub mod backoff;
+mod build;
+pub mod context;
 pub mod docker;
 mod drain;
 pub mod engine;
@@ -48,7 +52,7 @@ pub use lifecycle::{InstanceState, Life};
 pub use moat_id::DeploymentId;
 pub use mounts::MountPolicy;
 pub use probe::Probe;
-pub use spec::{DeploymentSpec, Mount, ProbeSettings, Route};
+pub use spec::{Build, DeploymentSpec, Mount, ProbeSettings, Route};
 pub use supervisor::{Progress, Supervisor};
 pub use watch::RESTARTS;
 
@@ -96,6 +100,8 @@ pub enum Error {
     Docker { action: String, message: String },
     #[error("cannot pull image {image}: {message}")]
     Pull { image: String, message: String },
+    #[error("cannot build image {image}: {message}")]
+    Build { image: String, message: String },
 }
 
 #[cfg(test)]

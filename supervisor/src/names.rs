@@ -20,7 +20,13 @@ pub fn container(home: &str, id: &DeploymentId, index: u32) -> String {
     format!("moat-{home}-{}-{}-{index}", id.endpoint, id.deployment)
 }
 
-/// Labels shared by a deployment's network and containers.
+/// The image built for a deployment from a context whose build digest is `digest`: one
+/// repository per deployment, one tag per context. Docker takes only lowercase repositories.
+pub fn built_image(home: &str, id: &DeploymentId, digest: &str) -> String {
+    format!("moat-{home}-{}-{}:{digest}", id.endpoint, id.deployment).to_lowercase()
+}
+
+/// Labels shared by a deployment's network, containers and built images.
 pub fn deployment_labels(home: &str, id: &DeploymentId) -> Labels {
     Labels::from([
         (HOME.to_string(), home.to_string()),
@@ -48,6 +54,8 @@ mod tests {
         let id = DeploymentId::new("my-ep", "blue");
         assert_eq!(network("0a1b2c3d", &id), "moat-0a1b2c3d-my-ep-blue");
         assert_eq!(container("0a1b2c3d", &id, 2), "moat-0a1b2c3d-my-ep-blue-2");
+        let id = DeploymentId::new("My-Ep", "blue");
+        assert_eq!(built_image("0a1b2c3d", &id, "00ff"), "moat-0a1b2c3d-my-ep-blue:00ff");
         assert_eq!(deployment_of(&deployment_labels("0a1b2c3d", &id)), Some(id));
     }
 }

@@ -10,8 +10,8 @@ use crate::supervisor::Supervisor;
 use crate::{Error, names};
 
 impl Supervisor {
-    /// Drains and removes a deployment's instances, any other container it left, and its
-    /// network.
+    /// Drains and removes a deployment's instances, any other container it left, its
+    /// network and its built images.
     pub async fn remove(&self, id: &DeploymentId) -> Result<(), Error> {
         let (instances, grace) = match self.deployments().get(id) {
             Some(r) => (r.instances.clone(), r.spec.drain_grace),
@@ -29,31 +29,41 @@ impl Supervisor {
         }
         self.engine().remove_network(&names::network(home, id)).await?;
         self.forget_network(id);
+        self.remove_built(id, None).await?;
+        self.take_initializer_log(id);
         Ok(())
     }
 
-    /// Removes this home's containers and networks of every deployment not in `keep`:
+    /// Removes this home's containers, networks and built images of every deployment not in
+    /// `keep`:
     /// what a restarted daemon does with the leftovers of deleted deployments.
     pub async fn remove_others(&self, keep: &HashSet<DeploymentId>) -> Result<(), Error> {
         let home = self.home().to_string();
         let mine = [(names::HOME, home.as_str())];
         let mut stale: HashSet<DeploymentId> = HashSet::new();
-        for container in self.engine().containers(&mine).await? {
-            match names::deployment_of(&container.labels) {
-                Some(id) if keep.contains(&id) => {}
-                Some(id) => {
+        // True for an object of no deployment at all: removed on its own.
+        let mut orphan = |labels: &crate::engine::Labels| match names::deployment_of(labels) {
+            Some(id) => {
+                if !keep.contains(&id) {
                     stale.insert(id);
                 }
-                None => self.engine().remove(&container.id).await?,
+                false
+            }
+            None => true,
+        };
+        for container in self.engine().containers(&mine).await? {
+            if orphan(&container.labels) {
+                self.engine().remove(&container.id).await?;
             }
         }
         for (name, labels) in self.engine().networks(&mine).await? {
-            match names::deployment_of(&labels) {
-                Some(id) if keep.contains(&id) => {}
-                Some(id) => {
-                    stale.insert(id);
-                }
-                None => self.engine().remove_network(&name).await?,
+            if orphan(&labels) {
+                self.engine().remove_network(&name).await?;
+            }
+        }
+        for (tag, labels) in self.engine().images(&mine).await? {
+            if orphan(&labels) {
+                self.engine().remove_image(&tag).await?;
             }
         }
         let watched: Vec<DeploymentId> = self.deployments().keys().cloned().collect();

@@ -10,7 +10,11 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeploymentSpec {
     pub id: DeploymentId,
+    /// The image its containers run. For a deployment built from a context ([`Build`]) it is
+    /// empty as `deploy` hands it over; the apply builds the image and fills in its tag.
     pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
     pub instance_count: u32,
     /// In order; a later entry for the same name wins.
     pub env: Vec<(String, String)>,
@@ -30,6 +34,15 @@ pub struct DeploymentSpec {
     pub private: bool,
     /// DNS servers for its containers (empty: Docker's default).
     pub dns: Vec<IpAddr>,
+}
+
+/// An image to build from a folder on this machine (Azure ML's `environment.build`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Build {
+    /// The build context: an existing absolute folder, checked like a mount source.
+    pub context: PathBuf,
+    /// The Dockerfile, relative to the context and inside it.
+    pub dockerfile: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

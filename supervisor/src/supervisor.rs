@@ -3,7 +3,7 @@
 //! live in their own modules: [`crate::apply`], [`crate::adopt`], [`crate::drain`],
 //! [`crate::remove`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use moat_id::DeploymentId;
@@ -16,7 +16,8 @@ use crate::probe::{HttpProbe, Probe};
 use crate::spec::DeploymentSpec;
 use crate::{Config, Error, names};
 
-/// A line of progress about one deployment (an image pull, for now), for whoever waits on it.
+/// A line of progress about one deployment (an image pull or build, its mounts), for whoever
+/// waits on it.
 #[derive(Debug, Clone)]
 pub struct Progress {
     pub id: DeploymentId,
@@ -36,7 +37,12 @@ pub(crate) struct Inner {
     /// The networks this supervisor has made or found, by deployment.
     networks: Mutex<HashMap<DeploymentId, NetworkInfo>>,
     pub progress: broadcast::Sender<Progress>,
+    /// Each deployment's progress lines of its last apply: az's storage-initializer log.
+    initializer: Mutex<HashMap<DeploymentId, VecDeque<String>>>,
 }
+
+/// How many lines of an apply's progress a deployment's initializer log keeps.
+const INITIALIZER_LINES: usize = 2000;
 
 /// A deployment this daemon supervises.
 pub(crate) struct Running {
@@ -73,6 +79,7 @@ impl Supervisor {
             deployments: Mutex::new(HashMap::new()),
             networks: Mutex::new(HashMap::new()),
             progress: broadcast::channel(256).0,
+            initializer: Mutex::new(HashMap::new()),
         };
         Ok(Supervisor { inner: Arc::new(inner) })
     }
@@ -93,6 +100,43 @@ impl Supervisor {
 
     pub fn progress(&self) -> broadcast::Receiver<Progress> {
         self.inner.progress.subscribe()
+    }
+
+    /// A progress line of a deployment's apply: to whoever waits on it, and kept in its
+    /// initializer log.
+    pub(crate) fn report(&self, id: &DeploymentId, message: String) {
+        {
+            let mut logs = self.initializer_logs();
+            let log = logs.entry(id.clone()).or_default();
+            if log.len() == INITIALIZER_LINES {
+                log.pop_front();
+            }
+            log.push_back(message.clone());
+        }
+        let _ = self.inner.progress.send(Progress { id: id.clone(), message });
+    }
+
+    /// The last `lines` lines of the deployment's last apply: its image pulled or built, its
+    /// mounts. `None` when this supervisor has not applied it since it started.
+    pub fn initializer_log(&self, id: &DeploymentId, lines: usize) -> Option<String> {
+        let logs = self.initializer_logs();
+        let log = logs.get(id)?;
+        let skip = log.len().saturating_sub(lines);
+        Some(log.iter().skip(skip).map(|l| format!("{l}\n")).collect())
+    }
+
+    /// Takes the deployment's initializer log out (a new apply starts one; a removal drops
+    /// it), to put back with [`Supervisor::keep_initializer_log`] when it should stay.
+    pub(crate) fn take_initializer_log(&self, id: &DeploymentId) -> VecDeque<String> {
+        self.initializer_logs().remove(id).unwrap_or_default()
+    }
+
+    pub(crate) fn keep_initializer_log(&self, id: &DeploymentId, log: VecDeque<String>) {
+        self.initializer_logs().insert(id.clone(), log);
+    }
+
+    fn initializer_logs(&self) -> MutexGuard<'_, HashMap<DeploymentId, VecDeque<String>>> {
+        self.inner.initializer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn deployments(&self) -> MutexGuard<'_, HashMap<DeploymentId, Running>> {

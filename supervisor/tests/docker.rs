@@ -34,6 +34,7 @@ fn scorer(endpoint: &str, deployment: &str, count: u32, with_model: bool) -> Dep
     DeploymentSpec {
         id: DeploymentId::new(endpoint, deployment),
         image: SCORER_IMAGE.into(),
+        build: None,
         instance_count: count,
         env: vec![("AZUREML_MODEL_DIR".into(), model_dir.into())],
         mounts,

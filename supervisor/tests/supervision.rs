@@ -25,6 +25,7 @@ fn spec(deployment: &str, env: &[(&str, &str)]) -> DeploymentSpec {
     DeploymentSpec {
         id: DeploymentId::new("ep", deployment),
         image: TEST_IMAGE.into(),
+        build: None,
         instance_count: 1,
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         mounts: Vec::new(),

@@ -287,6 +287,8 @@ where
 struct LogsQuery {
     lines: Option<usize>,
     instance: Option<String>,
+    /// `storage-initializer`: moat's own log of the image pull or build and the mounts.
+    container_type: Option<String>,
 }
 
 async fn deployment_logs(
@@ -294,7 +296,16 @@ async fn deployment_logs(
     Path((endpoint, deployment)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> Result<String, Error> {
-    node.logs(&endpoint, &deployment, q.instance.as_deref(), q.lines.unwrap_or(5000)).await
+    let lines = q.lines.unwrap_or(5000);
+    match q.container_type.as_deref() {
+        None | Some("inference-server") => {
+            node.logs(&endpoint, &deployment, q.instance.as_deref(), lines).await
+        }
+        Some("storage-initializer") => node.initializer_log(&endpoint, &deployment, lines),
+        Some(other) => Err(Error::Invalid(format!(
+            "container_type {other:?}: expected inference-server or storage-initializer"
+        ))),
+    }
 }
 
 async fn deployment_show(

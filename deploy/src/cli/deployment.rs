@@ -87,7 +87,8 @@ pub enum DeploymentCommand {
         lines: usize,
         #[arg(long)]
         instance: Option<String>,
-        /// Whose log: the scoring container's (az's inference-server, the only one so far)
+        /// Whose log: the scoring container's (inference-server, the default) or moat's own of
+        /// the image pull or build and the mounts (storage-initializer)
         #[arg(long = "container-type", value_name = "TYPE", value_parser = ["inference-server", "storage-initializer"])]
         container_type: Option<String>,
     },
@@ -155,13 +156,17 @@ pub async fn run(ctx: &Context, command: DeploymentCommand) -> Result<(), Error>
             admin.delete(&format!("/v1/endpoints/{endpoint}/deployments/{name}{query}")).await.map(drop)
         }
         DeploymentCommand::GetLogs { name, endpoint, lines, instance, container_type } => {
-            if container_type.as_deref() == Some("storage-initializer") {
-                return Err(Error::Invalid(
-                    "--container-type storage-initializer is not supported yet: moat keeps no image-pull or mount log apart; use inference-server".into(),
-                ));
-            }
             let mut path =
                 format!("/v1/endpoints/{}/deployments/{name}/logs?lines={lines}", endpoint_of(&endpoint)?);
+            if container_type.as_deref() == Some("storage-initializer") {
+                if instance.is_some() {
+                    return Err(Error::Parse(
+                        "--instance names a scoring container; the storage-initializer log is the deployment's"
+                            .into(),
+                    ));
+                }
+                path.push_str("&container_type=storage-initializer");
+            }
             if let Some(instance) = instance {
                 path.push_str(&format!("&instance={instance}"));
             }
@@ -180,12 +185,14 @@ fn progress(line: &str) {
     eprintln!("{line}");
 }
 
-/// A create or update that ended Failed shows the container's last log lines on stderr.
+/// A create or update that ended Failed shows the last log lines of what failed (the
+/// container, or the image build) on stderr.
 fn with_logs(result: Result<Value, Error>) -> Result<Value, Error> {
     match result {
         Err(Error::Failed { message, logs }) => {
             if !logs.trim().is_empty() {
-                eprintln!("The container's last log lines:\n{}", logs.trim_end());
+                let whose = if message.contains("cannot build image") { "build's" } else { "container's" };
+                eprintln!("The {whose} last log lines:\n{}", logs.trim_end());
             }
             Err(Error::Failed { message, logs: String::new() })
         }

@@ -175,6 +175,16 @@ impl Node {
         })
     }
 
+    /// The last `lines` lines of moat's own log of the deployment's last apply on this node
+    /// (az's storage-initializer): its image pulled or built, its mounts.
+    pub fn initializer_log(&self, endpoint: &str, name: &str, lines: usize) -> Result<String, Error> {
+        self.deployment(endpoint, name)?;
+        let id = DeploymentId::new(endpoint, name);
+        Ok(self.supervisor.initializer_log(&id, lines).unwrap_or_else(|| {
+            format!("deployment {name} has not been applied on this node since its daemon started\n")
+        }))
+    }
+
     /// Waits until the revision's outcome is stored, passing on the supervisor's progress
     /// lines about the deployment (an image pull) as they come.
     async fn wait_outcome(

@@ -2,7 +2,7 @@
 //! image and its routes, scale, request settings, probes, egress. Defaults are Azure ML's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,7 @@ pub struct EnvironmentFile {
     pub name: Option<String>,
     pub version: Option<Text>,
     pub image: Option<String>,
+    pub build: Option<BuildFile>,
     pub conda_file: Option<serde_json::Value>,
     pub inference_config: Option<InferenceConfigFile>,
     pub description: Option<String>,
@@ -80,6 +81,13 @@ impl From<String> for EnvironmentFile {
     fn from(reference: String) -> Self {
         EnvironmentFile { reference: Some(reference), ..EnvironmentFile::default() }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildFile {
+    pub path: Option<String>,
+    pub dockerfile_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,8 +160,27 @@ pub struct Code {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
-    pub image: String,
+    /// Written as `image: ...` or `build: {...}` beside `inference_config`, as Azure ML does.
+    #[serde(flatten)]
+    pub source: ImageSource,
     pub inference_config: InferenceConfig,
+}
+
+/// Where the containers' image comes from: a reference to pull, or a context to build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    Image(String),
+    Build(Build),
+}
+
+/// Azure ML's `environment.build`: a local folder and the Dockerfile in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// Absolute, resolved from the spec file's folder.
+    pub path: PathBuf,
+    /// Relative to `path`; Azure ML's default is `Dockerfile`.
+    pub dockerfile_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,23 +286,45 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
         }
     };
 
-    let env = file
-        .environment
-        .ok_or_else(|| Error::Invalid(doc.locate("", "missing field `environment` (with `image`)")))?;
+    let env = file.environment.ok_or_else(|| {
+        Error::Invalid(doc.locate("", "missing field `environment` (with `image` or `build`)"))
+    })?;
     if let Some(reference) = env.reference {
         return Err(Error::Invalid(doc.locate(
             "environment",
-            &format!("{reference:?} is an Azure ML environment reference; moat needs `environment.image`"),
+            &format!(
+                "{reference:?} is an Azure ML environment reference; moat needs `environment.image` or `environment.build`"
+            ),
         )));
     }
     if env.conda_file.is_some() {
         return Err(Error::Invalid(doc.locate(
             "environment.conda_file",
-            "conda_file is not supported: moat runs images; build one with your environment and set environment.image",
+            "conda_file is not supported: moat runs images; give environment.build a Dockerfile that installs it, or set environment.image",
         )));
     }
-    let image =
-        env.image.ok_or_else(|| Error::Invalid(doc.locate("environment", "missing field `image`")))?;
+    let source = match (env.image, env.build) {
+        (Some(image), None) => ImageSource::Image(image),
+        (None, Some(build)) => {
+            let path = build.path.ok_or_else(|| {
+                Error::Invalid(
+                    doc.locate("environment.build", "missing field `path` (the build context folder)"),
+                )
+            })?;
+            ImageSource::Build(Build {
+                path: local_path(doc, "environment.build.path", &path)?,
+                dockerfile_path: build.dockerfile_path.unwrap_or_else(|| "Dockerfile".to_string()),
+            })
+        }
+        (Some(_), Some(_)) => {
+            return Err(Error::Invalid(doc.locate("environment", "give `image` or `build`, not both")));
+        }
+        (None, None) => {
+            return Err(Error::Invalid(
+                doc.locate("environment", "missing field `image` (or `build` with a context folder)"),
+            ));
+        }
+    };
     let routes = env.inference_config;
     let route = |r: Option<&RouteFile>, default_path: &str| Route {
         port: r.and_then(|r| r.port).unwrap_or(DEFAULT_PORT),
@@ -311,7 +360,7 @@ pub fn validate(doc: &Document, flags: Names<'_>) -> Result<DeploymentSpec, Erro
         model,
         model_mount_path: file.model_mount_path,
         code_configuration,
-        environment: Environment { image, inference_config },
+        environment: Environment { source, inference_config },
         environment_variables: texts(file.environment_variables),
         instance_type,
         instance_count: file.instance_count.unwrap_or(1),
@@ -358,12 +407,34 @@ impl DeploymentSpec {
             ensure(code.code.is_dir(), "code_configuration.code", "must be a folder")?;
             ensure(!code.scoring_script.is_empty(), "code_configuration.scoring_script", "must name a file")?;
         }
-        let image = &self.environment.image;
-        ensure(
-            !image.trim().is_empty() && !image.contains(char::is_whitespace),
-            "environment.image",
-            "must be an image reference like repo/img:v1",
-        )?;
+        match &self.environment.source {
+            ImageSource::Image(image) => ensure(
+                !image.trim().is_empty() && !image.contains(char::is_whitespace),
+                "environment.image",
+                "must be an image reference like repo/img:v1",
+            )?,
+            ImageSource::Build(build) => {
+                check_mount_source("environment.build.path", &build.path)?;
+                ensure(
+                    build.path.is_dir(),
+                    "environment.build.path",
+                    "must be a folder (the build context)",
+                )?;
+                let dockerfile = Path::new(&build.dockerfile_path);
+                let inside = !build.dockerfile_path.is_empty()
+                    && dockerfile.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                ensure(
+                    inside,
+                    "environment.build.dockerfile_path",
+                    "must be a path inside the build context, like Dockerfile or docker/Dockerfile",
+                )?;
+                ensure(
+                    build.path.join(dockerfile).is_file(),
+                    "environment.build.dockerfile_path",
+                    format!("{} is not a file in {}", build.dockerfile_path, build.path.display()),
+                )?;
+            }
+        }
         let routes = &self.environment.inference_config;
         for (field, r) in [
             ("liveness_route", &routes.liveness_route),
@@ -455,7 +526,7 @@ mod tests {
     #[test]
     fn the_seeds_set_words_work() {
         let d = parse(MINIMAL, &["environment.image=other:v2", "instance_count=2"]).expect("valid");
-        assert_eq!((d.environment.image.as_str(), d.instance_count), ("other:v2", 2));
+        assert_eq!((&d.environment.source, d.instance_count), (&ImageSource::Image("other:v2".into()), 2));
         let d = parse(MINIMAL, &["private_network_connection=true"]).expect("the preview spelling");
         assert_eq!(d.egress_public_network_access, Access::Disabled);
     }
@@ -498,5 +569,49 @@ mod tests {
             let e = parse(&text, &[]).unwrap_err().to_string();
             assert!(e.contains(expected), "{overlay}: {e}");
         }
+    }
+
+    const BUILT: &str = "name: green\nendpoint_name: my-ep\nenvironment:\n  build:\n    path: environment/\ninstance_type: Standard_F2s_v2\n";
+
+    #[test]
+    fn an_image_built_from_a_context_resolves_like_a_model_path_and_shows_as_written() {
+        let d = parse(BUILT, &[]).expect("valid");
+        let ImageSource::Build(build) = &d.environment.source else { panic!("a build: {d:?}") };
+        assert_eq!(build.path, examples().join("environment").canonicalize().expect("the example context"));
+        assert_eq!(build.dockerfile_path, "Dockerfile", "Azure ML's default");
+        // As show prints it, and back.
+        let shown = serde_json::to_value(&d).expect("json");
+        assert_eq!(shown["environment"]["build"]["dockerfile_path"], "Dockerfile");
+        assert!(shown["environment"].get("image").is_none(), "{shown}");
+        assert_eq!(serde_json::from_value::<DeploymentSpec>(shown).expect("read back"), d);
+        let pulled = serde_json::to_value(parse(MINIMAL, &[]).expect("valid")).expect("json");
+        assert_eq!(pulled["environment"]["image"], "img:v1");
+    }
+
+    #[test]
+    fn a_build_context_is_checked_like_a_mount_and_its_dockerfile_must_be_inside() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["environment.image=img:v1"], "give `image` or `build`, not both"),
+            (
+                &["environment.build.dockerfile_path=../blue-deployment.yml"],
+                "must be a path inside the build context",
+            ),
+            (&["environment.build.dockerfile_path=/etc/passwd"], "must be a path inside the build context"),
+            (&["environment.build.dockerfile_path=Dockerfile.gpu"], "Dockerfile.gpu is not a file in"),
+            (&["environment.build.path=/etc"], "no container may see"),
+            (&["environment.build.path=../model-1/model/model-1.json"], "must be a folder"),
+        ];
+        for (sets, expected) in cases {
+            let e = parse(BUILT, sets).expect_err("refused").to_string();
+            assert!(e.contains(expected), "{sets:?}: {e}");
+        }
+        let e = parse(&BUILT.replace("    path: environment/\n", "    dockerfile_path: Dockerfile\n"), &[])
+            .expect_err("no path")
+            .to_string();
+        assert!(e.contains("missing field `path`"), "{e}");
+        let e = parse(&BUILT.replace("  build:\n    path: environment/\n", "  name: bare\n"), &[])
+            .expect_err("neither")
+            .to_string();
+        assert!(e.contains("missing field `image` (or `build`"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 
 mod adopt;
 mod apply;
+mod build;
 mod drain;
 mod restart;
 mod roll;
@@ -37,6 +38,7 @@ pub(crate) fn spec(count: u32, version: &str) -> DeploymentSpec {
     DeploymentSpec {
         id: id(),
         image: "scorer:v1".into(),
+        build: None,
         instance_count: count,
         env: vec![("VERSION".into(), version.into())],
         mounts: Vec::new(),

@@ -44,6 +44,17 @@ impl DockerCleanup {
     pub fn networks(&self) -> Vec<String> {
         home_networks(&self.home_id)
     }
+
+    /// Tags of the images built for this home's deployments.
+    pub fn images(&self) -> Vec<String> {
+        home_images(&self.home_id)
+    }
+}
+
+/// Tags of a home's built images.
+pub fn home_images(home_id: &str) -> Vec<String> {
+    let filter = format!("label=moat.home={home_id}");
+    docker_ids(&["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &filter])
 }
 
 /// Ids of a home's containers, running or not.
@@ -80,8 +91,12 @@ impl Drop for DockerCleanup {
             if !networks.is_empty() {
                 let _ = Command::new("docker").args(["network", "rm"]).args(&networks).output();
             }
+            let images = self.images();
+            if !images.is_empty() {
+                let _ = Command::new("docker").args(["rmi", "-f"]).args(&images).output();
+            }
             std::thread::sleep(std::time::Duration::from_millis(200));
-            if self.containers().is_empty() && self.networks().is_empty() {
+            if self.containers().is_empty() && self.networks().is_empty() && self.images().is_empty() {
                 break;
             }
         }

@@ -26,8 +26,8 @@ pub mod scorer;
 
 pub use daemon::{Daemon, Killed, Run, run_moat};
 pub use docker::{
-    DockerCleanup, SCORER_IMAGE, TEST_IMAGE, home_containers, home_networks, require_scorer_image,
-    require_test_image, scorer_deployment,
+    DockerCleanup, SCORER_IMAGE, TEST_IMAGE, home_containers, home_images, home_networks,
+    require_scorer_image, require_test_image, scorer_deployment,
 };
 pub use etcd::{EtcdCluster, Relay};
 pub use files::{CaSigned, TempDir, ca_signed_certificates, repo_root, self_signed_certificate};
