@@ -123,7 +123,8 @@ fn a_private_deployment_reaches_its_private_endpoints_and_nothing_else() {
     let (a, b) = (((n >> 8) & 0xff) as u8, (n & 0xf0) as u8);
     let pe_ip = move |i: u8| Ipv4Addr::new(10, 215, a, b + i);
     let pe = TestHost::with_addresses("pe", &id, pe_ip(1), &[pe_ip(2), pe_ip(3), pe_ip(4), pe_ip(5)], 28);
-    let c = (n & 0xfc) as u8;
+    // The lower half of 203.0.113.0/24 (tests/fence.rs takes the upper half, and runs alongside).
+    let c = (n & 0x7c) as u8;
     let internet_ip = Ipv4Addr::new(203, 0, 113, c + 2);
     let internet = TestHost::new("in", &id, Ipv4Addr::new(203, 0, 113, c + 1), internet_ip);
     for i in 2..=5 {
