@@ -399,11 +399,13 @@ fn a_node_with_another_fleet_key_or_a_readable_key_file_refuses_to_start_saying_
     let readable = serve(0o644);
     assert_eq!(readable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&readable.stderr).contains("can be read by others"));
-    assert_eq!(
-        f.node(0).cli("fleet status --query nodes[].node -o tsv").ok().stdout.lines().count(),
-        1,
-        "it never joined"
-    );
+    // Node 0 itself may be missing for a moment (its watch of etcd reconnecting under load):
+    // wait until the list has it, then nobody else may be in it.
+    let nodes = wait_until(Duration::from_secs(10), "node 0 in fleet status", || {
+        let nodes = f.node(0).cli("fleet status --query nodes[].node -o tsv").ok().stdout;
+        if nodes.trim().is_empty() { Err("no node listed".to_string()) } else { Ok(nodes) }
+    });
+    assert_eq!(nodes.lines().count(), 1, "it never joined: {nodes}");
 }
 
 #[test]
