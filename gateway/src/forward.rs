@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::Full;
+use http::{Method, Response, StatusCode};
 use hyper::body::Body;
 
 use crate::admission::Slot;
@@ -19,6 +18,7 @@ use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
 use crate::trace::Trace;
 use crate::upstream::{self, Failure, Streaming};
+use crate::wire::{Outgoing, RequestHead};
 
 /// Headers that describe one hop, not the request (its framing included): never passed along.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -76,12 +76,9 @@ pub async fn forward(
         let upstream = slot.upstream();
         let instance = upstream.instance.clone();
         let ended = move |answer| Forwarded { instance, upstream: None, answer };
-        let request = match upstream_request(upstream, &call, id) {
-            Ok(request) => request,
-            Err(reject) => return ended(Err(reject)),
-        };
+        let request = upstream_request(upstream, &call, id);
         let started = Instant::now();
-        let answered = tokio::time::timeout_at(deadline, upstream::call(upstream.addr, request)).await;
+        let answered = tokio::time::timeout_at(deadline, upstream::call(upstream.addr, &request)).await;
         let (mut parts, body) = match answered {
             Err(_) => return ended(Err(Reject::Timeout(deployment.request_timeout.as_millis()))),
             Ok(Ok(response)) => response.into_parts(),
@@ -133,37 +130,39 @@ pub struct Call<'a> {
     pub trace: Option<&'a Trace>,
 }
 
-/// The request for the instance; its URI is the path alone (origin form), as HTTP/1.1 sends
-/// it to a server that is not a proxy.
-fn upstream_request(
-    upstream: &Upstream,
-    call: &Call<'_>,
-    request_id: &RequestId,
-) -> Result<Request<Full<Bytes>>, Reject> {
-    let uri =
-        Uri::try_from(call.path).map_err(|_| Reject::Internal("the scoring path does not form a URI"))?;
-    let mut request = Request::new(Full::new(call.body.clone()));
-    *request.method_mut() = call.method.clone();
-    *request.uri_mut() = uri;
-    let forwarded = request.headers_mut();
-    forwarded.reserve(call.headers.len() + 2);
+/// The request for the instance, as its bytes on the wire: the path alone as its target
+/// (origin form, as HTTP/1.1 asks of a request to a server that is not a proxy), the client's
+/// headers but the credential and this hop's own, the container's address as `Host`.
+fn upstream_request(upstream: &Upstream, call: &Call<'_>, request_id: &RequestId) -> Outgoing {
+    let mut head = RequestHead::new(call.method, call.path);
     let listed = connection_listed(call.headers);
     for (name, value) in call.headers {
-        // The credential is for moat, never for the container; the rest is this hop's own.
+        // The body was read whole: the container gets it at once, with its length.
         let dropped = HOP_BY_HOP.contains(name)
             || listed.contains(name)
-            || [header::AUTHORIZATION, header::HOST, header::CONTENT_LENGTH].contains(name);
+            || [
+                header::AUTHORIZATION,
+                header::HOST,
+                header::CONTENT_LENGTH,
+                header::EXPECT,
+                REQUEST_ID_HEADER,
+            ]
+            .contains(name)
+            || (call.trace.is_some() && (name == "traceparent" || name == "tracestate"));
         if !dropped {
-            forwarded.append(name.clone(), value.clone());
+            head.header(name, value);
         }
     }
-    // HTTP/1.1 asks for a Host; the container's own address is the honest one.
-    forwarded.insert(header::HOST, upstream.host.clone());
-    forwarded.insert(REQUEST_ID_HEADER, request_id.header());
+    head.header(&header::HOST, &upstream.host);
+    head.header(&REQUEST_ID_HEADER, &request_id.header());
     if let Some(trace) = call.trace {
-        trace.inject(forwarded);
+        let mut context = HeaderMap::with_capacity(2);
+        trace.inject(&mut context);
+        for (name, value) in &context {
+            head.header(name, value);
+        }
     }
-    Ok(request)
+    head.finish(call.body.clone())
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 //! - [`forward`]: the call to the instance, with its deadline and the one allowed retry.
 //! - [`upstream`]: kept-alive connections to the instances, reused call after call; the
 //!   answer's body streams on the connection it came on.
+//! - [`wire`]: HTTP/1.1 to the containers as bytes: the request encoded once, the answer's
+//!   head parsed, its body's framing.
 //! - [`answer`]: the body of every answer: moat's own, or the container's relayed as it comes,
 //!   with its gap timeout, its size limit and the access line written at its end.
 //! - [`reject`]: every way a request ends early, as an HTTP status and a JSON body.
@@ -55,6 +57,7 @@ pub mod timeouts;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub mod wire;
 pub mod workers;
 
 pub use access_log::{AccessRecord, LogSink};

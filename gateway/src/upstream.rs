@@ -1,37 +1,36 @@
 //! Connections to instances, kept alive and reused: one idle list per instance address. A
-//! call takes an idle connection (or dials one) and returns the container's answer as soon as
-//! its head has come: the body follows as [`Streaming`], which owns the connection while the
-//! container sends it and gives it back to the idle list once it has been read whole. A
-//! stream dropped before its end (a client gone, a cut) closes the connection, so the
-//! container stops working for nobody.
+//! call takes an idle connection (or dials one), writes the request ([`crate::wire`] encoded
+//! it) and returns the container's answer as soon as its head has come: the body follows as
+//! [`Streaming`], which owns the connection while the container sends it and gives it back to
+//! the idle list once it has been read whole. A stream dropped before its end (a client gone,
+//! a cut) closes the connection, so the container stops working for nobody.
 //!
-//! While a connection is in use, its hyper connection future is polled by whoever reads it
-//! (the request's task for the head, the client connection's task for the body): no
-//! connection task to hand the request to and no pool checkout future, which cost the gateway
-//! a good part of its CPU per request (BENCHMARKS.md). Nothing is read from the container
-//! faster than the client takes it: the connection future is only polled when the body is.
+//! Nothing runs beside the request: the socket is read only when the head or the body is
+//! polled, so nothing is read from the container faster than the client takes it.
 //!
-//! An idle connection the container has closed is noticed when it is taken (its connection
-//! future has ended) or when the request never went out on it; either way the request goes
-//! out on a fresh one, so a container's keep-alive timeout is never a client's error. Every
-//! few seconds, a returning connection sweeps the lists: closed and long-idle connections go,
-//! and so do the lists of instances that are gone.
+//! An idle connection the container has closed is noticed when it is taken (the socket is
+//! readable: at its end, or with bytes no request asked for), or when the request cannot be
+//! written on it (the container reset it); either way the request goes out on a fresh
+//! connection, so a container's keep-alive timeout is never a client's error. A request that
+//! was written is never sent again: the container may have taken it. Every few seconds, a returning
+//! connection sweeps the lists: closed and long-idle connections go, and so do the lists of
+//! instances that are gone.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response, header};
-use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::Response;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::wire::{self, BodyFraming, Next, Outgoing};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle longer than this, a connection is closed rather than reused.
@@ -39,6 +38,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per instance, at most.
 const IDLE_MAX: usize = 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Each read asks for at least this much room.
+const READ_ROOM: usize = 16 * 1024;
 
 /// Why a call got no answer.
 #[derive(Debug)]
@@ -50,33 +51,38 @@ pub enum Failure {
 }
 
 struct Connection {
-    sender: http1::SendRequest<Full<Bytes>>,
-    driver: Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// The connection future has ended: never poll it again, never reuse the connection.
-    ended: bool,
+    stream: TcpStream,
+    /// Read from the container and not yet taken: the head, then the body's pieces.
+    buf: BytesMut,
     idle_since: Instant,
 }
 
 impl Connection {
-    /// Whether it can carry a request: its connection future has not ended (polled without a
-    /// waker, which only asks; the next real poll registers interest again).
+    /// Whether it can carry a request: not idle too long, and nothing to read on it (an idle
+    /// connection that is readable has ended or holds bytes nobody asked for). Asks the
+    /// reactor first, so an idle connection costs no system call here.
     fn open(&mut self) -> bool {
-        if self.ended || self.idle_since.elapsed() >= IDLE_TIMEOUT {
+        if !self.buf.is_empty() || self.idle_since.elapsed() >= IDLE_TIMEOUT {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        self.ended = self.driver.as_mut().poll(&mut cx).is_ready();
-        !self.ended
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
     }
-}
 
-/// How an exchange on one connection ended.
-enum Exchange {
-    /// The answer's head; its body streams on the connection, which comes along.
-    Answered(http::response::Parts, Incoming, Connection),
-    /// The request never went out (the connection had closed); here it is back.
-    NotSent(Request<Full<Bytes>>),
-    Failed(String),
+    /// Reads what the container has sent into `buf`; `Ok(0)` at the connection's end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_ROOM / 4 {
+            self.buf.reserve(READ_ROOM);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
 }
 
 thread_local! {
@@ -87,10 +93,7 @@ thread_local! {
 
 /// Sends `request` to the instance at `addr` over one of this thread's connections and returns
 /// the answer once its head has come; its body streams from the container as it is read.
-pub async fn call(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<Response<Streaming>, Failure> {
-    // A reused connection may turn out closed before the request leaves; then the request
-    // comes back and goes again, on another connection.
-    let mut request = request;
+pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Streaming>, Failure> {
     let mut reused = POOL.with(|pool| pool.take(addr));
     loop {
         let fresh = reused.is_none();
@@ -99,34 +102,74 @@ pub async fn call(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<Res
             None => dial(addr).await?,
         };
         match exchange(connection, request).await {
-            Exchange::Answered(parts, incoming, connection) => {
-                let keep = !parts
-                    .headers
-                    .get(header::CONNECTION)
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                let body = Streaming { incoming, connection: Some(connection), addr, keep, ended: false };
-                return Ok(Response::from_parts(parts, body));
+            Exchange::Answered(head, connection) => {
+                let mut response = Response::new(Streaming {
+                    framing: head.body,
+                    connection: Some(connection),
+                    addr,
+                    keep: head.keep_alive,
+                    failed: false,
+                });
+                *response.status_mut() = head.status;
+                *response.version_mut() = head.version;
+                *response.headers_mut() = head.headers;
+                return Ok(response);
             }
-            Exchange::NotSent(back) if !fresh => {
-                request = back;
-                reused = POOL.with(|pool| pool.take(addr));
-            }
-            Exchange::NotSent(_) => return Err(Failure::Lost("the connection closed at once".into())),
-            Exchange::Failed(e) => return Err(Failure::Lost(e)),
+            // A reused connection the container had closed: the request never left.
+            Exchange::NotSent(_) if !fresh => reused = POOL.with(|pool| pool.take(addr)),
+            Exchange::NotSent(e) | Exchange::Failed(e) => return Err(Failure::Lost(e)),
         }
+    }
+}
+
+/// How an exchange on one connection ended.
+enum Exchange {
+    Answered(wire::Head, Connection),
+    /// The request could not be written: the container had closed the connection.
+    NotSent(String),
+    Failed(String),
+}
+
+/// Writes the request and reads the answer's head.
+async fn exchange(mut connection: Connection, request: &Outgoing) -> Exchange {
+    let written = async {
+        connection.stream.write_all(&request.head).await?;
+        if !request.body.is_empty() {
+            connection.stream.write_all(&request.body).await?;
+        }
+        io::Result::Ok(())
+    };
+    if let Err(e) = written.await {
+        return Exchange::NotSent(format!("sending the request: {e}"));
+    }
+    loop {
+        match wire::parse_head(&mut connection.buf, request.head_only) {
+            Ok(Some(head)) => return Exchange::Answered(head, connection),
+            Ok(None) => {}
+            Err(e) => return Exchange::Failed(e),
+        }
+        let got = std::future::poll_fn(|cx| connection.poll_fill(cx)).await;
+        let why = match got {
+            Ok(0) if connection.buf.is_empty() => {
+                "the container closed the connection before answering".into()
+            }
+            Ok(0) => "the container closed the connection within the answer's head".into(),
+            Ok(_) => continue,
+            Err(e) => format!("reading the answer: {e}"),
+        };
+        return Exchange::Failed(why);
     }
 }
 
 /// A container's answer body as it arrives, with the connection it arrives on.
 pub struct Streaming {
-    incoming: Incoming,
-    /// None once the connection has ended (or gone back to the idle list).
+    framing: BodyFraming,
+    /// None once the body has failed (the connection is closed then).
     connection: Option<Connection>,
     addr: SocketAddr,
-    /// The container did not say `Connection: close`.
+    /// The answer's framing and `Connection` header let the connection carry another request.
     keep: bool,
-    /// The body has come whole (a chunked body's end is not in its length).
-    ended: bool,
+    failed: bool,
 }
 
 impl Body for Streaming {
@@ -138,36 +181,43 @@ impl Body for Streaming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Failure>>> {
         let this = &mut *self;
-        let lost = |e: hyper::Error| Failure::Lost(format!("reading the answer: {}", describe(&e)));
-        if let Poll::Ready(frame) = Pin::new(&mut this.incoming).poll_frame(cx) {
-            this.ended = frame.is_none();
-            return Poll::Ready(frame.map(|f| f.map_err(lost)));
-        }
-        // The body waits for the connection: drive it (which registers this task's interest),
-        // then look again, since that may have read what the body waits for (the usual case
-        // for a small answer: no second wake-up, no gap timer).
-        let Some(connection) = this.connection.as_mut() else { return Poll::Pending };
-        let gone = connection.ended || connection.driver.as_mut().poll(cx).is_ready();
-        connection.ended = gone;
-        match Pin::new(&mut this.incoming).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.ended = frame.is_none();
-                Poll::Ready(frame.map(|f| f.map_err(lost)))
+        let Some(connection) = this.connection.as_mut() else { return Poll::Ready(None) };
+        let lost = |this: &mut Streaming, why: String| {
+            this.failed = true;
+            this.connection = None;
+            Poll::Ready(Some(Err(Failure::Lost(why))))
+        };
+        loop {
+            match this.framing.next(&mut connection.buf) {
+                Ok(Next::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Next::End) => return Poll::Ready(None),
+                Ok(Next::More) => {}
+                Err(e) => return lost(this, format!("reading the answer: {e}")),
             }
-            // The connection is gone and hyper has not ended the body: it was cut short.
-            Poll::Pending if gone => {
-                Poll::Ready(Some(Err(Failure::Lost("the container closed the connection".into()))))
+            match connection.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if this.framing == BodyFraming::UntilClose => {
+                    // Its end is the connection's: done, and not reusable.
+                    this.framing = BodyFraming::Length(0);
+                    this.keep = false;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return lost(this, "the container closed the connection".into()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return lost(this, format!("reading the answer: {e}")),
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.incoming.is_end_stream()
+        self.failed || self.framing.ended()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.incoming.size_hint()
+        match self.framing.exact() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 
@@ -176,8 +226,8 @@ impl Drop for Streaming {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take()
             && self.keep
-            && !connection.ended
-            && self.is_end_stream()
+            && self.framing.ended()
+            && connection.buf.is_empty()
         {
             POOL.with(|pool| pool.give_back(self.addr, connection));
         }
@@ -233,70 +283,5 @@ async fn dial(addr: SocketAddr) -> Result<Connection, Failure> {
         Err(_) => return Err(Failure::Connect(format!("connecting to {addr}: timed out"))),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::Connect(format!("connecting to {addr}: {e}")))?;
-    let driver = Box::pin(async move { drop(connection.await) });
-    Ok(Connection { sender, driver, ended: false, idle_since: Instant::now() })
-}
-
-/// One request and the head of its answer, the connection driven alongside.
-async fn exchange(mut connection: Connection, request: Request<Full<Bytes>>) -> Exchange {
-    match head(&mut connection, request).await {
-        Ok(response) => {
-            let (parts, incoming) = response.into_parts();
-            Exchange::Answered(parts, incoming, connection)
-        }
-        Err(other) => other,
-    }
-}
-
-async fn head(
-    connection: &mut Connection,
-    request: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, Exchange> {
-    let Connection { sender, driver, ended, .. } = connection;
-    let call = async {
-        // The connection takes a new request once its driver has finished the last one.
-        if sender.ready().await.is_err() {
-            return Err(Exchange::NotSent(request));
-        }
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(response),
-            // hyper never wrote it: the connection was closing.
-            Err(mut e) => Err(match e.take_message() {
-                Some(request) => Exchange::NotSent(request),
-                None => Exchange::Failed(describe(e.error())),
-            }),
-        }
-    };
-    let mut call = std::pin::pin!(call);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(done) = call.as_mut().poll(cx) {
-            return Poll::Ready(done);
-        }
-        if !*ended && driver.as_mut().poll(cx).is_ready() {
-            // The connection is gone; hyper has told the call (with the request back if it
-            // never went out).
-            *ended = true;
-            return Poll::Ready(match call.as_mut().poll(cx) {
-                Poll::Ready(done) => done,
-                Poll::Pending => Err(Exchange::Failed("the container closed the connection".into())),
-            });
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// The error text of a failed call, down to its root cause.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    Ok(Connection { stream, buf: BytesMut::with_capacity(READ_ROOM), idle_since: Instant::now() })
 }

@@ -1,6 +1,6 @@
 //! The gateway's connections to a container, as the container sees them: reused call after
-//! call, replaced when the container closes them (with or without saying so), and a request
-//! the container took and dropped is never sent twice.
+//! call, replaced when the container closes them (with or without saying so), a request the
+//! container took and dropped never sent twice, and each way an answer's body can be framed.
 
 mod common;
 
@@ -28,6 +28,14 @@ enum Habit {
     AnnouncedClose,
     /// Reads the request and closes without answering.
     DropRequest,
+    /// Answers every first request (of the test: one connection); reads the second and closes.
+    DropSecond,
+    /// HTTP/1.0: no length, the body ends with the connection.
+    Http10,
+    /// `100 Continue` first, then a chunked answer with a trailer, kept alive.
+    ContinueThenChunked,
+    /// Sends bytes past its Content-Length.
+    ExtraBytes,
 }
 
 #[derive(Default)]
@@ -62,17 +70,23 @@ async fn serve(mut stream: TcpStream, habit: Habit, seen: Arc<Seen>) {
         else {
             return;
         };
-        seen.requests.fetch_add(1, Ordering::SeqCst);
+        let nth = seen.requests.fetch_add(1, Ordering::SeqCst);
         let close = match habit {
             Habit::DropRequest => return,
+            Habit::DropSecond if nth % 2 == 1 => return,
             Habit::AnnouncedClose => "Connection: close\r\n",
             _ => "",
         };
-        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n{close}\r\n[1.0]");
+        let answer = match habit {
+            Habit::Http10 => "HTTP/1.0 200 OK\r\n\r\n[1.0]".to_string(),
+            Habit::ContinueThenChunked => "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1.\r\n2\r\n0]\r\n0\r\nx-trailer: 1\r\n\r\n".to_string(),
+            Habit::ExtraBytes => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n[1.0]HTTP/1.1 200 OK\r\n".to_string(),
+            _ => format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n{close}\r\n[1.0]"),
+        };
         if stream.write_all(answer.as_bytes()).await.is_err() {
             return;
         }
-        if matches!(habit, Habit::CloseAfterAnswer | Habit::AnnouncedClose) {
+        if matches!(habit, Habit::CloseAfterAnswer | Habit::AnnouncedClose | Habit::Http10) {
             return;
         }
     }
@@ -131,6 +145,13 @@ async fn score(gateway: SocketAddr) -> Reply {
     .expect("request")
 }
 
+async fn three_whole_answers(gateway: SocketAddr) {
+    for _ in 0..3 {
+        let reply = score(gateway).await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "[1.0]"));
+    }
+}
+
 async fn statuses(gateway: SocketAddr, count: usize, pause: Duration) -> Vec<u16> {
     let mut statuses = Vec::new();
     for _ in 0..count {
@@ -183,9 +204,37 @@ async fn a_container_closing_after_each_answer_never_fails_a_call() {
 
 #[tokio::test]
 async fn a_request_the_container_dropped_is_a_502_and_is_not_sent_again() {
-    let (up, seen) = container(Habit::DropRequest).await;
+    // On a fresh connection, and on one that carried an answer before.
+    for (habit, before) in [(Habit::DropRequest, 0), (Habit::DropSecond, 1)] {
+        let (up, seen) = container(habit).await;
+        let gw = gateway(up).await;
+        assert_eq!(statuses(gw, before, Duration::ZERO).await, vec![200; before]);
+        let reply = score(gw).await;
+        assert_eq!(reply.status, 502, "{}", reply.body);
+        let requests = seen.requests.load(Ordering::SeqCst);
+        assert_eq!(requests, before + 1, "a request that reached the container went again");
+    }
+}
+
+#[tokio::test]
+async fn answers_framed_by_the_connections_end_or_by_chunks_arrive_whole() {
+    // HTTP/1.0 without a length: the body is all until the close; no connection is reused.
+    let (up, seen) = container(Habit::Http10).await;
     let gw = gateway(up).await;
-    let reply = score(gw).await;
-    assert_eq!(reply.status, 502, "{}", reply.body);
-    assert_eq!(seen.requests.load(Ordering::SeqCst), 1, "a request that reached the container went again");
+    three_whole_answers(gw).await;
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
+
+    // A 100 Continue is passed over; a chunked answer (with a trailer) keeps its connection.
+    let (up, seen) = container(Habit::ContinueThenChunked).await;
+    let gw = gateway(up).await;
+    three_whole_answers(gw).await;
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn bytes_past_an_answers_length_are_never_read_as_the_next_answer() {
+    let (up, seen) = container(Habit::ExtraBytes).await;
+    let gw = gateway(up).await;
+    three_whole_answers(gw).await;
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 3, "a connection with stray bytes was reused");
 }

@@ -1,0 +1,465 @@
+//! HTTP/1.1 to the containers, on the wire: the request encoded once into the bytes that go
+//! out, the answer's head parsed with httparse, and the answer's body framing (RFC 9112 §6):
+//! a length, chunks, or until the container closes. Pure functions over buffers, so every
+//! rule is table-tested here; [`crate::upstream`] moves the bytes.
+//!
+//! Why not hyper's client: per proxied request, its codec and dispatch cost more instructions
+//! than the rest of the container side together (BENCHMARKS.md), for a peer that is always a
+//! plain HTTP/1.1 server on a private network.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// The most a container's answer head may take.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields an answer head may have.
+const MAX_HEADERS: usize = 128;
+/// A chunk-size line (with its extensions) or a trailer line, at most.
+const MAX_LINE_BYTES: usize = 4 * 1024;
+/// A body up to this size goes out in the same write as the head.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
+
+/// A request for a container, as the bytes that go on the wire.
+pub struct Outgoing {
+    /// The head, and the body too when it is small.
+    pub head: Vec<u8>,
+    /// The body when it did not go into `head`.
+    pub body: Bytes,
+    /// A HEAD request: the answer has no body, whatever its head says.
+    pub head_only: bool,
+}
+
+/// Writes a request head field by field: `new`, `header`s, then `finish` with the body.
+pub struct RequestHead {
+    bytes: Vec<u8>,
+    head_only: bool,
+    bodiless: bool,
+}
+
+impl RequestHead {
+    /// The request line; `path` is the origin form (path and query).
+    pub fn new(method: &Method, path: &str) -> RequestHead {
+        let mut bytes = Vec::with_capacity(512);
+        bytes.extend_from_slice(method.as_str().as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.extend_from_slice(b" HTTP/1.1\r\n");
+        let bodiless = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        RequestHead { bytes, head_only: *method == Method::HEAD, bodiless }
+    }
+
+    /// One field. `http` guarantees neither holds CR or LF.
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.bytes.extend_from_slice(name.as_str().as_bytes());
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// The framing (a Content-Length: the body is whole) and the body.
+    pub fn finish(mut self, body: Bytes) -> Outgoing {
+        if !(body.is_empty() && self.bodiless) {
+            self.bytes.extend_from_slice(b"content-length: ");
+            self.bytes.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+            self.bytes.extend_from_slice(b"\r\n");
+        }
+        self.bytes.extend_from_slice(b"\r\n");
+        let body = if body.len() <= INLINE_BODY_BYTES {
+            self.bytes.extend_from_slice(&body);
+            Bytes::new()
+        } else {
+            body
+        };
+        Outgoing { head: self.bytes, body, head_only: self.head_only }
+    }
+}
+
+/// The head of a container's answer and how its body is framed.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: BodyFraming,
+    /// The connection may carry another request once this answer is read whole.
+    pub keep_alive: bool,
+}
+
+/// Parses an answer head from the front of `buf`: `Ok(None)` when more bytes are needed;
+/// on success the head's bytes are taken off `buf`. Informational answers (1xx) are skipped.
+pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, String> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        let used = match response.parse(buf) {
+            Ok(httparse::Status::Complete(used)) => used,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                return Err(format!("the answer's head is over {} KiB", MAX_HEAD_BYTES / 1024));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(format!("the answer's head is not HTTP/1.1: {e}")),
+        };
+        let code = response.code.unwrap_or(0);
+        let status =
+            StatusCode::from_u16(code).map_err(|_| format!("the answer's status {code} is not a status"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err("the container switched protocols, which a scoring request cannot".into());
+        }
+        if status.is_informational() {
+            buf.advance(used);
+            continue;
+        }
+        let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        for field in response.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| format!("the answer's header name {:?} is not valid", field.name))?;
+            let value = HeaderValue::from_bytes(field.value)
+                .map_err(|_| format!("the answer's header {name} has a value that is not valid"))?;
+            headers.append(name, value);
+        }
+        buf.advance(used);
+        let (body, framed) = framing(&headers, status, head_only)?;
+        let keep_alive = framed && wants_keep_alive(&headers, version);
+        return Ok(Some(Head { status, version, headers, body, keep_alive }));
+    }
+}
+
+/// The body's framing, and whether it ends before the connection does (RFC 9112 §6.3).
+fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<(BodyFraming, bool), String> {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((BodyFraming::Length(0), true));
+    }
+    let codings = headers.get_all(header::TRANSFER_ENCODING);
+    if codings.iter().next().is_some() {
+        let last = codings.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last();
+        let chunked = last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        // With a Content-Length beside it, the connection cannot be trusted with another
+        // request (§6.1): the body is framed by its coding, then the connection closes.
+        let alone = !headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (BodyFraming::Chunked(Chunked::default()), alone)
+        } else {
+            (BodyFraming::UntilClose, false)
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| "the answer's content-length is not a number".to_string())?;
+        for part in text.split(',') {
+            let n: u64 = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("the answer's content-length {:?} is not a number", part.trim()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err("the answer has two different content-lengths".into());
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (BodyFraming::Length(n), true),
+        None => (BodyFraming::UntilClose, false),
+    })
+}
+
+fn wants_keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    let says = |word: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(word))
+    };
+    if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
+}
+
+/// How much of the body is left, and in what form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunked),
+    /// Everything until the container closes the connection.
+    UntilClose,
+}
+
+/// What the body's next step is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Data(Bytes),
+    /// The body has ended.
+    End,
+    /// More bytes must be read first.
+    More,
+}
+
+impl BodyFraming {
+    /// Takes the body's next piece off the front of `buf`.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Next, String> {
+        match self {
+            BodyFraming::Length(0) => Ok(Next::End),
+            BodyFraming::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Next::More);
+                }
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                *left -= n as u64;
+                Ok(Next::Data(buf.split_to(n).freeze()))
+            }
+            BodyFraming::Chunked(chunked) => chunked.next(buf),
+            BodyFraming::UntilClose if buf.is_empty() => Ok(Next::More),
+            BodyFraming::UntilClose => Ok(Next::Data(buf.split().freeze())),
+        }
+    }
+
+    /// The body's end is known to have come.
+    pub fn ended(&self) -> bool {
+        matches!(self, BodyFraming::Length(0) | BodyFraming::Chunked(Chunked { state: ChunkState::Done, .. }))
+    }
+
+    /// Bytes left when the framing says so.
+    pub fn exact(&self) -> Option<u64> {
+        match self {
+            BodyFraming::Length(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+/// The chunked coding's decoder: sizes, data, the CRLF after each chunk, trailers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chunked {
+    state: ChunkState,
+    /// Trailer bytes read so far (bounded).
+    trailer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl Chunked {
+    fn next(&mut self, buf: &mut BytesMut) -> Result<Next, String> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(line) = take_line(buf)? else { return Ok(Next::More) };
+                    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
+                    let digits =
+                        std::str::from_utf8(digits).map_err(|_| "a chunk size is not hex".to_string())?;
+                    let size = u64::from_str_radix(digits.trim_matches([' ', '\t']), 16)
+                        .map_err(|_| format!("the chunk size {digits:?} is not hex"))?;
+                    self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Next::More);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    self.state = if n as u64 == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n as u64)
+                    };
+                    return Ok(Next::Data(buf.split_to(n).freeze()));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Next::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err("a chunk does not end with CRLF".into());
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let before = buf.len();
+                    let Some(line) = take_line(buf)? else { return Ok(Next::More) };
+                    self.trailer_bytes += before - buf.len();
+                    if self.trailer_bytes > MAX_HEAD_BYTES {
+                        return Err("the answer's trailers are too large".into());
+                    }
+                    if line.is_empty() {
+                        self.state = ChunkState::Done;
+                    }
+                }
+                ChunkState::Done => return Ok(Next::End),
+            }
+        }
+    }
+}
+
+/// A line ending in CRLF, taken off `buf` (without the CRLF); `None` until it is whole.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(at) => {
+            let line = buf.split_to(at).freeze();
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE_BYTES => Err("a chunk-size or trailer line is too long".into()),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, String> {
+        parse_head(&mut BytesMut::from(text), false)
+    }
+
+    /// The whole body, fed in pieces of `step` bytes.
+    fn body(mut framing: BodyFraming, wire: &[u8], step: usize) -> Result<(Vec<u8>, usize), String> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        loop {
+            match framing.next(&mut buf)? {
+                Next::Data(d) => out.extend_from_slice(&d),
+                Next::End => return Ok((out, buf.len() + wire.len() - fed)),
+                Next::More if fed == wire.len() => return Err("ran out".into()),
+                Next::More => {
+                    let n = step.min(wire.len() - fed);
+                    buf.extend_from_slice(&wire[fed..fed + n]);
+                    fed += n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_goes_out_as_one_write_with_its_length() {
+        let mut r = RequestHead::new(&Method::POST, "/score?x=1");
+        r.header(&header::HOST, &HeaderValue::from_static("172.17.0.2:5001"));
+        let out = r.finish(Bytes::from_static(b"{\"data\":1}"));
+        let text = String::from_utf8(out.head).expect("text");
+        assert_eq!(
+            text,
+            "POST /score?x=1 HTTP/1.1\r\nhost: 172.17.0.2:5001\r\ncontent-length: 10\r\n\r\n{\"data\":1}"
+        );
+        assert!(out.body.is_empty() && !out.head_only);
+
+        let out = RequestHead::new(&Method::GET, "/").finish(Bytes::new());
+        assert_eq!(out.head, b"GET / HTTP/1.1\r\n\r\n");
+        let out = RequestHead::new(&Method::POST, "/").finish(Bytes::new());
+        assert_eq!(out.head, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        let big = Bytes::from(vec![b'x'; INLINE_BODY_BYTES + 1]);
+        let out = RequestHead::new(&Method::PUT, "/").finish(big.clone());
+        assert!(out.head.ends_with(b"content-length: 16385\r\n\r\n") && out.body == big);
+        assert!(RequestHead::new(&Method::HEAD, "/").finish(Bytes::new()).head_only);
+    }
+
+    #[test]
+    fn answer_heads_parse_with_their_framing_and_keep_alive() {
+        let cases: [(&str, BodyFraming, bool); 9] = [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", BodyFraming::Length(5), true),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", BodyFraming::Length(5), true),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                BodyFraming::Chunked(Chunked::default()),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n",
+                BodyFraming::Chunked(Chunked::default()),
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", BodyFraming::UntilClose, false),
+            ("HTTP/1.1 200 OK\r\n\r\n", BodyFraming::UntilClose, false),
+            ("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n", BodyFraming::Length(0), true),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+                BodyFraming::Length(1),
+                false,
+            ),
+            ("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", BodyFraming::Length(1), false),
+        ];
+        for (text, framing, keep) in cases {
+            let h = head(text).expect("parses").expect("whole");
+            assert_eq!((&h.body, h.keep_alive), (&framing, keep), "{text}");
+        }
+        let h = head("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n")
+            .expect("ok")
+            .expect("whole");
+        assert!(h.keep_alive && h.version == Version::HTTP_10);
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
+        assert_eq!(
+            parse_head(&mut buf, true).expect("ok").expect("whole").body,
+            BodyFraming::Length(0),
+            "HEAD"
+        );
+    }
+
+    #[test]
+    fn informational_answers_are_skipped_and_partial_heads_wait() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nx-a: 1\r\ncontent-length: 2\r\n\r\nok",
+        );
+        let h = parse_head(&mut buf, false).expect("ok").expect("whole");
+        assert_eq!(
+            (h.status, &h.headers["x-a"], &buf[..]),
+            (StatusCode::CREATED, &HeaderValue::from_static("1"), &b"ok"[..])
+        );
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-le").expect("ok").is_none());
+    }
+
+    #[test]
+    fn bad_heads_are_refused_by_what_is_wrong() {
+        let huge = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_BYTES));
+        let cases = [
+            ("SMTP ready\r\n\r\n", "not HTTP/1.1"),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                "two different content-lengths",
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "is not a number"),
+            ("HTTP/1.1 101 Switching Protocols\r\n\r\n", "switched protocols"),
+            (huge.as_str(), "over 64 KiB"),
+        ];
+        for (text, want) in cases {
+            let e = head(text).expect_err("refused");
+            assert!(e.contains(want), "{text:.40}: {e}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_read_whole_in_any_split_and_leave_what_follows() {
+        let chunked = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, 64] {
+            let (out, left) = body(BodyFraming::Chunked(Chunked::default()), chunked, step).expect("chunked");
+            assert_eq!((out.as_slice(), left), (&b"hello, world"[..], 4), "step {step}");
+            let (out, left) = body(BodyFraming::Length(5), b"helloNEXT", step).expect("length");
+            assert_eq!((out.as_slice(), left), (&b"hello"[..], 4), "step {step}");
+        }
+        let mut framing = BodyFraming::UntilClose;
+        let mut buf = BytesMut::from("all of it");
+        assert_eq!(framing.next(&mut buf), Ok(Next::Data(Bytes::from_static(b"all of it"))));
+        assert_eq!(framing.next(&mut buf), Ok(Next::More));
+        assert!(!framing.ended() && BodyFraming::Length(0).ended());
+    }
+
+    #[test]
+    fn broken_chunks_are_refused() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"zz\r\n", "is not hex"),
+            (b"2\r\nabXY", "does not end with CRLF"),
+            (&[b'1'; MAX_LINE_BYTES + 1], "too long"),
+        ];
+        for (wire, want) in cases {
+            let e = body(BodyFraming::Chunked(Chunked::default()), wire, 64).expect_err("refused");
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}
