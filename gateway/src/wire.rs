@@ -90,9 +90,19 @@ pub struct Head {
 /// on success the head's bytes are taken off `buf`. Informational answers (1xx) are skipped.
 pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, String> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let used = match response.parse(buf) {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        // Left uninitialised: httparse writes what it finds (4 KiB of empty fields a head
+        // would cost more than the parse).
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        );
+        let used = match parsed {
             Ok(httparse::Status::Complete(used)) => used,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
                 return Err(format!("the answer's head is over {} KiB", MAX_HEAD_BYTES / 1024));
