@@ -63,6 +63,8 @@ mkdir -p "$MOAT_HOME"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # moat restores its kernel table when it finds it gone: remove it only once moat is.
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     if [ -f "$MOAT_HOME/id" ]; then
         ids=$(docker ps -aq --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
         [ -z "$ids" ] || docker rm -f $ids >/dev/null
