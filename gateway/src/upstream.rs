@@ -108,7 +108,6 @@ pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Strea
                     connection: Some(connection),
                     addr,
                     keep: head.keep_alive,
-                    failed: false,
                 });
                 *response.status_mut() = head.status;
                 *response.version_mut() = head.version;
@@ -169,7 +168,6 @@ pub struct Streaming {
     addr: SocketAddr,
     /// The answer's framing and `Connection` header let the connection carry another request.
     keep: bool,
-    failed: bool,
 }
 
 impl Body for Streaming {
@@ -183,7 +181,6 @@ impl Body for Streaming {
         let this = &mut *self;
         let Some(connection) = this.connection.as_mut() else { return Poll::Ready(None) };
         let lost = |this: &mut Streaming, why: String| {
-            this.failed = true;
             this.connection = None;
             Poll::Ready(Some(Err(Failure::Lost(why))))
         };
@@ -209,8 +206,9 @@ impl Body for Streaming {
         }
     }
 
+    /// Ended whole, or failed (the connection dropped with its error).
     fn is_end_stream(&self) -> bool {
-        self.failed || self.framing.ended()
+        self.connection.is_none() || self.framing.ended()
     }
 
     fn size_hint(&self) -> SizeHint {

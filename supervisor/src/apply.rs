@@ -168,19 +168,12 @@ impl Supervisor {
         // Checked again for every container: the folder may have become a link since the spec
         // was checked, and what is mounted must be what was checked.
         for mount in &spec.mounts {
-            let why = match self.inner.config.mounts.check(&mount.host_path) {
-                Ok(real) if real == mount.host_path => continue,
-                Ok(real) => format!(
-                    "{} now leads to {}; deploy again to mount that",
-                    mount.host_path.display(),
-                    real.display()
-                ),
-                Err(why) => why,
-            };
-            return Err(ApplyError {
-                reason: format!("cannot mount {}: {why}", mount.container_path),
-                logs: String::new(),
-            });
+            if let Err(why) = self.inner.config.mounts.check_unchanged(&mount.host_path) {
+                return Err(ApplyError {
+                    reason: format!("cannot mount {}: {why}", mount.container_path),
+                    logs: String::new(),
+                });
+            }
         }
         let instance = {
             let mut deployments = self.deployments();

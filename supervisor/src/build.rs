@@ -41,12 +41,7 @@ impl Supervisor {
             reason: format!("cannot read the build context {}: {why}", build.context.display()),
             logs: String::new(),
         };
-        // Checked again at every build, as mounts are: the folder may have become a link.
-        match self.inner.config.mounts.check(&build.context) {
-            Ok(real) if real == build.context => {}
-            Ok(real) => return Err(unreadable(format!("it now leads to {}", real.display()))),
-            Err(why) => return Err(unreadable(why)),
-        }
+        self.inner.config.mounts.check_unchanged(&build.context).map_err(unreadable)?;
         let folder = build.context.clone();
         let archive = tokio::task::spawn_blocking(move || context::archive(&folder))
             .await

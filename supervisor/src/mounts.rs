@@ -35,6 +35,17 @@ impl MountPolicy {
         MountPolicy { roots: roots.iter().map(|r| resolved(r)).collect(), home: home.map(resolved) }
     }
 
+    /// Checked again when a checked path is used (a container made, a context built): it
+    /// may have become a link since, and what is used must be what was checked.
+    pub fn check_unchanged(&self, path: &Path) -> Result<(), String> {
+        match self.check(path)? {
+            real if real == path => Ok(()),
+            real => {
+                Err(format!("{} now leads to {}; deploy again to use that", path.display(), real.display()))
+            }
+        }
+    }
+
     /// The path to mount for `path`, or why it may not be mounted.
     pub fn check(&self, path: &Path) -> Result<PathBuf, String> {
         let real = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
