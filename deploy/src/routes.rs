@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moat_gateway::{
-    Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, Load, RouteTable, Upstream,
+    Admissions, ByName, Credentials, DeploymentRoute, EndpointRoute, Limits, Load, RouteTable, Upstream,
 };
 use moat_supervisor::Lease;
 
@@ -27,10 +27,10 @@ pub fn route_table(
     aml: &Arc<AmlKey>,
     moat_networks: &[ipnet::IpNet],
 ) -> RouteTable {
-    let mut endpoints = HashMap::new();
+    let mut endpoints = ByName::default();
     for (name, at) in &desired.endpoints {
         let record = &at.record;
-        let mut deployments = HashMap::new();
+        let mut deployments = ByName::default();
         for deployment in desired.deployments_of(name) {
             let spec = &deployment.record.spec;
             let port = spec.environment.inference_config.scoring_route.port;

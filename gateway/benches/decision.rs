@@ -61,11 +61,11 @@ fn table(credentials: Credentials) -> Routes {
         credentials,
         traffic: vec![("blue".into(), 90), ("green".into(), 10)],
         mirror: None,
-        deployments: HashMap::from([deployment("blue"), deployment("green")]),
+        deployments: HashMap::from_iter([deployment("blue"), deployment("green")]),
     };
     let routes = Routes::default();
     routes.publish(RouteTable {
-        endpoints: HashMap::from([("ep".to_string(), endpoint)]),
+        endpoints: HashMap::from_iter([("ep".to_string(), endpoint)]),
         moat_networks: Vec::new(),
     });
     routes

@@ -18,38 +18,15 @@ use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
 use crate::trace::Trace;
 use crate::upstream::{self, Failure, Streaming};
-use crate::wire::{Outgoing, RequestHead};
-
-/// Headers that describe one hop, not the request (its framing included): never passed along.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
+use crate::wire::{HOP_BY_HOP, Outgoing, RequestHead, tokens};
 
 /// The header the request id travels in, to the container and back to the client.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Removes hop-by-hop headers, including those the `Connection` header lists.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_listed(headers).iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
-/// The names a `Connection` header lists (usually none: no allocation then).
+/// The names a request's `Connection` header lists (usually none: no allocation then).
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    tokens(headers.get_all(header::CONNECTION))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
 }
 
@@ -99,8 +76,6 @@ pub async fn forward(
             let answer = Err(Reject::ResponseTooLarge(call.max_response_bytes));
             return Forwarded { upstream: Some(upstream_time), ..ended(answer) };
         }
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::CONTENT_LENGTH);
         if !parts.status.is_success() {
             model_error(&mut parts.headers, parts.status);
             parts.status = StatusCode::FAILED_DEPENDENCY;
@@ -168,18 +143,6 @@ fn upstream_request(upstream: &Upstream, call: &Call<'_>, request_id: &RequestId
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_connection_lists_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::CONTENT_TYPE));
-    }
 
     #[test]
     fn a_model_error_carries_its_status_and_reason() {

@@ -28,7 +28,8 @@
 //! - [`access_log`]: the one JSON line per request.
 //! - [`health`]: `/healthz` and `/readyz`, outside the request life.
 //! - [`metrics`]: the Prometheus series of CONTRACT.md.
-//! - [`server`]: the listener's accept loop and graceful shutdown.
+//! - [`server`]: the listener's accept loop and graceful shutdown; [`drain`]: the open
+//!   connections, asked to end when the node stops.
 //! - [`workers`]: the threads that serve connections, one event loop each.
 //! - [`timeouts`]: idle and header-read timeouts on each client connection.
 //! - [`tls`]: rustls with ALPN, and a certificate reloaded when its files change.
@@ -39,6 +40,7 @@ pub mod admission;
 pub mod answer;
 pub mod auth;
 pub mod context;
+pub mod drain;
 pub mod forward;
 pub mod health;
 pub mod ingress;
@@ -65,7 +67,7 @@ pub use admission::{Admission, Admissions, Limits};
 pub use load::Load;
 pub use server::{serve, serve_tls};
 pub use shared::Gateway;
-pub use table::{Credentials, DeploymentRoute, EndpointRoute, RouteTable, Routes, Upstream};
+pub use table::{ByName, Credentials, DeploymentRoute, EndpointRoute, RouteTable, Routes, Upstream};
 
 use std::time::Duration;
 

@@ -5,10 +5,11 @@
 //! new series by naming endpoints that do not exist.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
+
+use crate::table::ByName;
 
 pub const REQUESTS: &str = "moat_requests_total";
 pub const REQUEST_DURATION: &str = "moat_request_duration_seconds";
@@ -62,7 +63,7 @@ thread_local! {
     /// The request series each worker thread has recorded to, by endpoint and deployment:
     /// through a kept handle a request skips making label strings and looking its series
     /// up in the registry. Labels come from the route table, so this stays small.
-    static SERIES: RefCell<HashMap<String, HashMap<String, Series>>> = RefCell::default();
+    static SERIES: RefCell<ByName<ByName<Series>>> = RefCell::default();
 }
 
 struct Series {

@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, EndpointRoute};
 
-pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
+/// A name, not text: a lookup by text parses the name on every request.
+pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("azureml-model-deployment");
 
 pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<DeploymentRoute>, Reject> {
-    if let Some(named) = headers.get(DEPLOYMENT_HEADER) {
+    if let Some(named) = headers.get(&DEPLOYMENT_HEADER) {
         let name = named.to_str().unwrap_or_default().trim();
         return endpoint.deployments.get(name).cloned().ok_or_else(|| Reject::UnknownDeployment {
             endpoint: endpoint.name.clone(),
@@ -35,7 +36,7 @@ pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<D
 /// its deployment).
 pub fn mirror(endpoint: &EndpointRoute, headers: &HeaderMap) -> Option<Arc<DeploymentRoute>> {
     let (name, percent) = endpoint.mirror.as_ref()?;
-    if headers.contains_key(DEPLOYMENT_HEADER) || fastrand::u32(0..100) >= *percent {
+    if headers.contains_key(&DEPLOYMENT_HEADER) || fastrand::u32(0..100) >= *percent {
         return None;
     }
     endpoint.deployments.get(name).cloned()

@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 
@@ -190,9 +190,11 @@ fn access_policy(
     }
 }
 
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
+
 /// `x-ms-client-request-id` is echoed only when short and plain.
 fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    let value = headers.get("x-ms-client-request-id")?;
+    let value = headers.get(&CLIENT_REQUEST_ID)?;
     let bytes = value.as_bytes();
     let clean = !bytes.is_empty()
         && bytes.len() <= 40
@@ -205,7 +207,7 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
     // replaces every value the container gave).
     headers.insert(REQUEST_ID_HEADER, ctx.request_id.header());
     if let Some(id) = client_request_id {
-        headers.insert("x-ms-client-request-id", id);
+        headers.insert(CLIENT_REQUEST_ID, id);
     }
     if let Some(name) = ctx.deployment.as_deref().and_then(|d| HeaderValue::from_str(d).ok()) {
         headers.insert(DEPLOYMENT_HEADER, name);
@@ -226,7 +228,7 @@ mod tests {
             ("semi;colon", false),
         ] {
             let mut h = HeaderMap::new();
-            h.insert("x-ms-client-request-id", HeaderValue::from_str(value).expect("header"));
+            h.insert(CLIENT_REQUEST_ID, HeaderValue::from_str(value).expect("header"));
             assert_eq!(client_request_id(&h).is_some(), echoed, "{value}");
         }
     }

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Config;
+use crate::drain::Drain;
 use crate::ingress::Mode;
 use crate::ingress::accept::{self, Refused};
 use crate::ingress::origin::Connection;
@@ -68,7 +68,7 @@ async fn accept(
         tracing::warn!(error = %e, "cannot start the gateway's worker threads: serving on the accept loop's");
         Workers::none()
     });
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     let closing = Arc::new(AtomicBool::new(false));
     let open = metrics::open_connections(if tls.is_some() { "https" } else { "http" });
     let slots = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
@@ -96,13 +96,12 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         // The socket leaves this runtime's reactor for the worker's.
         let Ok(stream) = stream.into_std() else { continue };
-        let (gateway, tls, watcher, closing) =
-            (gateway.clone(), tls.clone(), graceful.watcher(), closing.clone());
+        let (gateway, tls, drain, closing) = (gateway.clone(), tls.clone(), drain.clone(), closing.clone());
         let open = open.clone();
         open.increment(1.0);
         workers.hand_over(async move {
             if let Ok(stream) = TcpStream::from_std(stream) {
-                connection(gateway, stream, peer, tls, watcher, closing).await;
+                connection(gateway, stream, peer, tls, drain, closing).await;
             }
             open.decrement(1.0);
             drop(slot);
@@ -112,10 +111,10 @@ async fn accept(
     let deadline = tokio::time::Instant::now() + grace;
     closing.store(true, Ordering::Relaxed);
     let window_end = tokio::time::Instant::now() + CLOSE_WINDOW.min(grace);
-    while graceful.count() > 0 && tokio::time::Instant::now() < window_end {
+    while drain.count() > 0 && tokio::time::Instant::now() < window_end {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, drain.drain()).await.is_err() {
         tracing::warn!("shutdown grace period over with requests still open");
     }
     drop(workers);
@@ -127,7 +126,7 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    watcher: Watcher,
+    drain: Drain,
     closing: Arc<AtomicBool>,
 ) {
     let config = &gateway.config;
@@ -170,7 +169,7 @@ async fn connection(
         }
     });
     let ended = match tls {
-        None => watcher.watch(http1(config).serve_connection(TokioIo::new(io), service)).await,
+        None => drain.watch(http1(config).serve_connection(TokioIo::new(io), service)).await,
         Some(acceptor) => {
             // A handshake gets no longer than a header section would.
             let stream = match tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await {
@@ -183,9 +182,9 @@ async fn connection(
                     .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
                     .max_concurrent_streams(config.max_streams_per_connection)
                     .serve_connection(TokioIo::new(stream), service);
-                watcher.watch(h2).await
+                drain.watch(h2).await
             } else {
-                watcher.watch(http1(config).serve_connection(TokioIo::new(stream), service)).await
+                drain.watch(http1(config).serve_connection(TokioIo::new(stream), service)).await
             }
         }
     };

@@ -15,9 +15,14 @@ use crate::admission::{Admission, Limits};
 use crate::auth::aml::AmlKey;
 use crate::auth::principals::Principals;
 
+/// Endpoints or deployments by name. Looked up for every request by names the operator gave,
+/// so hashed with foldhash rather than SipHash, which is made to withstand keys an attacker
+/// chooses and cost a fiftieth of a proxied request's instructions here.
+pub type ByName<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    pub endpoints: HashMap<String, EndpointRoute>,
+    pub endpoints: ByName<EndpointRoute>,
     /// moat's own bridge subnets: a client there is a container, never private ingress.
     pub moat_networks: Vec<ipnet::IpNet>,
 }
@@ -33,7 +38,7 @@ pub struct EndpointRoute {
     pub traffic: Vec<(String, u32)>,
     /// The mirror deployment and the percent of live requests copied to it.
     pub mirror: Option<(String, u32)>,
-    pub deployments: HashMap<String, Arc<DeploymentRoute>>,
+    pub deployments: ByName<Arc<DeploymentRoute>>,
 }
 
 /// What a caller must present. Debug never shows a key.

@@ -239,7 +239,9 @@ struct Pool {
 
 #[derive(Default)]
 struct Idle {
-    by_instance: HashMap<SocketAddr, Vec<Connection>>,
+    /// Hashed with foldhash: the addresses are moat's own, and SipHash cost more than the
+    /// rest of taking a connection.
+    by_instance: HashMap<SocketAddr, Vec<Connection>, foldhash::fast::RandomState>,
     swept: Option<Instant>,
 }
 

@@ -75,11 +75,32 @@ impl RequestHead {
     }
 }
 
+/// Headers that describe one hop, not the message (its framing included): never passed on,
+/// in either direction.
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// The comma-separated tokens of a list header's values (`Connection`, `Transfer-Encoding`),
+/// trimmed; values that are not text are skipped.
+pub fn tokens<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iterator<Item = &'a str> {
+    values.into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
 /// The head of a container's answer and how its body is framed.
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
+    /// The end-to-end headers only: hop-by-hop ones, those `Connection` lists, and the framing
+    /// (`Content-Length`, `Transfer-Encoding`) are this hop's, said by `body` and `keep_alive`.
     pub headers: HeaderMap,
     pub body: BodyFraming,
     /// The connection may carry another request once this answer is read whole.
@@ -121,33 +142,61 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
             continue;
         }
         let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        // Each field goes where it belongs as it is read: one pass, no removals afterwards.
+        let mut hop = HopFields::default();
         let mut headers = HeaderMap::with_capacity(response.headers.len());
         for field in response.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| format!("the answer's header name {:?} is not valid", field.name))?;
             let value = HeaderValue::from_bytes(field.value)
                 .map_err(|_| format!("the answer's header {name} has a value that is not valid"))?;
-            headers.append(name, value);
+            if name == header::CONTENT_LENGTH {
+                hop.lengths.push(value);
+            } else if name == header::TRANSFER_ENCODING {
+                hop.codings.push(value);
+            } else if name == header::CONNECTION {
+                hop.connection.push(value);
+            } else if !HOP_BY_HOP.contains(&name) {
+                headers.append(name, value);
+            }
+        }
+        for listed in tokens(&hop.connection) {
+            if let Ok(name) = HeaderName::from_bytes(listed.as_bytes()) {
+                headers.remove(name);
+            }
         }
         buf.advance(used);
-        let (body, framed) = framing(&headers, status, head_only)?;
-        let keep_alive = framed && wants_keep_alive(&headers, version);
+        let (body, framed) = framing(&hop, status, head_only)?;
+        let keep_alive = framed && hop.keep_alive(version);
         return Ok(Some(Head { status, version, headers, body, keep_alive }));
     }
 }
 
+/// The fields of an answer head that are about this hop.
+#[derive(Default)]
+struct HopFields {
+    lengths: Vec<HeaderValue>,
+    codings: Vec<HeaderValue>,
+    connection: Vec<HeaderValue>,
+}
+
+impl HopFields {
+    fn keep_alive(&self, version: Version) -> bool {
+        let says = |word: &str| tokens(&self.connection).any(|t| t.eq_ignore_ascii_case(word));
+        if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
+    }
+}
+
 /// The body's framing, and whether it ends before the connection does (RFC 9112 §6.3).
-fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<(BodyFraming, bool), String> {
+fn framing(hop: &HopFields, status: StatusCode, head_only: bool) -> Result<(BodyFraming, bool), String> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((BodyFraming::Length(0), true));
     }
-    let codings = headers.get_all(header::TRANSFER_ENCODING);
-    if codings.iter().next().is_some() {
-        let last = codings.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last();
-        let chunked = last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+    if !hop.codings.is_empty() {
+        let chunked = tokens(&hop.codings).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
         // With a Content-Length beside it, the connection cannot be trusted with another
         // request (§6.1): the body is framed by its coding, then the connection closes.
-        let alone = !headers.contains_key(header::CONTENT_LENGTH);
+        let alone = hop.lengths.is_empty();
         return Ok(if chunked {
             (BodyFraming::Chunked(Chunked::default()), alone)
         } else {
@@ -155,7 +204,7 @@ fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<(
         });
     }
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    for value in &hop.lengths {
         let text = value.to_str().map_err(|_| "the answer's content-length is not a number".to_string())?;
         for part in text.split(',') {
             let n: u64 = part
@@ -172,18 +221,6 @@ fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<(
         Some(n) => (BodyFraming::Length(n), true),
         None => (BodyFraming::UntilClose, false),
     })
-}
-
-fn wants_keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let says = |word: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(word))
-    };
-    if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
 }
 
 /// How much of the body is left, and in what form.
@@ -410,6 +447,22 @@ mod tests {
             BodyFraming::Length(0),
             "HEAD"
         );
+    }
+
+    #[test]
+    fn only_end_to_end_headers_are_kept_from_an_answer_head() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret-hop\r\nx-secret-hop: 1\r\n\
+             Keep-Alive: timeout=5\r\ncontent-type: application/json\r\ntrailer: x-t\r\n\
+             transfer-encoding: chunked\r\nupgrade: h2c\r\n\r\n",
+        )
+        .expect("parses")
+        .expect("whole");
+        let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
+        assert_eq!((h.body, h.keep_alive), (BodyFraming::Chunked(Chunked::default()), true));
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\n").expect("ok").expect("whole");
+        assert_eq!((h.headers.len(), h.body), (1, BodyFraming::Length(2)), "the length is the framing's");
     }
 
     #[test]

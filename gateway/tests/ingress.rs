@@ -37,7 +37,7 @@ async fn gateway(mode: Mode) -> Harness {
     let routes = Routes::default();
     routes.publish(RouteTable {
         moat_networks: Vec::new(),
-        endpoints: HashMap::from([endpoint("closed", false), endpoint("open", true)]),
+        endpoints: HashMap::from_iter([endpoint("closed", false), endpoint("open", true)]),
     });
     let ingress = IngressConfig {
         trusted_proxies: vec!["127.0.0.1/32".parse().expect("cidr")],

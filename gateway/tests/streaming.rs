@@ -226,7 +226,7 @@ async fn gateway_on(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> H
     let routes = Routes::default();
     routes.publish(RouteTable {
         moat_networks: Vec::new(),
-        endpoints: HashMap::from([("ep".into(), endpoint)]),
+        endpoints: HashMap::from_iter([("ep".into(), endpoint)]),
     });
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = {

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use moat_gateway::tls::{TlsFiles, acceptor};
-use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
+use moat_gateway::{Config, Credentials, Gateway, Routes};
 use moat_test_support::TempDir;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -30,10 +29,7 @@ async fn tls_gateway(files: &TlsFiles) -> (SocketAddr, moat_gateway::tls::Reload
     let up = common::upstream("[1.0]").await;
     let routes = Routes::default();
     let credentials = Credentials::Keys(vec![b"tls-test-key".to_vec()]);
-    routes.publish(RouteTable {
-        moat_networks: Vec::new(),
-        endpoints: HashMap::from([common::endpoint(&Admissions::default(), "ep", up, credentials, true)]),
-    });
+    routes.publish(common::table_of_one(up, credentials));
     let gw = Gateway::new(Config::default(), routes, moat_gateway::access_log::discard());
     let (tls, reloader) = acceptor(files).expect("certificate loads");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -91,7 +91,7 @@ async fn gateway(jwks_addr: SocketAddr, aml: Arc<AmlKey>, refresh_gap: Duration)
     let routes = Routes::default();
     routes.publish(RouteTable {
         moat_networks: Vec::new(),
-        endpoints: HashMap::from([
+        endpoints: HashMap::from_iter([
             endpoint(
                 "aad-ep",
                 Credentials::AadToken {

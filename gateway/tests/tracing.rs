@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use moat_gateway::trace::{Tracing, TracingConfig};
-use moat_gateway::{AccessRecord, Admissions, Config, Credentials, Gateway, RouteTable, Routes};
+use moat_gateway::{AccessRecord, Config, Credentials, Gateway, Routes};
 use moat_test_support::{Reply, http};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -97,10 +97,7 @@ async fn traced_gateway(sample_ratio: f64) -> Traced {
     let up = echo().await;
     let routes = Routes::default();
     let credentials = Credentials::Keys(vec![KEY.as_bytes().to_vec()]);
-    routes.publish(RouteTable {
-        moat_networks: Vec::new(),
-        endpoints: HashMap::from([common::endpoint(&Admissions::default(), "ep", up, credentials, true)]),
-    });
+    routes.publish(common::table_of_one(up, credentials));
     let config =
         TracingConfig { otlp_endpoint: Some(endpoint), service_name: "moat-under-test".into(), sample_ratio };
     let tracing = Tracing::start(&config, tokio::runtime::Handle::current()).expect("the pipeline starts");

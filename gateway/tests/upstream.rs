@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use moat_gateway::{Admissions, Config, Credentials, Gateway, RouteTable, Routes};
+use moat_gateway::{Config, Credentials, Gateway, Routes};
 use moat_test_support::{Reply, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -121,10 +120,7 @@ const KEY: &str = "upstream-test-key";
 async fn gateway(up: SocketAddr) -> SocketAddr {
     let routes = Routes::default();
     let credentials = Credentials::Keys(vec![KEY.as_bytes().to_vec()]);
-    routes.publish(RouteTable {
-        moat_networks: Vec::new(),
-        endpoints: HashMap::from([common::endpoint(&Admissions::default(), "ep", up, credentials, true)]),
-    });
+    routes.publish(common::table_of_one(up, credentials));
     // One worker: idle connections are kept per worker thread (a socket belongs to its
     // thread's event loop), and these tests count what one idle list does.
     let config = Config { workers: 1, ..Config::default() };

@@ -126,7 +126,7 @@ pub async fn gateway(config: Config) -> Harness {
         credentials: Credentials::Keys(vec![PRIMARY.into(), SECONDARY.into()]),
         traffic: vec![("blue".into(), 100)],
         mirror: None,
-        deployments: HashMap::from([
+        deployments: HashMap::from_iter([
             route("blue", "/echo", vec![up]),
             route("bad", "/fail", vec![up]),
             route("slow", "/slow", vec![up]),
@@ -142,7 +142,7 @@ pub async fn gateway(config: Config) -> Harness {
         credentials: Credentials::Keys(vec![PRIMARY.into()]),
         traffic: vec![],
         mirror: None,
-        deployments: HashMap::new(),
+        deployments: Default::default(),
     };
     // `split` sends 90 % of its traffic to blue and 10 % to green.
     let split = EndpointRoute {
@@ -151,7 +151,10 @@ pub async fn gateway(config: Config) -> Harness {
         credentials: Credentials::Keys(vec![PRIMARY.into()]),
         traffic: vec![("blue".into(), 90), ("green".into(), 10)],
         mirror: None,
-        deployments: HashMap::from([route("blue", "/echo", vec![up]), route("green", "/echo", vec![up])]),
+        deployments: HashMap::from_iter([
+            route("blue", "/echo", vec![up]),
+            route("green", "/echo", vec![up]),
+        ]),
     };
     // Every request to `mirrored` is copied to its deployment `copy`, which is slow.
     let mirrored = EndpointRoute {
@@ -160,12 +163,15 @@ pub async fn gateway(config: Config) -> Harness {
         credentials: Credentials::Keys(vec![PRIMARY.into()]),
         traffic: vec![("live".into(), 100)],
         mirror: Some(("copy".into(), 100)),
-        deployments: HashMap::from([route("live", "/echo", vec![up]), route("copy", "/mirror", vec![up])]),
+        deployments: HashMap::from_iter([
+            route("live", "/echo", vec![up]),
+            route("copy", "/mirror", vec![up]),
+        ]),
     };
     let routes = Routes::default();
     routes.publish(RouteTable {
         moat_networks: Vec::new(),
-        endpoints: HashMap::from([
+        endpoints: HashMap::from_iter([
             ("ep".into(), endpoint),
             ("idle".into(), idle),
             ("mirrored".into(), mirrored),

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use moat_gateway::{Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, Upstream};
+use moat_gateway::{Admissions, Credentials, DeploymentRoute, EndpointRoute, Limits, RouteTable, Upstream};
 use tokio::net::TcpListener;
 
 /// A container stand-in that answers 200 with `body` to every request.
@@ -57,7 +57,16 @@ pub fn endpoint(
         credentials,
         traffic: vec![("blue".into(), 100)],
         mirror: None,
-        deployments: HashMap::from([("blue".to_string(), Arc::new(route))]),
+        deployments: HashMap::from_iter([("blue".to_string(), Arc::new(route))]),
     };
     (name.to_string(), route)
+}
+
+/// A route table of endpoint `ep` alone (public, as [`endpoint`] makes it) with `credentials`,
+/// its only instance the container at `up`.
+pub fn table_of_one(up: SocketAddr, credentials: Credentials) -> RouteTable {
+    RouteTable {
+        moat_networks: Vec::new(),
+        endpoints: HashMap::from_iter([endpoint(&Admissions::default(), "ep", up, credentials, true)]),
+    }
 }
