@@ -90,10 +90,13 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
     std::thread::Builder::new()
         .name("moat-access-log".into())
         .spawn(move || {
+            // The buffers written last time, emptied and kept: swapped for the pending ones,
+            // so the pending buffers keep their size instead of growing again every time.
+            let mut spares = (Vec::new(), Vec::new());
             loop {
                 std::thread::sleep(WRITE_EVERY);
-                writers.0.write_to(&destination);
-                writers.1.write_to(&destination);
+                writers.0.write_to(&destination, &mut spares.0);
+                writers.1.write_to(&destination, &mut spares.1);
             }
         })
         .map_err(|e| Error::other("starting the log writer", e))?;
@@ -106,8 +109,8 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
         Arc::new(move |decision: &Decision| lines.send(decision)) as DecisionSink
     };
     let flush = Arc::new(move || {
-        access_lines.write_to(&flush_to);
-        egress_lines.write_to(&flush_to);
+        access_lines.write_to(&flush_to, &mut Vec::new());
+        egress_lines.write_to(&flush_to, &mut Vec::new());
     }) as Arc<dyn Fn() + Send + Sync>;
     let reopen = Arc::new(move || match &reopen_this {
         Destination::Stderr => Ok(()),
@@ -133,6 +136,8 @@ const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 /// Pending bytes at most; beyond them lines are dropped.
 const ACCESS_PENDING_MAX: usize = 8 << 20;
 const EGRESS_PENDING_MAX: usize = 1 << 20;
+/// Buffer capacity kept between writes at most: a busy node's 10 ms of lines, with room.
+const SPARE_MAX: usize = 1 << 20;
 
 thread_local! {
     /// Where a line is made before it joins the pending ones, reused line after line.
@@ -178,10 +183,17 @@ impl Lines {
         });
     }
 
-    fn write_to(&self, destination: &Destination) {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        if !batch.is_empty() {
-            destination.write_line(&batch);
+    /// Writes the pending lines, taking them in exchange for `spare` (empty), which is left
+    /// empty again with the capacity the pending lines had.
+    fn write_to(&self, destination: &Destination, spare: &mut Vec<u8>) {
+        std::mem::swap(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()), spare);
+        if !spare.is_empty() {
+            destination.write_line(spare);
+        }
+        spare.clear();
+        if spare.capacity() > SPARE_MAX {
+            // A burst's worth is not kept for good.
+            *spare = Vec::new();
         }
         let lost = self.dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
@@ -232,5 +244,26 @@ mod tests {
         }
         assert_eq!(access.dropped.load(Ordering::Relaxed), 0);
         assert_eq!(access.pending.lock().map(|p| p.len()).unwrap_or_default(), 150);
+    }
+
+    #[test]
+    fn each_line_is_written_once_and_the_buffers_keep_their_room() {
+        let dir = moat_test_support::TempDir::new("moat-log");
+        let path = dir.path().join("moat.log");
+        let file = RwLock::new(Arc::new(LogFile::open(&path).expect("log file")));
+        let destination = Destination::File(Arc::new(LogFile { path: path.clone(), file }));
+        let lines = Lines::new("access", 1 << 20);
+        let mut spare = Vec::new();
+        for batch in 0..3 {
+            for n in 0..100 {
+                lines.append(|line| line.extend_from_slice(format!("{{\"n\":{batch}{n:03}}}\n").as_bytes()));
+            }
+            lines.write_to(&destination, &mut spare);
+            assert!(spare.is_empty() && spare.capacity() > 0, "kept empty, with its room");
+        }
+        let written = std::fs::read_to_string(&path).expect("read");
+        let expected: String =
+            (0..3).flat_map(|b| (0..100).map(move |n| format!("{{\"n\":{b}{n:03}}}\n"))).collect();
+        assert_eq!(written, expected);
     }
 }

@@ -144,7 +144,8 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
         let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         // Each field goes where it belongs as it is read: one pass, no removals afterwards.
         let mut hop = HopFields::default();
-        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        // Room for the headers moat adds to the answer, so adding them never regrows the map.
+        let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
         for field in response.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| format!("the answer's header name {:?} is not valid", field.name))?;
