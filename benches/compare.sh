@@ -27,14 +27,17 @@
 # 20,000 events sent as fast as they are read).
 #
 # Every proxy gets WORKERS worker threads (the machine's CPUs): nginx worker_processes,
-# haproxy nbthread, moat serve --workers. Rounds interleave the targets (A B C D E A B C D E
-# ...). First the maximum throughput (closed loop, CONNECTIONS connections), then latency
+# haproxy nbthread, moat serve --workers. Rounds interleave the targets, each round starting
+# one target later (A B C D E, B C D E A, ...), so that none always runs first or always
+# after the same one. First the maximum throughput (closed loop, CONNECTIONS connections), then latency
 # at fixed offered rates (open loop): 25 % and 50 % of the direct median maximum, and half
 # the slowest proxy's median maximum, a rate every proxy sustains, so its column shows what
 # a proxy adds rather than how its queue grows when overloaded. CPU
-# seconds per 10k requests of each proxy's processes come from /proc during the throughput
-# runs. Prints a Markdown table of medians over the rounds, with the ratios moat/direct,
-# moat/nginx and moat/haproxy; the raw moat-bench JSON stays in the output folder.
+# seconds per 10k requests of each proxy's processes come from /proc, during the throughput
+# runs (the machine saturated) and during the runs at the shared rate (the same load for
+# every proxy). Prints a Markdown table of medians over the rounds, with the ratios
+# moat/direct, moat/nginx and moat/haproxy, then moat/nginx round by round; the raw moat-bench
+# JSON stays in the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -211,9 +214,16 @@ load() { # target args...
 
 for t in "${targets[@]}"; do load "$t" -n 200 >/dev/null 2>&1 || true; done # warm-up
 
+# Round r starts at the r-th target (A B C D E, B C D E A, ...): no target always goes first
+# or always follows the same one.
+rotated() { # round
+    local n=${#targets[@]} i
+    for i in $(seq 0 $((n - 1))); do echo "${targets[$(((i + $1 - 1) % n))]}"; done
+}
+
 echo "==> throughput: $rounds rounds, closed loop, $connections connections, ${seconds}s each" >&2
 for r in $(seq "$rounds"); do
-    for t in "${targets[@]}"; do
+    for t in $(rotated "$r"); do
         before=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
         load "$t" >"$out/max-$t-$r.json"
         after=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
@@ -236,8 +246,12 @@ rates=("$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.25}')" "$(awk -v m="
 echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (25 % and 50 % of direct's $direct_max/s, half the slowest proxy's $slowest_max/s)" >&2
 for r in $(seq "$rounds"); do
     for q in "${rates[@]}"; do
-        for t in "${targets[@]}"; do
+        for t in $(rotated "$r"); do
+            before=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
             load "$t" -q "$q" >"$out/q$q-$t-$r.json"
+            after=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
+            jq --argjson cpu "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" '. + {cpu_s: $cpu}' \
+                "$out/q$q-$t-$r.json" >"$out/q$q-$t-$r.tmp" && mv "$out/q$q-$t-$r.tmp" "$out/q$q-$t-$r.json"
             echo "    round $r $t at $q/s: p99 $(jq .latency_us.p99 "$out/q$q-$t-$r.json") us" >&2
         done
     done
@@ -264,7 +278,7 @@ stream() { # target body -> "time to first byte, total" in seconds
 }
 echo "==> streaming: $rounds rounds, time to first event and events per second" >&2
 for r in $(seq "$rounds"); do
-    for t in "${stream_targets[@]}"; do
+    for t in $(rotated "$r" | grep -xE 'direct|nginx|moat'); do
         for _ in $(seq 20); do stream "$t" '{"events": 5, "gap_ms": 1}'; done | awk '{print $1 * 1000000}' |
             median >"$out/ttfe-$t-$r"
         stream "$t" '{"events": 20000, "gap_ms": 0}' | awk '{printf "%d\n", 20000 / $2}' >"$out/eps-$t-$r"
@@ -275,18 +289,19 @@ smed() { cat "$out/$1-$2-"[0-9]* | median; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2f", a / b}'; }
 {
-    echo -n "| Target | max rate (req/s) | CPU s / 10k req |"
+    echo -n "| Target | max rate (req/s) | CPU s / 10k req | CPU s / 10k req at ${rates[2]}/s |"
     for q in "${rates[@]}"; do echo -n " p50 at $q/s (µs) | p99 at $q/s (µs) |"; done
     echo " errors + non-200 |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
-    declare -A max cpu10k p99 p99s
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    declare -A max cpu10k cpushared p99 p99s
     for t in "${targets[@]}"; do
         max[$t]=$(med max "$t" .achieved_rps)
         cpu10k[$t]=$(med max "$t" 'if .requests > 0 then .cpu_s / .requests * 10000 else 0 end')
+        cpushared[$t]=$(med "q${rates[2]}" "$t" 'if .requests > 0 then .cpu_s / .requests * 10000 else 0 end')
         p99[$t]=$(med "q${rates[1]}" "$t" .latency_us.p99)
         p99s[$t]=$(med "q${rates[2]}" "$t" .latency_us.p99)
         bad=$(for f in "$out/"*"-$t-"[0-9]*.json; do jq '[.errors[]] + [.status | to_entries[] | select(.key != "200") | .value] | add // 0' "$f"; done | awk '{s += $1} END {print s}')
-        cpu_cell=$([ -n "${pid[$t]:-}" ] && printf '%.3f' "${cpu10k[$t]}" || echo "-")
+        cpu_cell=$([ -n "${pid[$t]:-}" ] && printf '%.3f | %.3f' "${cpu10k[$t]}" "${cpushared[$t]}" || echo "- | -")
         printf '| %s | %.0f | %s |' "$t" "${max[$t]}" "$cpu_cell"
         for q in "${rates[@]}"; do
             printf ' %s | %s |' "$(med "q$q" "$t" .latency_us.p50)" "$(med "q$q" "$t" .latency_us.p99)"
@@ -294,17 +309,28 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
         printf ' %s |\n' "$bad"
     done
     echo
-    echo "| Ratio | max rate | CPU / request | p99 at ${rates[1]}/s | p99 at ${rates[2]}/s |"
-    echo "|---|---|---|---|---|"
+    echo "| Ratio | max rate | CPU / request | CPU / request at ${rates[2]}/s | p99 at ${rates[1]}/s | p99 at ${rates[2]}/s |"
+    echo "|---|---|---|---|---|---|"
     row() { # label a b
-        local cpu_ratio=-
+        local cpu_ratio=- cpu_shared=-
         [ "$3" = direct ] || cpu_ratio=$(ratio "${cpu10k[$2]}" "${cpu10k[$3]}")
-        echo "| $1 | $(ratio "${max[$2]}" "${max[$3]}") | $cpu_ratio | $(ratio "${p99[$2]}" "${p99[$3]}") | $(ratio "${p99s[$2]}" "${p99s[$3]}") |"
+        [ "$3" = direct ] || cpu_shared=$(ratio "${cpushared[$2]}" "${cpushared[$3]}")
+        echo "| $1 | $(ratio "${max[$2]}" "${max[$3]}") | $cpu_ratio | $cpu_shared | $(ratio "${p99[$2]}" "${p99[$3]}") | $(ratio "${p99s[$2]}" "${p99s[$3]}") |"
     }
     row "moat / direct" moat direct
     row "moat / nginx" moat nginx
     row "moat / haproxy" moat haproxy
     row "moat-split / moat" moat-split moat
+    echo
+    # The goals are per round: each round's own ratios, not only the medians'.
+    per_round() { # prefix jq-expression
+        for r in $(seq "$rounds"); do
+            echo "$(ratio "$(jq -r "$2" "$out/$1-moat-$r.json")" "$(jq -r "$2" "$out/$1-nginx-$r.json")")"
+        done | paste -sd' '
+    }
+    cpu_per_request='if .requests > 0 then .cpu_s / .requests else 0 end'
+    echo "moat / nginx per round: max rate $(per_round max .achieved_rps); CPU / request $(per_round max "$cpu_per_request");"
+    echo "CPU / request at ${rates[2]}/s $(per_round "q${rates[2]}" "$cpu_per_request"); p99 at ${rates[2]}/s $(per_round "q${rates[2]}" .latency_us.p99)."
     echo
     echo "| Ladder (5 % to 50 % of direct, 3 s a step) | p99 at the first step (µs) | knee: first rate with p99 over twice that (req/s) | p99 at the knee (µs) |"
     echo "|---|---|---|---|"
