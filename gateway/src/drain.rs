@@ -7,6 +7,10 @@
 //! a lock, on every poll of every connection (about 2 % of a proxied request's instructions).
 //! Here a poll reads one flag; a connection's waker is stored once, under the lock, and only
 //! again if its task's waker changes.
+//!
+//! A connection counts from the moment hyper serves it, after its PROXY header and TLS
+//! handshake: one still in its handshake when the drain ends is closed with the workers, as a
+//! drain would have closed it before its first request anyway.
 
 use std::collections::HashMap;
 use std::future::Future;
