@@ -212,6 +212,17 @@ load() { # target args...
     "$bench" --json -c "$connections" -z "${duration:-${seconds}s}" "${headers[@]}" -D examples/model-1/sample-request.json "$@" "${url[$t]}"
 }
 
+# load's result into FILE, with the target's CPU seconds during it as cpu_s.
+measured() { # file target load-args...
+    local file=$1 t=$2 before after
+    shift 2
+    before=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
+    load "$t" "$@" >"$file"
+    after=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
+    jq --argjson cpu "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" '. + {cpu_s: $cpu}' \
+        "$file" >"$file.tmp" && mv "$file.tmp" "$file"
+}
+
 for t in "${targets[@]}"; do load "$t" -n 200 >/dev/null 2>&1 || true; done # warm-up
 
 # Round r starts at the r-th target (A B C D E, B C D E A, ...): no target always goes first
@@ -224,11 +235,7 @@ rotated() { # round
 echo "==> throughput: $rounds rounds, closed loop, $connections connections, ${seconds}s each" >&2
 for r in $(seq "$rounds"); do
     for t in $(rotated "$r"); do
-        before=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
-        load "$t" >"$out/max-$t-$r.json"
-        after=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
-        jq --argjson cpu "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" '. + {cpu_s: $cpu}' \
-            "$out/max-$t-$r.json" >"$out/max-$t-$r.tmp" && mv "$out/max-$t-$r.tmp" "$out/max-$t-$r.json"
+        measured "$out/max-$t-$r.json" "$t"
         echo "    round $r $t: $(jq -r '"\(.achieved_rps | floor)/s, errors \([.errors[]] | add), non-200 \([.status | to_entries[] | select(.key != "200") | .value] | add // 0)"' "$out/max-$t-$r.json")" >&2
     done
 done
@@ -247,11 +254,7 @@ echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (25 % and 50 % of 
 for r in $(seq "$rounds"); do
     for q in "${rates[@]}"; do
         for t in $(rotated "$r"); do
-            before=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
-            load "$t" -q "$q" >"$out/q$q-$t-$r.json"
-            after=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
-            jq --argjson cpu "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" '. + {cpu_s: $cpu}' \
-                "$out/q$q-$t-$r.json" >"$out/q$q-$t-$r.tmp" && mv "$out/q$q-$t-$r.tmp" "$out/q$q-$t-$r.json"
+            measured "$out/q$q-$t-$r.json" "$t" -q "$q"
             echo "    round $r $t at $q/s: p99 $(jq .latency_us.p99 "$out/q$q-$t-$r.json") us" >&2
         done
     done

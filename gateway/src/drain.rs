@@ -61,7 +61,7 @@ impl Drain {
     /// all have ended.
     pub async fn drain(&self) {
         self.shared.draining.store(true, Ordering::SeqCst);
-        let wakers: Vec<Waker> = self.lock().values().cloned().collect();
+        let wakers: Vec<Waker> = self.shared.lock().values().cloned().collect();
         wakers.into_iter().for_each(Waker::wake);
         loop {
             let ended = self.shared.all_ended.notified();
@@ -72,10 +72,6 @@ impl Drain {
             }
             ended.await;
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waker>> {
-        self.shared.lock()
     }
 }
 
