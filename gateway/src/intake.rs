@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::Body;
 
 use crate::reject::Reject;
 
@@ -91,12 +91,16 @@ pub struct Limits {
 }
 
 /// Reads the whole body within `limits` and the budget.
-pub async fn read(
-    body: Incoming,
+pub async fn read<B>(
+    body: B,
     headers: &HeaderMap,
     limits: Limits,
     budget: &Arc<Budget>,
-) -> Result<Bytes, Reject> {
+) -> Result<Bytes, Reject>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let declared =
         headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_bytes as u64) {
@@ -112,7 +116,11 @@ pub async fn read(
     }
 }
 
-async fn gather(mut body: Incoming, max: usize, mut share: Share) -> Result<Bytes, Reject> {
+async fn gather<B>(mut body: B, max: usize, mut share: Share) -> Result<Bytes, Reject>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     // One piece (the usual small JSON body) is kept as it came; more are joined.
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;

@@ -27,6 +27,8 @@
 //! - [`mirror`]: copies of live requests to the mirror deployment, off the request's path.
 //! - [`access_log`]: the one JSON line per request.
 //! - [`health`]: `/healthz` and `/readyz`, outside the request life.
+//! - [`http1`]: HTTP/1.1 to the clients, moat's own codec: heads, bodies, one connection's
+//!   requests in turn.
 //! - [`metrics`]: the Prometheus series of CONTRACT.md.
 //! - [`server`]: the listener's accept loop and graceful shutdown; [`drain`]: the open
 //!   connections, asked to end when the node stops.
@@ -43,6 +45,7 @@ pub mod context;
 pub mod drain;
 pub mod forward;
 pub mod health;
+pub mod http1;
 pub mod ingress;
 pub mod intake;
 pub mod load;

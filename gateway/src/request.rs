@@ -17,9 +17,10 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 
 use crate::admission::Refusal;
 use crate::answer::{AnswerBody, Relay};
@@ -37,7 +38,11 @@ use crate::table::EndpointRoute;
 use crate::target::{self, Operation};
 use crate::{metrics, mirror};
 
-pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> Response<AnswerBody> {
+pub async fn handle<B>(gw: &Gateway, req: Request<B>, conn: &Connection) -> Response<AnswerBody>
+where
+    B: Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
     // A balancer's probe: no policy, no credential, no access line.
     if let Some(answer) = gw.health.answer(req.method(), req.uri().path()) {
         return answer.map(AnswerBody::own);
@@ -62,12 +67,16 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, conn: &Connection) -> 
     response
 }
 
-async fn life(
+async fn life<B>(
     gw: &Gateway,
-    req: Request<Incoming>,
+    req: Request<B>,
     origin: &Origin,
     ctx: &mut RequestCtx,
-) -> Result<Response<Box<Relay>>, Reject> {
+) -> Result<Response<Box<Relay>>, Reject>
+where
+    B: Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
     // One table for the whole request: a swap mid-request does not change its route.
     let table = gw.routes.load();
     let target = target::resolve(&req, gw.config.domain.as_deref())?;
@@ -139,27 +148,13 @@ async fn life(
     Ok(answer?.map(|body| Box::new(Relay::new(body, gap, max_response_bytes, slot))))
 }
 
-/// A request hyper answered itself, its head unreadable (431 for a header section over the
-/// limit, 414 for a URI too long, 400 for a malformed head): it gets its access line and its
-/// metric all the same, with what hyper said as the error.
-pub fn answered_by_hyper(gw: &Gateway, conn: &Connection, status: u16, error: &hyper::Error) {
+/// A request head the HTTP/1.1 codec refused (400 malformed, 414 a request line too long,
+/// 431 a header section over the limit, 501 a body coding moat does not take): it gets its
+/// access line and its metric all the same, with the reason as the error.
+pub fn refused_head(gw: &Gateway, conn: &Connection, status: u16, reason: &str) {
     let mut ctx = RequestCtx::new(origin::origin(conn, &HeaderMap::new(), &gw.config.ingress).client);
-    ctx.error = Some(error.to_string());
+    ctx.error = Some(reason.to_string());
     ctx.log(&gw.log, status, 0);
-}
-
-/// The status hyper wrote for a connection that ended with `error`, if it wrote one: only a
-/// request head it could not parse gets an answer (the client's HTTP/2 preface, say, does not).
-pub fn hyper_status(error: &hyper::Error) -> Option<u16> {
-    if !error.is_parse() || error.is_parse_version_h2() || error.is_parse_status() {
-        return None;
-    }
-    let text = error.to_string();
-    if error.is_parse_too_large() {
-        return Some(if text.starts_with("URI too long") { 414 } else { 431 });
-    }
-    // hyper's own failures get no answer from it.
-    (!text.starts_with("internal error inside Hyper")).then_some(400)
 }
 
 /// The ingress policy, before the credential is even looked at. In report mode a refusal

@@ -15,14 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::Config;
+use crate::answer::AnswerBody;
 use crate::drain::Drain;
+use crate::http1::{self, RequestBody};
 use crate::ingress::Mode;
 use crate::ingress::accept::{self, Refused};
 use crate::ingress::origin::Connection;
@@ -147,29 +151,17 @@ async fn connection(
         tracing::warn!(client = %peer, "a PROXY header from a peer not in ingress.trusted_proxies (report mode: served, not believed)");
         metrics::ingress_denied("", "untrusted_proxy_header", Mode::Report.as_str());
     }
-    let conn = Connection { peer, proxy: start.header };
     let activity = Activity::new();
     let io = TimedIo::new(stream, activity.clone(), config.idle_timeout, config.header_read_timeout);
-    let gw = gateway.clone();
-    let service = service_fn(move |req| {
-        let gw = gw.clone();
-        let serving = activity.serving();
-        let closing = closing.clone();
-        async move {
-            let http1 = req.version() < http::Version::HTTP_2;
-            let mut response = request::handle(&gw, req, &conn).await;
-            if http1 && closing.load(Ordering::Relaxed) {
-                response
-                    .headers_mut()
-                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-            }
-            // Busy until the answer's last byte is written, not only its head.
-            response.body_mut().hold(serving);
-            Ok::<_, Infallible>(response)
-        }
-    });
+    let max_head_bytes = config.max_header_bytes;
+    let service = Service {
+        gateway: gateway.clone(),
+        conn: Connection { peer, proxy: start.header },
+        activity,
+        closing,
+    };
     let ended = match tls {
-        None => drain.watch(http1(config).serve_connection(TokioIo::new(io), service)).await,
+        None => drain.watch(http1::serve_connection(io, service, max_head_bytes)).await,
         Some(acceptor) => {
             // A handshake gets no longer than a header section would.
             let stream = match tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await {
@@ -178,30 +170,69 @@ async fn connection(
                 Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
             };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let service = Arc::new(service);
                 let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
                     .max_concurrent_streams(config.max_streams_per_connection)
-                    .serve_connection(TokioIo::new(stream), service);
-                drain.watch(h2).await
-            } else {
-                drain.watch(http1(config).serve_connection(TokioIo::new(stream), service)).await
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |req| {
+                            let service = service.clone();
+                            async move { Ok::<_, Infallible>(service.answer(req).await) }
+                        }),
+                    );
+                if let Err(e) = drain.watch(h2).await {
+                    tracing::debug!(client = %peer, error = %e, "HTTP/2 connection ended with an error");
+                }
+                return;
             }
+            drain.watch(http1::serve_connection(stream, service, max_head_bytes)).await
         }
     };
     if let Err(e) = ended {
-        match request::hyper_status(&e) {
-            Some(status) => request::answered_by_hyper(&gateway, &conn, status, &e),
-            None => tracing::debug!(client = %peer, error = %e, "connection ended with an error"),
-        }
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
     }
 }
 
-/// A header section over `max_header_bytes` gets 431 from hyper itself. The read buffer's
-/// bound alone catches only heads that arrive in pieces: one that comes in a single read is
-/// parsed whole before the bound is looked at, hence the explicit header size.
-fn http1(config: &Config) -> hyper::server::conn::http1::Builder {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.max_header_size(config.max_header_bytes);
-    builder.max_buf_size(config.max_header_bytes.max(8192));
-    builder
+/// A connection's requests go through the gateway's request life; each holds the
+/// connection's busy mark until its answer is written, and in the shutdown's close window
+/// an HTTP/1.1 answer says `Connection: close`.
+struct Service {
+    gateway: Arc<Gateway>,
+    conn: Connection,
+    activity: Arc<Activity>,
+    closing: Arc<AtomicBool>,
+}
+
+impl Service {
+    async fn answer<B>(&self, req: Request<B>) -> Response<AnswerBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let http1 = req.version() < http::Version::HTTP_2;
+        let serving = self.activity.serving();
+        let mut response = request::handle(&self.gateway, req, &self.conn).await;
+        if http1 && self.closing.load(Ordering::Relaxed) {
+            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        // Busy until the answer's last byte is written, not only its head.
+        response.body_mut().hold(serving);
+        response
+    }
+}
+
+impl http1::Serve for Service {
+    type Body = AnswerBody;
+
+    fn serve<'a>(
+        &'a self,
+        request: Request<RequestBody<'a>>,
+    ) -> impl Future<Output = Response<AnswerBody>> + Send + 'a {
+        self.answer(request)
+    }
+
+    fn refused(&self, refused: &http1::head::Refused) {
+        request::refused_head(&self.gateway, &self.conn, refused.status.as_u16(), &refused.reason);
+    }
 }

@@ -1,5 +1,5 @@
 //! Client connections as the gateway keeps them: header sections over the limit and heads it
-//! cannot parse (answered by hyper, logged by moat), idle keep-alive, slow clients.
+//! cannot parse (answered and logged), idle keep-alive, slow clients.
 
 mod common;
 
@@ -25,7 +25,7 @@ async fn raw(addr: SocketAddr, bytes: Vec<u8>) -> String {
 }
 
 #[tokio::test]
-async fn heads_hyper_answers_itself_get_their_status_and_an_access_line() {
+async fn refused_heads_get_their_status_and_an_access_line() {
     let h = gateway(Config { max_header_bytes: 16 * 1024, ..Config::default() }).await;
     let big = "x".repeat(20 * 1024);
     // A whole oversized head in one write, and one in pieces.
@@ -33,8 +33,8 @@ async fn heads_hyper_answers_itself_get_their_status_and_an_access_line() {
     assert_eq!(r.status, 431);
     let pieces = {
         let mut head = b"POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\n".to_vec();
-        for i in 0..400 {
-            head.extend_from_slice(format!("X-Part-{i}: {}\r\n", "y".repeat(60)).as_bytes());
+        for i in 0..100 {
+            head.extend_from_slice(format!("X-Part-{i}: {}\r\n", "y".repeat(200)).as_bytes());
         }
         head
     };
@@ -55,7 +55,11 @@ async fn heads_hyper_answers_itself_get_their_status_and_an_access_line() {
     statuses.sort();
     assert_eq!(
         statuses,
-        ["400 invalid HTTP version parsed", "431 message head is too large", "431 message head is too large"],
+        [
+            "400 the request's HTTP version is not HTTP/1.0 or HTTP/1.1",
+            "431 the request head is over max_header_bytes (16384 bytes)",
+            "431 the request head is over max_header_bytes (16384 bytes)"
+        ],
         "{logs:?}"
     );
     assert!(logs.iter().all(|l| l.contains("\"client\":\"127.0.0.1\"")), "{logs:?}");

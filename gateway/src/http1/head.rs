@@ -1,0 +1,450 @@
+//! Heads on the client side of HTTP/1.1: a request head parsed (with httparse) into the
+//! request and its body's framing, and an answer head written. Pure functions over buffers,
+//! so every rule is table-tested here; [`super::connection`] moves the bytes.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+
+use crate::wire::{BodyFraming, Chunked, tokens};
+
+/// The most header fields a request head may have (hyper's bound was 100).
+const MAX_HEADERS: usize = 128;
+/// The longest request target, whatever the head's limit (hyper's bound too).
+const MAX_URI_BYTES: usize = 65534;
+
+/// A request head the gateway does not serve: the status it answers with and why (the
+/// access line's `error`). The connection closes after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Refused {
+        Refused { status, reason: reason.into() }
+    }
+
+    fn bad(reason: impl Into<String>) -> Refused {
+        Refused::new(StatusCode::BAD_REQUEST, reason)
+    }
+}
+
+/// A request head, parsed.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Every header field as it came (hop-by-hop ones included: the forward strips them).
+    pub request: Request<()>,
+    pub body: BodyFraming,
+    /// The client keeps the connection for another request after this one.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+}
+
+/// Header fields whose places are kept on the stack while a head is parsed.
+const NEAR_FIELDS: usize = 24;
+
+/// Where one header field lies in the head's bytes.
+#[derive(Clone, Copy, Default)]
+struct FieldAt {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses a request head off the front of `buf`: `Ok(None)` while more bytes are needed;
+/// on success the head's bytes are taken off `buf` (the body's first bytes stay).
+pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parsed>, Refused> {
+    // RFC 9112 §2.2: empty lines before a request line are ignored.
+    while buf.first() == Some(&b'\n') || buf.starts_with(b"\r\n") {
+        buf.advance(if buf[0] == b'\n' { 1 } else { 2 });
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let base = buf.as_ptr() as usize;
+    let offsets = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
+    // Left uninitialised: httparse writes what it finds.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut request, buf, &mut fields);
+    let used = match parsed {
+        Ok(httparse::Status::Complete(used)) if used <= max_head => used,
+        Ok(httparse::Status::Complete(_)) => return Err(too_large(buf, max_head)),
+        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(too_large(buf, max_head)),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refused::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("the request head has more than {MAX_HEADERS} header fields"),
+            ));
+        }
+        Err(httparse::Error::Version) => {
+            return Err(Refused::bad("the request's HTTP version is not HTTP/1.0 or HTTP/1.1"));
+        }
+        Err(e) => return Err(Refused::bad(format!("the request head is not HTTP/1.1: {e}"))),
+    };
+    let method = request.method.unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| Refused::bad(format!("the request method {method:?} is not a method")))?;
+    let version = if request.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let target = offsets(request.path.unwrap_or_default().as_bytes());
+    // Where each field lies: the usual few on the stack, more in a vector.
+    let mut near = [FieldAt::default(); NEAR_FIELDS];
+    let mut far = Vec::new();
+    for (i, field) in request.headers.iter().enumerate() {
+        let at = FieldAt { name: offsets(field.name.as_bytes()), value: offsets(field.value) };
+        match near.get_mut(i) {
+            Some(slot) => *slot = at,
+            None => far.push(at),
+        }
+    }
+    let count = request.headers.len();
+    // The head's bytes become the request's: the target and values are slices of them.
+    let head = buf.split_to(used).freeze();
+    if target.1 - target.0 > MAX_URI_BYTES {
+        return Err(Refused::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is over {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
+        .map_err(|e| Refused::bad(format!("the request target is not a URI: {e}")))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for field in near[..count.min(NEAR_FIELDS)].iter().chain(&far) {
+        let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
+            .map_err(|_| Refused::bad("a header name of the request is not valid"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1))
+            .map_err(|_| Refused::bad(format!("the request header {name} has a value that is not valid")))?;
+        headers.append(name, value);
+    }
+    let body = framing(&headers, version)?;
+    let keep_alive = keep_alive(&headers, version);
+    let expect_continue = version == Version::HTTP_11
+        && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Parsed { request, body, keep_alive, expect_continue }))
+}
+
+/// 414 when not even the request line fits within the limit, 431 otherwise.
+fn too_large(buf: &[u8], max_head: usize) -> Refused {
+    let line_ends = buf[..max_head.min(buf.len())].contains(&b'\n');
+    if line_ends {
+        Refused::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request head is over max_header_bytes ({max_head} bytes)"),
+        )
+    } else {
+        Refused::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request line is over max_header_bytes ({max_head} bytes)"),
+        )
+    }
+}
+
+fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    let says = |word: &str| tokens(headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case(word));
+    if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
+}
+
+/// RFC 9112 §6.3 for requests, strictly: whatever two servers could read two ways (a length
+/// beside a coding, two lengths, a coding that does not end in chunked) is refused, so that
+/// no request can be smuggled past moat inside another.
+fn framing(headers: &HeaderMap, version: Version) -> Result<BodyFraming, Refused> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(Refused::bad("an HTTP/1.0 request has a transfer-encoding"));
+        }
+        if lengths.iter().next().is_some() {
+            return Err(Refused::bad("the request has both a content-length and a transfer-encoding"));
+        }
+        let mut codings = tokens(headers.get_all(header::TRANSFER_ENCODING));
+        let chunked = codings.next().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+        if !chunked || codings.next().is_some() {
+            return Err(Refused::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "the request's transfer-encoding is not chunked alone",
+            ));
+        }
+        return Ok(BodyFraming::Chunked(Chunked::default()));
+    }
+    let mut length = None;
+    for value in lengths {
+        let text = value.to_str().unwrap_or("?");
+        for part in text.split(',').map(str::trim) {
+            let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| {
+                    Refused::bad(format!("the request's content-length {part:?} is not a number"))
+                })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Refused::bad("the request has two different content-lengths"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(BodyFraming::Length(length.unwrap_or(0)))
+}
+
+/// How an answer's body is framed on the client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all (HEAD, 204, 304); a length is still said when known.
+    Bodiless(Option<u64>),
+    Length(u64),
+    Chunked,
+    /// An HTTP/1.0 client's answer of unknown length: it ends when the connection does.
+    UntilClose,
+}
+
+/// What the answer's `Connection` field says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1's default: nothing to say.
+    Default,
+    Close,
+    /// An HTTP/1.0 client asked to keep the connection.
+    KeepAlive,
+}
+
+/// Writes an answer head into `out`: the status line, the answer's own fields (its framing
+/// fields are this hop's, written from `framing`), the date, the framing and `persist`.
+pub fn write_answer_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    persist: Persist,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if *name == header::CONNECTION
+            || *name == header::CONTENT_LENGTH
+            || *name == header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) | Framing::Bodiless(Some(n)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Bodiless(None) | Framing::UntilClose => {}
+    }
+    match persist {
+        Persist::Default => {}
+        Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Persist::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+    }
+    out.extend_from_slice(b"date: ");
+    DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The start of a chunk of `len` bytes: its size in hex and CRLF.
+pub fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = len;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` field's value, formatted once a second per thread.
+struct Date {
+    second: u64,
+    text: [u8; 29],
+}
+
+thread_local! {
+    static DATE: RefCell<Date> = const { RefCell::new(Date { second: u64::MAX, text: [b' '; 29] }) };
+}
+
+impl Date {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == self.text.len() {
+                self.text.copy_from_slice(text.as_bytes());
+                self.second = second;
+            }
+        }
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Option<Parsed>, Refused> {
+        parse_request(&mut BytesMut::from(text), 1024)
+    }
+
+    fn status(text: &str) -> u16 {
+        match parse(text) {
+            Err(refused) => refused.status.as_u16(),
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        }
+    }
+
+    #[test]
+    fn a_request_head_gives_its_request_framing_and_what_the_client_wants() {
+        let mut buf = BytesMut::from(
+            "\r\nPOST /endpoints/ep/score?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2\r\nConnection: te\r\n\r\n{}GET",
+        );
+        let parsed = parse_request(&mut buf, 1024).expect("parsed").expect("whole");
+        let r = &parsed.request;
+        assert_eq!(
+            (r.method(), r.uri().path(), r.uri().query()),
+            (&Method::POST, "/endpoints/ep/score", Some("x=1"))
+        );
+        assert_eq!(r.version(), Version::HTTP_11);
+        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
+        assert_eq!(r.headers()["connection"], "te", "hop-by-hop fields stay for the forward to strip");
+        assert_eq!(parsed.body, BodyFraming::Length(2));
+        assert!(parsed.keep_alive && !parsed.expect_continue);
+        assert_eq!(&buf[..], b"{}GET", "the body and what follows stay in the buffer");
+    }
+
+    #[test]
+    fn every_field_of_a_long_head_is_kept_in_order() {
+        let fields: String = (0..MAX_HEADERS).map(|i| format!("X-F{i}: {i}\r\n")).collect();
+        let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{fields}\r\n").as_str());
+        let parsed = parse_request(&mut buf, 8192).expect("parsed").expect("whole");
+        let values: Vec<String> =
+            parsed.request.headers().values().map(|v| v.to_str().expect("text").to_string()).collect();
+        let expected: Vec<String> = (0..MAX_HEADERS).map(|i| i.to_string()).collect();
+        assert_eq!(values, expected);
+    }
+
+    #[test]
+    fn keep_alive_and_expect_follow_the_version() {
+        let cases = [
+            ("GET / HTTP/1.1\r\n\r\n", true, false),
+            ("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", false, false),
+            ("GET / HTTP/1.0\r\n\r\n", false, false),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true, false),
+            ("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n", true, true),
+            ("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", false, false),
+        ];
+        for (text, keep_alive, expect) in cases {
+            let parsed = parse(text).expect("parsed").expect("whole");
+            assert_eq!((parsed.keep_alive, parsed.expect_continue), (keep_alive, expect), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_framed_one_way_only() {
+        let framing = |text: &str| parse(text).map(|p| p.expect("whole").body);
+        assert_eq!(framing("GET / HTTP/1.1\r\n\r\n"), Ok(BodyFraming::Length(0)));
+        assert_eq!(framing("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"), Ok(BodyFraming::Length(5)));
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(BodyFraming::Chunked(Chunked::default()))
+        );
+        for (text, status) in [
+            ("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ] {
+            assert_eq!(self::status(text), status, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn heads_that_cannot_be_served_are_refused_with_their_status() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+        let long_head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(2000));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS + 1));
+        for (text, status) in [
+            ("GET / HTTP/1.1\r\nHost: x\r\n", 0),
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+            (long_line.as_str(), 414),
+            (&long_line[..1100], 414),
+            (long_head.as_str(), 431),
+            (&long_head[..1100], 431),
+            (many.as_str(), 431),
+            ("NOT A REQUEST\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\n\r\n", 400),
+            ("G(T / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+        ] {
+            assert_eq!(self::status(text), status, "{:?}", &text[..text.len().min(60)]);
+        }
+    }
+
+    #[test]
+    fn an_answer_head_says_its_framing_once() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let text = |framing, persist| {
+            let mut out = Vec::new();
+            write_answer_head(&mut out, StatusCode::OK, &headers, framing, persist);
+            String::from_utf8(out).expect("text")
+        };
+        let length = text(Framing::Length(2), Persist::Default);
+        assert!(
+            length.starts_with(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\ndate: "
+            )
+        );
+        assert!(length.ends_with(" GMT\r\n\r\n") && !length.contains("99") && !length.contains("keep-alive"));
+        assert!(
+            text(Framing::Chunked, Persist::Close)
+                .contains("transfer-encoding: chunked\r\nconnection: close\r\n")
+        );
+        assert!(text(Framing::UntilClose, Persist::KeepAlive).contains("\r\nconnection: keep-alive\r\n"));
+        assert!(!text(Framing::Bodiless(None), Persist::Default).contains("content-length"));
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for (len, line) in
+            [(0, "0\r\n"), (10, "a\r\n"), (4096, "1000\r\n"), (usize::MAX, "ffffffffffffffff\r\n")]
+        {
+            let mut out = Vec::new();
+            chunk_size_line(&mut out, len);
+            assert_eq!(String::from_utf8(out).expect("text"), line);
+        }
+    }
+}
