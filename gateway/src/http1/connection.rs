@@ -3,10 +3,10 @@
 //! 1. head: read until a whole request head is in, or refuse it (400, 414, 431, 501: the
 //!    answer says why in the access line, and the connection closes);
 //! 2. serve: the request life runs with the connection lent to the request's body;
-//! 3. answer: the head goes out with the body's first piece when that is ready, and each
-//!    later piece as it comes, written whole before the next is asked for (a slow client
-//!    slows the container, never fills moat's memory); while an answer waits for its next
-//!    piece, a client that goes away is seen at once;
+//! 3. answer: the head and whatever of the body is ready go out in one write; while the body
+//!    must be waited for, what is pending goes out, and while it waits, a client that goes
+//!    away is seen at once. Each write is whole before the body is asked for more (a slow
+//!    client slows the container, never fills moat's memory);
 //! 4. next: the connection carries another request unless the client, the answer or the
 //!    drain said close, or the request's body was left unread.
 //!
@@ -37,6 +37,8 @@ const READ_AHEAD_BYTES: usize = 64 * 1024;
 /// A body piece up to this size is copied beside its framing into one write; a larger one
 /// is written from where it lies.
 const COPY_BYTES: usize = 16 * 1024;
+/// Pieces ready at once are joined into one write up to this size.
+const WRITE_BYTES: usize = 64 * 1024;
 
 /// What a connection serves its requests with.
 pub trait Serve: Send + Sync {
@@ -205,12 +207,13 @@ async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + Unpin>(
         Framing::Length(n) => Some(n),
         _ => None,
     };
-    let mut first = true;
+    let chunked = framing == Framing::Chunked;
     loop {
+        // What is ready now joins what waits in `out` (the head, earlier pieces); only when
+        // the body must be waited for does `out` go to the client.
         let frame = if body.is_end_stream() {
             None
-        } else if std::mem::take(&mut first) {
-            // The head waits for the body's first piece only if that is ready now.
+        } else {
             match poll_once(&mut body).await {
                 Some(frame) => frame,
                 None => {
@@ -219,12 +222,10 @@ async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + Unpin>(
                     next_frame(io, buf, &mut body).await?
                 }
             }
-        } else {
-            next_frame(io, buf, &mut body).await?
         };
         let data = match frame {
             None => {
-                if framing == Framing::Chunked {
+                if chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
                 write_all(io, [&out[..]]).await?;
@@ -249,25 +250,20 @@ async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + Unpin>(
             }
             *left -= data.len() as u64;
         }
-        let end = body.is_end_stream();
-        let after: &[u8] = match (framing, end) {
-            (Framing::Chunked, true) => b"\r\n0\r\n\r\n",
-            (Framing::Chunked, false) => b"\r\n",
-            _ => b"",
-        };
-        if framing == Framing::Chunked {
+        if chunked {
             head::chunk_size_line(out, data.len());
         }
+        let after: &[u8] = if chunked { b"\r\n" } else { b"" };
         if data.len() <= COPY_BYTES {
             out.extend_from_slice(&data);
             out.extend_from_slice(after);
-            write_all(io, [&out[..]]).await?;
         } else {
             write_all(io, [&out[..], &data[..], after]).await?;
+            out.clear();
         }
-        out.clear();
-        if end {
-            return Ok(keep_alive && left.is_none_or(|l| l == 0));
+        if out.len() >= WRITE_BYTES {
+            write_all(io, [&out[..]]).await?;
+            out.clear();
         }
     }
 }
