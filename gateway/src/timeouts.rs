@@ -129,9 +129,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         if polled.is_pending()
             && let Some(deadline) = this.deadline()
         {
-            this.timer.as_mut().reset(deadline);
-            if this.timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(timed_out()));
+            // The timer is moved only when it would fire too late. One that fires early (the
+            // deadline has moved on with the connection's requests) is set again then, so
+            // most reads leave the timer wheel alone.
+            if this.timer.deadline() > deadline {
+                this.timer.as_mut().reset(deadline);
+            }
+            while this.timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Err(timed_out()));
+                }
+                this.timer.as_mut().reset(deadline);
             }
         }
         polled
