@@ -1,9 +1,11 @@
 //! A request's body, read off the client's connection only when the request life asks for
-//! it ([`crate::intake`], after the credential check): the connection is lent to the body
-//! for the request's life, and what the head's read brought already is taken first.
+//! it ([`crate::intake`], after the credential check): the connection is lent for the
+//! request's life, and what the head's read brought already is taken first. Once the body is
+//! whole, the lent connection is watched for the client going away.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -32,8 +34,10 @@ pub enum BodyError {
     Io(#[from] io::Error),
 }
 
-/// The body of a request on an HTTP/1.1 connection.
-pub struct RequestBody<'a> {
+/// The client's connection while one of its requests is served: shared, under a lock no one
+/// else contends for, by the request's body and the watch for the client going away (both
+/// run in the connection's task).
+pub struct Lent<'a> {
     io: &'a mut dyn ClientIo,
     buf: &'a mut BytesMut,
     framing: &'a mut BodyFraming,
@@ -42,15 +46,26 @@ pub struct RequestBody<'a> {
     continue_left: usize,
 }
 
-impl<'a> RequestBody<'a> {
+impl<'a> Lent<'a> {
     pub fn new(
         io: &'a mut dyn ClientIo,
         buf: &'a mut BytesMut,
         framing: &'a mut BodyFraming,
         expect_continue: bool,
-    ) -> RequestBody<'a> {
+    ) -> Mutex<Lent<'a>> {
         let continue_left = if expect_continue && !framing.ended() { CONTINUE.len() } else { 0 };
-        RequestBody { io, buf, framing, continue_left }
+        Mutex::new(Lent { io, buf, framing, continue_left })
+    }
+
+    /// Ready when the client has gone away, once the body is whole (until then the body's
+    /// reads see it); what it pipelines meanwhile is kept.
+    pub fn poll_gone(lent: &Mutex<Lent<'_>>, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let mut lent = lock(lent);
+        let lent = &mut *lent;
+        if !lent.framing.ended() {
+            return Poll::Pending;
+        }
+        super::connection::poll_gone(&mut *lent.io, lent.buf, cx)
     }
 
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -64,6 +79,46 @@ impl<'a> RequestBody<'a> {
         }
         Pin::new(&mut *self.io).poll_flush(cx)
     }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            match self.framing.next(self.buf) {
+                Ok(Next::Data(data)) => {
+                    // The client sent without waiting: no interim answer is due any more.
+                    self.continue_left = 0;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Next::End) => return Poll::Ready(None),
+                Ok(Next::More) => {}
+                Err(e) => return Poll::Ready(Some(Err(BodyError::Framing(e)))),
+            }
+            if self.continue_left > 0 {
+                ready!(self.poll_continue(cx))?;
+            }
+            self.buf.reserve(READ_BYTES);
+            let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, self.buf))?;
+            if n == 0 {
+                return Poll::Ready(Some(Err(BodyError::Closed)));
+            }
+        }
+    }
+}
+
+/// Nothing holds the lock across a panic that could leave the connection half-changed in a
+/// way a later reader would trust more than the panic itself: use it as it is.
+fn lock<'l, 'a>(lent: &'l Mutex<Lent<'a>>) -> MutexGuard<'l, Lent<'a>> {
+    lent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The body of a request on an HTTP/1.1 connection.
+pub struct RequestBody<'a> {
+    lent: &'a Mutex<Lent<'a>>,
+}
+
+impl<'a> RequestBody<'a> {
+    pub fn new(lent: &'a Mutex<Lent<'a>>) -> RequestBody<'a> {
+        RequestBody { lent }
+    }
 }
 
 impl Body for RequestBody<'_> {
@@ -71,38 +126,18 @@ impl Body for RequestBody<'_> {
     type Error = BodyError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        loop {
-            match this.framing.next(this.buf) {
-                Ok(Next::Data(data)) => {
-                    // The client sent without waiting: no interim answer is due any more.
-                    this.continue_left = 0;
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Next::End) => return Poll::Ready(None),
-                Ok(Next::More) => {}
-                Err(e) => return Poll::Ready(Some(Err(BodyError::Framing(e)))),
-            }
-            if this.continue_left > 0 {
-                ready!(this.poll_continue(cx))?;
-            }
-            this.buf.reserve(READ_BYTES);
-            let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *this.io), cx, this.buf))?;
-            if n == 0 {
-                return Poll::Ready(Some(Err(BodyError::Closed)));
-            }
-        }
+        lock(self.lent).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing.ended()
+        lock(self.lent).framing.ended()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing.exact() {
+        match lock(self.lent).framing.exact() {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }

@@ -25,7 +25,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame};
 use tokio::io::AsyncWriteExt;
 
-use super::body::{ClientIo, RequestBody};
+use super::body::{ClientIo, Lent, RequestBody};
 use super::head::{self, Framing, Parsed, Persist, Refused};
 use crate::drain::Graceful;
 use crate::wire::tokens;
@@ -121,8 +121,15 @@ async fn run<I: ClientIo, S: Serve>(
         let answering =
             Answering { version: request.version(), head_only: request.method() == Method::HEAD, keep_alive };
         let response = {
-            let body = RequestBody::new(&mut io, &mut buf, &mut framing, expect_continue);
-            service.serve(request.map(|()| body)).await
+            let lent = Lent::new(&mut io, &mut buf, &mut framing, expect_continue);
+            let served = service.serve(request.map(|()| RequestBody::new(&lent)));
+            // A client that goes away before its answer ends the request (its queue place,
+            // its call to the container) instead of waiting for an answer no one reads.
+            tokio::select! {
+                biased;
+                response = served => response,
+                gone = poll_fn(|cx| Lent::poll_gone(&lent, cx)) => return Err(gone),
+            }
         };
         let mut answering = answering;
         answering.keep_alive &= !asked.load(Ordering::Acquire) && !says_close(response.headers());
@@ -302,9 +309,8 @@ async fn poll_once<B: Body + Unpin>(body: &mut B) -> Option<Option<Result<Frame<
     .await
 }
 
-/// The body's next frame; while it is not there, the client's side is read, so that a client
-/// that goes away ends the answer (`Err`) instead of waiting for the container. What a
-/// pipelining client sends meanwhile is kept for after the answer.
+/// The body's next frame; while it is not there, the client's side is watched, so that a
+/// client that goes away ends the answer (`Err`) instead of waiting for the container.
 async fn next_frame<I: ClientIo, B: Body + Unpin>(
     io: &mut I,
     buf: &mut BytesMut,
@@ -314,18 +320,29 @@ async fn next_frame<I: ClientIo, B: Body + Unpin>(
         if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
             return Poll::Ready(Ok(frame));
         }
-        while buf.len() < READ_AHEAD_BYTES {
-            buf.reserve(READ_BYTES);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *buf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => break,
-            }
-        }
-        Poll::Pending
+        poll_gone(&mut *io, buf, cx).map(Err)
     })
     .await
+}
+
+/// Reads what the client sends while it waits for an answer (a pipelined request, kept in
+/// `buf` up to [`READ_AHEAD_BYTES`]); ready when the client has gone away. As hyper does by
+/// default, a client that shuts its side down counts as gone.
+pub(super) fn poll_gone(io: &mut dyn ClientIo, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Error> {
+    while buf.len() < READ_AHEAD_BYTES {
+        // Room is made only when there is none: the buffer is still shared with the request's
+        // head and body, so making room here would mean a new buffer per request.
+        if buf.capacity() == buf.len() {
+            buf.reserve(READ_BYTES);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *buf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(io::ErrorKind::ConnectionAborted.into()),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(e),
+            Poll::Pending => break,
+        }
+    }
+    Poll::Pending
 }
 
 /// Writes `parts` whole, in as few writes as the connection takes, and flushes them (a TLS
@@ -356,7 +373,7 @@ mod tests {
     use http_body_util::combinators::BoxBody;
     use http_body_util::{BodyExt, Full};
     use tokio::io::{AsyncReadExt, DuplexStream};
-    use tokio::sync::mpsc;
+    use tokio::sync::{mpsc, oneshot};
 
     use super::*;
 
@@ -379,6 +396,8 @@ mod tests {
     struct Echo {
         /// `/stream` answers with these pieces.
         stream: Mutex<Option<mpsc::Receiver<Bytes>>>,
+        /// `/hang` reads its body, then never answers; it holds this until it is dropped.
+        hanging: Mutex<Option<oneshot::Sender<()>>>,
         refused: Mutex<Vec<u16>>,
     }
 
@@ -398,6 +417,10 @@ mod tests {
                 Ok(body) => body.to_bytes(),
                 Err(e) => Bytes::from(e.to_string()),
             };
+            if parts.uri.path() == "/hang" {
+                let _held = self.hanging.lock().expect("hanging").take();
+                std::future::pending::<()>().await;
+            }
             let text = format!("{} {} {}", parts.method, parts.uri, String::from_utf8_lossy(&body));
             Response::new(BoxBody::new(Full::new(Bytes::from(text))))
         }
@@ -529,6 +552,21 @@ mod tests {
         let ended = tokio::time::timeout(Duration::from_secs(5), served).await.expect("ended").expect("task");
         assert!(ended.is_err(), "the connection ends with the client");
         assert!(pieces.is_closed(), "and the answer's body is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_while_its_request_is_served_ends_the_request() {
+        let (held, dropped) = oneshot::channel();
+        let echo = Arc::new(Echo { hanging: Mutex::new(Some(held)), ..Echo::default() });
+        let (mut client, served) = connection(&echo);
+        client.write_all(b"POST /hang HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}").await.expect("write");
+        while echo.hanging.lock().expect("hanging").is_some() {
+            tokio::task::yield_now().await;
+        }
+        drop(client);
+        let ended = tokio::time::timeout(Duration::from_secs(5), served).await.expect("ended").expect("task");
+        assert!(ended.is_err(), "the connection ends with the client");
+        assert!(dropped.await.is_err(), "and the request with it");
     }
 
     #[tokio::test]
