@@ -118,7 +118,7 @@ async fn run<I: ClientIo, S: Serve>(
                     return io.shutdown().await;
                 }
             };
-        let answering =
+        let mut answering =
             Answering { version: request.version(), head_only: request.method() == Method::HEAD, keep_alive };
         let response = {
             let lent = Lent::new(&mut io, &mut buf, &mut framing, expect_continue);
@@ -131,7 +131,6 @@ async fn run<I: ClientIo, S: Serve>(
                 gone = poll_fn(|cx| Lent::poll_gone(&lent, cx)) => return Err(gone),
             }
         };
-        let mut answering = answering;
         answering.keep_alive &= !asked.load(Ordering::Acquire) && !says_close(response.headers());
         if !framing.ended() {
             // An unread rest of the body is skipped when it is here already; otherwise where
