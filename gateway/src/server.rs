@@ -1,6 +1,7 @@
 //! The scoring listeners: accept connections (plain HTTP/1.1, or TLS with HTTP/2 or HTTP/1.1
-//! by ALPN), serve each with the gateway's request life, and on shutdown stop accepting and
-//! let in-flight requests finish within the grace period.
+//! by ALPN), serve each with the gateway's request life (HTTP/1.1 through moat's own codec,
+//! [`crate::http1`]; HTTP/2 through hyper), and on shutdown stop accepting and let in-flight
+//! requests finish within the grace period.
 //!
 //! An HTTP/1.1 keep-alive client whose idle connection is closed may be sending its next
 //! request at that moment, and lose it. So at shutdown, for [`CLOSE_WINDOW`], every answer on
