@@ -27,7 +27,8 @@
 # 20,000 events sent as fast as they are read).
 #
 # Every proxy gets WORKERS worker threads (the machine's CPUs): nginx worker_processes,
-# haproxy nbthread, moat serve --workers. Rounds interleave the targets, each round starting
+# haproxy nbthread, moat serve --workers. After a warm-up that loads every target once for a
+# whole measurement (not counted), rounds interleave the targets, each round starting
 # one target later (A B C D E, B C D E A, ...), so that none always runs first or always
 # after the same one. First the maximum throughput (closed loop, CONNECTIONS connections), then latency
 # at fixed offered rates (open loop): 25 % and 50 % of the direct median maximum, and half
@@ -223,7 +224,12 @@ measured() { # file target load-args...
         "$file" >"$file.tmp" && mv "$file.tmp" "$file"
 }
 
-for t in "${targets[@]}"; do load "$t" -n 200 >/dev/null 2>&1 || true; done # warm-up
+# Warm-up, discarded: every target loaded once for a whole measurement. A fresh container
+# loaded directly for the first time leaves every proxy in front of it about a quarter slower
+# for minutes after (BENCHMARKS.md, "the slow first round"); without this, round 1 measured
+# the proxies in that passage and the later rounds did not.
+echo "==> warm-up: each target once, ${seconds}s, not counted" >&2
+for t in "${targets[@]}"; do load "$t" >/dev/null 2>&1 || true; done
 
 # Round r starts at the r-th target (A B C D E, B C D E A, ...): no target always goes first
 # or always follows the same one.

@@ -142,14 +142,21 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
             continue;
         }
         let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let places = FieldPlaces::of(buf, response.headers);
+        // The head's bytes become the answer's: its values are slices of them, not copies.
+        let head = buf.split_to(used).freeze();
         // Each field goes where it belongs as it is read: one pass, no removals afterwards.
         let mut hop = HopFields::default();
         // Room for the headers moat adds to the answer, so adding them never regrows the map.
-        let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
-        for field in response.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
-                .map_err(|_| format!("the answer's header name {:?} is not valid", field.name))?;
-            let value = HeaderValue::from_bytes(field.value)
+        let mut headers = HeaderMap::with_capacity(places.count() + 4);
+        for field in places.iter() {
+            let name = HeaderName::from_bytes(&head[field.name()]).map_err(|_| {
+                format!(
+                    "the answer's header name {:?} is not valid",
+                    String::from_utf8_lossy(&head[field.name()])
+                )
+            })?;
+            let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
                 .map_err(|_| format!("the answer's header {name} has a value that is not valid"))?;
             if name == header::CONTENT_LENGTH {
                 hop.lengths.push(value);
@@ -166,10 +173,65 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
                 headers.remove(name);
             }
         }
-        buf.advance(used);
         let (body, framed) = framing(&hop, status, head_only)?;
         let keep_alive = framed && hop.keep_alive(version);
         return Ok(Some(Head { status, version, headers, body, keep_alive }));
+    }
+}
+
+/// Where a head's header fields lie in its bytes, noted while httparse's borrow of the buffer
+/// lasts, so that the fields can then be slices of the head taken off the buffer. The usual
+/// few places stay on the stack.
+pub(crate) struct FieldPlaces {
+    near: [FieldAt; NEAR_FIELDS],
+    far: Vec<FieldAt>,
+    len: usize,
+}
+
+/// Header fields whose places are kept on the stack.
+const NEAR_FIELDS: usize = 24;
+
+/// Where one header field's name and value lie: (start, end) in the head's bytes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FieldAt {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl FieldAt {
+    pub fn name(&self) -> std::ops::Range<usize> {
+        self.name.0..self.name.1
+    }
+
+    pub fn value(&self) -> std::ops::Range<usize> {
+        self.value.0..self.value.1
+    }
+}
+
+impl FieldPlaces {
+    /// The places of `fields` (parsed out of `buf`) from the start of `buf`.
+    pub fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> FieldPlaces {
+        let base = buf.as_ptr() as usize;
+        let range = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
+        let mut places =
+            FieldPlaces { near: [FieldAt::default(); NEAR_FIELDS], far: Vec::new(), len: fields.len() };
+        for (i, field) in fields.iter().enumerate() {
+            let at = FieldAt { name: range(field.name.as_bytes()), value: range(field.value) };
+            match places.near.get_mut(i) {
+                Some(slot) => *slot = at,
+                None => places.far.push(at),
+            }
+        }
+        places
+    }
+
+    /// How many fields the head has.
+    pub fn count(&self) -> usize {
+        self.len
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &FieldAt> {
+        self.near[..self.len.min(NEAR_FIELDS)].iter().chain(&self.far)
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::wire::{BodyFraming, Chunked, tokens};
+use crate::wire::{BodyFraming, Chunked, FieldPlaces, tokens};
 
 /// The most header fields a request head may have (hyper's bound was 100).
 const MAX_HEADERS: usize = 128;
@@ -45,16 +45,6 @@ pub struct Parsed {
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body.
     pub expect_continue: bool,
-}
-
-/// Header fields whose places are kept on the stack while a head is parsed.
-const NEAR_FIELDS: usize = 24;
-
-/// Where one header field lies in the head's bytes.
-#[derive(Clone, Copy, Default)]
-struct FieldAt {
-    name: (usize, usize),
-    value: (usize, usize),
 }
 
 /// Parses a request head off the front of `buf`: `Ok(None)` while more bytes are needed;
@@ -101,17 +91,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
         .map_err(|_| Refused::bad(format!("the request method {method:?} is not a method")))?;
     let version = if request.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let target = offsets(request.path.unwrap_or_default().as_bytes());
-    // Where each field lies: the usual few on the stack, more in a vector.
-    let mut near = [FieldAt::default(); NEAR_FIELDS];
-    let mut far = Vec::new();
-    for (i, field) in request.headers.iter().enumerate() {
-        let at = FieldAt { name: offsets(field.name.as_bytes()), value: offsets(field.value) };
-        match near.get_mut(i) {
-            Some(slot) => *slot = at,
-            None => far.push(at),
-        }
-    }
-    let count = request.headers.len();
+    let places = FieldPlaces::of(buf, request.headers);
     // The head's bytes become the request's: the target and values are slices of them.
     let head = buf.split_to(used).freeze();
     if target.1 - target.0 > MAX_URI_BYTES {
@@ -122,11 +102,11 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     }
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|e| Refused::bad(format!("the request target is not a URI: {e}")))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for field in near[..count.min(NEAR_FIELDS)].iter().chain(&far) {
-        let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
+    let mut headers = HeaderMap::with_capacity(places.count());
+    for field in places.iter() {
+        let name = HeaderName::from_bytes(&head[field.name()])
             .map_err(|_| Refused::bad("a header name of the request is not valid"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1))
+        let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
             .map_err(|_| Refused::bad(format!("the request header {name} has a value that is not valid")))?;
         headers.append(name, value);
     }
@@ -239,7 +219,11 @@ pub fn write_answer_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // The container's own `Date` goes through; moat adds one only when it has none (a second
+    // one would make the field a list, which `Date` cannot be).
+    let mut dated = false;
     for (name, value) in headers {
+        dated |= *name == header::DATE;
         if *name == header::CONNECTION
             || *name == header::CONTENT_LENGTH
             || *name == header::TRANSFER_ENCODING
@@ -265,9 +249,12 @@ pub fn write_answer_head(
         Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
         Persist::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
     }
-    out.extend_from_slice(b"date: ");
-    DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
-    out.extend_from_slice(b"\r\n\r\n");
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The start of a chunk of `len` bytes: its size in hex and CRLF.
@@ -444,6 +431,19 @@ mod tests {
         );
         assert!(text(Framing::UntilClose, Persist::KeepAlive).contains("\r\nconnection: keep-alive\r\n"));
         assert!(!text(Framing::Bodiless(None), Persist::Default).contains("content-length"));
+    }
+
+    #[test]
+    fn an_answer_keeps_the_containers_date_and_gets_none_of_its_own() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::DATE, HeaderValue::from_static("Sun, 06 Dec 2026 18:09:34 GMT"));
+        let mut out = Vec::new();
+        write_answer_head(&mut out, StatusCode::OK, &headers, Framing::Length(0), Persist::Default);
+        let text = String::from_utf8(out).expect("text");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ndate: Sun, 06 Dec 2026 18:09:34 GMT\r\ncontent-length: 0\r\n\r\n"
+        );
     }
 
     #[test]
