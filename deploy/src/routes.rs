@@ -95,8 +95,14 @@ pub fn route_table(
             .map(|(d, &p)| (d.clone(), p));
         let public_access = desired.workspace.public_network_access == Access::Enabled
             && record.spec.public_network_access == Access::Enabled;
-        let route =
-            EndpointRoute { name: name.clone(), public_access, credentials, traffic, mirror, deployments };
+        let route = EndpointRoute {
+            name: name.as_str().into(),
+            public_access,
+            credentials,
+            traffic,
+            mirror,
+            deployments,
+        };
         endpoints.insert(name.clone(), route);
     }
     RouteTable { endpoints, moat_networks: moat_networks.to_vec() }

@@ -2,6 +2,7 @@
 //! [`crate::request`] writes it: the phases return what they learn.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
@@ -17,9 +18,9 @@ pub struct RequestCtx {
     pub started: Instant,
     pub client: Option<IpAddr>,
     pub policy: Option<&'static str>,
-    pub endpoint: Option<String>,
-    pub deployment: Option<String>,
-    pub instance: Option<String>,
+    pub endpoint: Option<Arc<str>>,
+    pub deployment: Option<Arc<str>>,
+    pub instance: Option<Arc<str>>,
     pub auth_mode: Option<&'static str>,
     pub auth: Option<Verdict>,
     pub upstream: Option<Duration>,

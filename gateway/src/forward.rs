@@ -5,6 +5,7 @@
 //! failure (nothing was sent) is retried once on another instance; any other failure is the
 //! container's loss.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 /// What a call to the deployment learnt: the instance that took it last, how long its
 /// container took to send the answer's head (when it did), and the answer.
 pub struct Forwarded {
-    pub instance: String,
+    pub instance: Arc<str>,
     pub upstream: Option<Duration>,
     pub answer: Result<Response<Streaming>, Reject>,
 }

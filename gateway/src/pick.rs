@@ -15,13 +15,13 @@ pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<D
     if let Some(named) = headers.get(&DEPLOYMENT_HEADER) {
         let name = named.to_str().unwrap_or_default().trim();
         return endpoint.deployments.get(name).cloned().ok_or_else(|| Reject::UnknownDeployment {
-            endpoint: endpoint.name.clone(),
+            endpoint: endpoint.name.to_string(),
             asked: name.to_string(),
         });
     }
     let total: u32 = endpoint.traffic.iter().map(|(_, w)| w).sum();
     if total == 0 {
-        return Err(Reject::NoTraffic(endpoint.name.clone()));
+        return Err(Reject::NoTraffic(endpoint.name.to_string()));
     }
     let name = weighted(&endpoint.traffic, fastrand::u32(0..total))
         .ok_or(Reject::Internal("traffic draw out of range"))?;

@@ -110,7 +110,7 @@ where
     };
     if let Some(mirror_to) = mirror {
         let copy = mirror::Copy {
-            endpoint: endpoint.name.clone(),
+            endpoint: endpoint.name.to_string(),
             method: parts.method.clone(),
             path: mirror_to.scoring_path.clone(),
             headers: parts.headers.clone(),
@@ -123,7 +123,7 @@ where
 
     let queued = Instant::now();
     let slot = deployment.admission.admit().await.map_err(|refusal| {
-        let name = deployment.name.clone();
+        let name = deployment.name.to_string();
         match refusal {
             Refusal::NoInstance => Reject::NoReadyInstance(name),
             Refusal::Overflow => Reject::TooManyRequests(name),
@@ -180,7 +180,7 @@ fn access_policy(
         (Decision::Deny(reason), Mode::Enforce) => {
             ctx.policy = Some("deny");
             metrics::ingress_denied(&endpoint.name, reason.as_str(), mode.as_str());
-            Err(Reject::PublicAccessDisabled(endpoint.name.clone()))
+            Err(Reject::PublicAccessDisabled(endpoint.name.to_string()))
         }
     }
 }

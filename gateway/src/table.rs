@@ -29,7 +29,8 @@ pub struct RouteTable {
 
 #[derive(Debug)]
 pub struct EndpointRoute {
-    pub name: String,
+    /// Shared with the requests that log it, rather than copied into each.
+    pub name: Arc<str>,
     /// Public network access of the workspace and the endpoint together: when false, only
     /// private ingress is served.
     pub public_access: bool,
@@ -73,7 +74,7 @@ impl Credentials {
 
 #[derive(Debug)]
 pub struct DeploymentRoute {
-    pub name: String,
+    pub name: Arc<str>,
     pub scoring_path: String,
     /// The container's OpenAPI document, served at the endpoint's `swagger.json`.
     pub swagger_path: String,
@@ -94,7 +95,7 @@ impl DeploymentRoute {
     ) -> Self {
         admission.configure(instances, limits);
         DeploymentRoute {
-            name: name.to_string(),
+            name: name.into(),
             scoring_path: scoring_path.to_string(),
             swagger_path: "/swagger.json".to_string(),
             request_timeout,
@@ -107,7 +108,7 @@ impl DeploymentRoute {
 /// its in-flight counter (shared across tables, see [`crate::load::Load`]).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    pub instance: String,
+    pub instance: Arc<str>,
     pub addr: SocketAddr,
     pub load: Arc<AtomicUsize>,
     /// `addr` as the `Host` of requests to it, made once rather than per request.
@@ -115,11 +116,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(instance: String, addr: SocketAddr, load: Arc<AtomicUsize>) -> Upstream {
+    pub fn new(instance: impl Into<Arc<str>>, addr: SocketAddr, load: Arc<AtomicUsize>) -> Upstream {
         // An address's text is digits, dots, colons and brackets: always a valid value.
         let host = http::HeaderValue::try_from(addr.to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"));
-        Upstream { instance, addr, load, host }
+        Upstream { instance: instance.into(), addr, load, host }
     }
 
     pub fn in_flight(&self) -> usize {

@@ -159,7 +159,7 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
             let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
                 .map_err(|_| format!("the answer's header {name} has a value that is not valid"))?;
             if name == header::CONTENT_LENGTH {
-                hop.lengths.push(value);
+                hop.note_length(&value);
             } else if name == header::TRANSFER_ENCODING {
                 hop.codings.push(value);
             } else if name == header::CONNECTION {
@@ -209,7 +209,9 @@ impl FieldAt {
 }
 
 impl FieldPlaces {
-    /// The places of `fields` (parsed out of `buf`) from the start of `buf`.
+    /// The places of `fields` (parsed out of `buf`) from the start of `buf`. Inlined, so the
+    /// places are written where the caller keeps them rather than copied there.
+    #[inline]
     pub fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> FieldPlaces {
         let base = buf.as_ptr() as usize;
         let range = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
@@ -238,16 +240,43 @@ impl FieldPlaces {
 /// The fields of an answer head that are about this hop.
 #[derive(Default)]
 struct HopFields {
-    lengths: Vec<HeaderValue>,
+    /// What the `Content-Length` fields say together (read as they come, rather than kept:
+    /// every answer has one), if there is one.
+    length: Option<Result<u64, String>>,
     codings: Vec<HeaderValue>,
     connection: Vec<HeaderValue>,
 }
 
 impl HopFields {
+    /// Reads one more `Content-Length` value: the length so far, or the first error.
+    fn note_length(&mut self, value: &HeaderValue) {
+        self.length = Some(match self.length.take() {
+            Some(Err(e)) => Err(e),
+            known => lengths(value, known.and_then(Result::ok)),
+        });
+    }
+
     fn keep_alive(&self, version: Version) -> bool {
         let says = |word: &str| tokens(&self.connection).any(|t| t.eq_ignore_ascii_case(word));
         if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
     }
+}
+
+/// The length a `Content-Length` value (`5` or `5, 5`) says, which must be `known` if known.
+fn lengths(value: &HeaderValue, mut known: Option<u64>) -> Result<u64, String> {
+    let text = value.to_str().map_err(|_| "the answer's content-length is not a number".to_string())?;
+    for part in text.split(',') {
+        let n: u64 = part
+            .trim()
+            .parse()
+            .map_err(|_| format!("the answer's content-length {:?} is not a number", part.trim()))?;
+        if known.is_some_and(|l| l != n) {
+            return Err("the answer has two different content-lengths".into());
+        }
+        known = Some(n);
+    }
+    // `split` yields at least one part, so a value that got here said a length.
+    known.ok_or_else(|| "the answer's content-length is empty".to_string())
 }
 
 /// The body's framing, and whether it ends before the connection does (RFC 9112 §6.3).
@@ -259,28 +288,14 @@ fn framing(hop: &HopFields, status: StatusCode, head_only: bool) -> Result<(Body
         let chunked = tokens(&hop.codings).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
         // With a Content-Length beside it, the connection cannot be trusted with another
         // request (§6.1): the body is framed by its coding, then the connection closes.
-        let alone = hop.lengths.is_empty();
+        let alone = hop.length.is_none();
         return Ok(if chunked {
             (BodyFraming::Chunked(Chunked::default()), alone)
         } else {
             (BodyFraming::UntilClose, false)
         });
     }
-    let mut length = None;
-    for value in &hop.lengths {
-        let text = value.to_str().map_err(|_| "the answer's content-length is not a number".to_string())?;
-        for part in text.split(',') {
-            let n: u64 = part
-                .trim()
-                .parse()
-                .map_err(|_| format!("the answer's content-length {:?} is not a number", part.trim()))?;
-            if length.is_some_and(|l| l != n) {
-                return Err("the answer has two different content-lengths".into());
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match hop.length.clone().transpose()? {
         Some(n) => (BodyFraming::Length(n), true),
         None => (BodyFraming::UntilClose, false),
     })
@@ -526,6 +541,8 @@ mod tests {
         assert_eq!((h.body, h.keep_alive), (BodyFraming::Chunked(Chunked::default()), true));
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\n").expect("ok").expect("whole");
         assert_eq!((h.headers.len(), h.body), (1, BodyFraming::Length(2)), "the length is the framing's");
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\nContent-Length: 2\r\n\r\n").expect("ok");
+        assert_eq!(h.expect("whole").body, BodyFraming::Length(2), "lengths that agree are one length");
     }
 
     #[test]
@@ -551,6 +568,8 @@ mod tests {
                 "two different content-lengths",
             ),
             ("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "is not a number"),
+            ("HTTP/1.1 200 OK\r\ncontent-length: x\r\ncontent-length: 1\r\n\r\n", "\"x\" is not a number"),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 1, 2\r\n\r\n", "two different"),
             ("HTTP/1.1 101 Switching Protocols\r\n\r\n", "switched protocols"),
             (huge.as_str(), "over 64 KiB"),
         ];

@@ -103,16 +103,20 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|e| Refused::bad(format!("the request target is not a URI: {e}")))?;
     let mut headers = HeaderMap::with_capacity(places.count());
+    let mut seen = Seen::default();
     for field in places.iter() {
         let name = HeaderName::from_bytes(&head[field.name()])
             .map_err(|_| Refused::bad("a header name of the request is not valid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
             .map_err(|_| Refused::bad(format!("the request header {name} has a value that is not valid")))?;
+        seen.note(&name, &value);
         headers.append(name, value);
     }
-    let body = framing(&headers, version)?;
-    let keep_alive = keep_alive(&headers, version);
+    let body = framing(&headers, version, &seen)?;
+    let keep_alive =
+        if seen.connection { keep_alive(&headers, version) } else { version == Version::HTTP_11 };
     let expect_continue = version == Version::HTTP_11
+        && seen.expect
         && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut request = Request::new(());
     *request.method_mut() = method;
@@ -138,6 +142,36 @@ fn too_large(buf: &[u8], max_head: usize) -> Refused {
     }
 }
 
+/// The fields a head's framing and persistence depend on, noticed as the map is built: the
+/// usual request (one length, no coding, no `Connection`, no `Expect`) is then read without
+/// looking the map up again.
+#[derive(Default)]
+struct Seen {
+    lengths: usize,
+    /// The value of the first `Content-Length`.
+    length: Option<HeaderValue>,
+    coding: bool,
+    connection: bool,
+    expect: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH {
+            self.lengths += 1;
+            if self.length.is_none() {
+                self.length = Some(value.clone());
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            self.coding = true;
+        } else if *name == header::CONNECTION {
+            self.connection = true;
+        } else if *name == header::EXPECT {
+            self.expect = true;
+        }
+    }
+}
+
 fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
     let says = |word: &str| tokens(headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case(word));
     if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
@@ -146,13 +180,12 @@ fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
 /// RFC 9112 §6.3 for requests, strictly: whatever two servers could read two ways (a length
 /// beside a coding, two lengths, a coding that does not end in chunked) is refused, so that
 /// no request can be smuggled past moat inside another.
-fn framing(headers: &HeaderMap, version: Version) -> Result<BodyFraming, Refused> {
-    let lengths = headers.get_all(header::CONTENT_LENGTH);
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+fn framing(headers: &HeaderMap, version: Version, seen: &Seen) -> Result<BodyFraming, Refused> {
+    if seen.coding {
         if version == Version::HTTP_10 {
             return Err(Refused::bad("an HTTP/1.0 request has a transfer-encoding"));
         }
-        if lengths.iter().next().is_some() {
+        if seen.lengths > 0 {
             return Err(Refused::bad("the request has both a content-length and a transfer-encoding"));
         }
         let mut codings = tokens(headers.get_all(header::TRANSFER_ENCODING));
@@ -166,22 +199,32 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<BodyFraming, Refused
         return Ok(BodyFraming::Chunked(Chunked::default()));
     }
     let mut length = None;
-    for value in lengths {
-        let text = value.to_str().unwrap_or("?");
-        for part in text.split(',').map(str::trim) {
-            let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| part.parse::<u64>().ok())
-                .flatten()
-                .ok_or_else(|| {
-                    Refused::bad(format!("the request's content-length {part:?} is not a number"))
-                })?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Refused::bad("the request has two different content-lengths"));
+    match (seen.lengths, &seen.length) {
+        (1, Some(only)) => declared(only, &mut length)?,
+        _ => {
+            for value in headers.get_all(header::CONTENT_LENGTH) {
+                declared(value, &mut length)?;
             }
-            length = Some(n);
         }
     }
     Ok(BodyFraming::Length(length.unwrap_or(0)))
+}
+
+/// Reads the lengths one `Content-Length` value lists (`5` or `5, 5`) into `length`, refusing
+/// what is not a number and a length that differs from the one read before.
+fn declared(value: &HeaderValue, length: &mut Option<u64>) -> Result<(), Refused> {
+    let text = value.to_str().unwrap_or("?");
+    for part in text.split(',').map(str::trim) {
+        let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| Refused::bad(format!("the request's content-length {part:?} is not a number")))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Refused::bad("the request has two different content-lengths"));
+        }
+        *length = Some(n);
+    }
+    Ok(())
 }
 
 /// How an answer's body is framed on the client's connection.
@@ -367,6 +410,10 @@ mod tests {
         assert_eq!(framing("GET / HTTP/1.1\r\n\r\n"), Ok(BodyFraming::Length(0)));
         assert_eq!(framing("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"), Ok(BodyFraming::Length(5)));
         assert_eq!(
+            framing("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"),
+            Ok(BodyFraming::Length(5))
+        );
+        assert_eq!(
             framing("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Ok(BodyFraming::Chunked(Chunked::default()))
         );
@@ -374,6 +421,8 @@ mod tests {
             ("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5, 6\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
