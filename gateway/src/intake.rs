@@ -17,8 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
-use http::header::CONTENT_LENGTH;
 use http_body_util::BodyExt;
 use hyper::body::Body;
 
@@ -90,19 +88,14 @@ pub struct Limits {
     pub deadline: Duration,
 }
 
-/// Reads the whole body within `limits` and the budget.
-pub async fn read<B>(
-    body: B,
-    headers: &HeaderMap,
-    limits: Limits,
-    budget: &Arc<Budget>,
-) -> Result<Bytes, Reject>
+/// Reads the whole body within `limits` and the budget. The declared length is the body's
+/// exact size hint: the HTTP/1.1 codec and hyper's HTTP/2 have read `Content-Length` already.
+pub async fn read<B>(body: B, limits: Limits, budget: &Arc<Budget>) -> Result<Bytes, Reject>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let declared =
-        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > limits.max_bytes as u64) {
         return Err(Reject::BodyTooLarge(limits.max_bytes));
     }

@@ -101,7 +101,7 @@ where
     let (parts, body) = req.into_parts();
     let limits =
         intake::Limits { max_bytes: gw.config.max_body_bytes, deadline: gw.config.header_read_timeout };
-    let body = intake::read(body, &parts.headers, limits, &gw.body_budget).await?;
+    let body = intake::read(body, limits, &gw.body_budget).await?;
     ctx.bytes_in = body.len() as u64;
 
     let path = match target.operation {

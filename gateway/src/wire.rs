@@ -108,7 +108,8 @@ pub struct Head {
 }
 
 /// Parses an answer head from the front of `buf`: `Ok(None)` when more bytes are needed;
-/// on success the head's bytes are taken off `buf`. Informational answers (1xx) are skipped.
+/// on success the head's bytes are taken off `buf` (after an error `buf` is left as it comes,
+/// since the connection is not used again). Informational answers (1xx) are skipped.
 pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, String> {
     loop {
         if buf.is_empty() {

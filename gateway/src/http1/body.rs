@@ -21,7 +21,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Room made in the read buffer before each read of the body.
-const READ_BYTES: usize = 16 * 1024;
+const BODY_READ_BYTES: usize = 16 * 1024;
 
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ impl<'a> Lent<'a> {
             if self.continue_left > 0 {
                 ready!(self.poll_continue(cx))?;
             }
-            self.buf.reserve(READ_BYTES);
+            self.buf.reserve(BODY_READ_BYTES);
             let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, self.buf))?;
             if n == 0 {
                 return Poll::Ready(Some(Err(BodyError::Closed)));

@@ -31,7 +31,7 @@ use crate::drain::Graceful;
 use crate::wire::tokens;
 
 /// Room made in the read buffer before each read of a head.
-const READ_BYTES: usize = 8 * 1024;
+const HEAD_READ_BYTES: usize = 8 * 1024;
 /// Bytes of the client's next requests read ahead while an answer is written, at most.
 const READ_AHEAD_BYTES: usize = 64 * 1024;
 /// A body piece up to this size is copied beside its framing into one write; a larger one
@@ -96,7 +96,7 @@ async fn run<I: ClientIo, S: Serve>(
     max_head_bytes: usize,
     asked: Arc<AtomicBool>,
 ) -> io::Result<()> {
-    let mut buf = BytesMut::with_capacity(READ_BYTES);
+    let mut buf = BytesMut::with_capacity(HEAD_READ_BYTES);
     let mut out = Vec::with_capacity(1024);
     loop {
         let Parsed { request, body: mut framing, keep_alive, expect_continue } =
@@ -160,7 +160,7 @@ async fn next_head<I: ClientIo>(
             Err(refused) => return Ok(Some(Err(refused))),
             Ok(None) => {}
         }
-        buf.reserve(READ_BYTES);
+        buf.reserve(HEAD_READ_BYTES);
         let read = poll_fn(|cx| {
             if buf.is_empty() && asked.load(Ordering::Acquire) {
                 return Poll::Ready(Ok(None));
@@ -332,7 +332,7 @@ pub(super) fn poll_gone(io: &mut dyn ClientIo, buf: &mut BytesMut, cx: &mut Cont
         // Room is made only when there is none: the buffer is still shared with the request's
         // head and body, so making room here would mean a new buffer per request.
         if buf.capacity() == buf.len() {
-            buf.reserve(READ_BYTES);
+            buf.reserve(HEAD_READ_BYTES);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *buf) {
             Poll::Ready(Ok(0)) => return Poll::Ready(io::ErrorKind::ConnectionAborted.into()),
