@@ -9,7 +9,10 @@
 # the sample scorer. Sends 2,000 requests to warm up, turns counting on, sends REQUESTS with
 # moat-bench over 4 connections (the sample request, or BODY_FILE), turns counting off, and
 # prints the instructions per request. Compare two builds by passing each binary (for one of
-# an older commit: `git worktree add /tmp/before <commit>` and build it there).
+# an older commit: `git worktree add /tmp/before <commit>` and build it there). With RATE set
+# (requests per second), the requests are sent at that rate (open loop) instead of as fast as
+# moat answers: at a low rate every request finds the workers idle, as at a rate a load
+# balancer spreads over many nodes, and what waking up costs is counted too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -54,7 +57,7 @@ key=$("$moat" online-endpoint get-credentials -n cg-bench -o tsv --query primary
 uri=$("$moat" online-endpoint show -n cg-bench -o tsv --query scoring_uri)
 
 load() {
-    "$bench" --json -c 4 -n "$1" -H 'Content-Type: application/json' -H "Authorization: Bearer $key" -D "$body" "$uri"
+    "$bench" --json -c 4 ${RATE:+-q "$RATE"} -n "$1" -H 'Content-Type: application/json' -H "Authorization: Bearer $key" -D "$body" "$uri"
 }
 load 2000 >/dev/null
 callgrind_control -i on "$pid" >/dev/null
