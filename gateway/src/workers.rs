@@ -69,7 +69,9 @@ impl Workers {
 
 impl Worker {
     fn start(index: usize) -> std::io::Result<Worker> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // Sockets and timers only: with the signal and process drivers too, every turn of
+        // the loop also looked for signals and reaped child processes no connection has.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
         let (jobs, mut incoming) = mpsc::unbounded_channel::<Job>();
         std::thread::Builder::new().name(format!("moat-gateway-{index}")).spawn(move || {
             runtime.block_on(async move {
