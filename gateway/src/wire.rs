@@ -160,7 +160,7 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
             let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
                 .map_err(|_| format!("the answer's header {name} has a value that is not valid"))?;
             if name == header::CONTENT_LENGTH {
-                hop.note_length(&value);
+                hop.length.add(&value);
             } else if name == header::TRANSFER_ENCODING {
                 hop.codings.push(value);
             } else if name == header::CONNECTION {
@@ -241,43 +241,67 @@ impl FieldPlaces {
 /// The fields of an answer head that are about this hop.
 #[derive(Default)]
 struct HopFields {
-    /// What the `Content-Length` fields say together (read as they come, rather than kept:
-    /// every answer has one), if there is one.
-    length: Option<Result<u64, String>>,
+    length: DeclaredLength,
     codings: Vec<HeaderValue>,
     connection: Vec<HeaderValue>,
 }
 
 impl HopFields {
-    /// Reads one more `Content-Length` value: the length so far, or the first error.
-    fn note_length(&mut self, value: &HeaderValue) {
-        self.length = Some(match self.length.take() {
-            Some(Err(e)) => Err(e),
-            known => lengths(value, known.and_then(Result::ok)),
-        });
-    }
-
     fn keep_alive(&self, version: Version) -> bool {
         let says = |word: &str| tokens(&self.connection).any(|t| t.eq_ignore_ascii_case(word));
         if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
     }
 }
 
-/// The length a `Content-Length` value (`5` or `5, 5`) says, which must be `known` if known.
-fn lengths(value: &HeaderValue, mut known: Option<u64>) -> Result<u64, String> {
-    let text = value.to_str().map_err(|_| "the answer's content-length is not a number".to_string())?;
-    for part in text.split(',') {
-        let n: u64 = part
-            .trim()
-            .parse()
-            .map_err(|_| format!("the answer's content-length {:?} is not a number", part.trim()))?;
+/// What a head's `Content-Length` fields say together, read as they come (every message has
+/// one, so they are not kept): RFC 9110 §8.6, digits only, and a list of one length repeated
+/// (`5, 5`, or two fields) is that length. The same reading for requests and answers.
+#[derive(Debug, Default)]
+pub struct DeclaredLength(Option<Result<u64, BadLength>>);
+
+/// What is wrong with a head's `Content-Length` fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadLength {
+    /// This part of a value is not a length.
+    NotANumber(String),
+    /// Two parts say different lengths.
+    Different,
+}
+
+impl DeclaredLength {
+    /// Adds one field's value; after an error, the first error stays.
+    pub fn add(&mut self, value: &HeaderValue) {
+        self.0 = Some(match self.0.take() {
+            Some(Err(e)) => Err(e),
+            known => read_lengths(value, known.and_then(Result::ok)),
+        });
+    }
+
+    /// Whether the head had a `Content-Length` field at all.
+    pub fn seen(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The length, if the head declared one.
+    pub fn get(&self) -> Result<Option<u64>, BadLength> {
+        self.0.clone().transpose()
+    }
+}
+
+fn read_lengths(value: &HeaderValue, mut known: Option<u64>) -> Result<u64, BadLength> {
+    let text = value.to_str().unwrap_or("?");
+    for part in text.split(',').map(str::trim) {
+        let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| BadLength::NotANumber(part.to_string()))?;
         if known.is_some_and(|l| l != n) {
-            return Err("the answer has two different content-lengths".into());
+            return Err(BadLength::Different);
         }
         known = Some(n);
     }
     // `split` yields at least one part, so a value that got here said a length.
-    known.ok_or_else(|| "the answer's content-length is empty".to_string())
+    known.ok_or_else(|| BadLength::NotANumber(String::new()))
 }
 
 /// The body's framing, and whether it ends before the connection does (RFC 9112 §6.3).
@@ -289,14 +313,18 @@ fn framing(hop: &HopFields, status: StatusCode, head_only: bool) -> Result<(Body
         let chunked = tokens(&hop.codings).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
         // With a Content-Length beside it, the connection cannot be trusted with another
         // request (§6.1): the body is framed by its coding, then the connection closes.
-        let alone = hop.length.is_none();
+        let alone = !hop.length.seen();
         return Ok(if chunked {
             (BodyFraming::Chunked(Chunked::default()), alone)
         } else {
             (BodyFraming::UntilClose, false)
         });
     }
-    Ok(match hop.length.clone().transpose()? {
+    let length = hop.length.get().map_err(|e| match e {
+        BadLength::NotANumber(part) => format!("the answer's content-length {part:?} is not a number"),
+        BadLength::Different => "the answer has two different content-lengths".to_string(),
+    })?;
+    Ok(match length {
         Some(n) => (BodyFraming::Length(n), true),
         None => (BodyFraming::UntilClose, false),
     })
@@ -570,6 +598,7 @@ mod tests {
             ),
             ("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "is not a number"),
             ("HTTP/1.1 200 OK\r\ncontent-length: x\r\ncontent-length: 1\r\n\r\n", "\"x\" is not a number"),
+            ("HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n", "\"+5\" is not a number"),
             ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 1, 2\r\n\r\n", "two different"),
             ("HTTP/1.1 101 Switching Protocols\r\n\r\n", "switched protocols"),
             (huge.as_str(), "over 64 KiB"),

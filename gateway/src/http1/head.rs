@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::wire::{BodyFraming, Chunked, FieldPlaces, tokens};
+use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, FieldPlaces, tokens};
 
 /// The most header fields a request head may have (hyper's bound was 100).
 const MAX_HEADERS: usize = 128;
@@ -143,13 +143,11 @@ fn too_large(buf: &[u8], max_head: usize) -> Refused {
 }
 
 /// The fields a head's framing and persistence depend on, noticed as the map is built: the
-/// usual request (one length, no coding, no `Connection`, no `Expect`) is then read without
-/// looking the map up again.
+/// length is read as it comes, and the map is looked up again only for a `Transfer-Encoding`,
+/// `Connection` or `Expect` the head has.
 #[derive(Default)]
 struct Seen {
-    lengths: usize,
-    /// The value of the first `Content-Length`.
-    length: Option<HeaderValue>,
+    length: DeclaredLength,
     coding: bool,
     connection: bool,
     expect: bool,
@@ -158,10 +156,7 @@ struct Seen {
 impl Seen {
     fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
         if *name == header::CONTENT_LENGTH {
-            self.lengths += 1;
-            if self.length.is_none() {
-                self.length = Some(value.clone());
-            }
+            self.length.add(value);
         } else if *name == header::TRANSFER_ENCODING {
             self.coding = true;
         } else if *name == header::CONNECTION {
@@ -185,7 +180,7 @@ fn framing(headers: &HeaderMap, version: Version, seen: &Seen) -> Result<BodyFra
         if version == Version::HTTP_10 {
             return Err(Refused::bad("an HTTP/1.0 request has a transfer-encoding"));
         }
-        if seen.lengths > 0 {
+        if seen.length.seen() {
             return Err(Refused::bad("the request has both a content-length and a transfer-encoding"));
         }
         let mut codings = tokens(headers.get_all(header::TRANSFER_ENCODING));
@@ -198,33 +193,13 @@ fn framing(headers: &HeaderMap, version: Version, seen: &Seen) -> Result<BodyFra
         }
         return Ok(BodyFraming::Chunked(Chunked::default()));
     }
-    let mut length = None;
-    match (seen.lengths, &seen.length) {
-        (1, Some(only)) => declared(only, &mut length)?,
-        _ => {
-            for value in headers.get_all(header::CONTENT_LENGTH) {
-                declared(value, &mut length)?;
-            }
+    let length = seen.length.get().map_err(|e| match e {
+        BadLength::NotANumber(part) => {
+            Refused::bad(format!("the request's content-length {part:?} is not a number"))
         }
-    }
+        BadLength::Different => Refused::bad("the request has two different content-lengths"),
+    })?;
     Ok(BodyFraming::Length(length.unwrap_or(0)))
-}
-
-/// Reads the lengths one `Content-Length` value lists (`5` or `5, 5`) into `length`, refusing
-/// what is not a number and a length that differs from the one read before.
-fn declared(value: &HeaderValue, length: &mut Option<u64>) -> Result<(), Refused> {
-    let text = value.to_str().unwrap_or("?");
-    for part in text.split(',').map(str::trim) {
-        let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| part.parse::<u64>().ok())
-            .flatten()
-            .ok_or_else(|| Refused::bad(format!("the request's content-length {part:?} is not a number")))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Refused::bad("the request has two different content-lengths"));
-        }
-        *length = Some(n);
-    }
-    Ok(())
 }
 
 /// How an answer's body is framed on the client's connection.
