@@ -11,6 +11,10 @@
 #
 #   direct     blue's scorer container itself
 #   nginx      nginx proxy_pass to that same container (upstream keep-alive)
+#   nginx-log  the same, plus what moat does on every request that nginx can be told to:
+#              a random request id sent to the container and back, and a JSON access line
+#              (buffered, as moat's lines are written in batches). moat also checks a key and
+#              an access policy and counts metrics; nginx here does not
 #   haproxy    haproxy in front of that same container (connection reuse)
 #   moat       moat, endpoint cmp-one (whose only instance is that same container)
 #   moat-split moat, endpoint cmp-split (two deployments, two more containers)
@@ -37,8 +41,8 @@
 # seconds per 10k requests of each proxy's processes come from /proc, during the throughput
 # runs (the machine saturated) and during the runs at the shared rate (the same load for
 # every proxy). Prints a Markdown table of medians over the rounds, with the ratios
-# moat/direct, moat/nginx and moat/haproxy, then moat/nginx round by round; the raw moat-bench
-# JSON stays in the output folder.
+# moat/direct, moat/nginx, moat/nginx-log and moat/haproxy, then moat/nginx and moat/nginx-log
+# round by round; the raw moat-bench JSON stays in the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -129,6 +133,7 @@ uri_one=$("$moat" online-endpoint show -n cmp-one -o tsv --query scoring_uri)
 uri_split=$("$moat" online-endpoint show -n cmp-split -o tsv --query scoring_uri)
 
 nginx_port=$(free_port)
+nginx_log_port=$(free_port)
 mkdir -p "$out/nginx"
 cat >"$out/nginx/nginx.conf" <<EOF
 worker_processes $workers;
@@ -139,6 +144,20 @@ http {
     access_log off;
     upstream scorer { server $container:5001; keepalive 256; }
     upstream streamer { server $streamer:5001; keepalive 16; }
+    log_format moatlike escape=json '{"time":"\$time_iso8601","request_id":"\$request_id","status":\$status,'
+        '"duration_ms":\$request_time,"upstream_ms":"\$upstream_response_time","client":"\$remote_addr",'
+        '"instance":"\$upstream_addr","bytes_out":\$body_bytes_sent}';
+    server {
+        listen 127.0.0.1:$nginx_log_port;
+        access_log $out/nginx/access.log moatlike buffer=64k flush=1s;
+        location / {
+            proxy_pass http://scorer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Request-ID \$request_id;
+            add_header X-Request-ID \$request_id always;
+        }
+    }
     server {
         listen 127.0.0.1:$nginx_port;
         location / {
@@ -186,16 +205,18 @@ sleep 1
 declare -A url key pid
 url[direct]="http://$container:5001/score"
 url[nginx]="http://127.0.0.1:$nginx_port/score"
+url[nginx-log]="http://127.0.0.1:$nginx_log_port/score"
 url[haproxy]="http://127.0.0.1:$haproxy_port/score"
 url[moat]=$uri_one
 url[moat-split]=$uri_split
 key[moat]=$key_one
 key[moat-split]=$key_split
 pid[nginx]=$nginx_pid
+pid[nginx-log]=$nginx_pid
 pid[haproxy]=$haproxy_pid
 pid[moat]=$moat_pid
 pid[moat-split]=$moat_pid
-targets=(direct nginx haproxy moat moat-split)
+targets=(direct nginx nginx-log haproxy moat moat-split)
 
 # CPU seconds (user + system) of a process and its children threads/processes so far.
 cpu() {
@@ -252,7 +273,7 @@ med() { # prefix target jq-expression
     for f in "$out/$1-$2-"[0-9]*.json; do jq -r "$3" "$f"; done | median
 }
 direct_max=$(med max direct .achieved_rps)
-slowest_max=$(for t in nginx haproxy moat moat-split; do med max "$t" .achieved_rps; done | sort -g | head -1)
+slowest_max=$(for t in nginx nginx-log haproxy moat moat-split; do med max "$t" .achieved_rps; done | sort -g | head -1)
 rates=("$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.25}')" "$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.5}')"
     "$(awk -v m="$slowest_max" 'BEGIN {printf "%d", m * 0.5}')")
 
@@ -328,18 +349,22 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
     }
     row "moat / direct" moat direct
     row "moat / nginx" moat nginx
+    row "moat / nginx-log" moat nginx-log
     row "moat / haproxy" moat haproxy
     row "moat-split / moat" moat-split moat
     echo
     # The goals are per round: each round's own ratios, not only the medians'.
-    per_round() { # prefix jq-expression
+    per_round() { # peer prefix jq-expression
         for r in $(seq "$rounds"); do
-            echo "$(ratio "$(jq -r "$2" "$out/$1-moat-$r.json")" "$(jq -r "$2" "$out/$1-nginx-$r.json")")"
+            echo "$(ratio "$(jq -r "$3" "$out/$2-moat-$r.json")" "$(jq -r "$3" "$out/$2-$1-$r.json")")"
         done | paste -sd' '
     }
     cpu_per_request='if .requests > 0 then .cpu_s / .requests else 0 end'
-    echo "moat / nginx per round: max rate $(per_round max .achieved_rps); CPU / request $(per_round max "$cpu_per_request");"
-    echo "CPU / request at ${rates[2]}/s $(per_round "q${rates[2]}" "$cpu_per_request"); p99 at ${rates[2]}/s $(per_round "q${rates[2]}" .latency_us.p99)."
+    for peer in nginx nginx-log; do
+        echo "moat / $peer per round: max rate $(per_round "$peer" max .achieved_rps); CPU / request $(per_round "$peer" max "$cpu_per_request");"
+        echo "CPU / request at ${rates[2]}/s $(per_round "$peer" "q${rates[2]}" "$cpu_per_request"); p99 at ${rates[2]}/s $(per_round "$peer" "q${rates[2]}" .latency_us.p99)."
+        echo
+    done
     echo
     echo "| Ladder (5 % to 50 % of direct, 3 s a step) | p99 at the first step (µs) | knee: first rate with p99 over twice that (req/s) | p99 at the knee (µs) |"
     echo "|---|---|---|---|"

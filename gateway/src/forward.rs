@@ -19,10 +19,20 @@ use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
 use crate::trace::Trace;
 use crate::upstream::{self, Failure, Streaming};
-use crate::wire::{HOP_BY_HOP, Outgoing, RequestHead, tokens};
+use crate::wire::{Outgoing, RequestHead, hop_by_hop, tokens};
 
 /// The header the request id travels in, to the container and back to the client.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's fields that moat replaces (the container's address as `Host`, the body's
+/// length, its own request id) or keeps (the credential, `Expect`: the body was read already).
+fn moat_sets(name: &HeaderName) -> bool {
+    *name == header::AUTHORIZATION
+        || *name == header::HOST
+        || *name == header::CONTENT_LENGTH
+        || *name == header::EXPECT
+        || *name == REQUEST_ID_HEADER
+}
 
 /// The names a request's `Connection` header lists (usually none: no allocation then).
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
@@ -114,16 +124,9 @@ fn upstream_request(upstream: &Upstream, call: &Call<'_>, request_id: &RequestId
     let listed = connection_listed(call.headers);
     for (name, value) in call.headers {
         // The body was read whole: the container gets it at once, with its length.
-        let dropped = HOP_BY_HOP.contains(name)
+        let dropped = hop_by_hop(name)
             || listed.contains(name)
-            || [
-                header::AUTHORIZATION,
-                header::HOST,
-                header::CONTENT_LENGTH,
-                header::EXPECT,
-                REQUEST_ID_HEADER,
-            ]
-            .contains(name)
+            || moat_sets(name)
             || (call.trace.is_some() && (name == "traceparent" || name == "tracestate"));
         if !dropped {
             head.header(name, value);

@@ -109,37 +109,35 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let deadline = self.deadline();
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Poll::Ready(Err(timed_out()));
-        }
         let this = &mut *self;
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && deadline.is_some()
-            && this.activity.head_since.load(Ordering::Acquire) == 0
-        {
-            // The first bytes of the next request: the header section's clock starts.
-            this.activity.head_since.store(this.activity.now_ms().max(1), Ordering::Release);
+        if buf.filled().len() > before {
+            let a = &this.activity;
+            if a.busy.load(Ordering::Acquire) == 0 && a.head_since.load(Ordering::Acquire) == 0 {
+                // The first bytes of the next request: the header section's clock starts.
+                a.head_since.store(a.now_ms().max(1), Ordering::Release);
+            }
+            // Bytes that came are served even if a deadline has just passed: the clocks are
+            // checked when the client makes the connection wait, and a client that never
+            // does is bounded by the head's size instead.
+            return polled;
         }
         if polled.is_pending() {
             this.activity.reader.register(cx.waker());
-        }
-        if polled.is_pending()
-            && let Some(deadline) = this.deadline()
-        {
-            // The timer is moved only when it would fire too late. One that fires early (the
-            // deadline has moved on with the connection's requests) is set again then, so
-            // most reads leave the timer wheel alone.
-            if this.timer.deadline() > deadline {
-                this.timer.as_mut().reset(deadline);
-            }
-            while this.timer.as_mut().poll(cx).is_ready() {
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Err(timed_out()));
+            if let Some(deadline) = this.deadline() {
+                // The timer is moved only when it would fire too late. One that fires early
+                // (the deadline has moved on with the connection's requests) is set again
+                // then, so most reads leave the timer wheel alone.
+                if this.timer.deadline() > deadline {
+                    this.timer.as_mut().reset(deadline);
                 }
-                this.timer.as_mut().reset(deadline);
+                while this.timer.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Err(timed_out()));
+                    }
+                    this.timer.as_mut().reset(deadline);
+                }
             }
         }
         polled
