@@ -31,13 +31,18 @@
 # 20,000 events sent as fast as they are read).
 #
 # Every proxy gets WORKERS worker threads (the machine's CPUs): nginx worker_processes,
-# haproxy nbthread, moat serve --workers. After a warm-up that loads every target once for a
-# whole measurement (not counted), rounds interleave the targets, each round starting
-# one target later (A B C D E, B C D E A, ...), so that none always runs first or always
-# after the same one. First the maximum throughput (closed loop, CONNECTIONS connections), then latency
-# at fixed offered rates (open loop): 25 % and 50 % of the direct median maximum, and half
-# the slowest proxy's median maximum, a rate every proxy sustains, so its column shows what
-# a proxy adds rather than how its queue grows when overloaded. CPU
+# haproxy nbthread, moat serve --workers. After a warm-up that loads every proxy once for a
+# whole measurement (not counted), rounds interleave the proxies, each round starting one
+# proxy later and every other round in reverse order (A B C D E, E D C B A... rotated), so
+# that none always runs first or always after the same one. The scorer loaded directly runs
+# after the proxies' rounds of each phase, followed by a pause: a proxy loaded in the 10-15 s
+# after the direct load does about a third less (BENCHMARKS.md), and with direct in the
+# rotation nginx, which followed it, was measured in that state in most rounds.
+# First the maximum throughput (closed loop, CONNECTIONS connections), then latency
+# at fixed offered rates (open loop): half the slowest proxy's median maximum (the shared
+# rate) and three quarters of it, rates every proxy sustains, so their columns show what a
+# proxy adds rather than how its queue grows when overloaded (a rate set from the direct
+# maximum, as before, was above every proxy's on this machine). CPU
 # seconds per 10k requests of each proxy's processes come from /proc, during the throughput
 # runs (the machine saturated) and during the runs at the shared rate (the same load for
 # every proxy). Prints a Markdown table of medians over the rounds, with the ratios
@@ -216,7 +221,10 @@ pid[nginx-log]=$nginx_pid
 pid[haproxy]=$haproxy_pid
 pid[moat]=$moat_pid
 pid[moat-split]=$moat_pid
-targets=(direct nginx nginx-log haproxy moat moat-split)
+proxies=(nginx nginx-log haproxy moat moat-split)
+targets=(direct "${proxies[@]}")
+# After the direct load, the scorer's own passage, not measured.
+settle() { echo "    (20 s for the scorer to settle after the direct load)" >&2; sleep 20; }
 
 # CPU seconds (user + system) of a process and its children threads/processes so far.
 cpu() {
@@ -245,27 +253,29 @@ measured() { # file target load-args...
         "$file" >"$file.tmp" && mv "$file.tmp" "$file"
 }
 
-# Warm-up, discarded: every target loaded once for a whole measurement. A fresh container
-# loaded directly for the first time leaves every proxy in front of it about a quarter slower
-# for minutes after (BENCHMARKS.md, "the slow first round"); without this, round 1 measured
-# the proxies in that passage and the later rounds did not.
-echo "==> warm-up: each target once, ${seconds}s, not counted" >&2
-for t in "${targets[@]}"; do load "$t" >/dev/null 2>&1 || true; done
+# Warm-up, discarded: every proxy loaded once for a whole measurement (each proxy's first
+# connections to the scorer, its allocator's first growth).
+echo "==> warm-up: each proxy once, ${seconds}s, not counted" >&2
+for t in "${proxies[@]}"; do load "$t" >/dev/null 2>&1 || true; done
 
-# Round r starts at the r-th target (A B C D E, B C D E A, ...): no target always goes first
-# or always follows the same one.
+# Round r starts at the r-th proxy, and even rounds go backwards (A B C D E, B A E D C,
+# C D E A B, D C B A E, ...): no proxy always goes first or always follows the same one.
 rotated() { # round
-    local n=${#targets[@]} i
-    for i in $(seq 0 $((n - 1))); do echo "${targets[$(((i + $1 - 1) % n))]}"; done
+    local n=${#proxies[@]} i step
+    step=$((($1 % 2) ? 1 : n - 1))
+    for i in $(seq 0 $((n - 1))); do echo "${proxies[$(((i * step + $1 - 1) % n))]}"; done
 }
 
+throughput() { # target round
+    measured "$out/max-$1-$2.json" "$1"
+    echo "    round $2 $1: $(jq -r '"\(.achieved_rps | floor)/s, errors \([.errors[]] | add), non-200 \([.status | to_entries[] | select(.key != "200") | .value] | add // 0)"' "$out/max-$1-$2.json")" >&2
+}
 echo "==> throughput: $rounds rounds, closed loop, $connections connections, ${seconds}s each" >&2
 for r in $(seq "$rounds"); do
-    for t in $(rotated "$r"); do
-        measured "$out/max-$t-$r.json" "$t"
-        echo "    round $r $t: $(jq -r '"\(.achieved_rps | floor)/s, errors \([.errors[]] | add), non-200 \([.status | to_entries[] | select(.key != "200") | .value] | add // 0)"' "$out/max-$t-$r.json")" >&2
-    done
+    for t in $(rotated "$r"); do throughput "$t" "$r"; done
 done
+for r in $(seq "$rounds"); do throughput direct "$r"; done
+settle
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 med() { # prefix target jq-expression
@@ -274,22 +284,28 @@ med() { # prefix target jq-expression
 }
 direct_max=$(med max direct .achieved_rps)
 slowest_max=$(for t in nginx nginx-log haproxy moat moat-split; do med max "$t" .achieved_rps; done | sort -g | head -1)
-rates=("$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.25}')" "$(awk -v m="$direct_max" 'BEGIN {printf "%d", m * 0.5}')"
-    "$(awk -v m="$slowest_max" 'BEGIN {printf "%d", m * 0.5}')")
+shared=$(awk -v m="$slowest_max" 'BEGIN {printf "%d", m * 0.5}')
+busy=$(awk -v m="$slowest_max" 'BEGIN {printf "%d", m * 0.75}')
+rates=("$shared" "$busy")
 
-echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (25 % and 50 % of direct's $direct_max/s, half the slowest proxy's $slowest_max/s)" >&2
+echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (half and three quarters of the slowest proxy's $slowest_max/s)" >&2
+at_rate() { # target round rate
+    measured "$out/q$3-$1-$2.json" "$1" -q "$3"
+    echo "    round $2 $1 at $3/s: p99 $(jq .latency_us.p99 "$out/q$3-$1-$2.json") us" >&2
+}
 for r in $(seq "$rounds"); do
     for q in "${rates[@]}"; do
-        for t in $(rotated "$r"); do
-            measured "$out/q$q-$t-$r.json" "$t" -q "$q"
-            echo "    round $r $t at $q/s: p99 $(jq .latency_us.p99 "$out/q$q-$t-$r.json") us" >&2
-        done
+        for t in $(rotated "$r"); do at_rate "$t" "$r" "$q"; done
     done
 done
+for r in $(seq "$rounds"); do
+    for q in "${rates[@]}"; do at_rate direct "$r" "$q"; done
+done
+settle
 
 echo "==> ladder: open loop from 5 % to 50 % of direct's $direct_max/s, 3s a step" >&2
 ladder_rates=$(awk -v m="$direct_max" 'BEGIN {for (i = 1; i <= 10; i++) printf "%s%d", (i > 1 ? "," : ""), m * 0.05 * i}')
-for t in "${targets[@]}"; do
+for t in "${proxies[@]}" direct; do
     duration=3s load "$t" --rates "$ladder_rates" >"$out/ladder-$t.json"
     echo "    $t: knee at $(jq -r '(.steps[0].latency_us.p99) as $f | [.steps[] | select(.latency_us.p99 > 2 * $f)][0].offered_rps // "none"' "$out/ladder-$t.json")/s" >&2
 done
@@ -308,7 +324,7 @@ stream() { # target body -> "time to first byte, total" in seconds
 }
 echo "==> streaming: $rounds rounds, time to first event and events per second" >&2
 for r in $(seq "$rounds"); do
-    for t in $(rotated "$r" | grep -xE 'direct|nginx|moat'); do
+    for t in $(rotated "$r" | grep -xE 'nginx|moat') direct; do
         for _ in $(seq 20); do stream "$t" '{"events": 5, "gap_ms": 1}'; done | awk '{print $1 * 1000000}' |
             median >"$out/ttfe-$t-$r"
         stream "$t" '{"events": 20000, "gap_ms": 0}' | awk '{printf "%d\n", 20000 / $2}' >"$out/eps-$t-$r"
@@ -319,17 +335,17 @@ smed() { cat "$out/$1-$2-"[0-9]* | median; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2f", a / b}'; }
 {
-    echo -n "| Target | max rate (req/s) | CPU s / 10k req | CPU s / 10k req at ${rates[2]}/s |"
+    echo -n "| Target | max rate (req/s) | CPU s / 10k req | CPU s / 10k req at $shared/s |"
     for q in "${rates[@]}"; do echo -n " p50 at $q/s (µs) | p99 at $q/s (µs) |"; done
     echo " errors + non-200 |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
-    declare -A max cpu10k cpushared p99 p99s
+    echo "|---|---|---|---|---|---|---|---|---|"
+    declare -A max cpu10k cpushared p99s p99b
     for t in "${targets[@]}"; do
         max[$t]=$(med max "$t" .achieved_rps)
         cpu10k[$t]=$(med max "$t" 'if .requests > 0 then .cpu_s / .requests * 10000 else 0 end')
-        cpushared[$t]=$(med "q${rates[2]}" "$t" 'if .requests > 0 then .cpu_s / .requests * 10000 else 0 end')
-        p99[$t]=$(med "q${rates[1]}" "$t" .latency_us.p99)
-        p99s[$t]=$(med "q${rates[2]}" "$t" .latency_us.p99)
+        cpushared[$t]=$(med "q$shared" "$t" 'if .requests > 0 then .cpu_s / .requests * 10000 else 0 end')
+        p99s[$t]=$(med "q$shared" "$t" .latency_us.p99)
+        p99b[$t]=$(med "q$busy" "$t" .latency_us.p99)
         bad=$(for f in "$out/"*"-$t-"[0-9]*.json; do jq '[.errors[]] + [.status | to_entries[] | select(.key != "200") | .value] | add // 0' "$f"; done | awk '{s += $1} END {print s}')
         cpu_cell=$([ -n "${pid[$t]:-}" ] && printf '%.3f | %.3f' "${cpu10k[$t]}" "${cpushared[$t]}" || echo "- | -")
         printf '| %s | %.0f | %s |' "$t" "${max[$t]}" "$cpu_cell"
@@ -339,13 +355,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
         printf ' %s |\n' "$bad"
     done
     echo
-    echo "| Ratio | max rate | CPU / request | CPU / request at ${rates[2]}/s | p99 at ${rates[1]}/s | p99 at ${rates[2]}/s |"
+    echo "| Ratio | max rate | CPU / request | CPU / request at $shared/s | p99 at $shared/s | p99 at $busy/s |"
     echo "|---|---|---|---|---|---|"
     row() { # label a b
         local cpu_ratio=- cpu_shared=-
         [ "$3" = direct ] || cpu_ratio=$(ratio "${cpu10k[$2]}" "${cpu10k[$3]}")
         [ "$3" = direct ] || cpu_shared=$(ratio "${cpushared[$2]}" "${cpushared[$3]}")
-        echo "| $1 | $(ratio "${max[$2]}" "${max[$3]}") | $cpu_ratio | $cpu_shared | $(ratio "${p99[$2]}" "${p99[$3]}") | $(ratio "${p99s[$2]}" "${p99s[$3]}") |"
+        echo "| $1 | $(ratio "${max[$2]}" "${max[$3]}") | $cpu_ratio | $cpu_shared | $(ratio "${p99s[$2]}" "${p99s[$3]}") | $(ratio "${p99b[$2]}" "${p99b[$3]}") |"
     }
     row "moat / direct" moat direct
     row "moat / nginx" moat nginx
@@ -362,7 +378,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
     cpu_per_request='if .requests > 0 then .cpu_s / .requests else 0 end'
     for peer in nginx nginx-log; do
         echo "moat / $peer per round: max rate $(per_round "$peer" max .achieved_rps); CPU / request $(per_round "$peer" max "$cpu_per_request");"
-        echo "CPU / request at ${rates[2]}/s $(per_round "$peer" "q${rates[2]}" "$cpu_per_request"); p99 at ${rates[2]}/s $(per_round "$peer" "q${rates[2]}" .latency_us.p99)."
+        echo "CPU / request at $shared/s $(per_round "$peer" "q$shared" "$cpu_per_request"); p99 at $shared/s $(per_round "$peer" "q$shared" .latency_us.p99)."
         echo
     done
     echo
