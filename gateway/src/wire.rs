@@ -291,22 +291,10 @@ impl DeclaredLength {
 }
 
 fn read_lengths(value: &HeaderValue, mut known: Option<u64>) -> Result<u64, BadLength> {
-    // Nearly every message says one length in at most 19 digits (no u64 overflow): read it
-    // at once, without the text, list and number machinery below (~300 instructions).
-    let bytes = value.as_bytes();
-    if (1..=19).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_digit) {
-        let n = bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        return match known {
-            Some(l) if l != n => Err(BadLength::Different),
-            _ => Ok(n),
-        };
-    }
-    let text = value.to_str().unwrap_or("?");
-    for part in text.split(',').map(str::trim) {
-        let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| part.parse::<u64>().ok())
-            .flatten()
-            .ok_or_else(|| BadLength::NotANumber(part.to_string()))?;
+    // On the bytes: the usual value, one length, is read without making text of it first.
+    for part in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        let n = digits(part)
+            .ok_or_else(|| BadLength::NotANumber(std::str::from_utf8(part).unwrap_or("?").to_string()))?;
         if known.is_some_and(|l| l != n) {
             return Err(BadLength::Different);
         }
@@ -314,6 +302,17 @@ fn read_lengths(value: &HeaderValue, mut known: Option<u64>) -> Result<u64, BadL
     }
     // `split` yields at least one part, so a value that got here said a length.
     known.ok_or_else(|| BadLength::NotANumber(String::new()))
+}
+
+/// A length of decimal digits only (no sign, no space), if it fits in a u64.
+fn digits(part: &[u8]) -> Option<u64> {
+    if part.is_empty() {
+        return None;
+    }
+    part.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// The body's framing, and whether it ends before the connection does (RFC 9112 §6.3).
