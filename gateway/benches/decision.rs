@@ -74,7 +74,7 @@ fn table(credentials: Credentials) -> Routes {
 /// Everything the gateway decides for one request before it forwards it.
 fn decide(routes: &Routes, request: &Request<()>, ingress: &IngressConfig, aad: Option<&Aad>) -> bool {
     let table = routes.load();
-    let Ok(t) = target::resolve(request, None) else { return false };
+    let Ok(t) = target::resolve(request, request.headers(), None) else { return false };
     let Some(endpoint) = table.endpoints.get(&t.endpoint) else { return false };
     let conn = Connection { peer: SocketAddr::from(([10, 1, 2, 3], 40000)), proxy: None };
     let origin = origin::origin(&conn, request.headers(), ingress);

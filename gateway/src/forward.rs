@@ -15,6 +15,7 @@ use hyper::body::Body;
 
 use crate::admission::Slot;
 use crate::context::RequestId;
+use crate::fields::Fields;
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
 use crate::trace::Trace;
@@ -26,19 +27,27 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 
 /// The client's fields that moat replaces (the container's address as `Host`, the body's
 /// length, its own request id) or keeps (the credential, `Expect`: the body was read already).
-fn moat_sets(name: &HeaderName) -> bool {
-    *name == header::AUTHORIZATION
-        || *name == header::HOST
-        || *name == header::CONTENT_LENGTH
-        || *name == header::EXPECT
-        || *name == REQUEST_ID_HEADER
+fn moat_sets(name: &[u8]) -> bool {
+    // By length first, as `hop_by_hop`: checked on every field of every request.
+    let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+    match name.len() {
+        4 => is(&header::HOST),
+        6 => is(&header::EXPECT),
+        12 => is(&REQUEST_ID_HEADER),
+        13 => is(&header::AUTHORIZATION),
+        14 => is(&header::CONTENT_LENGTH),
+        _ => false,
+    }
+}
+
+/// The trace context the client sent, replaced by moat's when the request has a span.
+fn trace_context(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"traceparent") || name.eq_ignore_ascii_case(b"tracestate")
 }
 
 /// The names a request's `Connection` header lists (usually none: no allocation then).
-fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    tokens(headers.get_all(header::CONNECTION))
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect()
+fn connection_listed(fields: &impl Fields) -> Vec<&str> {
+    tokens(fields.all(&header::CONNECTION)).collect()
 }
 
 /// What a call to the deployment learnt: the instance that took it last, how long its
@@ -52,10 +61,10 @@ pub struct Forwarded {
 /// Sends the request to an instance of `deployment` (the one `slot` holds, or another if it
 /// cannot be reached) and returns the container's answer as soon as its head has come, with a
 /// non-2xx answer already turned into moat's 424.
-pub async fn forward(
+pub async fn forward<F: Fields>(
     deployment: &DeploymentRoute,
     slot: &mut Slot,
-    call: Call<'_>,
+    call: Call<'_, F>,
     id: &RequestId,
 ) -> Forwarded {
     let deadline = tokio::time::Instant::now() + deployment.request_timeout;
@@ -104,10 +113,10 @@ fn model_error(headers: &mut HeaderMap, status: StatusCode) {
 }
 
 /// What goes to the container: the client's request, minus what is moat's.
-pub struct Call<'a> {
+pub struct Call<'a, F> {
     pub method: &'a Method,
     pub path: &'a str,
-    pub headers: &'a HeaderMap,
+    pub fields: &'a F,
     /// Read whole already, so a retry or a mirror copy can send it again.
     pub body: Bytes,
     /// An answer announcing more is refused (502); one that grows past it is cut.
@@ -119,17 +128,17 @@ pub struct Call<'a> {
 /// The request for the instance, as its bytes on the wire: the path alone as its target
 /// (origin form, as HTTP/1.1 asks of a request to a server that is not a proxy), the client's
 /// headers but the credential and this hop's own, the container's address as `Host`.
-fn upstream_request(upstream: &Upstream, call: &Call<'_>, request_id: &RequestId) -> Outgoing {
+fn upstream_request<F: Fields>(upstream: &Upstream, call: &Call<'_, F>, request_id: &RequestId) -> Outgoing {
     let mut head = RequestHead::new(call.method, call.path);
-    let listed = connection_listed(call.headers);
-    for (name, value) in call.headers {
+    let listed = connection_listed(call.fields);
+    for (name, value) in call.fields.each() {
         // The body was read whole: the container gets it at once, with its length.
         let dropped = hop_by_hop(name)
-            || listed.contains(name)
+            || listed.iter().any(|listed| name.eq_ignore_ascii_case(listed.as_bytes()))
             || moat_sets(name)
-            || (call.trace.is_some() && (name == "traceparent" || name == "tracestate"));
+            || (call.trace.is_some() && trace_context(name));
         if !dropped {
-            head.header(name, value);
+            head.field(name, value);
         }
     }
     head.header(&header::HOST, &upstream.host);
@@ -147,6 +156,20 @@ fn upstream_request(upstream: &Upstream, call: &Call<'_>, request_id: &RequestId
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fields_moat_sets_itself_are_known_in_any_case() {
+        for name in ["authorization", "Authorization", "HOST", "content-length", "Expect", "X-Request-ID"] {
+            assert!(moat_sets(name.as_bytes()), "{name}");
+        }
+        for name in ["authorizations", "hosts", "x-request", "content-type", "x-ms-client-request-id", ""] {
+            assert!(!moat_sets(name.as_bytes()), "{name}");
+        }
+        for name in ["traceparent", "TraceState"] {
+            assert!(trace_context(name.as_bytes()), "{name}");
+        }
+        assert!(!trace_context(b"traceparents"));
+    }
 
     #[test]
     fn a_model_error_carries_its_status_and_reason() {

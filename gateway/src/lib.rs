@@ -8,6 +8,8 @@
 //! - [`shared`]: the [`Gateway`] state every request and connection shares.
 //! - [`request`]: the life of one scoring request, phase by phase; [`context`]: what it has
 //!   learnt so far, for its log line.
+//! - [`fields`]: a request's header fields by name, from a map (HTTP/2) or the head's bytes
+//!   (HTTP/1.1).
 //! - [`target`]: which endpoint and operation a request URL names.
 //! - [`ingress`]: where a request comes from (peer, PROXY header, X-Forwarded-For) and the
 //!   public network access policy.
@@ -43,6 +45,7 @@ pub mod answer;
 pub mod auth;
 pub mod context;
 pub mod drain;
+pub mod fields;
 pub mod forward;
 pub mod health;
 pub mod http1;

@@ -42,7 +42,8 @@ pub fn send(budget: &Arc<Semaphore>, deployment: Arc<DeploymentRoute>, copy: Cop
         let (_permit, mut slot) = (permit, slot);
         let Copy { method, path, headers, body, request_id, max_response_bytes, .. } = &copy;
         let max_response_bytes = *max_response_bytes;
-        let call = Call { method, path, headers, body: body.clone(), max_response_bytes, trace: None };
+        let call =
+            Call { method, path, fields: headers, body: body.clone(), max_response_bytes, trace: None };
         let forwarded = forward::forward(&deployment, &mut slot, call, request_id).await;
         let result = match forwarded.answer {
             Ok(response) if response.status().is_success() => {

@@ -3,17 +3,18 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 
+use crate::fields::Fields;
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, EndpointRoute};
 
 /// A name, not text: a lookup by text parses the name on every request.
 pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("azureml-model-deployment");
 
-pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<DeploymentRoute>, Reject> {
-    if let Some(named) = headers.get(&DEPLOYMENT_HEADER) {
-        let name = named.to_str().unwrap_or_default().trim();
+pub fn deployment(endpoint: &EndpointRoute, headers: &impl Fields) -> Result<Arc<DeploymentRoute>, Reject> {
+    if let Some(named) = headers.first(&DEPLOYMENT_HEADER) {
+        let name = std::str::from_utf8(named).unwrap_or_default().trim();
         return endpoint.deployments.get(name).cloned().ok_or_else(|| Reject::UnknownDeployment {
             endpoint: endpoint.name.to_string(),
             asked: name.to_string(),
@@ -34,9 +35,9 @@ pub fn deployment(endpoint: &EndpointRoute, headers: &HeaderMap) -> Result<Arc<D
 
 /// The mirror deployment when this request is to be copied (never for a request that named
 /// its deployment).
-pub fn mirror(endpoint: &EndpointRoute, headers: &HeaderMap) -> Option<Arc<DeploymentRoute>> {
+pub fn mirror(endpoint: &EndpointRoute, headers: &impl Fields) -> Option<Arc<DeploymentRoute>> {
     let (name, percent) = endpoint.mirror.as_ref()?;
-    if headers.contains_key(&DEPLOYMENT_HEADER) || fastrand::u32(0..100) >= *percent {
+    if headers.first(&DEPLOYMENT_HEADER).is_some() || fastrand::u32(0..100) >= *percent {
         return None;
     }
     endpoint.deployments.get(name).cloned()

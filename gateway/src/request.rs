@@ -26,6 +26,7 @@ use crate::admission::Refusal;
 use crate::answer::{AnswerBody, Relay};
 use crate::auth;
 use crate::context::RequestCtx;
+use crate::fields::Fields;
 use crate::forward::{self, Call, Forwarded, REQUEST_ID_HEADER};
 use crate::ingress::Mode;
 use crate::ingress::origin::{self, Connection, Origin};
@@ -38,20 +39,23 @@ use crate::table::EndpointRoute;
 use crate::target::{self, Operation};
 use crate::{metrics, mirror};
 
-pub async fn handle<B>(gw: &Gateway, req: Request<B>, conn: &Connection) -> Response<AnswerBody>
+/// `req`'s header fields are `fields` (its own map may be empty: see [`crate::fields`]).
+pub async fn handle<B, F>(gw: &Gateway, req: Request<B>, fields: F, conn: &Connection) -> Response<AnswerBody>
 where
     B: Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
+    F: Fields + Sync,
 {
     // A balancer's probe: no policy, no credential, no access line.
     if let Some(answer) = gw.health.answer(req.method(), req.uri().path()) {
         return answer.map(AnswerBody::own);
     }
-    let origin = origin::origin(conn, req.headers(), &gw.config.ingress);
+    let fields = &fields;
+    let origin = origin::origin(conn, fields, &gw.config.ingress);
     let mut ctx = RequestCtx::new(origin.client);
-    ctx.trace = gw.tracing.as_ref().map(|tracing| tracing.begin(req.headers()));
-    let client_request_id = client_request_id(req.headers());
-    let mut response = match life(gw, req, &origin, &mut ctx).await {
+    ctx.trace = gw.tracing.as_ref().map(|tracing| tracing.begin(fields));
+    let client_request_id = client_request_id(fields);
+    let mut response = match life(gw, req, fields, &origin, &mut ctx).await {
         Ok(response) => response.map(AnswerBody::relayed),
         Err(reject) => {
             ctx.error = Some(reject.log_text());
@@ -67,19 +71,21 @@ where
     response
 }
 
-async fn life<B>(
+async fn life<B, F>(
     gw: &Gateway,
     req: Request<B>,
+    fields: &F,
     origin: &Origin,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Box<Relay>>, Reject>
 where
     B: Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
+    F: Fields + Sync,
 {
     // One table for the whole request: a swap mid-request does not change its route.
     let table = gw.routes.load();
-    let target = target::resolve(&req, gw.config.domain.as_deref())?;
+    let target = target::resolve(&req, fields, gw.config.domain.as_deref())?;
     let endpoint = table
         .endpoints
         .get(&target.endpoint)
@@ -89,14 +95,14 @@ where
     access_policy(gw, endpoint, &table.moat_networks, origin, ctx)?;
 
     ctx.auth_mode = Some(endpoint.credentials.mode());
-    let (verdict, allowed) = auth::check(&endpoint.credentials, gw.aad.as_deref(), req.headers()).await;
+    let (verdict, allowed) = auth::check(&endpoint.credentials, gw.aad.as_deref(), fields).await;
     ctx.auth = Some(verdict);
     allowed?;
 
-    let deployment = pick::deployment(endpoint, req.headers())?;
+    let deployment = pick::deployment(endpoint, fields)?;
     ctx.deployment = Some(deployment.name.clone());
     // Only scoring is mirrored, never a read of the OpenAPI document.
-    let mirror = pick::mirror(endpoint, req.headers()).filter(|_| target.operation == Operation::Score);
+    let mirror = pick::mirror(endpoint, fields).filter(|_| target.operation == Operation::Score);
 
     let (parts, body) = req.into_parts();
     let limits =
@@ -113,7 +119,7 @@ where
             endpoint: endpoint.name.to_string(),
             method: parts.method.clone(),
             path: mirror_to.scoring_path.clone(),
-            headers: parts.headers.clone(),
+            headers: fields.to_map(),
             body: body.clone(),
             request_id: ctx.request_id.clone(),
             max_response_bytes: gw.config.max_response_bytes,
@@ -133,14 +139,8 @@ where
     ctx.queue = Some(queued.elapsed());
     let mut slot = slot?;
     let max_response_bytes = gw.config.max_response_bytes;
-    let call = Call {
-        method: &parts.method,
-        path,
-        headers: &parts.headers,
-        body,
-        max_response_bytes,
-        trace: ctx.trace.as_ref(),
-    };
+    let call =
+        Call { method: &parts.method, path, fields, body, max_response_bytes, trace: ctx.trace.as_ref() };
     let Forwarded { instance, upstream, answer } =
         forward::forward(&deployment, &mut slot, call, &ctx.request_id).await;
     (ctx.instance, ctx.upstream) = (Some(instance), upstream);
@@ -188,13 +188,12 @@ fn access_policy(
 const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
 
 /// `x-ms-client-request-id` is echoed only when short and plain.
-fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    let value = headers.get(&CLIENT_REQUEST_ID)?;
-    let bytes = value.as_bytes();
+fn client_request_id(headers: &impl Fields) -> Option<HeaderValue> {
+    let bytes = headers.first(&CLIENT_REQUEST_ID)?;
     let clean = !bytes.is_empty()
         && bytes.len() <= 40
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
-    clean.then(|| value.clone())
+    clean.then(|| HeaderValue::from_bytes(bytes).ok()).flatten()
 }
 
 fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<HeaderValue>) {

@@ -27,6 +27,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::answer::AnswerBody;
 use crate::drain::Drain;
+use crate::fields::Fields;
+use crate::http1::head::HeadFields;
 use crate::http1::{self, RequestBody};
 use crate::ingress::Mode;
 use crate::ingress::accept::{self, Refused};
@@ -177,9 +179,10 @@ async fn connection(
                     .max_concurrent_streams(config.max_streams_per_connection)
                     .serve_connection(
                         TokioIo::new(stream),
-                        service_fn(move |req| {
+                        service_fn(move |mut req: Request<hyper::body::Incoming>| {
                             let service = service.clone();
-                            async move { Ok::<_, Infallible>(service.answer(req).await) }
+                            let fields = std::mem::take(req.headers_mut());
+                            async move { Ok::<_, Infallible>(service.answer(req, fields).await) }
                         }),
                     );
                 if let Err(e) = drain.watch(h2).await {
@@ -206,14 +209,15 @@ struct Service {
 }
 
 impl Service {
-    async fn answer<B>(&self, req: Request<B>) -> Response<AnswerBody>
+    async fn answer<B, F>(&self, req: Request<B>, fields: F) -> Response<AnswerBody>
     where
         B: Body<Data = Bytes> + Send + Unpin,
         B::Error: std::fmt::Display,
+        F: Fields + Sync,
     {
         let http1 = req.version() < http::Version::HTTP_2;
         let serving = self.activity.serving();
-        let mut response = request::handle(&self.gateway, req, &self.conn).await;
+        let mut response = request::handle(&self.gateway, req, fields, &self.conn).await;
         if http1 && self.closing.load(Ordering::Relaxed) {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
@@ -229,8 +233,9 @@ impl http1::Serve for Service {
     fn serve<'a>(
         &'a self,
         request: Request<RequestBody<'a>>,
+        fields: HeadFields,
     ) -> impl Future<Output = Response<AnswerBody>> + Send + 'a {
-        self.answer(request)
+        self.answer(request, fields)
     }
 
     fn refused(&self, refused: &http1::head::Refused) {

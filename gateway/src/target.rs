@@ -3,6 +3,7 @@
 
 use http::{Method, Request};
 
+use crate::fields::Fields;
 use crate::reject::Reject;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,11 +18,11 @@ pub struct Target {
     pub operation: Operation,
 }
 
-pub fn resolve<B>(req: &Request<B>, domain: Option<&str>) -> Result<Target, Reject> {
+pub fn resolve<B>(req: &Request<B>, fields: &impl Fields, domain: Option<&str>) -> Result<Target, Reject> {
     let path = req.uri().path();
     let (endpoint, rest) = match path.strip_prefix("/endpoints/").and_then(|p| p.split_once('/')) {
         Some((endpoint, rest)) => (endpoint.to_string(), rest),
-        None => match domain.and_then(|d| endpoint_from_host(req, d)) {
+        None => match domain.and_then(|d| endpoint_from_host(req, fields, d)) {
             Some(endpoint) => (endpoint, path.trim_start_matches('/')),
             None => return Err(Reject::NoRoute),
         },
@@ -41,8 +42,8 @@ pub fn resolve<B>(req: &Request<B>, domain: Option<&str>) -> Result<Target, Reje
     Ok(Target { endpoint, operation })
 }
 
-fn endpoint_from_host<B>(req: &Request<B>, domain: &str) -> Option<String> {
-    let host = req.uri().host().or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())?;
+fn endpoint_from_host<B>(req: &Request<B>, fields: &impl Fields, domain: &str) -> Option<String> {
+    let host = req.uri().host().or_else(|| fields.text(&http::header::HOST))?;
     let host = host
         .rsplit_once(':')
         .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
@@ -59,6 +60,10 @@ fn endpoint_from_host<B>(req: &Request<B>, domain: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(req: &Request<()>, domain: Option<&str>) -> Result<Target, Reject> {
+        super::resolve(req, req.headers(), domain)
+    }
 
     fn req(method: Method, uri: &str, host: &str) -> Request<()> {
         Request::builder().method(method).uri(uri).header("host", host).body(()).expect("request")

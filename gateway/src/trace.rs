@@ -12,16 +12,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError};
+use opentelemetry_http::{HeaderInjector, HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
+
+use crate::fields::Fields;
 
 /// How long spans wait in the batch before they are sent.
 const BATCH_DELAY: Duration = Duration::from_secs(1);
@@ -87,8 +89,8 @@ impl Tracing {
     }
 
     /// The server span of a request with these headers.
-    pub fn begin(&self, headers: &HeaderMap) -> Trace {
-        let parent = self.propagator.extract(&HeaderExtractor(headers));
+    pub fn begin(&self, fields: &(impl Fields + Sync)) -> Trace {
+        let parent = self.propagator.extract(&FieldExtractor(fields));
         let span = self
             .tracer
             .span_builder("score")
@@ -105,6 +107,20 @@ impl Tracing {
         if let Err(e) = self.provider.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %e, "traces not all exported at shutdown");
         }
+    }
+}
+
+/// The client's fields as the propagator reads them: by name, in any case.
+struct FieldExtractor<'a, F>(&'a F);
+
+impl<F: Fields + Sync> Extractor for FieldExtractor<'_, F> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let (_, value) = self.0.each().find(|(name, _)| name.eq_ignore_ascii_case(key.as_bytes()))?;
+        std::str::from_utf8(value).ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.each().filter_map(|(name, _)| std::str::from_utf8(name).ok()).collect()
     }
 }
 

@@ -51,9 +51,14 @@ impl RequestHead {
 
     /// One field. `http` guarantees neither holds CR or LF.
     pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.bytes.extend_from_slice(name.as_str().as_bytes());
+        self.field(name.as_str().as_bytes(), value.as_bytes());
+    }
+
+    /// One field of a client's request, as it came (its parser let through neither CR nor LF).
+    pub fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(name);
         self.bytes.extend_from_slice(b": ");
-        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(value);
         self.bytes.extend_from_slice(b"\r\n");
     }
 
@@ -76,24 +81,27 @@ impl RequestHead {
 }
 
 /// Whether `name` describes one hop, not the message (its framing included): such fields are
-/// never passed on, in either direction. Checked on every field of every message, so each
-/// name is compared in turn: a `const` array is built and dropped at every use, and a static
-/// one costs more to walk (BENCHMARKS.md).
-pub fn hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
+/// never passed on, in either direction. Checked on every field of every message, so by
+/// length first, which sets most names apart at once, then name by name (an array of names
+/// costs more to walk: BENCHMARKS.md). On the name's bytes, in any case: a client's fields
+/// are not lowered into a map.
+pub fn hop_by_hop(name: &[u8]) -> bool {
+    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// The comma-separated tokens of a list header's values (`Connection`, `Transfer-Encoding`),
 /// trimmed; values that are not text are skipped.
-pub fn tokens<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iterator<Item = &'a str> {
-    values.into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+pub fn tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a str> {
+    values.into_iter().filter_map(|v| std::str::from_utf8(v).ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// The head of a container's answer and how its body is framed.
@@ -162,16 +170,16 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
             let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
                 .map_err(|_| format!("the answer's header {name} has a value that is not valid"))?;
             if name == header::CONTENT_LENGTH {
-                hop.length.add(&value);
+                hop.length.add(value.as_bytes());
             } else if name == header::TRANSFER_ENCODING {
                 hop.codings.push(value);
             } else if name == header::CONNECTION {
                 hop.connection.push(value);
-            } else if !hop_by_hop(&name) {
+            } else if !hop_by_hop(name.as_str().as_bytes()) {
                 headers.append(name, value);
             }
         }
-        for listed in tokens(&hop.connection) {
+        for listed in tokens(hop.connection.iter().map(HeaderValue::as_bytes)) {
             if let Ok(name) = HeaderName::from_bytes(listed.as_bytes()) {
                 headers.remove(name);
             }
@@ -196,7 +204,7 @@ const NEAR_FIELDS: usize = 24;
 
 /// Where one header field's name and value lie: (start, end) in the head's bytes.
 #[derive(Clone, Copy, Default)]
-pub(crate) struct FieldAt {
+pub struct FieldAt {
     name: (usize, usize),
     value: (usize, usize),
 }
@@ -250,7 +258,9 @@ struct HopFields {
 
 impl HopFields {
     fn keep_alive(&self, version: Version) -> bool {
-        let says = |word: &str| tokens(&self.connection).any(|t| t.eq_ignore_ascii_case(word));
+        let says = |word: &str| {
+            tokens(self.connection.iter().map(HeaderValue::as_bytes)).any(|t| t.eq_ignore_ascii_case(word))
+        };
         if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
     }
 }
@@ -272,7 +282,7 @@ pub enum BadLength {
 
 impl DeclaredLength {
     /// Adds one field's value; after an error, the first error stays.
-    pub fn add(&mut self, value: &HeaderValue) {
+    pub fn add(&mut self, value: &[u8]) {
         self.0 = Some(match self.0.take() {
             Some(Err(e)) => Err(e),
             known => read_lengths(value, known.and_then(Result::ok)),
@@ -290,9 +300,9 @@ impl DeclaredLength {
     }
 }
 
-fn read_lengths(value: &HeaderValue, mut known: Option<u64>) -> Result<u64, BadLength> {
+fn read_lengths(value: &[u8], mut known: Option<u64>) -> Result<u64, BadLength> {
     // On the bytes: the usual value, one length, is read without making text of it first.
-    for part in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+    for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
         let n = digits(part)
             .ok_or_else(|| BadLength::NotANumber(std::str::from_utf8(part).unwrap_or("?").to_string()))?;
         if known.is_some_and(|l| l != n) {
@@ -321,7 +331,9 @@ fn framing(hop: &HopFields, status: StatusCode, head_only: bool) -> Result<(Body
         return Ok((BodyFraming::Length(0), true));
     }
     if !hop.codings.is_empty() {
-        let chunked = tokens(&hop.codings).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+        let chunked = tokens(hop.codings.iter().map(HeaderValue::as_bytes))
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
         // With a Content-Length beside it, the connection cannot be trusted with another
         // request (§6.1): the body is framed by its coding, then the connection closes.
         let alone = !hop.length.seen();
@@ -506,13 +518,13 @@ mod tests {
 
     #[test]
     fn hop_by_hop_fields_are_named_by_rfc_9110() {
-        let hop = ["connection", "Keep-Alive", "proxy-authenticate", "proxy-authorization", "te"];
-        let hop = hop.into_iter().chain(["Trailer", "transfer-encoding", "upgrade"]);
+        let hop = ["connection", "Keep-Alive", "proxy-authenticate", "Proxy-Authorization", "te", "TE"];
+        let hop = hop.into_iter().chain(["Trailer", "transfer-encoding", "upgrade", "CONNECTION"]);
         for name in hop {
-            assert!(hop_by_hop(&HeaderName::from_bytes(name.as_bytes()).expect("name")), "{name}");
+            assert!(hop_by_hop(name.as_bytes()), "{name}");
         }
-        for name in ["content-type", "content-length", "keep-alive-x", "x-te", "authorization"] {
-            assert!(!hop_by_hop(&HeaderName::from_bytes(name.as_bytes()).expect("name")), "{name}");
+        for name in ["content-type", "content-length", "keep-alive-x", "x-te", "authorization", "t"] {
+            assert!(!hop_by_hop(name.as_bytes()), "{name}");
         }
     }
 

@@ -40,14 +40,18 @@ async fn the_container_gets_the_clients_headers_without_this_hops_own() {
         ("X-Hop", "1"),
         ("Keep-Alive", "timeout=5"),
         ("X-Model-Input", "kept"),
+        ("X-Request-ID", "client-made-this"),
+        ("X-Model-Input", "twice"),
     ];
     let r = call(h.addr, "POST", "/endpoints/ep/score", &headers, "{}").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let seen: HashMap<String, String> = serde_json::from_str(&r.body).expect("echo");
+    // Names in any case: the client's request id is replaced, not sent beside moat's.
+    assert_eq!(seen.get("x-request-id").map(String::as_str), r.header("x-request-id"));
     for gone in ["authorization", "x-hop", "keep-alive", "connection"] {
         assert!(!seen.contains_key(gone), "{gone} forwarded: {seen:?}");
     }
-    assert_eq!(seen.get("x-model-input").map(String::as_str), Some("kept"));
+    assert_eq!(seen.get("x-model-input").map(String::as_str), Some("kept, twice"), "both, in order");
     assert_eq!(seen.get("content-length").map(String::as_str), Some("2"));
     let host = seen.get("host").expect("a Host header");
     assert!(host.starts_with("127.0.0.1:"), "Host {host} is not the container's address");

@@ -16,9 +16,9 @@ pub mod key;
 pub mod principals;
 pub mod signatures;
 
-use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
+use crate::fields::Fields;
 use crate::reject::Reject;
 use crate::table::Credentials;
 use aad::Aad;
@@ -67,8 +67,8 @@ impl Verdict {
 }
 
 /// The bearer credential of a request, if it has one in the expected shape.
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(AUTHORIZATION)?.as_bytes();
+fn bearer(headers: &impl Fields) -> Option<&[u8]> {
+    let value = headers.first(&AUTHORIZATION)?;
     let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;
@@ -80,7 +80,7 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 pub async fn check(
     credentials: &Credentials,
     aad: Option<&Aad>,
-    headers: &HeaderMap,
+    headers: &(impl Fields + Sync),
 ) -> (Verdict, Result<(), Reject>) {
     let Some(presented) = bearer(headers) else {
         return (Verdict::Missing, Err(Reject::Unauthorized));
@@ -117,6 +117,8 @@ pub async fn check(
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+
     use super::*;
 
     fn keys() -> Credentials {

@@ -26,8 +26,9 @@ use hyper::body::{Body, Frame};
 use tokio::io::AsyncWriteExt;
 
 use super::body::{ClientIo, Lent, RequestBody};
-use super::head::{self, Framing, Parsed, Persist, Refused};
+use super::head::{self, Framing, HeadFields, Parsed, Persist, Refused};
 use crate::drain::Graceful;
+use crate::fields::Fields;
 use crate::wire::tokens;
 
 /// Room made in the read buffer before each read of a head.
@@ -44,10 +45,12 @@ const WRITE_BYTES: usize = 64 * 1024;
 pub trait Serve: Send + Sync {
     type Body: Body<Data = Bytes, Error: Send> + Send + Unpin;
 
-    /// The answer to one request; the request's body reads from the connection.
+    /// The answer to one request; the request's body reads from the connection. The
+    /// request's header map is empty: its fields are `fields`.
     fn serve<'a>(
         &'a self,
         request: Request<RequestBody<'a>>,
+        fields: HeadFields,
     ) -> impl Future<Output = Response<Self::Body>> + Send + 'a;
 
     /// A head refused before it became a request (the codec has answered it).
@@ -99,7 +102,7 @@ async fn run<I: ClientIo, S: Serve>(
     let mut buf = BytesMut::with_capacity(HEAD_READ_BYTES);
     let mut out = Vec::with_capacity(1024);
     loop {
-        let Parsed { request, body: mut framing, keep_alive, expect_continue } =
+        let Parsed { request, fields, body: mut framing, keep_alive, expect_continue } =
             match next_head(&mut io, &mut buf, max_head_bytes, &asked).await? {
                 None => return Ok(()),
                 Some(Ok(parsed)) => parsed,
@@ -122,7 +125,7 @@ async fn run<I: ClientIo, S: Serve>(
             Answering { version: request.version(), head_only: request.method() == Method::HEAD, keep_alive };
         let response = {
             let lent = Lent::new(&mut io, &mut buf, &mut framing, expect_continue);
-            let served = service.serve(request.map(|()| RequestBody::new(&lent)));
+            let served = service.serve(request.map(|()| RequestBody::new(&lent)), fields);
             // A client that goes away before its answer ends the request (its queue place,
             // its call to the container) instead of waiting for an answer no one reads.
             tokio::select! {
@@ -296,7 +299,7 @@ fn framing<B: Body>(status: StatusCode, body: &B, answering: Answering) -> Frami
 
 fn says_close(headers: &HeaderMap) -> bool {
     headers.contains_key(CONNECTION)
-        && tokens(headers.get_all(CONNECTION)).any(|t| t.eq_ignore_ascii_case("close"))
+        && tokens(headers.all(&CONNECTION)).any(|t| t.eq_ignore_ascii_case("close"))
 }
 
 /// The body's next frame if it is ready now.
@@ -403,7 +406,11 @@ mod tests {
     impl Serve for Arc<Echo> {
         type Body = BoxBody<Bytes, Infallible>;
 
-        async fn serve<'a>(&'a self, request: Request<RequestBody<'a>>) -> Response<Self::Body> {
+        async fn serve<'a>(
+            &'a self,
+            request: Request<RequestBody<'a>>,
+            _: HeadFields,
+        ) -> Response<Self::Body> {
             let (parts, body) = request.into_parts();
             if parts.uri.path() == "/stream" {
                 let pieces = self.stream.lock().expect("stream").take().expect("one stream");

@@ -1,16 +1,18 @@
 //! Heads on the client side of HTTP/1.1: a request head parsed (with httparse) into the
-//! request and its body's framing, and an answer head written. Pure functions over buffers,
+//! request line, its fields (left in the head's bytes: [`HeadFields`]) and its body's
+//! framing, and an answer head written. Pure functions over buffers,
 //! so every rule is table-tested here; [`super::connection`] moves the bytes.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, FieldPlaces, tokens};
+use crate::fields::Fields;
+use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, FieldAt, FieldPlaces, tokens};
 
 /// The most header fields a request head may have (hyper's bound was 100).
 const MAX_HEADERS: usize = 128;
@@ -38,8 +40,10 @@ impl Refused {
 /// A request head, parsed.
 #[derive(Debug)]
 pub struct Parsed {
-    /// Every header field as it came (hop-by-hop ones included: the forward strips them).
+    /// The request line; its header map is empty: the fields are in `fields`.
     pub request: Request<()>,
+    /// Every header field as it came (hop-by-hop ones included: the forward strips them).
+    pub fields: HeadFields,
     pub body: BodyFraming,
     /// The client keeps the connection for another request after this one.
     pub keep_alive: bool,
@@ -102,28 +106,25 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     }
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|e| Refused::bad(format!("the request target is not a URI: {e}")))?;
-    let mut headers = HeaderMap::with_capacity(places.count());
+    // httparse let through only token names and values without CR, LF or other control
+    // bytes but tab: what `http`'s names and values take too.
     let mut seen = Seen::default();
+    let mut at = Vec::with_capacity(places.count());
     for field in places.iter() {
-        let name = HeaderName::from_bytes(&head[field.name()])
-            .map_err(|_| Refused::bad("a header name of the request is not valid"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
-            .map_err(|_| Refused::bad(format!("the request header {name} has a value that is not valid")))?;
-        seen.note(&name, &value);
-        headers.append(name, value);
+        seen.note(&head[field.name()], &head[field.value()]);
+        at.push(*field);
     }
-    let body = framing(&headers, version, &seen)?;
-    let keep_alive =
-        if seen.connection { keep_alive(&headers, version) } else { version == Version::HTTP_11 };
+    let fields = HeadFields { head, at };
+    let body = framing(&fields, version, &seen)?;
+    let keep_alive = if seen.connection { keep_alive(&fields, version) } else { version == Version::HTTP_11 };
     let expect_continue = version == Version::HTTP_11
         && seen.expect
-        && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        && fields.first(&header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    Ok(Some(Parsed { request, body, keep_alive, expect_continue }))
+    Ok(Some(Parsed { request, fields, body, keep_alive, expect_continue }))
 }
 
 /// 414 when not even the request line fits within the limit, 431 otherwise.
@@ -142,9 +143,56 @@ fn too_large(buf: &[u8], max_head: usize) -> Refused {
     }
 }
 
-/// The fields a head's framing and persistence depend on, noticed as the map is built: the
-/// length is read as it comes, and the map is looked up again only for a `Transfer-Encoding`,
-/// `Connection` or `Expect` the head has.
+/// A request head's fields as they came: slices of the head's bytes, found by name with a
+/// walk over the few there are, never copied into a map.
+#[derive(Clone)]
+pub struct HeadFields {
+    head: Bytes,
+    at: Vec<FieldAt>,
+}
+
+impl std::fmt::Debug for HeadFields {
+    /// The names only: a value may be a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.each().map(|(name, _)| String::from_utf8_lossy(name))).finish()
+    }
+}
+
+impl Fields for HeadFields {
+    fn all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        let name = name.as_str().as_bytes();
+        // Most fields differ in length from the name looked for: they are passed over
+        // without being sliced out of the head.
+        self.at
+            .iter()
+            .filter(move |field| {
+                field.name().len() == name.len() && self.head[field.name()].eq_ignore_ascii_case(name)
+            })
+            .map(|field| &self.head[field.value()])
+    }
+
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.at.iter().map(|field| (&self.head[field.name()], &self.head[field.value()]))
+    }
+
+    fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.at.len());
+        for field in &self.at {
+            // Both were checked as the head was parsed.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.head[field.name()]),
+                HeaderValue::from_maybe_shared(self.head.slice(field.value())),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+/// The fields a head's framing and persistence depend on, noticed as the fields are listed:
+/// the length is read as it comes, and the fields are looked up again only for a
+/// `Transfer-Encoding`, `Connection` or `Expect` the head has.
 #[derive(Default)]
 struct Seen {
     length: DeclaredLength,
@@ -154,28 +202,29 @@ struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        if *name == header::CONTENT_LENGTH {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        let is = |known: HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+        if is(header::CONTENT_LENGTH) {
             self.length.add(value);
-        } else if *name == header::TRANSFER_ENCODING {
+        } else if is(header::TRANSFER_ENCODING) {
             self.coding = true;
-        } else if *name == header::CONNECTION {
+        } else if is(header::CONNECTION) {
             self.connection = true;
-        } else if *name == header::EXPECT {
+        } else if is(header::EXPECT) {
             self.expect = true;
         }
     }
 }
 
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let says = |word: &str| tokens(headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case(word));
+fn keep_alive(fields: &HeadFields, version: Version) -> bool {
+    let says = |word: &str| tokens(fields.all(&header::CONNECTION)).any(|t| t.eq_ignore_ascii_case(word));
     if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
 }
 
 /// RFC 9112 §6.3 for requests, strictly: whatever two servers could read two ways (a length
 /// beside a coding, two lengths, a coding that does not end in chunked) is refused, so that
 /// no request can be smuggled past moat inside another.
-fn framing(headers: &HeaderMap, version: Version, seen: &Seen) -> Result<BodyFraming, Refused> {
+fn framing(fields: &HeadFields, version: Version, seen: &Seen) -> Result<BodyFraming, Refused> {
     if seen.coding {
         if version == Version::HTTP_10 {
             return Err(Refused::bad("an HTTP/1.0 request has a transfer-encoding"));
@@ -183,7 +232,7 @@ fn framing(headers: &HeaderMap, version: Version, seen: &Seen) -> Result<BodyFra
         if seen.length.seen() {
             return Err(Refused::bad("the request has both a content-length and a transfer-encoding"));
         }
-        let mut codings = tokens(headers.get_all(header::TRANSFER_ENCODING));
+        let mut codings = tokens(fields.all(&header::TRANSFER_ENCODING));
         let chunked = codings.next().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
         if !chunked || codings.next().is_some() {
             return Err(Refused::new(
@@ -345,8 +394,21 @@ mod tests {
             (&Method::POST, "/endpoints/ep/score", Some("x=1"))
         );
         assert_eq!(r.version(), Version::HTTP_11);
-        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
-        assert_eq!(r.headers()["connection"], "te", "hop-by-hop fields stay for the forward to strip");
+        let fields = &parsed.fields;
+        let x_a = HeaderName::from_static("x-a");
+        assert_eq!(fields.all(&x_a).collect::<Vec<_>>(), [b"1", b"2"], "names in any case");
+        assert_eq!(
+            fields.first(&header::CONNECTION),
+            Some(&b"te"[..]),
+            "hop-by-hop fields stay for the forward to strip"
+        );
+        assert_eq!(fields.each().next(), Some((&b"Host"[..], &b"x"[..])), "names as they came");
+        let map = fields.to_map();
+        assert_eq!(
+            (map.len(), &map["x-a"], &map["content-length"]),
+            (5, &HeaderValue::from_static("1"), &HeaderValue::from_static("2"))
+        );
+        assert!(r.headers().is_empty(), "the fields are not in a map");
         assert_eq!(parsed.body, BodyFraming::Length(2));
         assert!(parsed.keep_alive && !parsed.expect_continue);
         assert_eq!(&buf[..], b"{}GET", "the body and what follows stay in the buffer");
@@ -358,7 +420,7 @@ mod tests {
         let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{fields}\r\n").as_str());
         let parsed = parse_request(&mut buf, 8192).expect("parsed").expect("whole");
         let values: Vec<String> =
-            parsed.request.headers().values().map(|v| v.to_str().expect("text").to_string()).collect();
+            parsed.fields.each().map(|(_, v)| String::from_utf8_lossy(v).into_owned()).collect();
         let expected: Vec<String> = (0..MAX_HEADERS).map(|i| i.to_string()).collect();
         assert_eq!(values, expected);
     }

@@ -4,11 +4,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderMap;
+use http::HeaderName;
 use ipnet::IpNet;
 
 use super::IngressConfig;
 use super::proxy_protocol::ProxyHeader;
+use crate::fields::Fields;
 
 /// What is known of a connection when it is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,9 @@ pub struct Origin {
 /// `::ffff:a.b.c.d` is the IPv4 address it carries.
 pub use moat_net::{canonical, within};
 
-pub fn origin(conn: &Connection, headers: &HeaderMap, config: &IngressConfig) -> Origin {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+pub fn origin(conn: &Connection, headers: &impl Fields, config: &IngressConfig) -> Origin {
     let peer = canonical(conn.peer.ip());
     if !within(peer, &config.trusted_proxies) {
         return Origin { client: Some(peer), link_id: None };
@@ -42,11 +45,10 @@ pub fn origin(conn: &Connection, headers: &HeaderMap, config: &IngressConfig) ->
 
 /// The right-most `X-Forwarded-For` address that is not a trusted hop (or, if all are, the
 /// left-most). Unparsable entries end the walk: nothing left of them can be believed.
-fn forwarded_for(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+fn forwarded_for(headers: &impl Fields, trusted: &[IpNet]) -> Option<IpAddr> {
     let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .all(&X_FORWARDED_FOR)
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|h| !h.is_empty())
@@ -65,6 +67,8 @@ fn forwarded_for(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+
     use super::*;
 
     fn config(trusted: &[&str]) -> IngressConfig {

@@ -41,11 +41,15 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
             let closed_tx = closed_tx.clone();
             tokio::spawn(async move {
                 let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let headers: HashMap<String, String> = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                        .collect();
+                    // A name sent twice shows both values, as one list.
+                    let mut headers: HashMap<String, String> = HashMap::new();
+                    for (k, v) in req.headers() {
+                        let v = v.to_str().unwrap_or("");
+                        headers
+                            .entry(k.to_string())
+                            .and_modify(|l| *l = format!("{l}, {v}"))
+                            .or_insert(v.into());
+                    }
                     let (status, body) = match req.uri().path() {
                         "/echo" => (200, serde_json::json!(headers).to_string()),
                         "/swagger.json" => (200, "{\"swagger\":\"2.0\"}".to_string()),
