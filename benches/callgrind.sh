@@ -12,7 +12,8 @@
 # an older commit: `git worktree add /tmp/before <commit>` and build it there). With RATE set
 # (requests per second), the requests are sent at that rate (open loop) instead of as fast as
 # moat answers: at a low rate every request finds the workers idle, as at a rate a load
-# balancer spreads over many nodes, and what waking up costs is counted too.
+# balancer spreads over many nodes, and what waking up costs is counted too. CALLGRIND_OPTS
+# adds options (`--dump-instr=yes` with a `--profile profiling` build: costs by source line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -42,7 +43,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out" \
+# shellcheck disable=SC2086 # CALLGRIND_OPTS is a list of options
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out" ${CALLGRIND_OPTS:-} \
     "$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers 2 \
     --log-file "$MOAT_HOME/moat.log" 2>"$out/valgrind.log" &
 pid=$!

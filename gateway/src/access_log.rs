@@ -96,10 +96,31 @@ const ESCAPED: [bool; 256] = {
     table
 };
 
+/// Whether any byte of `text` must be escaped in a JSON string. Every line scans a few
+/// dozen bytes of ids and names, so eight at a time: a word has a byte below 0x20, a `"` or a
+/// `\` when one of the classic zero-byte tests says so (exact as a yes or no).
+fn needs_escape(text: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `w` is below `n` (for `n` up to 0x80); a byte with its high bit set never is.
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS != 0;
+    let has = |w: u64, b: u8| below(w ^ (ONES * u64::from(b)), 1);
+    let mut words = text.chunks_exact(8);
+    for chunk in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let w = u64::from_ne_bytes(bytes);
+        if below(w, 0x20) || has(w, b'"') || has(w, b'\\') {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|b| ESCAPED[usize::from(*b)])
+}
+
 /// A JSON string: quotes, backslashes and control characters escaped, the rest as it is.
 fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    if !text.bytes().any(|b| ESCAPED[usize::from(b)]) {
+    if !needs_escape(text.as_bytes()) {
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
         return;
@@ -259,6 +280,29 @@ mod tests {
             let hand: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
             let serde = serde_json::to_value(&record).expect("serde");
             assert_eq!(hand, serde, "{}", String::from_utf8_lossy(&line));
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_byte_to_escape_wherever_it_is() {
+        for len in 0..20 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    assert_eq!(needs_escape(&text), ESCAPED[usize::from(byte)], "{byte:#x} at {at} of {len}");
+                    // Among bytes next to the ones looked for, and with their high bit set.
+                    let near = [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0xa2, 0xdc, 0x9f, 0xff];
+                    for (i, other) in text.iter_mut().enumerate().filter(|(i, _)| *i != at) {
+                        *other = near[i % near.len()];
+                    }
+                    assert_eq!(
+                        needs_escape(&text),
+                        ESCAPED[usize::from(byte)],
+                        "{byte:#x} at {at} among others"
+                    );
+                }
+            }
         }
     }
 

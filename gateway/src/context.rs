@@ -10,6 +10,7 @@ use http::HeaderValue;
 use crate::access_log::{AccessRecord, LogSink};
 use crate::auth::Verdict;
 use crate::metrics;
+use crate::table::DeploymentRoute;
 use crate::trace::{Outcome, Trace};
 
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub struct RequestCtx {
     pub client: Option<IpAddr>,
     pub policy: Option<&'static str>,
     pub endpoint: Option<Arc<str>>,
-    pub deployment: Option<Arc<str>>,
+    pub deployment: Option<Arc<DeploymentRoute>>,
     pub instance: Option<Arc<str>>,
     pub auth_mode: Option<&'static str>,
     pub auth: Option<Verdict>,
@@ -52,12 +53,16 @@ impl RequestCtx {
         }
     }
 
+    pub fn deployment_name(&self) -> Option<&str> {
+        self.deployment.as_deref().map(|d| &*d.name)
+    }
+
     /// The log phase: the access line and the request's metrics, once the answer has ended
     /// (`bytes_out` of its body sent).
     pub fn log(&self, sink: &LogSink, status: u16, bytes_out: u64) {
         let duration = self.started.elapsed();
         let (endpoint, deployment) =
-            (self.endpoint.as_deref().unwrap_or(""), self.deployment.as_deref().unwrap_or(""));
+            (self.endpoint.as_deref().unwrap_or(""), self.deployment_name().unwrap_or(""));
         let finished = metrics::Finished {
             code: status,
             duration,
@@ -69,7 +74,7 @@ impl RequestCtx {
         if let Some(trace) = &self.trace {
             trace.end(Outcome {
                 endpoint: self.endpoint.as_deref(),
-                deployment: self.deployment.as_deref(),
+                deployment: self.deployment_name(),
                 instance: self.instance.as_deref(),
                 status,
                 error: self.error.as_deref(),
@@ -79,7 +84,7 @@ impl RequestCtx {
             time: SystemTime::now(),
             request_id: self.request_id.as_str(),
             endpoint: self.endpoint.as_deref(),
-            deployment: self.deployment.as_deref(),
+            deployment: self.deployment_name(),
             instance: self.instance.as_deref(),
             status,
             duration,

@@ -100,7 +100,7 @@ where
     allowed?;
 
     let deployment = pick::deployment(endpoint, fields)?;
-    ctx.deployment = Some(deployment.name.clone());
+    ctx.deployment = Some(deployment.clone());
     // Only scoring is mirrored, never a read of the OpenAPI document.
     let mirror = pick::mirror(endpoint, fields).filter(|_| target.operation == Operation::Score);
 
@@ -203,7 +203,7 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
     if let Some(id) = client_request_id {
         headers.insert(CLIENT_REQUEST_ID, id);
     }
-    if let Some(name) = ctx.deployment.as_deref().and_then(|d| HeaderValue::from_str(d).ok()) {
+    if let Some(name) = ctx.deployment.as_ref().and_then(|d| d.name_header.clone()) {
         headers.insert(DEPLOYMENT_HEADER, name);
     }
 }

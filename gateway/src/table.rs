@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 
 use crate::admission::{Admission, Limits};
 use crate::auth::aml::AmlKey;
@@ -75,6 +76,9 @@ impl Credentials {
 #[derive(Debug)]
 pub struct DeploymentRoute {
     pub name: Arc<str>,
+    /// The name as every answer's `azureml-model-deployment` value, made once (none if the
+    /// name cannot be a header value).
+    pub name_header: Option<HeaderValue>,
     pub scoring_path: String,
     /// The container's OpenAPI document, served at the endpoint's `swagger.json`.
     pub swagger_path: String,
@@ -96,6 +100,7 @@ impl DeploymentRoute {
         admission.configure(instances, limits);
         DeploymentRoute {
             name: name.into(),
+            name_header: HeaderValue::from_str(name).ok(),
             scoring_path: scoring_path.to_string(),
             swagger_path: "/swagger.json".to_string(),
             request_timeout,
