@@ -98,7 +98,10 @@ pub async fn check(
             Err(_) => Err(Failure::Invalid),
         },
         Credentials::AadToken { allowed } => match (aad, std::str::from_utf8(presented)) {
-            (Some(aad), Ok(token)) => match aad.verify(token).await {
+            // Boxed: verifying may fetch signing keys, and that future would otherwise make
+            // every request's future as large, keys or not (a large future costs a copy at
+            // each move).
+            (Some(aad), Ok(token)) => match Box::pin(aad.verify(token)).await {
                 Ok(claims) if allowed.admits(&claims) => Ok(()),
                 Ok(_) => return (Verdict::Forbidden, Err(Reject::PrincipalNotAllowed)),
                 Err(failure) => Err(failure),
