@@ -29,6 +29,12 @@ pub trait Fields {
     }
 }
 
+/// Whether a field's `name`, in any case, is `known`: how a client's names, which are not
+/// lowered into a map, are read everywhere.
+pub fn named(name: &[u8], known: &HeaderName) -> bool {
+    name.eq_ignore_ascii_case(known.as_str().as_bytes())
+}
+
 impl Fields for HeaderMap {
     fn all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
         self.get_all(name).into_iter().map(|value| value.as_bytes())
@@ -61,5 +67,6 @@ mod tests {
         assert_eq!(map.text(&CONTENT_TYPE), Some("text/plain"));
         assert_eq!(map.each().count(), 3);
         assert_eq!(map.to_map(), map);
+        assert!(named(b"Content-TYPE", &CONTENT_TYPE) && !named(b"content-typ", &CONTENT_TYPE));
     }
 }

@@ -15,7 +15,7 @@ use hyper::body::Body;
 
 use crate::admission::Slot;
 use crate::context::RequestId;
-use crate::fields::Fields;
+use crate::fields::{Fields, named};
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
 use crate::trace::Trace;
@@ -29,7 +29,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// length, its own request id) or keeps (the credential, `Expect`: the body was read already).
 fn moat_sets(name: &[u8]) -> bool {
     // By length first, as `hop_by_hop`: checked on every field of every request.
-    let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+    let is = |known: &HeaderName| named(name, known);
     match name.len() {
         4 => is(&header::HOST),
         6 => is(&header::EXPECT),

@@ -193,7 +193,10 @@ fn client_request_id(headers: &impl Fields) -> Option<HeaderValue> {
     let clean = !bytes.is_empty()
         && bytes.len() <= 40
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
-    clean.then(|| HeaderValue::from_bytes(bytes).ok()).flatten()
+    if !clean {
+        return None;
+    }
+    HeaderValue::from_bytes(bytes).ok()
 }
 
 fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<HeaderValue>) {

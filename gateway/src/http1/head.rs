@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::fields::Fields;
+use crate::fields::{Fields, named};
 use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, FieldAt, FieldPlaces, tokens};
 
 /// The most header fields a request head may have (hyper's bound was 100).
@@ -160,14 +160,12 @@ impl std::fmt::Debug for HeadFields {
 
 impl Fields for HeadFields {
     fn all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-        let name = name.as_str().as_bytes();
         // Most fields differ in length from the name looked for: they are passed over
         // without being sliced out of the head.
+        let len = name.as_str().len();
         self.at
             .iter()
-            .filter(move |field| {
-                field.name().len() == name.len() && self.head[field.name()].eq_ignore_ascii_case(name)
-            })
+            .filter(move |field| field.name().len() == len && named(&self.head[field.name()], name))
             .map(|field| &self.head[field.value()])
     }
 
@@ -203,14 +201,13 @@ struct Seen {
 
 impl Seen {
     fn note(&mut self, name: &[u8], value: &[u8]) {
-        let is = |known: HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
-        if is(header::CONTENT_LENGTH) {
+        if named(name, &header::CONTENT_LENGTH) {
             self.length.add(value);
-        } else if is(header::TRANSFER_ENCODING) {
+        } else if named(name, &header::TRANSFER_ENCODING) {
             self.coding = true;
-        } else if is(header::CONNECTION) {
+        } else if named(name, &header::CONNECTION) {
             self.connection = true;
-        } else if is(header::EXPECT) {
+        } else if named(name, &header::EXPECT) {
             self.expect = true;
         }
     }
