@@ -1,11 +1,13 @@
 //! A client's request as the gateway's HTTP/1.1 codec reads it (`gateway::http1::head`): the
 //! head parsed however the bytes arrive, then the body taken piece by piece. Never a panic; a
 //! head fed in pieces reads as it does whole; a refusal is one of the statuses the codec
-//! answers with; no body yields more than was sent, nor more than its length.
+//! answers with; every field is one `http` would take (they go on as they came); no body
+//! yields more than was sent, nor more than its length.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use moat_gateway::fields::Fields;
 use moat_gateway::http1::head::{self, Parsed, Refused};
 use moat_gateway::wire::Next;
 
@@ -13,7 +15,8 @@ use moat_gateway::wire::Next;
 fn outcome(result: &Result<Option<Parsed>, Refused>) -> String {
     match result {
         Ok(Some(p)) => {
-            format!("{:?} {:?} {:?} {:?}", p.request.method(), p.request.uri(), p.request.headers(), p.body)
+            let fields: Vec<_> = p.fields.each().collect();
+            format!("{:?} {:?} {:?} {:?}", p.request.method(), p.request.uri(), fields, p.body)
         }
         Ok(None) => "more".into(),
         Err(refused) => refused.status.to_string(),
@@ -46,6 +49,10 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
+    for (name, value) in parsed.fields.each() {
+        assert!(http::HeaderName::from_bytes(name).is_ok(), "name {name:?}");
+        assert!(http::HeaderValue::from_bytes(value).is_ok(), "value {value:?}");
+    }
     let announced = parsed.body.exact();
     let mut got = 0u64;
     loop {

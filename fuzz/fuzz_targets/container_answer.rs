@@ -1,10 +1,12 @@
 //! A container's answer as the gateway reads it (`gateway::wire`): the head parsed, then the
-//! body taken piece by piece however the bytes arrive. Never a panic; a body framed by a
-//! length never yields more than that length, and no body yields more than was sent.
+//! body taken piece by piece however the bytes arrive. Never a panic; every field kept is one
+//! `http` would take (they go to the client as they came); a body framed by a length never
+//! yields more than that length, and no body yields more than was sent.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use moat_gateway::fields::Fields;
 use moat_gateway::wire::{self, BodyFraming, Next};
 
 fuzz_target!(|data: &[u8]| {
@@ -25,6 +27,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
+    for (name, value) in head.fields.each() {
+        assert!(http::HeaderName::from_bytes(name).is_ok(), "name {name:?}");
+        assert!(http::HeaderValue::from_bytes(value).is_ok(), "value {value:?}");
+    }
     let announced = head.body.exact();
     let mut framing = head.body;
     let mut got = 0u64;

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -23,8 +24,10 @@ use tokio::time::{Instant, Sleep};
 use crate::access_log::LogSink;
 use crate::admission::Slot;
 use crate::context::RequestCtx;
+use crate::fields::HeadFields;
+use crate::http1::BodyFields;
 use crate::timeouts::Serving;
-use crate::upstream::{Failure, Streaming};
+use crate::upstream::{Answer, Failure, Streaming};
 
 /// An answer's body, whoever made it.
 pub struct AnswerBody {
@@ -53,6 +56,9 @@ pub enum Cut {
 
 /// The container's answer on its way to the client.
 pub struct Relay {
+    /// The container's end-to-end header fields, as it wrote them: they go out after the
+    /// answer map's (moat's own), which replace any of the same name.
+    fields: HeadFields,
     body: Streaming,
     /// Longest wait for the container's next piece.
     gap: Duration,
@@ -97,11 +103,37 @@ impl AnswerBody {
             Kind::Own(_) => None,
         }
     }
+
+    /// The container's header fields, once moat's (`ours`) are set: a field of the same name
+    /// is moat's alone.
+    pub fn yield_fields_to(&mut self, ours: &HeaderMap) {
+        if let Some(relay) = self.relay_mut() {
+            for name in ours.keys() {
+                relay.fields.remove(name.as_str().as_bytes());
+            }
+        }
+    }
+
+    /// The container's header fields, taken out, for a writer that wants them in the map
+    /// (HTTP/2).
+    pub fn take_fields(&mut self) -> Option<HeadFields> {
+        self.relay_mut().map(|relay| std::mem::take(&mut relay.fields))
+    }
+}
+
+impl BodyFields for AnswerBody {
+    fn relayed_fields(&self) -> Option<&HeadFields> {
+        match &self.kind {
+            Kind::Relayed(relay) => Some(&relay.fields),
+            Kind::Own(_) => None,
+        }
+    }
 }
 
 impl Relay {
-    pub fn new(body: Streaming, gap: Duration, limit: u64, slot: Slot) -> Relay {
-        Relay { body, gap, timer: None, armed: false, limit, sent: 0, _slot: slot, line: None }
+    pub fn new(answer: Answer, gap: Duration, limit: u64, slot: Slot) -> Relay {
+        let Answer { fields, body } = answer;
+        Relay { fields, body, gap, timer: None, armed: false, limit, sent: 0, _slot: slot, line: None }
     }
 
     /// The access line is written when the answer ends, with what it carried.

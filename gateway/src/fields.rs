@@ -1,10 +1,12 @@
-//! A request's header fields, read by name. HTTP/2 requests come with hyper's `HeaderMap`;
-//! HTTP/1.1 requests keep their fields as the head's own bytes
-//! ([`crate::http1::head::HeadFields`]): building a map hashed every name of every request to
-//! look a few of them up, and cost about 7 % of a proxied request's instructions
-//! (BENCHMARKS.md). The request life reads the fields through [`Fields`], whichever they are.
+//! Header fields, read by name. HTTP/2 requests come with hyper's `HeaderMap`; HTTP/1.1
+//! requests, and containers' answers, keep their fields as the head's own bytes
+//! ([`HeadFields`]): building a map hashed every name of every request to look a few of them
+//! up, and cost about 7 % of a proxied request's instructions (BENCHMARKS.md); an answer's
+//! fields are only written on, so a map of them was all cost. The request life reads a
+//! request's fields through [`Fields`], whichever they are.
 
-use http::header::{HeaderMap, HeaderName};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Header fields by name. Names are compared without regard to case; values are bytes as the
 /// client sent them (HTTP/1.1 and HTTP/2 framing both exclude CR, LF and NUL).
@@ -49,9 +51,102 @@ impl Fields for HeaderMap {
     }
 }
 
+/// A head's fields as they came: slices of the head's bytes, found by name with a walk over
+/// the few there are, never copied into a map. The head's parser let through only token names
+/// and values without CR, LF or other control bytes but tab: what `http`'s names and values
+/// take too.
+#[derive(Clone, Default)]
+pub struct HeadFields {
+    head: Bytes,
+    at: Vec<FieldAt>,
+}
+
+/// Where one header field's name and value lie: (start, end) in the head's bytes.
+#[derive(Clone, Copy, Default)]
+pub struct FieldAt {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl FieldAt {
+    /// The field whose name and value are these slices of the bytes at `base`.
+    pub fn of(base: &[u8], name: &[u8], value: &[u8]) -> FieldAt {
+        let start = base.as_ptr() as usize;
+        let range = |s: &[u8]| (s.as_ptr() as usize - start, s.as_ptr() as usize - start + s.len());
+        FieldAt { name: range(name), value: range(value) }
+    }
+
+    pub fn name(&self) -> std::ops::Range<usize> {
+        self.name.0..self.name.1
+    }
+
+    pub fn value(&self) -> std::ops::Range<usize> {
+        self.value.0..self.value.1
+    }
+}
+
+impl HeadFields {
+    /// The fields at `at` in `head`.
+    pub fn new(head: Bytes, at: Vec<FieldAt>) -> HeadFields {
+        HeadFields { head, at }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Drops every field called `name` (in any case).
+    pub fn remove(&mut self, name: &[u8]) {
+        let head = &self.head;
+        self.at.retain(|field| !head[field.name()].eq_ignore_ascii_case(name));
+    }
+
+    /// Adds every field to `map`, after what it holds.
+    pub fn append_to(&self, map: &mut HeaderMap) {
+        map.reserve(self.at.len());
+        for field in &self.at {
+            // Both were checked as the head was parsed.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.head[field.name()]),
+                HeaderValue::from_maybe_shared(self.head.slice(field.value())),
+            ) {
+                map.append(name, value);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for HeadFields {
+    /// The names only: a value may be a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.each().map(|(name, _)| String::from_utf8_lossy(name))).finish()
+    }
+}
+
+impl Fields for HeadFields {
+    fn all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        // Most fields differ in length from the name looked for: they are passed over
+        // without being sliced out of the head.
+        let len = name.as_str().len();
+        self.at
+            .iter()
+            .filter(move |field| field.name().len() == len && named(&self.head[field.name()], name))
+            .map(|field| &self.head[field.value()])
+    }
+
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.at.iter().map(|field| (&self.head[field.name()], &self.head[field.value()]))
+    }
+
+    fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        self.append_to(&mut map);
+        map
+    }
+}
+
 #[cfg(test)]
-mod tests {
-    use http::HeaderValue;
+pub(crate) mod tests {
     use http::header::{CONNECTION, CONTENT_TYPE};
 
     use super::*;
@@ -68,5 +163,34 @@ mod tests {
         assert_eq!(map.each().count(), 3);
         assert_eq!(map.to_map(), map);
         assert!(named(b"Content-TYPE", &CONTENT_TYPE) && !named(b"content-typ", &CONTENT_TYPE));
+    }
+
+    /// The fields of `lines` (`name: value`, one a line), as a head's parser would place them.
+    pub(crate) fn head_fields(lines: &str) -> HeadFields {
+        let head = Bytes::copy_from_slice(lines.as_bytes());
+        let mut at = Vec::new();
+        for line in head.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let colon = line.iter().position(|b| *b == b':').expect("a colon");
+            at.push(FieldAt::of(&head, &line[..colon], line[colon + 1..].trim_ascii()));
+        }
+        HeadFields::new(head, at)
+    }
+
+    #[test]
+    fn head_fields_are_read_removed_and_mapped_by_name_in_any_case() {
+        let mut fields = head_fields("Content-Type: text/plain\nX-A: 1\nx-a: 2\nX-B: 3\n");
+        assert_eq!(fields.all(&HeaderName::from_static("x-a")).collect::<Vec<_>>(), [b"1", b"2"]);
+        let names = |f: &HeadFields| f.each().map(|(n, _)| n.to_vec()).collect::<Vec<_>>();
+        assert_eq!(names(&fields), [&b"Content-Type"[..], b"X-A", b"x-a", b"X-B"], "as they came");
+        assert_eq!(format!("{fields:?}"), r#"["Content-Type", "X-A", "x-a", "X-B"]"#, "names only");
+        fields.remove(b"x-A");
+        assert_eq!(names(&fields), [&b"Content-Type"[..], b"X-B"]);
+        let mut map = HeaderMap::new();
+        map.insert(CONNECTION, HeaderValue::from_static("close"));
+        fields.append_to(&mut map);
+        let mapped: Vec<_> = map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        assert_eq!(mapped, [("connection", &b"close"[..]), ("content-type", b"text/plain"), ("x-b", b"3")]);
+        assert_eq!(fields.to_map().len(), 2);
+        assert!(!fields.is_empty() && HeadFields::default().is_empty());
     }
 }

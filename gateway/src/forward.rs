@@ -19,7 +19,7 @@ use crate::fields::{Fields, named};
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
 use crate::trace::Trace;
-use crate::upstream::{self, Failure, Streaming};
+use crate::upstream::{self, Answer, Failure};
 use crate::wire::{Outgoing, RequestHead, hop_by_hop, tokens};
 
 /// The header the request id travels in, to the container and back to the client.
@@ -55,7 +55,7 @@ fn connection_listed(fields: &impl Fields) -> Vec<&str> {
 pub struct Forwarded {
     pub instance: Arc<str>,
     pub upstream: Option<Duration>,
-    pub answer: Result<Response<Streaming>, Reject>,
+    pub answer: Result<Response<Answer>, Reject>,
 }
 
 /// Sends the request to an instance of `deployment` (the one `slot` holds, or another if it
@@ -91,7 +91,7 @@ pub async fn forward<F: Fields>(
             Ok(Err(Failure::Connect(e) | Failure::Lost(e))) => return ended(Err(Reject::InstanceLost(e))),
         };
         let upstream_time = started.elapsed();
-        let announced = body.size_hint().exact();
+        let announced = body.body.size_hint().exact();
         if announced.is_some_and(|n| n > call.max_response_bytes) {
             let answer = Err(Reject::ResponseTooLarge(call.max_response_bytes));
             return Forwarded { upstream: Some(upstream_time), ..ended(answer) };

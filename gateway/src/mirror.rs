@@ -48,7 +48,8 @@ pub fn send(budget: &Arc<Semaphore>, deployment: Arc<DeploymentRoute>, copy: Cop
         let result = match forwarded.answer {
             Ok(response) if response.status().is_success() => {
                 // Read to its end within the deployment's time, like a live answer.
-                let read = tokio::time::timeout(deployment.request_timeout, response.into_body().collect());
+                let read =
+                    tokio::time::timeout(deployment.request_timeout, response.into_body().body.collect());
                 match read.await {
                     Ok(Ok(_)) => MirrorResult::Sent,
                     _ => MirrorResult::Failed,

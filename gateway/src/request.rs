@@ -55,20 +55,24 @@ where
     let mut ctx = RequestCtx::new(origin.client);
     ctx.trace = gw.tracing.as_ref().map(|tracing| tracing.begin(fields));
     let client_request_id = client_request_id(fields);
-    let mut response = match life(gw, req, fields, &origin, &mut ctx).await {
-        Ok(response) => response.map(AnswerBody::relayed),
+    let (mut head, mut body) = match life(gw, req, fields, &origin, &mut ctx).await {
+        Ok(response) => {
+            let (head, relay) = response.into_parts();
+            (head, AnswerBody::relayed(relay))
+        }
         Err(reject) => {
             ctx.error = Some(reject.log_text());
-            reject.into_response(ctx.request_id.as_str()).map(AnswerBody::own)
+            let (head, own) = reject.into_response(ctx.request_id.as_str()).into_parts();
+            (head, AnswerBody::own(own))
         }
     };
-    respond(response.headers_mut(), &ctx, client_request_id);
-    let status = response.status().as_u16();
-    match response.body_mut().relay_mut() {
+    respond(&mut head.headers, &mut body, &ctx, client_request_id);
+    let status = head.status.as_u16();
+    match body.relay_mut() {
         Some(relay) => relay.log_at_end(gw.log.clone(), ctx, status),
-        None => ctx.log(&gw.log, status, response.body().size_hint().exact().unwrap_or(0)),
+        None => ctx.log(&gw.log, status, body.size_hint().exact().unwrap_or(0)),
     }
-    response
+    Response::from_parts(head, body)
 }
 
 async fn life<B, F>(
@@ -145,7 +149,7 @@ where
         forward::forward(&deployment, &mut slot, call, &ctx.request_id).await;
     (ctx.instance, ctx.upstream) = (Some(instance), upstream);
     let gap = deployment.request_timeout;
-    Ok(answer?.map(|body| Box::new(Relay::new(body, gap, max_response_bytes, slot))))
+    Ok(answer?.map(|answer| Box::new(Relay::new(answer, gap, max_response_bytes, slot))))
 }
 
 /// A request head the HTTP/1.1 codec refused (400 malformed, 414 a request line too long,
@@ -199,9 +203,14 @@ fn client_request_id(headers: &impl Fields) -> Option<HeaderValue> {
     HeaderValue::from_bytes(bytes).ok()
 }
 
-fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<HeaderValue>) {
-    // The request id is always the server's own, whatever the container said (insert
-    // replaces every value the container gave).
+/// moat's own headers on the answer; the container's of the same names give way.
+fn respond(
+    headers: &mut HeaderMap,
+    body: &mut AnswerBody,
+    ctx: &RequestCtx,
+    client_request_id: Option<HeaderValue>,
+) {
+    // The request id is always the server's own, whatever the container said.
     headers.insert(REQUEST_ID_HEADER, ctx.request_id.header());
     if let Some(id) = client_request_id {
         headers.insert(CLIENT_REQUEST_ID, id);
@@ -209,6 +218,7 @@ fn respond(headers: &mut HeaderMap, ctx: &RequestCtx, client_request_id: Option<
     if let Some(name) = ctx.deployment.as_ref().and_then(|d| d.name_header.clone()) {
         headers.insert(DEPLOYMENT_HEADER, name);
     }
+    body.yield_fields_to(headers);
 }
 
 #[cfg(test)]

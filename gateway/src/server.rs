@@ -27,8 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::answer::AnswerBody;
 use crate::drain::Drain;
-use crate::fields::Fields;
-use crate::http1::head::HeadFields;
+use crate::fields::{Fields, HeadFields};
 use crate::http1::{self, RequestBody};
 use crate::ingress::Mode;
 use crate::ingress::accept::{self, Refused};
@@ -182,7 +181,14 @@ async fn connection(
                         service_fn(move |mut req: Request<hyper::body::Incoming>| {
                             let service = service.clone();
                             let fields = std::mem::take(req.headers_mut());
-                            async move { Ok::<_, Infallible>(service.answer(req, fields).await) }
+                            async move {
+                                let mut response = service.answer(req, fields).await;
+                                // hyper writes HTTP/2 heads from the map alone.
+                                if let Some(relayed) = response.body_mut().take_fields() {
+                                    relayed.append_to(response.headers_mut());
+                                }
+                                Ok::<_, Infallible>(response)
+                            }
                         }),
                     );
                 if let Err(e) = drain.watch(h2).await {

@@ -30,6 +30,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::fields::HeadFields;
 use crate::wire::{self, BodyFraming, Next, Outgoing};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,9 +92,17 @@ thread_local! {
     static POOL: Pool = Pool::default();
 }
 
+/// A container's answer past its status line: its end-to-end header fields, as it wrote them,
+/// and its body.
+pub struct Answer {
+    pub fields: HeadFields,
+    pub body: Streaming,
+}
+
 /// Sends `request` to the instance at `addr` over one of this thread's connections and returns
-/// the answer once its head has come; its body streams from the container as it is read.
-pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Streaming>, Failure> {
+/// the answer once its head has come; its body streams from the container as it is read. The
+/// response's own header map is empty: the container's fields are the [`Answer`]'s.
+pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Answer>, Failure> {
     let mut reused = POOL.with(|pool| pool.take(addr));
     loop {
         let fresh = reused.is_none();
@@ -103,15 +112,15 @@ pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Strea
         };
         match exchange(connection, request).await {
             Exchange::Answered(head, connection) => {
-                let mut response = Response::new(Streaming {
+                let body = Streaming {
                     framing: head.body,
                     connection: Some(connection),
                     addr,
                     keep: head.keep_alive,
-                });
+                };
+                let mut response = Response::new(Answer { fields: head.fields, body });
                 *response.status_mut() = head.status;
                 *response.version_mut() = head.version;
-                *response.headers_mut() = head.headers;
                 return Ok(response);
             }
             // A reused connection the container had closed: the request never left.

@@ -8,8 +8,10 @@
 //! plain HTTP/1.1 server on a private network.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
+
+use crate::fields::{FieldAt, HeadFields, named};
 
 /// The most a container's answer head may take.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -109,9 +111,10 @@ pub fn tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<I
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    /// The end-to-end headers only: hop-by-hop ones, those `Connection` lists, and the framing
-    /// (`Content-Length`, `Transfer-Encoding`) are this hop's, said by `body` and `keep_alive`.
-    pub headers: HeaderMap,
+    /// The end-to-end fields only, as the container wrote them: hop-by-hop ones, those
+    /// `Connection` lists, and the framing (`Content-Length`, `Transfer-Encoding`) are this
+    /// hop's, said by `body` and `keep_alive`.
+    pub fields: HeadFields,
     pub body: BodyFraming,
     /// The connection may carry another request once this answer is read whole.
     pub keep_alive: bool,
@@ -153,40 +156,35 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
             continue;
         }
         let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        let places = FieldPlaces::of(buf, response.headers);
-        // The head's bytes become the answer's: its values are slices of them, not copies.
-        let head = buf.split_to(used).freeze();
-        // Each field goes where it belongs as it is read: one pass, no removals afterwards.
-        let mut hop = HopFields::default();
-        // Room for the headers moat adds to the answer, so adding them never regrows the map.
-        let mut headers = HeaderMap::with_capacity(places.count() + 4);
-        for field in places.iter() {
-            let name = HeaderName::from_bytes(&head[field.name()]).map_err(|_| {
-                format!(
-                    "the answer's header name {:?} is not valid",
-                    String::from_utf8_lossy(&head[field.name()])
-                )
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(field.value()))
-                .map_err(|_| format!("the answer's header {name} has a value that is not valid"))?;
-            if name == header::CONTENT_LENGTH {
-                hop.length.add(value.as_bytes());
-            } else if name == header::TRANSFER_ENCODING {
-                hop.codings.push(value);
-            } else if name == header::CONNECTION {
-                hop.connection.push(value);
-            } else if !hop_by_hop(name.as_str().as_bytes()) {
-                headers.append(name, value);
+        // Each field goes where it belongs as it is read: one pass over httparse's list, no
+        // map, no removals afterwards but those `Connection` names.
+        let mut length = DeclaredLength::default();
+        let (mut codings, mut connection) = (Vec::new(), Vec::new());
+        let mut end_to_end = Vec::with_capacity(response.headers.len());
+        for field in response.headers.iter() {
+            let name = field.name.as_bytes();
+            let at = FieldAt::of(buf, name, field.value);
+            if named(name, &header::CONTENT_LENGTH) {
+                length.add(field.value);
+            } else if named(name, &header::TRANSFER_ENCODING) {
+                codings.push(at);
+            } else if named(name, &header::CONNECTION) {
+                connection.push(at);
+            } else if !hop_by_hop(name) {
+                end_to_end.push(at);
             }
         }
-        for listed in tokens(hop.connection.iter().map(HeaderValue::as_bytes)) {
-            if let Ok(name) = HeaderName::from_bytes(listed.as_bytes()) {
-                headers.remove(name);
-            }
+        // The head's bytes become the answer's: its fields are slices of them, not copies.
+        let head = buf.split_to(used).freeze();
+        let values = |list: &[FieldAt]| list.iter().map(|at| &head[at.value()]).collect::<Vec<_>>();
+        let hop = HopFields { length, codings: values(&codings), connection: values(&connection) };
+        let mut fields = HeadFields::new(head.clone(), end_to_end);
+        for listed in tokens(hop.connection.iter().copied()) {
+            fields.remove(listed.as_bytes());
         }
         let (body, framed) = framing(&hop, status, head_only)?;
         let keep_alive = framed && hop.keep_alive(version);
-        return Ok(Some(Head { status, version, headers, body, keep_alive }));
+        return Ok(Some(Head { status, version, fields, body, keep_alive }));
     }
 }
 
@@ -202,34 +200,15 @@ pub(crate) struct FieldPlaces {
 /// Header fields whose places are kept on the stack.
 const NEAR_FIELDS: usize = 24;
 
-/// Where one header field's name and value lie: (start, end) in the head's bytes.
-#[derive(Clone, Copy, Default)]
-pub struct FieldAt {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
-impl FieldAt {
-    pub fn name(&self) -> std::ops::Range<usize> {
-        self.name.0..self.name.1
-    }
-
-    pub fn value(&self) -> std::ops::Range<usize> {
-        self.value.0..self.value.1
-    }
-}
-
 impl FieldPlaces {
     /// The places of `fields` (parsed out of `buf`) from the start of `buf`. Inlined, so the
     /// places are written where the caller keeps them rather than copied there.
     #[inline]
     pub fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> FieldPlaces {
-        let base = buf.as_ptr() as usize;
-        let range = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
         let mut places =
             FieldPlaces { near: [FieldAt::default(); NEAR_FIELDS], far: Vec::new(), len: fields.len() };
         for (i, field) in fields.iter().enumerate() {
-            let at = FieldAt { name: range(field.name.as_bytes()), value: range(field.value) };
+            let at = FieldAt::of(buf, field.name.as_bytes(), field.value);
             match places.near.get_mut(i) {
                 Some(slot) => *slot = at,
                 None => places.far.push(at),
@@ -248,19 +227,16 @@ impl FieldPlaces {
     }
 }
 
-/// The fields of an answer head that are about this hop.
-#[derive(Default)]
-struct HopFields {
+/// The fields of an answer head that are about this hop: their values.
+struct HopFields<'a> {
     length: DeclaredLength,
-    codings: Vec<HeaderValue>,
-    connection: Vec<HeaderValue>,
+    codings: Vec<&'a [u8]>,
+    connection: Vec<&'a [u8]>,
 }
 
-impl HopFields {
+impl HopFields<'_> {
     fn keep_alive(&self, version: Version) -> bool {
-        let says = |word: &str| {
-            tokens(self.connection.iter().map(HeaderValue::as_bytes)).any(|t| t.eq_ignore_ascii_case(word))
-        };
+        let says = |word: &str| tokens(self.connection.iter().copied()).any(|t| t.eq_ignore_ascii_case(word));
         if version == Version::HTTP_10 { says("keep-alive") } else { !says("close") }
     }
 }
@@ -331,9 +307,8 @@ fn framing(hop: &HopFields, status: StatusCode, head_only: bool) -> Result<(Body
         return Ok((BodyFraming::Length(0), true));
     }
     if !hop.codings.is_empty() {
-        let chunked = tokens(hop.codings.iter().map(HeaderValue::as_bytes))
-            .last()
-            .is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+        let chunked =
+            tokens(hop.codings.iter().copied()).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
         // With a Content-Length beside it, the connection cannot be trusted with another
         // request (§6.1): the body is framed by its coding, then the connection closes.
         let alone = !hop.length.seen();
@@ -492,6 +467,7 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::Fields;
 
     fn head(text: &str) -> Result<Option<Head>, String> {
         parse_head(&mut BytesMut::from(text), false)
@@ -599,17 +575,23 @@ mod tests {
     #[test]
     fn only_end_to_end_headers_are_kept_from_an_answer_head() {
         let h = head(
-            "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret-hop\r\nx-secret-hop: 1\r\n\
-             Keep-Alive: timeout=5\r\ncontent-type: application/json\r\ntrailer: x-t\r\n\
-             transfer-encoding: chunked\r\nupgrade: h2c\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret-Hop\r\nx-secret-hop: 1\r\n\
+             Keep-Alive: timeout=5\r\nContent-Type: application/json\r\ntrailer: x-t\r\n\
+             transfer-encoding: chunked\r\nupgrade: h2c\r\nX-Secret-HOP: 2\r\n\r\n",
         )
         .expect("parses")
         .expect("whole");
-        let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["content-type"]);
+        let names = |h: &Head| {
+            h.fields.each().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&h), ["Content-Type"], "as the container spelt it");
         assert_eq!((h.body, h.keep_alive), (BodyFraming::Chunked(Chunked::default()), true));
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\n").expect("ok").expect("whole");
-        assert_eq!((h.headers.len(), h.body), (1, BodyFraming::Length(2)), "the length is the framing's");
+        assert_eq!(
+            (names(&h), h.body),
+            (vec!["x-a".to_string()], BodyFraming::Length(2)),
+            "the length is the framing's"
+        );
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\nContent-Length: 2\r\n\r\n").expect("ok");
         assert_eq!(h.expect("whole").body, BodyFraming::Length(2), "lengths that agree are one length");
     }
@@ -621,8 +603,8 @@ mod tests {
         );
         let h = parse_head(&mut buf, false).expect("ok").expect("whole");
         assert_eq!(
-            (h.status, &h.headers["x-a"], &buf[..]),
-            (StatusCode::CREATED, &HeaderValue::from_static("1"), &b"ok"[..])
+            (h.status, h.fields.first(&HeaderName::from_static("x-a")), &buf[..]),
+            (StatusCode::CREATED, Some(&b"1"[..]), &b"ok"[..])
         );
         assert!(head("HTTP/1.1 200 OK\r\ncontent-le").expect("ok").is_none());
     }

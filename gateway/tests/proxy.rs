@@ -20,9 +20,15 @@ async fn both_keys_score_and_the_key_never_reaches_the_container() {
         assert_eq!(r.status, 200, "{}", r.body);
         let seen: HashMap<String, String> = serde_json::from_str(&r.body).expect("echo");
         assert!(!seen.contains_key("authorization"), "credential forwarded: {seen:?}");
+        // moat's own headers replace the container's of the same names (in any case); the
+        // container's other fields arrive as it wrote them.
+        let all = |name: &str| r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count();
+        assert_eq!((all("x-request-id"), all("azureml-model-deployment")), (1, 1), "{:?}", r.headers);
         assert_eq!(r.header("azureml-model-deployment"), Some("blue"));
         let id = r.header("x-request-id").expect("request id");
         assert_ne!(id, "container-made-this");
+        assert_eq!(r.header("x-model-output"), Some("kept"));
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
         assert_eq!(seen.get("x-request-id").map(String::as_str), Some(id), "container sees the same id");
     }
     let logs = h.logs.lock().expect("logs").join("\n");

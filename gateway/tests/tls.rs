@@ -60,6 +60,13 @@ async fn score(addr: SocketAddr, root: &Path, h2: bool) -> Result<hyper::Version
     let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
     let version = response.version();
     let status = response.status();
+    // The container's own fields arrive (HTTP/2 writes them from the map); moat's request id
+    // and deployment replace any the container gave.
+    let fields = response.headers();
+    assert_eq!(fields.get("x-model-version").map(|v| v.as_bytes()), Some(&b"7"[..]), "{version:?}");
+    let ids: Vec<_> = fields.get_all("x-request-id").iter().collect();
+    assert!(ids.len() == 1 && ids[0] != "container-made-this", "{version:?}: {ids:?}");
+    assert_eq!(fields.get_all("azureml-model-deployment").iter().collect::<Vec<_>>(), ["blue"]);
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     assert_eq!((status.as_u16(), &body[..]), (200, &b"[1.0]"[..]));
     Ok(version)

@@ -26,9 +26,9 @@ use hyper::body::{Body, Frame};
 use tokio::io::AsyncWriteExt;
 
 use super::body::{ClientIo, Lent, RequestBody};
-use super::head::{self, Framing, HeadFields, Parsed, Persist, Refused};
+use super::head::{self, Framing, Parsed, Persist, Refused};
 use crate::drain::Graceful;
-use crate::fields::Fields;
+use crate::fields::{Fields, HeadFields};
 use crate::wire::tokens;
 
 /// Room made in the read buffer before each read of a head.
@@ -43,7 +43,7 @@ const WRITE_BYTES: usize = 64 * 1024;
 
 /// What a connection serves its requests with.
 pub trait Serve: Send + Sync {
-    type Body: Body<Data = Bytes, Error: Send> + Send + Unpin;
+    type Body: Body<Data = Bytes, Error: Send> + BodyFields + Send + Unpin;
 
     /// The answer to one request; the request's body reads from the connection. The
     /// request's header map is empty: its fields are `fields`.
@@ -55,6 +55,14 @@ pub trait Serve: Send + Sync {
 
     /// A head refused before it became a request (the codec has answered it).
     fn refused(&self, refused: &Refused);
+}
+
+/// An answer body may bring header fields of its own: a container's, relayed as they came,
+/// written after the answer map's.
+pub trait BodyFields {
+    fn relayed_fields(&self) -> Option<&HeadFields> {
+        None
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -112,6 +120,7 @@ async fn run<I: ClientIo, S: Serve>(
                         &mut out,
                         refused.status,
                         &HeaderMap::new(),
+                        None,
                         Framing::Length(0),
                         Persist::Close,
                     );
@@ -193,7 +202,7 @@ struct Answering {
 }
 
 /// Writes the answer; `Ok(true)` when the connection can carry another request.
-async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + Unpin>(
+async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + BodyFields + Unpin>(
     io: &mut I,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
@@ -209,7 +218,7 @@ async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + Unpin>(
         (true, _) => Persist::Default,
     };
     out.clear();
-    head::write_answer_head(out, parts.status, &parts.headers, framing, persist);
+    head::write_answer_head(out, parts.status, &parts.headers, body.relayed_fields(), framing, persist);
     if let Framing::Bodiless(_) = framing {
         write_all(io, [&out[..]]).await?;
         return Ok(keep_alive);
@@ -395,6 +404,8 @@ mod tests {
             self.0.poll_recv(cx).map(|piece| piece.map(|p| Ok(Frame::data(p))))
         }
     }
+
+    impl BodyFields for BoxBody<Bytes, Infallible> {}
 
     #[derive(Default)]
     struct Echo {

@@ -7,12 +7,12 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{Buf, BytesMut};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::fields::{Fields, named};
-use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, FieldAt, FieldPlaces, tokens};
+use crate::fields::{Fields, HeadFields, named};
+use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, FieldPlaces, tokens};
 
 /// The most header fields a request head may have (hyper's bound was 100).
 const MAX_HEADERS: usize = 128;
@@ -114,7 +114,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
         seen.note(&head[field.name()], &head[field.value()]);
         at.push(*field);
     }
-    let fields = HeadFields { head, at };
+    let fields = HeadFields::new(head, at);
     let body = framing(&fields, version, &seen)?;
     let keep_alive = if seen.connection { keep_alive(&fields, version) } else { version == Version::HTTP_11 };
     let expect_continue = version == Version::HTTP_11
@@ -140,51 +140,6 @@ fn too_large(buf: &[u8], max_head: usize) -> Refused {
             StatusCode::URI_TOO_LONG,
             format!("the request line is over max_header_bytes ({max_head} bytes)"),
         )
-    }
-}
-
-/// A request head's fields as they came: slices of the head's bytes, found by name with a
-/// walk over the few there are, never copied into a map.
-#[derive(Clone)]
-pub struct HeadFields {
-    head: Bytes,
-    at: Vec<FieldAt>,
-}
-
-impl std::fmt::Debug for HeadFields {
-    /// The names only: a value may be a credential.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.each().map(|(name, _)| String::from_utf8_lossy(name))).finish()
-    }
-}
-
-impl Fields for HeadFields {
-    fn all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-        // Most fields differ in length from the name looked for: they are passed over
-        // without being sliced out of the head.
-        let len = name.as_str().len();
-        self.at
-            .iter()
-            .filter(move |field| field.name().len() == len && named(&self.head[field.name()], name))
-            .map(|field| &self.head[field.value()])
-    }
-
-    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.at.iter().map(|field| (&self.head[field.name()], &self.head[field.value()]))
-    }
-
-    fn to_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.at.len());
-        for field in &self.at {
-            // Both were checked as the head was parsed.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(&self.head[field.name()]),
-                HeaderValue::from_maybe_shared(self.head.slice(field.value())),
-            ) {
-                map.append(name, value);
-            }
-        }
-        map
     }
 }
 
@@ -269,12 +224,14 @@ pub enum Persist {
     KeepAlive,
 }
 
-/// Writes an answer head into `out`: the status line, the answer's own fields (its framing
-/// fields are this hop's, written from `framing`), the date, the framing and `persist`.
+/// Writes an answer head into `out`: the status line, the answer's own fields (the map's,
+/// then those `relayed` as they came; its framing fields are this hop's, written from
+/// `framing`), the date, the framing and `persist`.
 pub fn write_answer_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    relayed: Option<&HeadFields>,
     framing: Framing,
     persist: Persist,
 ) {
@@ -286,17 +243,18 @@ pub fn write_answer_head(
     // The container's own `Date` goes through; moat adds one only when it has none (a second
     // one would make the field a list, which `Date` cannot be).
     let mut dated = false;
-    for (name, value) in headers {
-        dated |= *name == header::DATE;
-        if *name == header::CONNECTION
-            || *name == header::CONTENT_LENGTH
-            || *name == header::TRANSFER_ENCODING
-        {
-            continue;
+    for (name, value) in headers.each().chain(relayed.into_iter().flat_map(HeadFields::each)) {
+        // By length first: checked on every field of every answer.
+        match name.len() {
+            4 => dated |= named(name, &header::DATE),
+            10 if named(name, &header::CONNECTION) => continue,
+            14 if named(name, &header::CONTENT_LENGTH) => continue,
+            17 if named(name, &header::TRANSFER_ENCODING) => continue,
+            _ => {}
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     match framing {
@@ -365,6 +323,8 @@ impl Date {
 
 #[cfg(test)]
 mod tests {
+    use http::header::{HeaderName, HeaderValue};
+
     use super::*;
 
     fn parse(text: &str) -> Result<Option<Parsed>, Refused> {
@@ -498,7 +458,7 @@ mod tests {
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         let text = |framing, persist| {
             let mut out = Vec::new();
-            write_answer_head(&mut out, StatusCode::OK, &headers, framing, persist);
+            write_answer_head(&mut out, StatusCode::OK, &headers, None, framing, persist);
             String::from_utf8(out).expect("text")
         };
         let length = text(Framing::Length(2), Persist::Default);
@@ -521,11 +481,34 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::DATE, HeaderValue::from_static("Sun, 06 Dec 2026 18:09:34 GMT"));
         let mut out = Vec::new();
-        write_answer_head(&mut out, StatusCode::OK, &headers, Framing::Length(0), Persist::Default);
+        write_answer_head(&mut out, StatusCode::OK, &headers, None, Framing::Length(0), Persist::Default);
         let text = String::from_utf8(out).expect("text");
         assert_eq!(
             text,
             "HTTP/1.1 200 OK\r\ndate: Sun, 06 Dec 2026 18:09:34 GMT\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn relayed_fields_follow_the_maps_as_they_came_without_their_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-request-id"), HeaderValue::from_static("moat"));
+        let relayed = crate::fields::tests::head_fields(
+            "Content-Type: text/event-stream\nContent-Length: 9\nDate: Sun, 06 Dec 2026 18:09:34 GMT\n",
+        );
+        let mut out = Vec::new();
+        write_answer_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            Some(&relayed),
+            Framing::Chunked,
+            Persist::Default,
+        );
+        assert_eq!(
+            String::from_utf8(out).expect("text"),
+            "HTTP/1.1 200 OK\r\nx-request-id: moat\r\nContent-Type: text/event-stream\r\n\
+             Date: Sun, 06 Dec 2026 18:09:34 GMT\r\ntransfer-encoding: chunked\r\n\r\n"
         );
     }
 

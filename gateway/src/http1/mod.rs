@@ -15,4 +15,4 @@ pub mod connection;
 pub mod head;
 
 pub use body::{ClientIo, RequestBody};
-pub use connection::{Http1, Serve, serve_connection};
+pub use connection::{BodyFields, Http1, Serve, serve_connection};

@@ -77,6 +77,10 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                         .headers_mut()
                         .insert("content-type", "application/problem+json".parse().expect("ct"));
                     response.headers_mut().insert("x-request-id", "container-made-this".parse().expect("id"));
+                    response
+                        .headers_mut()
+                        .insert("Azureml-Model-Deployment", "container-said".parse().expect("d"));
+                    response.headers_mut().insert("x-model-output", "kept".parse().expect("output"));
                     Ok::<_, Infallible>(response)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

@@ -27,7 +27,15 @@ pub async fn upstream(body: &'static str) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
                 let service = service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                    // One field of its own, and one that is moat's to set.
+                    let fields = response.headers_mut();
+                    fields.insert("x-model-version", hyper::header::HeaderValue::from_static("7"));
+                    fields.insert(
+                        "x-request-id",
+                        hyper::header::HeaderValue::from_static("container-made-this"),
+                    );
+                    Ok::<_, Infallible>(response)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
