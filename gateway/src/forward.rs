@@ -142,7 +142,7 @@ fn upstream_request<F: Fields>(upstream: &Upstream, call: &Call<'_, F>, request_
         }
     }
     head.header(&header::HOST, &upstream.host);
-    head.header(&REQUEST_ID_HEADER, &request_id.header());
+    head.field(REQUEST_ID_HEADER.as_str().as_bytes(), request_id.as_bytes());
     if let Some(trace) = call.trace {
         let mut context = HeaderMap::with_capacity(2);
         trace.inject(&mut context);
