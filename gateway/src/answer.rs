@@ -1,6 +1,12 @@
 //! The body of every answer the gateway gives: moat's own (a JSON error, a health answer), or
 //! the container's, relayed piece by piece as it arrives.
 //!
+//! A relayed answer also carries its header fields beside the answer's map, which then holds
+//! only what is rare (a model error's status): moat's own fields and the container's, as it
+//! wrote them, go out after the map's ([`BodyFields`]), or into the map for a writer that
+//! wants one (HTTP/2). Inserting them into a map (a hash and an entry each) cost more than
+//! writing them.
+//!
 //! A relayed answer owns what the request holds until its last byte: the instance's
 //! admission slot (a container streaming an answer is busy), the connection to the container
 //! (given back to the idle list once read whole, closed otherwise), and the request's access
@@ -16,18 +22,24 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::access_log::LogSink;
 use crate::admission::Slot;
-use crate::context::RequestCtx;
-use crate::fields::HeadFields;
+use crate::context::{RequestCtx, RequestId};
+use crate::fields::{Fields, HeadFields};
+use crate::forward::{REQUEST_ID, REQUEST_ID_HEADER};
 use crate::http1::BodyFields;
+use crate::pick::{DEPLOYMENT, DEPLOYMENT_HEADER};
 use crate::timeouts::Serving;
 use crate::upstream::{Answer, Failure, Streaming};
+
+/// The client's own request id, echoed (see [`crate::request`]).
+pub const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
+pub const CLIENT_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(CLIENT_REQUEST_ID);
 
 /// An answer's body, whoever made it.
 pub struct AnswerBody {
@@ -54,10 +66,42 @@ pub enum Cut {
     ClientClosed,
 }
 
+/// The fields moat sets on an answer: its request id always, the client's own request id
+/// when it is echoed, the deployment that answered when there is one. These names are moat's
+/// alone: the container's fields of these names never reach the client, set or not (a
+/// container's `x-ms-client-request-id` would pass for the client's echo).
+pub struct MoatFields {
+    pub request_id: RequestId,
+    pub client_request_id: Option<HeaderValue>,
+    pub deployment: Option<HeaderValue>,
+}
+
+impl MoatFields {
+    const NAMES: [&str; 3] = [REQUEST_ID, CLIENT_REQUEST_ID, DEPLOYMENT];
+
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let id = Some((REQUEST_ID.as_bytes(), self.request_id.as_bytes()));
+        let client = self.client_request_id.as_ref().map(|v| (CLIENT_REQUEST_ID.as_bytes(), v.as_bytes()));
+        let deployment = self.deployment.as_ref().map(|v| (DEPLOYMENT.as_bytes(), v.as_bytes()));
+        [id, client, deployment].into_iter().flatten()
+    }
+
+    fn insert_into(self, map: &mut HeaderMap) {
+        map.insert(REQUEST_ID_HEADER, self.request_id.header());
+        if let Some(id) = self.client_request_id {
+            map.insert(CLIENT_REQUEST_ID_HEADER, id);
+        }
+        if let Some(name) = self.deployment {
+            map.insert(DEPLOYMENT_HEADER, name);
+        }
+    }
+}
+
 /// The container's answer on its way to the client.
 pub struct Relay {
-    /// The container's end-to-end header fields, as it wrote them: they go out after the
-    /// answer map's (moat's own), which replace any of the same name.
+    /// moat's fields, once the answer has them.
+    moat: Option<MoatFields>,
+    /// The container's end-to-end header fields, as it wrote them, but those moat sets.
     fields: HeadFields,
     body: Streaming,
     /// Longest wait for the container's next piece.
@@ -104,36 +148,58 @@ impl AnswerBody {
         }
     }
 
-    /// The container's header fields, once moat's (`ours`) are set: a field of the same name
-    /// is moat's alone.
-    pub fn yield_fields_to(&mut self, ours: &HeaderMap) {
-        if let Some(relay) = self.relay_mut() {
-            for name in ours.keys() {
-                relay.fields.remove(name.as_str().as_bytes());
-            }
+    /// Sets moat's fields: a relayed answer carries them, and the container's of moat's names
+    /// (or of any name `map` has) give way; moat's own answers have them in `map`.
+    pub fn set_moat_fields(&mut self, moat: MoatFields, map: &mut HeaderMap) {
+        let Some(relay) = self.relay_mut() else { return moat.insert_into(map) };
+        for name in MoatFields::NAMES {
+            relay.fields.remove(name.as_bytes());
         }
+        for name in map.keys() {
+            relay.fields.remove(name.as_str().as_bytes());
+        }
+        relay.moat = Some(moat);
     }
 
-    /// The container's header fields, taken out, for a writer that wants them in the map
+    /// Moves a relayed answer's fields into `map`, for a writer that writes only the map
     /// (HTTP/2).
-    pub fn take_fields(&mut self) -> Option<HeadFields> {
-        self.relay_mut().map(|relay| std::mem::take(&mut relay.fields))
+    pub fn fields_into(&mut self, map: &mut HeaderMap) {
+        if let Some(relay) = self.relay_mut() {
+            if let Some(moat) = relay.moat.take() {
+                moat.insert_into(map);
+            }
+            std::mem::take(&mut relay.fields).append_to(map);
+        }
     }
 }
 
 impl BodyFields for AnswerBody {
-    fn relayed_fields(&self) -> Option<&HeadFields> {
-        match &self.kind {
-            Kind::Relayed(relay) => Some(&relay.fields),
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let relay = match &self.kind {
+            Kind::Relayed(relay) => Some(relay),
             Kind::Own(_) => None,
-        }
+        };
+        relay
+            .into_iter()
+            .flat_map(|relay| relay.moat.iter().flat_map(MoatFields::each).chain(relay.fields.each()))
     }
 }
 
 impl Relay {
     pub fn new(answer: Answer, gap: Duration, limit: u64, slot: Slot) -> Relay {
         let Answer { fields, body } = answer;
-        Relay { fields, body, gap, timer: None, armed: false, limit, sent: 0, _slot: slot, line: None }
+        Relay {
+            moat: None,
+            fields,
+            body,
+            gap,
+            timer: None,
+            armed: false,
+            limit,
+            sent: 0,
+            _slot: slot,
+            line: None,
+        }
     }
 
     /// The access line is written when the answer ends, with what it carried.

@@ -23,7 +23,8 @@ use crate::upstream::{self, Answer, Failure};
 use crate::wire::{Outgoing, RequestHead, hop_by_hop, tokens};
 
 /// The header the request id travels in, to the container and back to the client.
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// The client's fields that moat replaces (the container's address as `Host`, the body's
 /// length, its own request id) or keeps (the credential, `Expect`: the body was read already).
@@ -142,7 +143,7 @@ fn upstream_request<F: Fields>(upstream: &Upstream, call: &Call<'_, F>, request_
         }
     }
     head.header(&header::HOST, &upstream.host);
-    head.field(REQUEST_ID_HEADER.as_str().as_bytes(), request_id.as_bytes());
+    head.field(REQUEST_ID.as_bytes(), request_id.as_bytes());
     if let Some(trace) = call.trace {
         let mut context = HeaderMap::with_capacity(2);
         trace.inject(&mut context);

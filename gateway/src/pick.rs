@@ -10,7 +10,8 @@ use crate::reject::Reject;
 use crate::table::{DeploymentRoute, EndpointRoute};
 
 /// A name, not text: a lookup by text parses the name on every request.
-pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("azureml-model-deployment");
+pub const DEPLOYMENT: &str = "azureml-model-deployment";
+pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static(DEPLOYMENT);
 
 pub fn deployment(endpoint: &EndpointRoute, headers: &impl Fields) -> Result<Arc<DeploymentRoute>, Reject> {
     if let Some(named) = headers.first(&DEPLOYMENT_HEADER) {

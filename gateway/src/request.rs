@@ -18,21 +18,21 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Body;
 
 use crate::admission::Refusal;
-use crate::answer::{AnswerBody, Relay};
+use crate::answer::{AnswerBody, CLIENT_REQUEST_ID_HEADER, MoatFields, Relay};
 use crate::auth;
 use crate::context::RequestCtx;
 use crate::fields::Fields;
-use crate::forward::{self, Call, Forwarded, REQUEST_ID_HEADER};
+use crate::forward::{self, Call, Forwarded};
 use crate::ingress::Mode;
 use crate::ingress::origin::{self, Connection, Origin};
 use crate::ingress::policy::{self, Decision};
 use crate::intake;
-use crate::pick::{self, DEPLOYMENT_HEADER};
+use crate::pick;
 use crate::reject::Reject;
 use crate::shared::Gateway;
 use crate::table::EndpointRoute;
@@ -189,11 +189,9 @@ fn access_policy(
     }
 }
 
-const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
-
 /// `x-ms-client-request-id` is echoed only when short and plain.
 fn client_request_id(headers: &impl Fields) -> Option<HeaderValue> {
-    let bytes = headers.first(&CLIENT_REQUEST_ID)?;
+    let bytes = headers.first(&CLIENT_REQUEST_ID_HEADER)?;
     let clean = !bytes.is_empty()
         && bytes.len() <= 40
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
@@ -203,22 +201,20 @@ fn client_request_id(headers: &impl Fields) -> Option<HeaderValue> {
     HeaderValue::from_bytes(bytes).ok()
 }
 
-/// moat's own headers on the answer; the container's of the same names give way.
+/// moat's own fields on the answer; the container's of the same names give way.
 fn respond(
     headers: &mut HeaderMap,
     body: &mut AnswerBody,
     ctx: &RequestCtx,
     client_request_id: Option<HeaderValue>,
 ) {
-    // The request id is always the server's own, whatever the container said.
-    headers.insert(REQUEST_ID_HEADER, ctx.request_id.header());
-    if let Some(id) = client_request_id {
-        headers.insert(CLIENT_REQUEST_ID, id);
-    }
-    if let Some(name) = ctx.deployment.as_ref().and_then(|d| d.name_header.clone()) {
-        headers.insert(DEPLOYMENT_HEADER, name);
-    }
-    body.yield_fields_to(headers);
+    let moat = MoatFields {
+        // Always the server's own, whatever the client or the container said.
+        request_id: ctx.request_id.clone(),
+        client_request_id,
+        deployment: ctx.deployment.as_ref().and_then(|d| d.name_header.clone()),
+    };
+    body.set_moat_fields(moat, headers);
 }
 
 #[cfg(test)]
@@ -235,7 +231,7 @@ mod tests {
             ("semi;colon", false),
         ] {
             let mut h = HeaderMap::new();
-            h.insert(CLIENT_REQUEST_ID, HeaderValue::from_str(value).expect("header"));
+            h.insert(CLIENT_REQUEST_ID_HEADER, HeaderValue::from_str(value).expect("header"));
             assert_eq!(client_request_id(&h).is_some(), echoed, "{value}");
         }
     }

@@ -182,11 +182,11 @@ async fn connection(
                             let service = service.clone();
                             let fields = std::mem::take(req.headers_mut());
                             async move {
-                                let mut response = service.answer(req, fields).await;
+                                let response = service.answer(req, fields).await;
                                 // hyper writes HTTP/2 heads from the map alone.
-                                if let Some(relayed) = response.body_mut().take_fields() {
-                                    relayed.append_to(response.headers_mut());
-                                }
+                                let (mut head, mut body) = response.into_parts();
+                                body.fields_into(&mut head.headers);
+                                let response = Response::from_parts(head, body);
                                 Ok::<_, Infallible>(response)
                             }
                         }),

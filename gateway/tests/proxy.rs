@@ -36,6 +36,31 @@ async fn both_keys_score_and_the_key_never_reaches_the_container() {
 }
 
 #[tokio::test]
+async fn a_plain_client_request_id_is_echoed_once_on_every_answer() {
+    let h = gateway(Config::default()).await;
+    let auth = bearer(PRIMARY);
+    let all = |r: &http::Reply, name: &str| {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let sent = [("Authorization", auth.as_str()), ("x-ms-client-request-id", "run-7_a")];
+    let relayed = call(h.addr, "POST", "/endpoints/ep/score", &sent, "{}").await;
+    let own = call(h.addr, "POST", "/endpoints/ep/score", &sent[1..], "{}").await;
+    for (r, status) in [(&relayed, 200), (&own, 401)] {
+        assert_eq!(r.status, status, "{}", r.body);
+        assert_eq!(all(r, "x-ms-client-request-id"), ["run-7_a"], "{status}: {:?}", r.headers);
+        assert_eq!(all(r, "x-request-id").len(), 1, "{status}: {:?}", r.headers);
+    }
+    // Not plain: not echoed, and the container's own never passes for it.
+    let odd = [("Authorization", auth.as_str()), ("x-ms-client-request-id", "has space")];
+    let r = call(h.addr, "POST", "/endpoints/ep/score", &odd, "{}").await;
+    assert!(all(&r, "x-ms-client-request-id").is_empty(), "{:?}", r.headers);
+}
+
+#[tokio::test]
 async fn the_container_gets_the_clients_headers_without_this_hops_own() {
     let h = gateway(Config::default()).await;
     let auth = bearer(PRIMARY);

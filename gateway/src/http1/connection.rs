@@ -57,11 +57,11 @@ pub trait Serve: Send + Sync {
     fn refused(&self, refused: &Refused);
 }
 
-/// An answer body may bring header fields of its own: a container's, relayed as they came,
-/// written after the answer map's.
+/// An answer body may bring header fields of its own (a relayed answer's), written after the
+/// answer map's.
 pub trait BodyFields {
-    fn relayed_fields(&self) -> Option<&HeadFields> {
-        None
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        std::iter::empty()
     }
 }
 
@@ -120,7 +120,7 @@ async fn run<I: ClientIo, S: Serve>(
                         &mut out,
                         refused.status,
                         &HeaderMap::new(),
-                        None,
+                        std::iter::empty(),
                         Framing::Length(0),
                         Persist::Close,
                     );
@@ -218,7 +218,7 @@ async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + BodyFields + Unpin>(
         (true, _) => Persist::Default,
     };
     out.clear();
-    head::write_answer_head(out, parts.status, &parts.headers, body.relayed_fields(), framing, persist);
+    head::write_answer_head(out, parts.status, &parts.headers, body.fields(), framing, persist);
     if let Framing::Bodiless(_) = framing {
         write_all(io, [&out[..]]).await?;
         return Ok(keep_alive);

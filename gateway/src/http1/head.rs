@@ -225,13 +225,13 @@ pub enum Persist {
 }
 
 /// Writes an answer head into `out`: the status line, the answer's own fields (the map's,
-/// then those `relayed` as they came; its framing fields are this hop's, written from
-/// `framing`), the date, the framing and `persist`.
-pub fn write_answer_head(
+/// then `more`, as they are; its framing fields are this hop's, written from `framing`), the
+/// date, the framing and `persist`.
+pub fn write_answer_head<'a>(
     out: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
-    relayed: Option<&HeadFields>,
+    headers: &'a HeaderMap,
+    more: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     framing: Framing,
     persist: Persist,
 ) {
@@ -243,7 +243,7 @@ pub fn write_answer_head(
     // The container's own `Date` goes through; moat adds one only when it has none (a second
     // one would make the field a list, which `Date` cannot be).
     let mut dated = false;
-    for (name, value) in headers.each().chain(relayed.into_iter().flat_map(HeadFields::each)) {
+    for (name, value) in headers.each().chain(more) {
         // By length first: checked on every field of every answer.
         match name.len() {
             4 => dated |= named(name, &header::DATE),
@@ -458,7 +458,7 @@ mod tests {
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         let text = |framing, persist| {
             let mut out = Vec::new();
-            write_answer_head(&mut out, StatusCode::OK, &headers, None, framing, persist);
+            write_answer_head(&mut out, StatusCode::OK, &headers, std::iter::empty(), framing, persist);
             String::from_utf8(out).expect("text")
         };
         let length = text(Framing::Length(2), Persist::Default);
@@ -481,7 +481,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::DATE, HeaderValue::from_static("Sun, 06 Dec 2026 18:09:34 GMT"));
         let mut out = Vec::new();
-        write_answer_head(&mut out, StatusCode::OK, &headers, None, Framing::Length(0), Persist::Default);
+        write_answer_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            std::iter::empty(),
+            Framing::Length(0),
+            Persist::Default,
+        );
         let text = String::from_utf8(out).expect("text");
         assert_eq!(
             text,
@@ -501,7 +508,7 @@ mod tests {
             &mut out,
             StatusCode::OK,
             &headers,
-            Some(&relayed),
+            relayed.each(),
             Framing::Chunked,
             Persist::Default,
         );

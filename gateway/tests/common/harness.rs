@@ -81,6 +81,9 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                         .headers_mut()
                         .insert("Azureml-Model-Deployment", "container-said".parse().expect("d"));
                     response.headers_mut().insert("x-model-output", "kept".parse().expect("output"));
+                    response
+                        .headers_mut()
+                        .insert("x-ms-client-request-id", "container".parse().expect("cid"));
                     Ok::<_, Infallible>(response)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
