@@ -16,7 +16,7 @@ fn outcome(result: &Result<Option<Parsed>, Refused>) -> String {
     match result {
         Ok(Some(p)) => {
             let fields: Vec<_> = p.fields.each().collect();
-            format!("{:?} {:?} {:?} {:?}", p.request.method(), p.request.uri(), fields, p.body)
+            format!("{:?} {:?} {:?}", p.line, fields, p.body)
         }
         Ok(None) => "more".into(),
         Err(refused) => refused.status.to_string(),

@@ -188,45 +188,6 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
     }
 }
 
-/// Where a head's header fields lie in its bytes, noted while httparse's borrow of the buffer
-/// lasts, so that the fields can then be slices of the head taken off the buffer. The usual
-/// few places stay on the stack.
-pub(crate) struct FieldPlaces {
-    near: [FieldAt; NEAR_FIELDS],
-    far: Vec<FieldAt>,
-    len: usize,
-}
-
-/// Header fields whose places are kept on the stack.
-const NEAR_FIELDS: usize = 24;
-
-impl FieldPlaces {
-    /// The places of `fields` (parsed out of `buf`) from the start of `buf`. Inlined, so the
-    /// places are written where the caller keeps them rather than copied there.
-    #[inline]
-    pub fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> FieldPlaces {
-        let mut places =
-            FieldPlaces { near: [FieldAt::default(); NEAR_FIELDS], far: Vec::new(), len: fields.len() };
-        for (i, field) in fields.iter().enumerate() {
-            let at = FieldAt::of(buf, field.name.as_bytes(), field.value);
-            match places.near.get_mut(i) {
-                Some(slot) => *slot = at,
-                None => places.far.push(at),
-            }
-        }
-        places
-    }
-
-    /// How many fields the head has.
-    pub fn count(&self) -> usize {
-        self.len
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &FieldAt> {
-        self.near[..self.len.min(NEAR_FIELDS)].iter().chain(&self.far)
-    }
-}
-
 /// The fields of an answer head that are about this hop: their values.
 struct HopFields<'a> {
     length: DeclaredLength,

@@ -110,7 +110,7 @@ async fn run<I: ClientIo, S: Serve>(
     let mut buf = BytesMut::with_capacity(HEAD_READ_BYTES);
     let mut out = Vec::with_capacity(1024);
     loop {
-        let Parsed { request, fields, body: mut framing, keep_alive, expect_continue } =
+        let Parsed { line, fields, body: mut framing, keep_alive, expect_continue } =
             match next_head(&mut io, &mut buf, max_head_bytes, &asked).await? {
                 None => return Ok(()),
                 Some(Ok(parsed)) => parsed,
@@ -131,12 +131,12 @@ async fn run<I: ClientIo, S: Serve>(
                 }
             };
         let mut answering =
-            Answering { version: request.version(), head_only: request.method() == Method::HEAD, keep_alive };
+            Answering { version: line.version, head_only: line.method == Method::HEAD, keep_alive };
         let response = {
             let lent = Lent::new(&mut io, &mut buf, &mut framing, expect_continue);
             // Pinned where it is made: the request's future is kilobytes, and `select!` moved
             // it twice (a measurable share of a small request's instructions).
-            let mut served = pin!(service.serve(request.map(|()| RequestBody::new(&lent)), fields));
+            let mut served = pin!(service.serve(line.request(RequestBody::new(&lent)), fields));
             // A client that goes away before its answer ends the request (its queue place,
             // its call to the container) instead of waiting for an answer no one reads.
             tokio::select! {

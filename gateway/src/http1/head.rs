@@ -11,8 +11,8 @@ use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::fields::{Fields, HeadFields, named};
-use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, FieldPlaces, tokens};
+use crate::fields::{FieldAt, Fields, HeadFields, named};
+use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, tokens};
 
 /// The most header fields a request head may have (hyper's bound was 100).
 const MAX_HEADERS: usize = 128;
@@ -40,8 +40,7 @@ impl Refused {
 /// A request head, parsed.
 #[derive(Debug)]
 pub struct Parsed {
-    /// The request line; its header map is empty: the fields are in `fields`.
-    pub request: Request<()>,
+    pub line: RequestLine,
     /// Every header field as it came (hop-by-hop ones included: the forward strips them).
     pub fields: HeadFields,
     pub body: BodyFraming,
@@ -49,6 +48,27 @@ pub struct Parsed {
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body.
     pub expect_continue: bool,
+}
+
+/// A request line. The request is made only when its body is (kept apart until then: the
+/// parsed head is moved a few times on its way, and a request's empty header map and
+/// extensions would have made each move a third larger).
+#[derive(Debug)]
+pub struct RequestLine {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+}
+
+impl RequestLine {
+    /// The request, with `body`; its header map is empty: the fields are the head's.
+    pub fn request<B>(self, body: B) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        request
+    }
 }
 
 /// Parses a request head off the front of `buf`: `Ok(None)` while more bytes are needed;
@@ -95,7 +115,16 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
         .map_err(|_| Refused::bad(format!("the request method {method:?} is not a method")))?;
     let version = if request.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let target = offsets(request.path.unwrap_or_default().as_bytes());
-    let places = FieldPlaces::of(buf, request.headers);
+    // Where each field lies, noted while httparse's borrow of the buffer lasts, so that the
+    // fields can be slices of the head taken off it; what the framing depends on is noted on
+    // the way. httparse let through only token names and values without CR, LF or other
+    // control bytes but tab: what `http`'s names and values take too.
+    let mut seen = Seen::default();
+    let mut at = Vec::with_capacity(request.headers.len());
+    for field in request.headers.iter() {
+        seen.note(field.name.as_bytes(), field.value);
+        at.push(FieldAt::of(buf, field.name.as_bytes(), field.value));
+    }
     // The head's bytes become the request's: the target and values are slices of them.
     let head = buf.split_to(used).freeze();
     if target.1 - target.0 > MAX_URI_BYTES {
@@ -106,25 +135,14 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     }
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|e| Refused::bad(format!("the request target is not a URI: {e}")))?;
-    // httparse let through only token names and values without CR, LF or other control
-    // bytes but tab: what `http`'s names and values take too.
-    let mut seen = Seen::default();
-    let mut at = Vec::with_capacity(places.count());
-    for field in places.iter() {
-        seen.note(&head[field.name()], &head[field.value()]);
-        at.push(*field);
-    }
     let fields = HeadFields::new(head, at);
     let body = framing(&fields, version, &seen)?;
     let keep_alive = if seen.connection { keep_alive(&fields, version) } else { version == Version::HTTP_11 };
     let expect_continue = version == Version::HTTP_11
         && seen.expect
         && fields.first(&header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    Ok(Some(Parsed { request, fields, body, keep_alive, expect_continue }))
+    let line = RequestLine { method, uri, version };
+    Ok(Some(Parsed { line, fields, body, keep_alive, expect_continue }))
 }
 
 /// 414 when not even the request line fits within the limit, 431 otherwise.
@@ -345,12 +363,12 @@ mod tests {
             "\r\nPOST /endpoints/ep/score?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2\r\nConnection: te\r\n\r\n{}GET",
         );
         let parsed = parse_request(&mut buf, 1024).expect("parsed").expect("whole");
-        let r = &parsed.request;
+        let r = &parsed.line;
         assert_eq!(
-            (r.method(), r.uri().path(), r.uri().query()),
+            (&r.method, r.uri.path(), r.uri.query()),
             (&Method::POST, "/endpoints/ep/score", Some("x=1"))
         );
-        assert_eq!(r.version(), Version::HTTP_11);
+        assert_eq!(r.version, Version::HTTP_11);
         let fields = &parsed.fields;
         let x_a = HeaderName::from_static("x-a");
         assert_eq!(fields.all(&x_a).collect::<Vec<_>>(), [b"1", b"2"], "names in any case");
@@ -365,9 +383,11 @@ mod tests {
             (map.len(), &map["x-a"], &map["content-length"]),
             (5, &HeaderValue::from_static("1"), &HeaderValue::from_static("2"))
         );
-        assert!(r.headers().is_empty(), "the fields are not in a map");
         assert_eq!(parsed.body, BodyFraming::Length(2));
         assert!(parsed.keep_alive && !parsed.expect_continue);
+        let request = parsed.line.request(());
+        assert_eq!((request.method(), request.uri().path()), (&Method::POST, "/endpoints/ep/score"));
+        assert!(request.headers().is_empty(), "the fields are not in a map");
         assert_eq!(&buf[..], b"{}GET", "the body and what follows stay in the buffer");
     }
 
