@@ -7,7 +7,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{Fleet, admin_get, score, scoring_endpoint, summary, time_until, tsv};
-use moat_test_support::{Load, http, require_test_image, wait_until};
+use moat_test_support::{EtcdCluster, Load, http, require_test_image, wait_until};
 use serde_json::Value;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -116,6 +116,26 @@ fn a_killed_etcd_leader_fails_no_request_and_writes_recover() {
     );
     time_until(SECOND * 2, "the write seen on node 1", || {
         admin_get(f.node(1), "/v1/endpoints/lead-ep").is_some_and(|v| v["tags"]["after"] == "leader-loss")
+    });
+}
+
+#[test]
+fn with_one_etcd_member_down_nodes_start_and_every_write_goes_through() {
+    // The nodes are given all three members; the one that is down must cost nothing while
+    // the other two answer (the client's channel picks a member per request).
+    let mut etcd = EtcdCluster::start(3);
+    etcd.kill(2);
+    etcd.wait_healthy();
+    let f = Fleet::on(etcd, 2, &[], String::new());
+    for i in 0..12 {
+        let node = f.node(i % 2);
+        let run = node.cli(&format!("online-endpoint create -n down-{i} -f examples/model-1/endpoint.yml"));
+        assert_eq!(run.code, 0, "write {i} with a member down: {run:?}");
+    }
+    time_until(SECOND * 2, "every write on every node", || {
+        f.nodes
+            .iter()
+            .all(|node| (0..12).all(|i| admin_get(node, &format!("/v1/endpoints/down-{i}")).is_some()))
     });
 }
 

@@ -8,6 +8,8 @@
 //!   revision, or version 0 for "absent"); it returns once the mirror has its revision, so a
 //!   command sees its own write. etcd unreachable: it fails within [`REQUEST_TIMEOUT`], saying
 //!   nothing was changed, or that the outcome is unknown when the request was sent.
+//! - One member down costs nothing: a request the client's channel could not connect to its
+//!   chosen member with (it was not sent) is sent again, for up to a second.
 //! - Secret fields are sealed on the way out and opened on the way in ([`super::seal`]).
 //! - Freshness: the last time etcd answered anything (a watch message, a transaction, the
 //!   presence keep-alive); stale beyond `max_staleness`.
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, TxnOp, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, TxnOp, WatchOptions};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -29,6 +31,8 @@ use crate::error::Error;
 
 /// A mutating command fails within 5 s when etcd cannot be reached (CONTRACT.md).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a request that could not reach its member is sent again (see `request`).
+const RESEND_FOR: Duration = Duration::from_secs(1);
 /// etcd's default `--max-request-bytes` (1.5 MiB): a bigger change is refused before it is sent.
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// The fleet key's proof: a sealed constant a node with another key cannot open.
@@ -146,7 +150,12 @@ impl EtcdStore {
     /// nor write secrets the others can read.
     async fn check_fleet_key(&self) -> Result<(), Error> {
         let full = self.full_key(CHECK_KEY);
-        let found = self.request(self.client.kv_client().get(full.clone(), None)).await?;
+        let found = self
+            .request(|mut kv| {
+                let full = full.clone();
+                async move { kv.get(full, None).await }
+            })
+            .await?;
         self.heard();
         if let Some(kv) = found.kvs().first() {
             let value: Value = serde_json::from_slice(kv.value()).unwrap_or(Value::Null);
@@ -162,16 +171,23 @@ impl EtcdStore {
         let create = etcd_client::Txn::new()
             .when([Compare::version(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, proof.to_string(), None)]);
-        let mut kv = self.client.kv_client();
-        self.request(kv.txn(create)).await?;
+        self.request(|mut kv| {
+            let create = create.clone();
+            async move { kv.txn(create).await }
+        })
+        .await?;
         // Created here or by a node that started at the same moment: check what is there.
         Box::pin(self.check_fleet_key()).await
     }
 
     /// Everything under the prefix at one revision (a linearizable read).
     async fn snapshot(&self) -> Result<(u64, BTreeMap<String, Versioned>), Error> {
-        let mut kv = self.client.kv_client();
-        let found = self.request(kv.get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let found = self
+            .request(|mut kv| {
+                let prefix = self.prefix.clone();
+                async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         self.heard();
         let revision = found.header().map_or(0, |h| h.revision()).max(0) as u64;
         let entries = found
@@ -197,17 +213,32 @@ impl EtcdStore {
         Some((key.to_string(), Versioned { value: record, mod_revision: mod_revision.max(0) as u64 }))
     }
 
-    async fn request<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(etcd_error(&e)),
-            Err(_) => Err(Error::Other(format!(
-                "etcd did not answer within {} s; the outcome is unknown",
-                REQUEST_TIMEOUT.as_secs()
-            ))),
+    /// Sends a request made by `call` on a key-value client. The channel spreads requests
+    /// over every endpoint, and one it cannot connect to (a member that is down) fails the
+    /// request unsent: such a request is sent again, for up to [`RESEND_FOR`], so that one
+    /// member down fails nothing while the others answer.
+    async fn request<T, F>(&self, mut call: impl FnMut(KvClient) -> F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let resend_until = tokio::time::Instant::now() + RESEND_FOR;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match tokio::time::timeout_at(deadline, call(self.client.kv_client())).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(e)) if unsent(&e) && tokio::time::Instant::now() + pause < resend_until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Ok(Err(e)) => return Err(etcd_error(&e)),
+                Err(_) => {
+                    return Err(Error::Other(format!(
+                        "etcd did not answer within {} s; the outcome is unknown",
+                        REQUEST_TIMEOUT.as_secs()
+                    )));
+                }
+            }
         }
     }
 
@@ -332,6 +363,12 @@ impl EtcdStore {
     }
 }
 
+/// The request never left: the channel could not connect to the member it chose.
+fn unsent(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status)
+        if status.code() == tonic::Code::Unavailable && status.message().contains("connect error"))
+}
+
 /// What an etcd client error means to the user: unreachable (nothing changed), or not
 /// knowing whether the change was made, or etcd's own refusal.
 fn etcd_error(e: &etcd_client::Error) -> Error {
@@ -373,8 +410,12 @@ impl Store for EtcdStore {
                 MAX_REQUEST_BYTES / 1024
             )));
         }
-        let mut kv = self.client.kv_client();
-        let answer = self.request(kv.txn(txn)).await?;
+        let answer = self
+            .request(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         self.heard();
         if !answer.succeeded() {
             return Ok(None);
