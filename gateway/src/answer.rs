@@ -152,12 +152,11 @@ impl AnswerBody {
     /// (or of any name `map` has) give way; moat's own answers have them in `map`.
     pub fn set_moat_fields(&mut self, moat: MoatFields, map: &mut HeaderMap) {
         let Some(relay) = self.relay_mut() else { return moat.insert_into(map) };
-        for name in MoatFields::NAMES {
-            relay.fields.remove(name.as_bytes());
-        }
-        for name in map.keys() {
-            relay.fields.remove(name.as_str().as_bytes());
-        }
+        let named = |field: &[u8], name: &str| field.eq_ignore_ascii_case(name.as_bytes());
+        relay.fields.remove_named(|field| {
+            MoatFields::NAMES.iter().any(|name| named(field, name))
+                || map.keys().any(|name| named(field, name.as_str()))
+        });
         relay.moat = Some(moat);
     }
 

@@ -179,8 +179,9 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
         let values = |list: &[FieldAt]| list.iter().map(|at| &head[at.value()]).collect::<Vec<_>>();
         let hop = HopFields { length, codings: values(&codings), connection: values(&connection) };
         let mut fields = HeadFields::new(head.clone(), end_to_end);
-        for listed in tokens(hop.connection.iter().copied()) {
-            fields.remove(listed.as_bytes());
+        let listed: Vec<&str> = tokens(hop.connection.iter().copied()).collect();
+        if !listed.is_empty() {
+            fields.remove_named(|name| listed.iter().any(|l| name.eq_ignore_ascii_case(l.as_bytes())));
         }
         let (body, framed) = framing(&hop, status, head_only)?;
         let keep_alive = framed && hop.keep_alive(version);
