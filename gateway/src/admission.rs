@@ -19,6 +19,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use moat_id::DeploymentId;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::metrics::AdmissionGauges;
 use crate::table::Upstream;
@@ -30,8 +31,18 @@ pub enum Refusal {
     NoInstance,
     /// Running plus queued requests are at the limit: 429 at once.
     Overflow,
-    /// It waited `max_queue_wait_ms` without a free slot: 429.
-    QueueTimeout,
+    /// It waited `max_queue_wait_ms` (this long) without a free slot: 429.
+    QueueTimeout(Duration),
+}
+
+impl Refusal {
+    /// How long the request waited in the queue before it was refused.
+    pub fn waited(&self) -> Duration {
+        match self {
+            Refusal::QueueTimeout(waited) => *waited,
+            Refusal::NoInstance | Refusal::Overflow => Duration::ZERO,
+        }
+    }
 }
 
 /// The limits of one deployment, from its `request_settings` and `instance_count`.
@@ -64,11 +75,19 @@ pub struct Slot {
     admission: Arc<Admission>,
     upstream: Upstream,
     held: bool,
+    /// How long the request waited in the queue for it.
+    waited: Duration,
 }
 
 impl Slot {
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// How long the request waited in the queue for this place: zero when one was free at
+    /// once, which most requests find, and which then costs no reading of the clock.
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 
     /// Moves to another instance with a free place (for the one retry after a connect
@@ -174,22 +193,25 @@ impl Admission {
             self.gauges.queue_depth.set(queue.len() as f64);
             (id, handed)
         };
-        match tokio::time::timeout(limits.max_queue_wait, &mut handed).await {
-            Ok(Ok(slot)) => Ok(slot),
+        let since = Instant::now();
+        let mut slot = match tokio::time::timeout(limits.max_queue_wait, &mut handed).await {
+            Ok(Ok(slot)) => slot,
             _ => {
                 let mut queue = self.queue();
                 queue.retain(|w| w.id != id);
                 drop(queue);
                 // A slot may have been handed over just as the wait ended.
-                handed.try_recv().map_err(|_| Refusal::QueueTimeout)
+                handed.try_recv().map_err(|_| Refusal::QueueTimeout(limits.max_queue_wait))?
             }
-        }
+        };
+        slot.waited = since.elapsed();
+        Ok(slot)
     }
 
     fn claim(self: &Arc<Self>) -> Option<Slot> {
         let upstream = self.place(None)?;
         self.running.fetch_add(1, Ordering::Relaxed);
-        Some(Slot { admission: self.clone(), upstream, held: true })
+        Some(Slot { admission: self.clone(), upstream, held: true, waited: Duration::ZERO })
     }
 
     /// Takes a place on the least loaded instance below the limit (other than `not`).
@@ -298,12 +320,13 @@ mod tests {
         let limits = Limits { instance_count: 2, ..**a.limits.load() };
         a.configure((*a.instances()).clone(), limits);
         let first = a.admit().await.expect("slot");
+        assert_eq!(first.waited(), Duration::ZERO, "a free place is taken at once");
         let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
         for n in 0..2 {
             let (a, tx) = (a.clone(), tx.clone());
             tokio::spawn(async move {
                 let slot = a.admit().await.expect("slot after waiting");
-                tx.send(n).expect("send");
+                tx.send((n, slot.waited())).expect("send");
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 drop(slot);
             });
@@ -311,8 +334,10 @@ mod tests {
         }
         assert_eq!(a.in_flight(), (1, 2));
         drop(first);
-        assert_eq!(order.recv().await, Some(0));
-        assert_eq!(order.recv().await, Some(1));
+        // The first waiter queued at 0 ms and got the place at 2 ms; the second queued at
+        // 1 ms and got it when the first let go, 5 ms later.
+        assert_eq!(order.recv().await, Some((0, Duration::from_millis(2))));
+        assert_eq!(order.recv().await, Some((1, Duration::from_millis(6))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -326,7 +351,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         // 2 * 1 * 1 = 2 in flight (one running, one queued): the third is refused at once.
         assert_eq!(a.admit().await.map(drop), Err(Refusal::Overflow));
-        assert_eq!(waited.await.expect("join"), Err(Refusal::QueueTimeout));
+        assert_eq!(waited.await.expect("join"), Err(Refusal::QueueTimeout(Duration::from_millis(500))));
         assert_eq!(a.in_flight(), (1, 0), "the one who gave up left the queue");
     }
 

@@ -6,7 +6,7 @@
 //! container's loss.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -68,15 +68,17 @@ pub async fn forward<F: Fields>(
     call: Call<'_, F>,
     id: &RequestId,
 ) -> Forwarded {
-    let deadline = tokio::time::Instant::now() + deployment.request_timeout;
+    // One reading of the clock for the deadline, the idle connections and the upstream time.
+    let now = tokio::time::Instant::now();
+    let (deadline, started) = (now + deployment.request_timeout, now.into_std());
     let mut first = true;
     loop {
         let upstream = slot.upstream();
         let instance = upstream.instance.clone();
         let ended = move |answer| Forwarded { instance, upstream: None, answer };
         let request = upstream_request(upstream, &call, id);
-        let started = Instant::now();
-        let answered = tokio::time::timeout_at(deadline, upstream::call(upstream.addr, &request)).await;
+        let answered =
+            tokio::time::timeout_at(deadline, upstream::call(upstream.addr, &request, started)).await;
         let (mut parts, body) = match answered {
             Err(_) => return ended(Err(Reject::Timeout(deployment.request_timeout.as_millis()))),
             Ok(Ok(response)) => response.into_parts(),
@@ -91,7 +93,7 @@ pub async fn forward<F: Fields>(
             }
             Ok(Err(Failure::Connect(e) | Failure::Lost(e))) => return ended(Err(Reject::InstanceLost(e))),
         };
-        let upstream_time = started.elapsed();
+        let upstream_time = body.body.arrived().saturating_duration_since(started);
         let announced = body.body.size_hint().exact();
         if announced.is_some_and(|n| n > call.max_response_bytes) {
             let answer = Err(Reject::ResponseTooLarge(call.max_response_bytes));

@@ -15,14 +15,12 @@
 //!
 //! A phase that ends the request returns a [`Reject`]; only [`handle`] turns it into a response.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Body;
 
-use crate::admission::Refusal;
+use crate::admission::{Refusal, Slot};
 use crate::answer::{AnswerBody, CLIENT_REQUEST_ID_HEADER, MoatFields, Relay};
 use crate::auth;
 use crate::context::RequestCtx;
@@ -131,17 +129,16 @@ where
         mirror::send(&gw.mirror_budget, mirror_to, copy);
     }
 
-    let queued = Instant::now();
-    let slot = deployment.admission.admit().await.map_err(|refusal| {
+    let admitted = deployment.admission.admit().await;
+    ctx.queue = Some(admitted.as_ref().map_or_else(Refusal::waited, Slot::waited));
+    let mut slot = admitted.map_err(|refusal| {
         let name = deployment.name.to_string();
         match refusal {
             Refusal::NoInstance => Reject::NoReadyInstance(name),
             Refusal::Overflow => Reject::TooManyRequests(name),
-            Refusal::QueueTimeout => Reject::QueueTimeout(name, queued.elapsed().as_millis()),
+            Refusal::QueueTimeout(waited) => Reject::QueueTimeout(name, waited.as_millis()),
         }
-    });
-    ctx.queue = Some(queued.elapsed());
-    let mut slot = slot?;
+    })?;
     let max_response_bytes = gw.config.max_response_bytes;
     let call =
         Call { method: &parts.method, path, fields, body, max_response_bytes, trace: ctx.trace.as_ref() };

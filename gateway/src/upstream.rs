@@ -55,15 +55,17 @@ struct Connection {
     stream: TcpStream,
     /// Read from the container and not yet taken: the head, then the body's pieces.
     buf: BytesMut,
+    /// When the answer that last used it arrived: what it has been idle since, give or take
+    /// the body's reading (a long stream makes it look idle longer, and so closed sooner).
     idle_since: Instant,
 }
 
 impl Connection {
-    /// Whether it can carry a request: not idle too long, and nothing to read on it (an idle
-    /// connection that is readable has ended or holds bytes nobody asked for). Asks the
-    /// reactor first, so an idle connection costs no system call here.
-    fn open(&mut self) -> bool {
-        if !self.buf.is_empty() || self.idle_since.elapsed() >= IDLE_TIMEOUT {
+    /// Whether it can carry a request at `now`: not idle too long, and nothing to read on it
+    /// (an idle connection that is readable has ended or holds bytes nobody asked for). Asks
+    /// the reactor first, so an idle connection costs no system call here.
+    fn open(&mut self, now: Instant) -> bool {
+        if !self.buf.is_empty() || now.saturating_duration_since(self.idle_since) >= IDLE_TIMEOUT {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -101,14 +103,15 @@ pub struct Answer {
 
 /// Sends `request` to the instance at `addr` over one of this thread's connections and returns
 /// the answer once its head has come; its body streams from the container as it is read. The
-/// response's own header map is empty: the container's fields are the [`Answer`]'s.
-pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Answer>, Failure> {
-    let mut reused = POOL.with(|pool| pool.take(addr));
+/// response's own header map is empty: the container's fields are the [`Answer`]'s. `now` is
+/// the caller's reading of the clock as it calls, which idle connections are judged by.
+pub async fn call(addr: SocketAddr, request: &Outgoing, now: Instant) -> Result<Response<Answer>, Failure> {
+    let mut reused = POOL.with(|pool| pool.take(addr, now));
     loop {
         let fresh = reused.is_none();
         let connection = match reused.take() {
             Some(c) => c,
-            None => dial(addr).await?,
+            None => dial(addr, now).await?,
         };
         match exchange(connection, request).await {
             Exchange::Answered(head, connection) => {
@@ -117,6 +120,7 @@ pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Answe
                     connection: Some(connection),
                     addr,
                     keep: head.keep_alive,
+                    arrived: Instant::now(),
                 };
                 let mut response = Response::new(Answer { fields: head.fields, body });
                 *response.status_mut() = head.status;
@@ -124,7 +128,7 @@ pub async fn call(addr: SocketAddr, request: &Outgoing) -> Result<Response<Answe
                 return Ok(response);
             }
             // A reused connection the container had closed: the request never left.
-            Exchange::NotSent(_) if !fresh => reused = POOL.with(|pool| pool.take(addr)),
+            Exchange::NotSent(_) if !fresh => reused = POOL.with(|pool| pool.take(addr, now)),
             Exchange::NotSent(e) | Exchange::Failed(e) => return Err(Failure::Lost(e)),
         }
     }
@@ -177,6 +181,16 @@ pub struct Streaming {
     addr: SocketAddr,
     /// The answer's framing and `Connection` header let the connection carry another request.
     keep: bool,
+    /// When the answer's head had come.
+    arrived: Instant,
+}
+
+impl Streaming {
+    /// When the answer's head had come: read once, for the caller's timing and the
+    /// connection's idle clock both.
+    pub fn arrived(&self) -> Instant {
+        self.arrived
+    }
 }
 
 impl Body for Streaming {
@@ -236,7 +250,7 @@ impl Drop for Streaming {
             && self.framing.ended()
             && connection.buf.is_empty()
         {
-            POOL.with(|pool| pool.give_back(self.addr, connection));
+            POOL.with(|pool| pool.give_back(self.addr, connection, self.arrived));
         }
     }
 }
@@ -256,25 +270,25 @@ struct Idle {
 
 impl Pool {
     /// An open idle connection to `addr`, if there is one; closed ones are dropped.
-    fn take(&self, addr: SocketAddr) -> Option<Connection> {
+    fn take(&self, addr: SocketAddr, now: Instant) -> Option<Connection> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.by_instance.get_mut(&addr)?;
         while let Some(mut connection) = list.pop() {
-            if connection.open() {
+            if connection.open(now) {
                 return Some(connection);
             }
         }
         None
     }
 
-    fn give_back(&self, addr: SocketAddr, mut connection: Connection) {
-        let now = Instant::now();
+    /// Keeps `connection`, idle since `now`.
+    fn give_back(&self, addr: SocketAddr, mut connection: Connection, now: Instant) {
         connection.idle_since = now;
         let mut idle = self.idle.borrow_mut();
         if idle.swept.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY) {
             idle.swept = Some(now);
             idle.by_instance.retain(|_, list| {
-                list.retain_mut(Connection::open);
+                list.retain_mut(|c| c.open(now));
                 !list.is_empty()
             });
         }
@@ -285,12 +299,12 @@ impl Pool {
     }
 }
 
-async fn dial(addr: SocketAddr) -> Result<Connection, Failure> {
+async fn dial(addr: SocketAddr, now: Instant) -> Result<Connection, Failure> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(Failure::Connect(format!("connecting to {addr}: {e}"))),
         Err(_) => return Err(Failure::Connect(format!("connecting to {addr}: timed out"))),
     };
     let _ = stream.set_nodelay(true);
-    Ok(Connection { stream, buf: BytesMut::with_capacity(READ_ROOM), idle_since: Instant::now() })
+    Ok(Connection { stream, buf: BytesMut::with_capacity(READ_ROOM), idle_since: now })
 }
