@@ -1,8 +1,10 @@
 //! The daemon's log: JSON lines on stderr or in `log_file`. Access and egress-decision
 //! lines are appended to a shared buffer that a writer thread empties every few
-//! milliseconds in one write, so a slow disk never stalls a request and a request never
-//! wakes a thread (a channel's wake-up per line cost a fifth of the gateway's throughput);
-//! when the buffer is full, lines are dropped and the drop is reported. Egress lines have a
+//! milliseconds in one write, so a slow disk never stalls a request and a request almost
+//! never wakes a thread (a channel's wake-up per line cost a fifth of the gateway's
+//! throughput): only the first line into an empty buffer wakes the writer, which sleeps
+//! while there is nothing to write, so an idle node's log costs nothing (it woke a hundred
+//! times a second); when the buffer is full, lines are dropped and the drop is reported. Egress lines have a
 //! buffer of their own: what a container makes the guard log never takes the access log's room.
 //! A `log_file` is opened again on SIGHUP ([`Sinks::reopen`]), so that logrotate can move it
 //! away; without one, lines go to stderr (the journal, under systemd).
@@ -11,7 +13,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::thread::Thread;
 
 use moat_egress_guard::{Decision, DecisionSink};
 use moat_gateway::{AccessRecord, LogSink};
@@ -84,22 +87,15 @@ pub fn init(log_file: Option<&Path>) -> Result<Sinks, Error> {
         .with_writer(make_writer)
         .try_init();
 
-    let access_lines = Lines::new("access", ACCESS_PENDING_MAX);
-    let egress_lines = Lines::new("egress decision", EGRESS_PENDING_MAX);
-    let writers = (access_lines.clone(), egress_lines.clone());
-    std::thread::Builder::new()
+    let writer = Arc::new(OnceLock::new());
+    let access_lines = Lines::new("access", ACCESS_PENDING_MAX, writer.clone());
+    let egress_lines = Lines::new("egress decision", EGRESS_PENDING_MAX, writer.clone());
+    let writers = [access_lines.clone(), egress_lines.clone()];
+    let thread = std::thread::Builder::new()
         .name("moat-access-log".into())
-        .spawn(move || {
-            // The buffers written last time, emptied and kept: swapped for the pending ones,
-            // so the pending buffers keep their size instead of growing again every time.
-            let mut spares = (Vec::new(), Vec::new());
-            loop {
-                std::thread::sleep(WRITE_EVERY);
-                writers.0.write_to(&destination, &mut spares.0);
-                writers.1.write_to(&destination, &mut spares.1);
-            }
-        })
+        .spawn(move || write_continually(&writers, &destination))
         .map_err(|e| Error::other("starting the log writer", e))?;
+    let _ = writer.set(thread.thread().clone());
     let access = {
         let lines = access_lines.clone();
         Arc::new(move |record: &AccessRecord| lines.append(|line| record.write_line(line))) as LogSink
@@ -139,6 +135,24 @@ const EGRESS_PENDING_MAX: usize = 1 << 20;
 /// Buffer capacity kept between writes at most: a busy node's 10 ms of lines, with room.
 const SPARE_MAX: usize = 1 << 20;
 
+/// The writer thread: sleeps until a line comes, lets more gather for [`WRITE_EVERY`], and
+/// writes them all; again and again.
+fn write_continually(writers: &[Lines; 2], destination: &Destination) {
+    // The buffers written last time, emptied and kept: swapped for the pending ones, so the
+    // pending buffers keep their size instead of growing again every time.
+    let mut spares = [Vec::new(), Vec::new()];
+    loop {
+        // An append after the check unparks this thread, and `park` then returns at once.
+        while writers.iter().all(Lines::is_empty) {
+            std::thread::park();
+        }
+        std::thread::sleep(WRITE_EVERY);
+        for (lines, spare) in writers.iter().zip(&mut spares) {
+            lines.write_to(destination, spare);
+        }
+    }
+}
+
 thread_local! {
     /// Where a line is made before it joins the pending ones, reused line after line.
     static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -151,11 +165,17 @@ struct Lines {
     max: usize,
     pending: Arc<Mutex<Vec<u8>>>,
     dropped: Arc<AtomicU64>,
+    /// The writer thread, woken by the first line into an empty buffer.
+    writer: Arc<OnceLock<Thread>>,
 }
 
 impl Lines {
-    fn new(what: &'static str, max: usize) -> Lines {
-        Lines { what, max, pending: Arc::default(), dropped: Arc::default() }
+    fn new(what: &'static str, max: usize, writer: Arc<OnceLock<Thread>>) -> Lines {
+        Lines { what, max, pending: Arc::default(), dropped: Arc::default(), writer }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     fn send(&self, record: &impl serde::Serialize) {
@@ -179,7 +199,12 @@ impl Lines {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            let first = pending.is_empty();
             pending.extend_from_slice(line);
+            drop(pending);
+            if first && let Some(writer) = self.writer.get() {
+                writer.unpark();
+            }
         });
     }
 
@@ -234,7 +259,8 @@ mod tests {
 
     #[test]
     fn a_full_egress_buffer_leaves_the_access_lines_their_room() {
-        let (access, egress) = (Lines::new("access", 1024), Lines::new("egress decision", 256));
+        let (access, egress) =
+            (Lines::new("access", 1024, Arc::default()), Lines::new("egress decision", 256, Arc::default()));
         for _ in 0..100 {
             egress.append(|line| line.extend_from_slice(b"{\"kind\":\"dns\"}\n"));
         }
@@ -252,7 +278,7 @@ mod tests {
         let path = dir.path().join("moat.log");
         let file = RwLock::new(Arc::new(LogFile::open(&path).expect("log file")));
         let destination = Destination::File(Arc::new(LogFile { path: path.clone(), file }));
-        let lines = Lines::new("access", 1 << 20);
+        let lines = Lines::new("access", 1 << 20, Arc::default());
         let mut spare = Vec::new();
         for batch in 0..3 {
             for n in 0..100 {
@@ -265,5 +291,60 @@ mod tests {
         let expected: String =
             (0..3).flat_map(|b| (0..100).map(move |n| format!("{{\"n\":{b}{n:03}}}\n"))).collect();
         assert_eq!(written, expected);
+    }
+
+    /// The writer thread's voluntary context switches so far: how often it has slept.
+    fn writer_sleeps() -> u64 {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("tasks");
+        let writer = tasks
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "moat-access-log")
+            })
+            .expect("the writer thread");
+        let status = std::fs::read_to_string(writer.path().join("status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a count of switches")
+    }
+
+    #[test]
+    fn the_writer_sleeps_while_there_is_nothing_to_write_and_a_line_wakes_it() {
+        let dir = moat_test_support::TempDir::new("moat-log");
+        let path = dir.path().join("moat.log");
+        let sinks = init(Some(&path)).expect("logging");
+        let before = writer_sleeps();
+        // An idle window: a writer that looked every 10 ms would have woken 30 times.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let idle = writer_sleeps() - before;
+        assert!(idle <= 2, "the idle writer woke {idle} times");
+        (sinks.access)(&AccessRecord {
+            time: std::time::SystemTime::now(),
+            request_id: "00000000-0000-0000-0000-000000000001",
+            endpoint: Some("ep"),
+            deployment: None,
+            instance: None,
+            status: 401,
+            duration: std::time::Duration::from_micros(1500),
+            upstream: None,
+            queue: None,
+            client: None,
+            auth_mode: Some("key"),
+            auth: Some("missing"),
+            policy: None,
+            error: None,
+            trace_id: None,
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let written = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("00000000-0000-0000-0000-000000000001") || std::time::Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert!(written.contains("\"status\":401"), "the line was written: {written:?}");
     }
 }
