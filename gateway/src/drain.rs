@@ -1,7 +1,9 @@
 //! Draining the client connections at shutdown: each connection is watched, and when the
 //! drain starts every one is asked to end gracefully (an idle HTTP/1.1 connection closes, an
 //! HTTP/2 one gets GOAWAY, a request in flight is answered first); the drain ends when the
-//! last connection has.
+//! last connection has. Before it, a close window may come ([`Drain::close`]), in which the
+//! connections stay open but every HTTP/1.1 answer says `Connection: close`: the listener's
+//! shutdown is one [`Phase`] that only moves forward.
 //!
 //! Why not hyper-util's `GracefulShutdown`: its watcher polls a `watch` channel, which takes
 //! a lock, on every poll of every connection (about 2 % of a proxied request's instructions).
@@ -15,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -54,7 +56,29 @@ where
     }
 }
 
-/// The connections of one listener, and whether they are being drained.
+/// Where a listener's shutdown is; it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    /// Not shutting down.
+    Serving = 0,
+    /// The close window: connections stay open, HTTP/1.1 answers say `Connection: close`.
+    Closing = 1,
+    /// Every connection, open now or later, is asked to end gracefully.
+    Draining = 2,
+}
+
+impl Phase {
+    fn of(value: u8) -> Phase {
+        match value {
+            0 => Phase::Serving,
+            1 => Phase::Closing,
+            _ => Phase::Draining,
+        }
+    }
+}
+
+/// The connections of one listener, and where its shutdown is.
 #[derive(Clone, Default)]
 pub struct Drain {
     shared: Arc<Shared>,
@@ -62,7 +86,8 @@ pub struct Drain {
 
 #[derive(Default)]
 struct Shared {
-    draining: AtomicBool,
+    /// A [`Phase`].
+    phase: AtomicU8,
     open: AtomicUsize,
     next_id: AtomicU64,
     /// The waker of each open connection that has been polled.
@@ -89,10 +114,19 @@ impl Drain {
         self.shared.open.load(Ordering::Acquire)
     }
 
+    pub fn phase(&self) -> Phase {
+        Phase::of(self.shared.phase.load(Ordering::SeqCst))
+    }
+
+    /// Opens the close window (unless the drain has started).
+    pub fn close(&self) {
+        self.shared.phase.fetch_max(Phase::Closing as u8, Ordering::SeqCst);
+    }
+
     /// Asks every connection, open now or opened later, to end gracefully, and waits until
     /// all have ended.
     pub async fn drain(&self) {
-        self.shared.draining.store(true, Ordering::SeqCst);
+        self.shared.phase.fetch_max(Phase::Draining as u8, Ordering::SeqCst);
         let wakers: Vec<Waker> = self.shared.lock().values().cloned().collect();
         wakers.into_iter().for_each(Waker::wake);
         loop {
@@ -145,7 +179,7 @@ impl<C: Graceful> Future for Watched<C> {
                 guard.waker = Some(cx.waker().clone());
             }
             // Read after the waker is stored: a drain that starts later wakes this task.
-            if guard.shared.draining.load(Ordering::SeqCst) {
+            if Phase::of(guard.shared.phase.load(Ordering::SeqCst)) == Phase::Draining {
                 guard.asked = true;
                 this.connection.as_mut().graceful_shutdown();
             }
@@ -243,5 +277,17 @@ mod tests {
         let late = serve(&drain, late_server, answer_late, None);
         tokio::time::timeout(Duration::from_secs(5), late).await.expect("late closed").expect("task");
         tokio::time::timeout(Duration::from_secs(5), drain.drain()).await.expect("nothing open");
+    }
+
+    #[tokio::test]
+    async fn the_phase_only_moves_forward() {
+        let drain = Drain::new();
+        assert_eq!(drain.phase(), Phase::Serving);
+        drain.close();
+        assert_eq!(drain.phase(), Phase::Closing);
+        drain.drain().await;
+        assert_eq!(drain.phase(), Phase::Draining);
+        drain.close();
+        assert_eq!(drain.phase(), Phase::Draining, "a close window after the drain began changes nothing");
     }
 }

@@ -13,7 +13,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::answer::AnswerBody;
-use crate::drain::Drain;
+use crate::drain::{Drain, Phase};
 use crate::fields::{Fields, HeadFields};
 use crate::http1::{self, RequestBody};
 use crate::ingress::Mode;
@@ -75,7 +74,6 @@ async fn accept(
         Workers::none()
     });
     let drain = Drain::new();
-    let closing = Arc::new(AtomicBool::new(false));
     let open = metrics::open_connections(if tls.is_some() { "https" } else { "http" });
     let slots = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -102,12 +100,12 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         // The socket leaves this runtime's reactor for the worker's.
         let Ok(stream) = stream.into_std() else { continue };
-        let (gateway, tls, drain, closing) = (gateway.clone(), tls.clone(), drain.clone(), closing.clone());
+        let (gateway, tls, drain) = (gateway.clone(), tls.clone(), drain.clone());
         let open = open.clone();
         open.increment(1.0);
         workers.hand_over(async move {
             if let Ok(stream) = TcpStream::from_std(stream) {
-                connection(gateway, stream, peer, tls, drain, closing).await;
+                connection(gateway, stream, peer, tls, drain).await;
             }
             open.decrement(1.0);
             drop(slot);
@@ -115,7 +113,7 @@ async fn accept(
     }
     drop(listener);
     let deadline = tokio::time::Instant::now() + grace;
-    closing.store(true, Ordering::Relaxed);
+    drain.close();
     let window_end = tokio::time::Instant::now() + CLOSE_WINDOW.min(grace);
     while drain.count() > 0 && tokio::time::Instant::now() < window_end {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -133,7 +131,6 @@ async fn connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     drain: Drain,
-    closing: Arc<AtomicBool>,
 ) {
     let config = &gateway.config;
     let ingress = &config.ingress;
@@ -160,7 +157,7 @@ async fn connection(
         gateway: gateway.clone(),
         conn: Connection { peer, proxy: start.header },
         activity,
-        closing,
+        drain: drain.clone(),
     };
     let ended = match tls {
         None => drain.watch(http1::serve_connection(io, service, max_head_bytes)).await,
@@ -211,7 +208,8 @@ struct Service {
     gateway: Arc<Gateway>,
     conn: Connection,
     activity: Arc<Activity>,
-    closing: Arc<AtomicBool>,
+    /// The listener's shutdown: in its close window, answers say `Connection: close`.
+    drain: Drain,
 }
 
 impl Service {
@@ -224,7 +222,7 @@ impl Service {
         let http1 = req.version() < http::Version::HTTP_2;
         let serving = self.activity.serving();
         let mut response = request::handle(&self.gateway, req, fields, &self.conn).await;
-        if http1 && self.closing.load(Ordering::Relaxed) {
+        if http1 && self.drain.phase() >= Phase::Closing {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         // Busy until the answer's last byte is written, not only its head.
