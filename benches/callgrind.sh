@@ -17,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# shellcheck source=benches/home.sh
+. benches/home.sh
 moat=$(realpath "${1:-target/release/moat}")
 requests=${2:-20000}
 body=$(realpath "${3:-examples/model-1/sample-request.json}")
@@ -32,13 +34,7 @@ mkdir -p "$MOAT_HOME"
 pid=
 cleanup() {
     [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-    if [ -f "$MOAT_HOME/id" ]; then
-        ids=$(docker ps -aq --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
-        [ -z "$ids" ] || docker rm -f $ids >/dev/null
-        nets=$(docker network ls -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
-        [ -z "$nets" ] || docker network rm $nets >/dev/null
-        nft delete table inet "moat_$(cat "$MOAT_HOME/id")" 2>/dev/null || true
-    fi
+    remove_home_resources "$MOAT_HOME"
     [ -n "${KEEP:-}" ] || rm -rf "$out"
 }
 trap cleanup EXIT

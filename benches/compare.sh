@@ -51,6 +51,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# shellcheck source=benches/home.sh
+. benches/home.sh
 rounds=${1:-5} seconds=${2:-8} connections=${3:-16}
 workers=$(nproc)
 
@@ -76,15 +78,8 @@ mkdir -p "$MOAT_HOME"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    # moat restores its kernel table when it finds it gone: remove it only once moat is.
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ -f "$MOAT_HOME/id" ]; then
-        ids=$(docker ps -aq --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
-        [ -z "$ids" ] || docker rm -f $ids >/dev/null
-        nets=$(docker network ls -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")")
-        [ -z "$nets" ] || docker network rm $nets >/dev/null
-        nft delete table inet "moat_$(cat "$MOAT_HOME/id")" 2>/dev/null || true
-    fi
+    remove_home_resources "$MOAT_HOME"
 }
 trap cleanup EXIT
 
