@@ -293,16 +293,28 @@ mod tests {
         assert_eq!(written, expected);
     }
 
-    /// The writer thread's voluntary context switches so far: how often it has slept.
-    fn writer_sleeps() -> u64 {
-        let tasks = std::fs::read_dir("/proc/self/task").expect("tasks");
-        let writer = tasks
-            .flatten()
-            .find(|t| {
+    /// The writer thread's entry under /proc, once it has taken its name (a thread names
+    /// itself as it starts).
+    fn writer_task() -> std::path::PathBuf {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let tasks = std::fs::read_dir("/proc/self/task").expect("tasks");
+            let writer = tasks.flatten().find(|t| {
                 std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "moat-access-log")
-            })
-            .expect("the writer thread");
-        let status = std::fs::read_to_string(writer.path().join("status")).expect("status");
+            });
+            match writer {
+                Some(task) => return task.path(),
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                None => panic!("no writer thread"),
+            }
+        }
+    }
+
+    /// The writer thread's voluntary context switches so far: how often it has slept.
+    fn writer_sleeps(task: &std::path::Path) -> u64 {
+        let status = std::fs::read_to_string(task.join("status")).expect("status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
@@ -315,10 +327,11 @@ mod tests {
         let dir = moat_test_support::TempDir::new("moat-log");
         let path = dir.path().join("moat.log");
         let sinks = init(Some(&path)).expect("logging");
-        let before = writer_sleeps();
+        let writer = writer_task();
+        let before = writer_sleeps(&writer);
         // An idle window: a writer that looked every 10 ms would have woken 30 times.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let idle = writer_sleeps() - before;
+        let idle = writer_sleeps(&writer) - before;
         assert!(idle <= 2, "the idle writer woke {idle} times");
         (sinks.access)(&AccessRecord {
             time: std::time::SystemTime::now(),
