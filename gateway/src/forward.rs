@@ -51,8 +51,9 @@ fn connection_listed(fields: &impl Fields) -> Vec<&str> {
     tokens(fields.all(&header::CONNECTION)).collect()
 }
 
-/// What a call to the deployment learnt: the instance that took it last, how long its
-/// container took to send the answer's head (when it did), and the answer.
+/// What a call to the deployment learnt: the instance that took it last, how long it took
+/// the answer's head to come (when it did; after a failed connect, counting that attempt
+/// too), and the answer.
 pub struct Forwarded {
     pub instance: Arc<str>,
     pub upstream: Option<Duration>,
