@@ -1,7 +1,9 @@
 //! A real etcd cluster for the fleet tests: Debian's `etcd-server` started as members on
 //! loopback, on ports picked free, with data folders in a temp folder, pre-vote on and a
-//! short election timeout; killed and removed when dropped, also when the test fails. And a
-//! [`Relay`] between a node and a member that the test can cut, as a network would.
+//! short election timeout; killed and removed when dropped, also when the test fails. A port
+//! picked free can be taken by another test before its member binds it: a cluster whose
+//! members do not all come up is started again on other ports. And a [`Relay`] between a
+//! node and a member that the test can cut, as a network would.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -39,17 +41,64 @@ impl EtcdCluster {
         EtcdCluster::start_with(1, Some(tls))
     }
 
-    fn start_with(size: usize, tls: Option<CaSigned>) -> EtcdCluster {
-        let dir = TempDir::new("moat-etcd");
-        let members = (0..size)
-            .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), child: None })
-            .collect();
-        let mut cluster = EtcdCluster { members, token: format!("moat-test-{}", unique_id()), tls, dir };
-        for i in 0..size {
-            cluster.spawn(i);
+    fn start_with(size: usize, mut tls: Option<CaSigned>) -> EtcdCluster {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let dir = TempDir::new("moat-etcd");
+            let members = (0..size)
+                .map(|i| Member {
+                    name: format!("m{i}"),
+                    client: free_port(),
+                    peer: free_port(),
+                    child: None,
+                })
+                .collect();
+            let mut cluster =
+                EtcdCluster { members, token: format!("moat-test-{}", unique_id()), tls: tls.take(), dir };
+            for i in 0..size {
+                cluster.spawn(i);
+            }
+            match cluster.wait_every_member(Duration::from_secs(20)) {
+                Ok(()) => return cluster,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("etcd test cluster: {why}; starting it again on other ports");
+                    tls = cluster.tls.take();
+                }
+                Err(why) => panic!("etcd test cluster: {why}, {ATTEMPTS} times"),
+            }
         }
-        cluster.wait_healthy();
-        cluster
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Waits until every member answers as healthy on its own; fails at once, with the end
+    /// of its log, when a member's process has ended (a port taken, say).
+    fn wait_every_member(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut waiting = None;
+            for i in 0..self.members.len() {
+                let Some(child) = self.members[i].child.as_mut() else { continue };
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = self.dir.path().join(format!("{}.log", self.members[i].name));
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    let mut tail: Vec<&str> = log.lines().rev().take(3).collect();
+                    tail.reverse();
+                    return Err(format!("member {i} ended ({status}): {}", tail.join(" | ")));
+                }
+                let endpoint = &self.endpoints()[i];
+                let out = self.etcdctl_at(endpoint, &["endpoint", "health"]);
+                if !out.status.success() {
+                    waiting = Some(format!("member {i}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                }
+            }
+            match waiting {
+                None => return Ok(()),
+                Some(why) if std::time::Instant::now() >= deadline => {
+                    return Err(format!("not healthy in {timeout:?}: {why}"));
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     fn initial_cluster(&self) -> String {
@@ -127,8 +176,13 @@ impl EtcdCluster {
             .filter(|(_, m)| m.child.is_some())
             .map(|(e, _)| e)
             .collect();
+        self.etcdctl_at(&up.join(","), args)
+    }
+
+    /// Runs etcdctl against `endpoints` (comma-separated client URLs).
+    fn etcdctl_at(&self, endpoints: &str, args: &[&str]) -> std::process::Output {
         let mut command = Command::new("etcdctl");
-        command.env("ETCDCTL_API", "3").args(["--endpoints", &up.join(","), "--command-timeout", "3s"]);
+        command.env("ETCDCTL_API", "3").args(["--endpoints", endpoints, "--command-timeout", "3s"]);
         if let Some(tls) = &self.tls {
             command
                 .arg("--cacert")
