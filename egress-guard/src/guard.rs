@@ -51,6 +51,17 @@ struct Attached {
     bridge: String,
     addresses: Vec<Ipv4Addr>,
     tasks: Vec<JoinHandle<()>>,
+    /// What it was brought up for, and what it gave: an attachment asked for again with
+    /// the same network is kept as it is.
+    network: Network,
+    attachment: Attachment,
+}
+
+impl Attached {
+    /// Every listener still runs.
+    fn serving(&self) -> bool {
+        self.tasks.iter().all(|task| !task.is_finished())
+    }
 }
 
 impl Drop for Attached {
@@ -124,9 +135,15 @@ impl Guard {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sets the deployment up (again: attaching twice replaces the first).
+    /// Sets the deployment up. Again with the same network (a new revision of the
+    /// deployment), the attachment stays as it is, its listeners serving throughout; with
+    /// another (the workspace's private endpoints changed, the network was made again), it
+    /// replaces the first.
     pub async fn attach(&self, net: Network) -> Result<Attachment, Error> {
         let key = net.id.clone();
+        if let Some(same) = self.attached().get(&key).filter(|a| a.network == net && a.serving()) {
+            return Ok(same.attachment.clone());
+        }
         // The listeners of a first attachment go; so do its addresses, which a changed
         // list of private endpoints may not take again.
         let earlier = self.attached().remove(&key);
@@ -173,6 +190,9 @@ impl Guard {
             bridge: net.bridge.clone(),
             addresses: Vec::new(),
             tasks: Vec::new(),
+            network: net.clone(),
+            // What it gives, once it is up (below).
+            attachment: Attachment { dns: IpAddr::V4(net.gateway), env: Vec::new(), addresses: Vec::new() },
         };
         for addr in &addresses {
             host::add(&net.bridge, *addr).map_err(Error::Setup)?;
@@ -248,6 +268,7 @@ impl Guard {
             env,
             addresses: net.endpoints.iter().map(|e| e.name.clone()).zip(addresses).collect(),
         };
+        attached.attachment = attachment.clone();
         Ok((attached, attachment))
     }
 
