@@ -114,6 +114,7 @@ impl Drain {
         self.shared.open.load(Ordering::Acquire)
     }
 
+    /// Where the listener's shutdown is now.
     pub fn phase(&self) -> Phase {
         Phase::of(self.shared.phase.load(Ordering::SeqCst))
     }
