@@ -51,10 +51,29 @@ struct Attached {
     bridge: String,
     addresses: Vec<Ipv4Addr>,
     tasks: Vec<JoinHandle<()>>,
-    /// What it was brought up for, and what it gave: an attachment asked for again with
-    /// the same network is kept as it is.
+    /// What it was brought up for: an attachment asked for again with the same network is
+    /// kept as it is.
     network: Network,
-    attachment: Attachment,
+}
+
+/// What the deployment's containers are given: the same for every attachment of the network.
+/// The private endpoints' names are not in NO_PROXY (the proxy reaches them under the same
+/// allowlist), so a changed workspace does not change the containers' environment, and a
+/// restarted daemon adopts them instead of replacing them.
+fn attachment(net: &Network, addresses: &[Ipv4Addr]) -> Attachment {
+    let proxy_url = format!("http://{}:{PROXY_PORT}", net.gateway);
+    let mut env = Vec::new();
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        env.push((name.to_string(), proxy_url.clone()));
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        env.push((name.to_string(), "localhost,127.0.0.1,::1".to_string()));
+    }
+    Attachment {
+        dns: IpAddr::V4(net.gateway),
+        env,
+        addresses: net.endpoints.iter().map(|e| e.name.clone()).zip(addresses.iter().copied()).collect(),
+    }
 }
 
 impl Attached {
@@ -142,7 +161,7 @@ impl Guard {
     pub async fn attach(&self, net: Network) -> Result<Attachment, Error> {
         let key = net.id.clone();
         if let Some(same) = self.attached().get(&key).filter(|a| a.network == net && a.serving()) {
-            return Ok(same.attachment.clone());
+            return Ok(attachment(&same.network, &same.addresses));
         }
         // The listeners of a first attachment go; so do its addresses, which a changed
         // list of private endpoints may not take again.
@@ -191,8 +210,6 @@ impl Guard {
             addresses: Vec::new(),
             tasks: Vec::new(),
             network: net.clone(),
-            // What it gives, once it is up (below).
-            attachment: Attachment { dns: IpAddr::V4(net.gateway), env: Vec::new(), addresses: Vec::new() },
         };
         for addr in &addresses {
             host::add(&net.bridge, *addr).map_err(Error::Setup)?;
@@ -251,24 +268,7 @@ impl Guard {
         };
         self.install(rules).map_err(Error::Rules)?;
 
-        // The same for every attachment of the network: the private endpoints' names are not
-        // in NO_PROXY (the proxy reaches them under the same allowlist), so a changed
-        // workspace does not change the containers' environment, and a restarted daemon adopts
-        // them instead of replacing them.
-        let proxy_url = format!("http://{}:{PROXY_PORT}", net.gateway);
-        let mut env = Vec::new();
-        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            env.push((name.to_string(), proxy_url.clone()));
-        }
-        for name in ["NO_PROXY", "no_proxy"] {
-            env.push((name.to_string(), "localhost,127.0.0.1,::1".to_string()));
-        }
-        let attachment = Attachment {
-            dns: IpAddr::V4(net.gateway),
-            env,
-            addresses: net.endpoints.iter().map(|e| e.name.clone()).zip(addresses).collect(),
-        };
-        attached.attachment = attachment.clone();
+        let attachment = attachment(net, &attached.addresses);
         Ok((attached, attachment))
     }
 

@@ -62,7 +62,7 @@ pub struct HeadFields {
 }
 
 /// Where one header field's name and value lie: (start, end) in the head's bytes.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct FieldAt {
     name: (usize, usize),
     value: (usize, usize),
