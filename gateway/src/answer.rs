@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use crate::access_log::LogSink;
 use crate::admission::Slot;
 use crate::context::{RequestCtx, RequestId};
-use crate::fields::{Fields, HeadFields};
+use crate::fields::{Fields, HeadFields, is_lowered};
 use crate::forward::{REQUEST_ID, REQUEST_ID_HEADER};
 use crate::http1::BodyFields;
 use crate::pick::{DEPLOYMENT, DEPLOYMENT_HEADER};
@@ -152,7 +152,7 @@ impl AnswerBody {
     /// (or of any name `map` has) give way; moat's own answers have them in `map`.
     pub fn set_moat_fields(&mut self, moat: MoatFields, map: &mut HeaderMap) {
         let Some(relay) = self.relay_mut() else { return moat.insert_into(map) };
-        let named = |field: &[u8], name: &str| field.eq_ignore_ascii_case(name.as_bytes());
+        let named = |field: &[u8], name: &str| is_lowered(field, name.as_bytes());
         relay.fields.remove_named(|field| {
             MoatFields::NAMES.iter().any(|name| named(field, name))
                 || map.keys().any(|name| named(field, name.as_str()))

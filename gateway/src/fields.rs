@@ -33,8 +33,50 @@ pub trait Fields {
 
 /// Whether a field's `name`, in any case, is `known`: how a client's names, which are not
 /// lowered into a map, are read everywhere.
+#[inline(always)]
 pub fn named(name: &[u8], known: &HeaderName) -> bool {
-    name.eq_ignore_ascii_case(known.as_str().as_bytes())
+    is_lowered(name, known.as_str().as_bytes())
+}
+
+/// Whether `text`, in any case, is `lower` (which is in lower case).
+///
+/// Every request compares a few of its names with a few known ones (the credential, the
+/// framing, the fields moat sets), so eight bytes at a time: lowering the text's words
+/// suffices. A byte at a time cost about 7 instructions a byte, about 1 % of a proxied
+/// request's. Inlined, so that a known name's length and words are constants where it is
+/// called.
+#[inline(always)]
+pub fn is_lowered(text: &[u8], lower: &[u8]) -> bool {
+    if text.len() != lower.len() {
+        return false;
+    }
+    if text.len() < 8 {
+        return text.eq_ignore_ascii_case(lower);
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(bytes)
+    };
+    let same = |at: usize| lowered(word(text, at)) == word(lower, at);
+    // Whole words, then the last eight bytes (overlapping the words before when the length
+    // is not a multiple of eight).
+    (0..text.len() / 8).all(|i| same(i * 8)) && same(text.len() - 8)
+}
+
+/// The eight bytes of `w` with ASCII capitals lowered, every other byte as it is.
+#[inline(always)]
+fn lowered(w: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    // Added to a byte's low seven bits, these set its high bit when the byte is at least `A`,
+    // and at least the byte after `Z`; no sum carries into the next byte (0x7f + 0x3f < 0x100).
+    let low = w & !HIGHS;
+    let from_a = low + ONES * u64::from(0x80 - b'A');
+    let past_z = low + ONES * u64::from(0x80 - b'Z' - 1);
+    // Capitals: at least `A`, not past `Z`, and high bit clear in the byte itself.
+    let capitals = from_a & !past_z & !w & HIGHS;
+    w | (capitals >> 2)
 }
 
 impl Fields for HeaderMap {
@@ -163,6 +205,33 @@ pub(crate) mod tests {
         assert_eq!(map.each().count(), 3);
         assert_eq!(map.to_map(), map);
         assert!(named(b"Content-TYPE", &CONTENT_TYPE) && !named(b"content-typ", &CONTENT_TYPE));
+    }
+
+    #[test]
+    fn a_name_is_known_in_any_case_and_only_then_whatever_its_bytes() {
+        // Every byte in every place of names of 4 to 24 bytes (one, two and three words,
+        // and short ones), against the plain byte-at-a-time comparison.
+        for known in [
+            "host",
+            "x-request-id",
+            "authorization",
+            "content-length",
+            "transfer-encoding",
+            "x-ms-client-request-id",
+            "azureml-model-deployment",
+        ] {
+            let known = HeaderName::from_static(known);
+            let lower = known.as_str().as_bytes();
+            assert!(named(&lower.to_ascii_uppercase(), &known) && named(lower, &known));
+            for at in 0..lower.len() {
+                for byte in 0..=255u8 {
+                    let mut name = lower.to_vec();
+                    name[at] = byte;
+                    assert_eq!(named(&name, &known), name.eq_ignore_ascii_case(lower), "{name:?}");
+                }
+            }
+            assert!(!named(&lower[1..], &known) && !named(&[lower, b"s"].concat(), &known));
+        }
     }
 
     /// The fields of `lines` (`name: value`, one a line), as a head's parser would place them.

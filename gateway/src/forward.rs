@@ -15,7 +15,7 @@ use hyper::body::Body;
 
 use crate::admission::Slot;
 use crate::context::RequestId;
-use crate::fields::{Fields, named};
+use crate::fields::{Fields, is_lowered, named};
 use crate::reject::Reject;
 use crate::table::{DeploymentRoute, Upstream};
 use crate::trace::Trace;
@@ -43,7 +43,7 @@ fn moat_sets(name: &[u8]) -> bool {
 
 /// The trace context the client sent, replaced by moat's when the request has a span.
 fn trace_context(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"traceparent") || name.eq_ignore_ascii_case(b"tracestate")
+    is_lowered(name, b"traceparent") || is_lowered(name, b"tracestate")
 }
 
 /// The names a request's `Connection` header lists (usually none: no allocation then).

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::fields::{FieldAt, HeadFields, named};
+use crate::fields::{FieldAt, HeadFields, is_lowered, named};
 
 /// The most a container's answer head may take.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -88,7 +88,7 @@ impl RequestHead {
 /// costs more to walk: BENCHMARKS.md). On the name's bytes, in any case: a client's fields
 /// are not lowered into a map.
 pub fn hop_by_hop(name: &[u8]) -> bool {
-    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+    let is = |known: &str| is_lowered(name, known.as_bytes());
     match name.len() {
         2 => is("te"),
         7 => is("trailer") || is("upgrade"),
