@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # moat measured against its peers on this machine, in one run.
 #
-#   sudo bash benches/compare.sh [ROUNDS (5)] [SECONDS per measurement (8)] [CONNECTIONS (16)]
+#   sudo [PIN=1] bash benches/compare.sh [ROUNDS (5)] [SECONDS per measurement (8)] [CONNECTIONS (16)]
 #
 # Installs what it needs from Debian (nginx, haproxy, wrk, jq) when missing, builds moat,
 # moat-bench and the sample scorer image, and starts `moat serve` in a throw-away home with
@@ -31,7 +31,11 @@
 # 20,000 events sent as fast as they are read).
 #
 # Every proxy gets WORKERS worker threads (the machine's CPUs): nginx worker_processes,
-# haproxy nbthread, moat serve --workers. After a warm-up that loads every proxy once for a
+# haproxy nbthread, moat serve --workers. With PIN=1, each proxy instead gets one worker and
+# CPU 1 to itself (all its processes and threads, moat's log writer included), while the load
+# generator, curl and the scorer containers run on CPU 0: on a 2-CPU machine where all of them
+# share both CPUs, a round's figures move with where the scheduler put the load generator
+# (BENCHMARKS.md); a proxy alone on its CPU is measured by its own cost. After a warm-up that loads every proxy once for a
 # whole measurement (not counted), rounds interleave the proxies, each round starting one
 # proxy later and every other round in reverse order (A B C D E, E D C B A... rotated), so
 # that none always runs first or always after the same one. The scorer loaded directly runs
@@ -40,7 +44,7 @@
 # rotation nginx, which followed it, was measured in that state in most rounds.
 # First the maximum throughput (closed loop, CONNECTIONS connections), then latency
 # at fixed offered rates (open loop): half the slowest proxy's median maximum (the shared
-# rate) and three quarters of it, rates every proxy sustains, so their columns show what a
+# rate; a quarter with PIN=1) and one and a half times that, rates every proxy sustains, so their columns show what a
 # proxy adds rather than how its queue grows when overloaded (a rate set from the direct
 # maximum, as before, was above every proxy's on this machine). CPU
 # seconds per 10k requests of each proxy's processes come from /proc, during the throughput
@@ -54,7 +58,12 @@ root=$PWD
 # shellcheck source=benches/home.sh
 . benches/home.sh
 rounds=${1:-5} seconds=${2:-8} connections=${3:-16}
-workers=$(nproc)
+if [ -n "${PIN:-}" ]; then
+    [ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs two CPUs: one for the proxy, one for the rest" >&2; exit 1; }
+    workers=1 on_proxy=(taskset -c 1) on_load=(taskset -c 0)
+else
+    workers=$(nproc) on_proxy=() on_load=()
+fi
 
 need() { command -v "$1" >/dev/null || { echo "==> installing $2" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
 need nginx nginx-light
@@ -86,7 +95,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "==> moat serve --workers $workers (home $MOAT_HOME)" >&2
-"$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers "$workers" --log-file "$MOAT_HOME/moat.log" &
+"${on_proxy[@]}" "$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers "$workers" --log-file "$MOAT_HOME/moat.log" &
 moat_pid=$!
 pids+=("$moat_pid")
 for _ in $(seq 100); do "$moat" online-endpoint list >/dev/null 2>&1 && break; sleep 0.1; done
@@ -131,6 +140,11 @@ key_one=$("$moat" online-endpoint get-credentials -n cmp-one -o tsv --query prim
 key_split=$("$moat" online-endpoint get-credentials -n cmp-split -o tsv --query primaryKey)
 uri_one=$("$moat" online-endpoint show -n cmp-one -o tsv --query scoring_uri)
 uri_split=$("$moat" online-endpoint show -n cmp-split -o tsv --query scoring_uri)
+if [ -n "${PIN:-}" ]; then
+    # The scorers are dockerd's children, not moat's: they get CPU 0 from Docker.
+    # shellcheck disable=SC2046 # one argument per container
+    docker update --cpuset-cpus 0 $(docker ps -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")") >/dev/null
+fi
 
 nginx_port=$(free_port)
 nginx_log_port=$(free_port)
@@ -175,7 +189,7 @@ http {
 }
 EOF
 echo "==> nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') on 127.0.0.1:$nginx_port" >&2
-nginx -p "$out/nginx" -c "$out/nginx/nginx.conf" -g 'daemon off;' &
+"${on_proxy[@]}" nginx -p "$out/nginx" -c "$out/nginx/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
 pids+=("$nginx_pid")
 
@@ -197,7 +211,7 @@ backend scorer
     server blue $container:5001
 EOF
 echo "==> haproxy $(haproxy -v | head -1 | awk '{print $3}') on 127.0.0.1:$haproxy_port" >&2
-haproxy -f "$out/haproxy.cfg" -db &
+"${on_proxy[@]}" haproxy -f "$out/haproxy.cfg" -db &
 haproxy_pid=$!
 pids+=("$haproxy_pid")
 sleep 1
@@ -234,7 +248,7 @@ load() { # target args...
     local t=$1; shift
     local headers=(-H 'Content-Type: application/json')
     [ -z "${key[$t]:-}" ] || headers+=(-H "Authorization: Bearer ${key[$t]}")
-    "$bench" --json -c "$connections" -z "${duration:-${seconds}s}" "${headers[@]}" -D examples/model-1/sample-request.json "$@" "${url[$t]}"
+    "${on_load[@]}" "$bench" --json -c "$connections" -z "${duration:-${seconds}s}" "${headers[@]}" -D examples/model-1/sample-request.json "$@" "${url[$t]}"
 }
 
 # load's result into FILE, with the target's CPU seconds during it as cpu_s.
@@ -279,11 +293,15 @@ med() { # prefix target jq-expression
 }
 direct_max=$(med max direct .achieved_rps)
 slowest_max=$(for t in nginx nginx-log haproxy moat moat-split; do med max "$t" .achieved_rps; done | sort -g | head -1)
-shared=$(awk -v m="$slowest_max" 'BEGIN {printf "%d", m * 0.5}')
-busy=$(awk -v m="$slowest_max" 'BEGIN {printf "%d", m * 0.75}')
+# Pinned, the proxies' maxima are what CPU 0 can send and score (close to direct's), and
+# the open-loop load generator costs more a request than the closed loop: half of that would
+# overload CPU 0, so a quarter and three eighths.
+share=$([ -n "${PIN:-}" ] && echo 0.25 || echo 0.5)
+shared=$(awk -v m="$slowest_max" -v s="$share" 'BEGIN {printf "%d", m * s}')
+busy=$(awk -v m="$slowest_max" -v s="$share" 'BEGIN {printf "%d", m * s * 1.5}')
 rates=("$shared" "$busy")
 
-echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s (half and three quarters of the slowest proxy's $slowest_max/s)" >&2
+echo "==> latency: $rounds rounds, open loop at ${rates[*]}/s ($share and 1.5 x $share of the slowest proxy's $slowest_max/s)" >&2
 at_rate() { # target round rate
     measured "$out/q$3-$1-$2.json" "$1" -q "$3"
     echo "    round $2 $1 at $3/s: p99 $(jq .latency_us.p99 "$out/q$3-$1-$2.json") us" >&2
@@ -314,7 +332,7 @@ stream_targets=(direct nginx moat)
 stream() { # target body -> "time to first byte, total" in seconds
     local t=$1 auth=()
     [ -z "${skey[$t]:-}" ] || auth=(-H "Authorization: Bearer ${skey[$t]}")
-    curl -sS -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "${auth[@]}" \
+    "${on_load[@]}" curl -sS -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "${auth[@]}" \
         -H 'Content-Type: application/json' -d "$2" "${surl[$t]}"
 }
 echo "==> streaming: $rounds rounds, time to first event and events per second" >&2
@@ -390,7 +408,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
         echo "| $t | $(smed ttfe "$t") | $(smed eps "$t") | $(ratio "$(smed ttfe "$t")" "$(smed ttfe direct)") | $(ratio "$(smed eps "$t")" "$(smed eps direct)") |"
     done
     echo
-    echo "Medians over $rounds interleaved rounds; $connections connections; ${seconds}s per measurement; $workers workers per proxy."
+    echo "Medians over $rounds interleaved rounds; $connections connections; ${seconds}s per measurement; $workers workers per proxy${PIN:+, each proxy alone on CPU 1, load generator and scorers on CPU 0}."
     echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"
     echo "$(. /etc/os-release && echo "$PRETTY_NAME"), $(rustc --version | cut -d' ' -f1-2), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), haproxy $(haproxy -v | head -1 | awk '{print $3}'), Docker $(docker version -f '{{.Server.Version}}')."
 } | tee "$out/table.md"
