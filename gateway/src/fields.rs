@@ -47,6 +47,7 @@ pub fn named(name: &[u8], known: &HeaderName) -> bool {
 /// called.
 #[inline(always)]
 pub fn is_lowered(text: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(!lower.iter().any(u8::is_ascii_uppercase), "a known name in lower case");
     if text.len() != lower.len() {
         return false;
     }
