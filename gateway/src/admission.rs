@@ -93,7 +93,11 @@ impl Slot {
     /// Moves to another instance with a free place (for the one retry after a connect
     /// failure); false when there is none.
     pub fn switch(&mut self) -> bool {
-        let Some(other) = self.admission.place(Some(self.upstream.addr)) else { return false };
+        let admission = &self.admission;
+        let max = admission.limits.load().max_per_instance;
+        let Some(other) = place(&admission.instances.load(), max, Some(self.upstream.addr)) else {
+            return false;
+        };
         self.upstream.load.fetch_sub(1, Ordering::Relaxed);
         self.upstream = other;
         true
@@ -152,7 +156,7 @@ impl Admission {
     /// A slot now if one is free and nobody waits (for mirror copies, which never queue).
     pub fn try_admit(self: &Arc<Self>) -> Option<Slot> {
         let queue = self.queue();
-        let slot = if queue.is_empty() { self.claim() } else { None };
+        let slot = if queue.is_empty() { self.claim_now() } else { None };
         drop(queue);
         self.report();
         slot
@@ -172,14 +176,17 @@ impl Admission {
     }
 
     async fn admit_inner(self: &Arc<Self>) -> Result<Slot, Refusal> {
-        if self.instances.load().is_empty() {
-            return Err(Refusal::NoInstance);
-        }
         let limits = **self.limits.load();
         let (id, mut handed) = {
+            // Read once for the request: each read of a swappable value costs about 65
+            // instructions.
+            let instances = self.instances.load();
+            if instances.is_empty() {
+                return Err(Refusal::NoInstance);
+            }
             let mut queue = self.queue();
             if queue.is_empty()
-                && let Some(slot) = self.claim()
+                && let Some(slot) = self.claim(&instances, limits.max_per_instance)
             {
                 return Ok(slot);
             }
@@ -208,29 +215,16 @@ impl Admission {
         Ok(slot)
     }
 
-    fn claim(self: &Arc<Self>) -> Option<Slot> {
-        let upstream = self.place(None)?;
+    /// A slot on the least loaded of `instances` that has fewer than `max` requests.
+    fn claim(self: &Arc<Self>, instances: &[Upstream], max: usize) -> Option<Slot> {
+        let upstream = place(instances, max, None)?;
         self.running.fetch_add(1, Ordering::Relaxed);
         Some(Slot { admission: self.clone(), upstream, held: true, waited: Duration::ZERO })
     }
 
-    /// Takes a place on the least loaded instance below the limit (other than `not`).
-    fn place(&self, not: Option<SocketAddr>) -> Option<Upstream> {
-        let max = self.limits.load().max_per_instance;
-        let instances = self.instances.load();
-        for _ in 0..64 {
-            let best = instances
-                .iter()
-                .filter(|u| Some(u.addr) != not)
-                .map(|u| (u.load.load(Ordering::Relaxed), u))
-                .filter(|(load, _)| *load < max)
-                .min_by_key(|(load, _)| *load)?;
-            let (load, upstream) = best;
-            if upstream.load.compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return Some(upstream.clone());
-            }
-        }
-        None
+    /// A slot on the instances and limits of now.
+    fn claim_now(self: &Arc<Self>) -> Option<Slot> {
+        self.claim(&self.instances.load(), self.limits.load().max_per_instance)
     }
 
     /// Hands free places to the waiters at the head of the queue, in order.
@@ -239,7 +233,7 @@ impl Admission {
         let running = self.running.load(Ordering::Relaxed);
         self.gauges.in_flight.set((running + queue.len()) as f64);
         while !queue.is_empty() {
-            let Some(mut slot) = self.claim() else { return };
+            let Some(mut slot) = self.claim_now() else { return };
             loop {
                 let Some(waiter) = queue.pop_front() else {
                     slot.forget();
@@ -253,6 +247,23 @@ impl Admission {
             }
         }
     }
+}
+
+/// Takes a place on the least loaded of `instances` below `max` requests (other than `not`).
+fn place(instances: &[Upstream], max: usize, not: Option<SocketAddr>) -> Option<Upstream> {
+    for _ in 0..64 {
+        let best = instances
+            .iter()
+            .filter(|u| Some(u.addr) != not)
+            .map(|u| (u.load.load(Ordering::Relaxed), u))
+            .filter(|(load, _)| *load < max)
+            .min_by_key(|(load, _)| *load)?;
+        let (load, upstream) = best;
+        if upstream.load.compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return Some(upstream.clone());
+        }
+    }
+    None
 }
 
 /// Every deployment's admission, kept across route tables.
