@@ -333,9 +333,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let idle = writer_sleeps(&writer) - before;
         assert!(idle <= 2, "the idle writer woke {idle} times");
+        let id = moat_gateway::context::RequestId::new();
         (sinks.access)(&AccessRecord {
             time: std::time::SystemTime::now(),
-            request_id: "00000000-0000-0000-0000-000000000001",
+            request_id: &id,
             endpoint: Some("ep"),
             deployment: None,
             instance: None,
@@ -353,7 +354,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let written = loop {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if text.contains("00000000-0000-0000-0000-000000000001") || std::time::Instant::now() > deadline {
+            if text.contains(id.as_str()) || std::time::Instant::now() > deadline {
                 break text;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
+use crate::context::RequestId;
+
 /// Where access lines go; `deploy` writes them to stderr or the log file off the request path.
 pub type LogSink = Arc<dyn Fn(&AccessRecord<'_>) + Send + Sync>;
 
@@ -22,7 +24,8 @@ pub type LogSink = Arc<dyn Fn(&AccessRecord<'_>) + Send + Sync>;
 pub struct AccessRecord<'a> {
     #[serde(serialize_with = "rfc3339_millis")]
     pub time: SystemTime,
-    pub request_id: &'a str,
+    #[serde(serialize_with = "request_id")]
+    pub request_id: &'a RequestId,
     pub endpoint: Option<&'a str>,
     pub deployment: Option<&'a str>,
     pub instance: Option<&'a str>,
@@ -49,8 +52,10 @@ impl AccessRecord<'_> {
         out.reserve(LINE_BYTES);
         out.extend_from_slice(b"{\"time\":\"");
         timestamp(self.time, out);
-        out.extend_from_slice(b"\",\"request_id\":");
-        string(out, self.request_id);
+        out.extend_from_slice(b"\",\"request_id\":\"");
+        // Hex digits and hyphens: nothing to escape (nor to check as text).
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.push(b'"');
         field(out, b",\"endpoint\":", self.endpoint, string);
         field(out, b",\"deployment\":", self.deployment, string);
         field(out, b",\"instance\":", self.instance, string);
@@ -217,6 +222,10 @@ fn rfc3339_millis<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::
     serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
+fn request_id<S: Serializer>(id: &&RequestId, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(id.as_str())
+}
+
 fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_f64(duration.as_micros() as f64 / 1000.0)
 }
@@ -237,14 +246,15 @@ pub fn discard() -> LogSink {
 mod tests {
     use super::*;
 
-    fn record(
+    fn record<'a>(
+        request_id: &'a RequestId,
         error: Option<&'static str>,
         client: Option<IpAddr>,
         upstream: Option<Duration>,
-    ) -> AccessRecord<'static> {
+    ) -> AccessRecord<'a> {
         AccessRecord {
             time: UNIX_EPOCH + Duration::from_millis(1_795_000_123_007),
-            request_id: "0f6e2f5c-1c1d-4c7e-9a57-3c1d2a9b8e10",
+            request_id,
             endpoint: Some("my-endpoint"),
             deployment: error.is_none().then_some("blue"),
             instance: None,
@@ -263,14 +273,16 @@ mod tests {
 
     #[test]
     fn the_hand_written_line_is_the_serde_line() {
+        let id = RequestId::new();
         let cases = [
-            record(None, Some("10.0.0.7".parse().expect("ip")), Some(Duration::from_micros(1_000))),
+            record(&id, None, Some("10.0.0.7".parse().expect("ip")), Some(Duration::from_micros(1_000))),
             record(
+                &id,
                 Some("a \"quoted\" \\ line\nwith\ttabs, \u{1} and é"),
                 Some("fe80::1".parse().expect("ip")),
                 None,
             ),
-            record(Some(""), None, Some(Duration::from_micros(20))),
+            record(&id, Some(""), None, Some(Duration::from_micros(20))),
         ];
         for record in cases {
             let mut line = Vec::new();
@@ -280,6 +292,7 @@ mod tests {
             let hand: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
             let serde = serde_json::to_value(&record).expect("serde");
             assert_eq!(hand, serde, "{}", String::from_utf8_lossy(&line));
+            assert_eq!(hand["request_id"], id.as_str());
         }
     }
 

@@ -82,7 +82,7 @@ impl RequestCtx {
         }
         sink(&AccessRecord {
             time: SystemTime::now(),
-            request_id: self.request_id.as_str(),
+            request_id: &self.request_id,
             endpoint: self.endpoint.as_deref(),
             deployment: self.deployment_name(),
             instance: self.instance.as_deref(),
