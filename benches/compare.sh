@@ -35,23 +35,24 @@
 # CPU 1 to itself (all its processes and threads, moat's log writer included), while the load
 # generator, curl and the scorer containers run on CPU 0: on a 2-CPU machine where all of them
 # share both CPUs, a round's figures move with where the scheduler put the load generator
-# (BENCHMARKS.md); a proxy alone on its CPU is measured by its own cost. After a warm-up that loads every proxy once for a
-# whole measurement (not counted), rounds interleave the proxies, each round starting one
-# proxy later and every other round in reverse order (A B C D E, E D C B A... rotated), so
-# that none always runs first or always after the same one. The scorer loaded directly runs
-# after the proxies' rounds of each phase, followed by a pause: a proxy loaded in the 10-15 s
-# after the direct load does about a third less (BENCHMARKS.md), and with direct in the
-# rotation nginx, which followed it, was measured in that state in most rounds.
-# First the maximum throughput (closed loop, CONNECTIONS connections), then latency
-# at fixed offered rates (open loop): half the slowest proxy's median maximum (the shared
-# rate; a quarter with PIN=1) and one and a half times that, rates every proxy sustains, so their columns show what a
-# proxy adds rather than how its queue grows when overloaded (a rate set from the direct
-# maximum, as before, was above every proxy's on this machine). CPU
-# seconds per 10k requests of each proxy's processes come from /proc, during the throughput
-# runs (the machine saturated) and during the runs at the shared rate (the same load for
-# every proxy). Prints a Markdown table of medians over the rounds, with the ratios
-# moat/direct, moat/nginx, moat/nginx-log and moat/haproxy, then moat/nginx and moat/nginx-log
-# round by round; the raw moat-bench JSON stays in the output folder.
+# (BENCHMARKS.md); a proxy alone on its CPU is measured by its own cost.
+# After a warm-up that loads every proxy once for a whole measurement (not counted), rounds
+# interleave the proxies, each round starting one proxy later and every other round in reverse
+# order (A B C D E, E D C B A... rotated), so that none always runs first or always after the
+# same one. The scorer loaded directly runs after the proxies' rounds of each phase, followed
+# by a pause: a proxy loaded in the 10-15 s after the direct load does about a third less
+# (BENCHMARKS.md), and with direct in the rotation nginx, which followed it, was measured in
+# that state in most rounds.
+# First the maximum throughput (closed loop, CONNECTIONS connections), then latency at fixed
+# offered rates (open loop): half the slowest proxy's median maximum (the shared rate; a
+# quarter with PIN=1) and one and a half times that, rates every proxy sustains, so their
+# columns show what a proxy adds rather than how its queue grows when overloaded (a rate set
+# from the direct maximum, as before, was above every proxy's on this machine). CPU seconds
+# per 10k requests of each proxy's processes come from /proc, during the throughput runs (the
+# machine saturated) and during the runs at the shared rate (the same load for every proxy).
+# Prints a Markdown table of medians over the rounds, with the ratios moat/direct, moat/nginx,
+# moat/nginx-log and moat/haproxy, then moat/nginx and moat/nginx-log round by round; the raw
+# moat-bench JSON stays in the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -60,9 +61,12 @@ root=$PWD
 rounds=${1:-5} seconds=${2:-8} connections=${3:-16}
 if [ -n "${PIN:-}" ]; then
     [ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs two CPUs: one for the proxy, one for the rest" >&2; exit 1; }
-    workers=1 on_proxy=(taskset -c 1) on_load=(taskset -c 0)
+    # Pinned, the proxies' maxima are what CPU 0 can send and score (close to direct's), and
+    # the open-loop load generator costs more a request than the closed loop: half of that
+    # would overload CPU 0, so the latency rates are a quarter of it and three eighths.
+    workers=1 on_proxy=(taskset -c 1) on_load=(taskset -c 0) share=0.25
 else
-    workers=$(nproc) on_proxy=() on_load=()
+    workers=$(nproc) on_proxy=() on_load=() share=0.5
 fi
 
 need() { command -v "$1" >/dev/null || { echo "==> installing $2" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
@@ -293,10 +297,6 @@ med() { # prefix target jq-expression
 }
 direct_max=$(med max direct .achieved_rps)
 slowest_max=$(for t in nginx nginx-log haproxy moat moat-split; do med max "$t" .achieved_rps; done | sort -g | head -1)
-# Pinned, the proxies' maxima are what CPU 0 can send and score (close to direct's), and
-# the open-loop load generator costs more a request than the closed loop: half of that would
-# overload CPU 0, so a quarter and three eighths.
-share=$([ -n "${PIN:-}" ] && echo 0.25 || echo 0.5)
 shared=$(awk -v m="$slowest_max" -v s="$share" 'BEGIN {printf "%d", m * s}')
 busy=$(awk -v m="$slowest_max" -v s="$share" 'BEGIN {printf "%d", m * s * 1.5}')
 rates=("$shared" "$busy")
