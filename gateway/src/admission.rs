@@ -93,11 +93,7 @@ impl Slot {
     /// Moves to another instance with a free place (for the one retry after a connect
     /// failure); false when there is none.
     pub fn switch(&mut self) -> bool {
-        let admission = &self.admission;
-        let max = admission.limits.load().max_per_instance;
-        let Some(other) = place(&admission.instances.load(), max, Some(self.upstream.addr)) else {
-            return false;
-        };
+        let Some(other) = self.admission.place_now(Some(self.upstream.addr)) else { return false };
         self.upstream.load.fetch_sub(1, Ordering::Relaxed);
         self.upstream = other;
         true
@@ -186,9 +182,9 @@ impl Admission {
             }
             let mut queue = self.queue();
             if queue.is_empty()
-                && let Some(slot) = self.claim(&instances, limits.max_per_instance)
+                && let Some(upstream) = place(&instances, limits.max_per_instance, None)
             {
-                return Ok(slot);
+                return Ok(self.claim(upstream));
             }
             let ceiling = 2 * limits.max_per_instance * limits.instance_count.max(1);
             if self.running.load(Ordering::Relaxed) + queue.len() >= ceiling {
@@ -215,16 +211,20 @@ impl Admission {
         Ok(slot)
     }
 
-    /// A slot on the least loaded of `instances` that has fewer than `max` requests.
-    fn claim(self: &Arc<Self>, instances: &[Upstream], max: usize) -> Option<Slot> {
-        let upstream = place(instances, max, None)?;
+    /// The slot of a place taken on `upstream`.
+    fn claim(self: &Arc<Self>, upstream: Upstream) -> Slot {
         self.running.fetch_add(1, Ordering::Relaxed);
-        Some(Slot { admission: self.clone(), upstream, held: true, waited: Duration::ZERO })
+        Slot { admission: self.clone(), upstream, held: true, waited: Duration::ZERO }
     }
 
     /// A slot on the instances and limits of now.
     fn claim_now(self: &Arc<Self>) -> Option<Slot> {
-        self.claim(&self.instances.load(), self.limits.load().max_per_instance)
+        self.place_now(None).map(|upstream| self.claim(upstream))
+    }
+
+    /// A place on the instances and limits of now (other than `not`).
+    fn place_now(&self, not: Option<SocketAddr>) -> Option<Upstream> {
+        place(&self.instances.load(), self.limits.load().max_per_instance, not)
     }
 
     /// Hands free places to the waiters at the head of the queue, in order.
