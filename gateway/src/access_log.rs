@@ -79,7 +79,9 @@ impl AccessRecord<'_> {
 const LINE_BYTES: usize = 400;
 
 /// `key` (`,"name":`, written out whole so it is one copy) and the value as `write` puts it,
-/// or `null`.
+/// or `null`. Inlined: each key's length is then a constant and its copy a few moves
+/// rather than a call to `memcpy` (fourteen a line).
+#[inline(always)]
 fn field<T>(out: &mut Vec<u8>, key: &[u8], value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
     out.extend_from_slice(key);
     match value {

@@ -79,11 +79,14 @@ pub struct MoatFields {
 impl MoatFields {
     const NAMES: [&str; 3] = [REQUEST_ID, CLIENT_REQUEST_ID, DEPLOYMENT];
 
-    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let id = Some((REQUEST_ID.as_bytes(), self.request_id.as_bytes()));
-        let client = self.client_request_id.as_ref().map(|v| (CLIENT_REQUEST_ID.as_bytes(), v.as_bytes()));
-        let deployment = self.deployment.as_ref().map(|v| (DEPLOYMENT.as_bytes(), v.as_bytes()));
-        [id, client, deployment].into_iter().flatten()
+    fn each(&self, mut field: impl FnMut(&[u8], &[u8])) {
+        field(REQUEST_ID.as_bytes(), self.request_id.as_bytes());
+        if let Some(id) = &self.client_request_id {
+            field(CLIENT_REQUEST_ID.as_bytes(), id.as_bytes());
+        }
+        if let Some(name) = &self.deployment {
+            field(DEPLOYMENT.as_bytes(), name.as_bytes());
+        }
     }
 
     fn insert_into(self, map: &mut HeaderMap) {
@@ -173,14 +176,14 @@ impl AnswerBody {
 }
 
 impl BodyFields for AnswerBody {
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let relay = match &self.kind {
-            Kind::Relayed(relay) => Some(relay),
-            Kind::Own(_) => None,
-        };
-        relay
-            .into_iter()
-            .flat_map(|relay| relay.moat.iter().flat_map(MoatFields::each).chain(relay.fields.each()))
+    fn each_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
+        let Kind::Relayed(relay) = &self.kind else { return };
+        if let Some(moat) = &relay.moat {
+            moat.each(&mut field);
+        }
+        for (name, value) in relay.fields.each() {
+            field(name, value);
+        }
     }
 }
 

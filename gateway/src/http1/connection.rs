@@ -58,12 +58,15 @@ pub trait Serve: Send + Sync {
 }
 
 /// An answer body may bring header fields of its own (a relayed answer's), written after the
-/// answer map's.
+/// answer map's: `field` is called with each, in order. Called rather than iterated: an
+/// iterator over a relayed answer's two kinds of fields was a nest of adapters that cost more
+/// than writing the fields.
 pub trait BodyFields {
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        std::iter::empty()
-    }
+    fn each_field(&self, _field: impl FnMut(&[u8], &[u8])) {}
 }
+
+/// No fields but the map's.
+impl BodyFields for () {}
 
 pin_project_lite::pin_project! {
     /// A served connection: a future that ends with the connection, and that the drain can
@@ -120,7 +123,7 @@ async fn run<I: ClientIo, S: Serve>(
                         &mut out,
                         refused.status,
                         &HeaderMap::new(),
-                        std::iter::empty(),
+                        &(),
                         Framing::Length(0),
                         Persist::Close,
                     );
@@ -218,7 +221,7 @@ async fn write_answer<I: ClientIo, B: Body<Data = Bytes> + BodyFields + Unpin>(
         (true, _) => Persist::Default,
     };
     out.clear();
-    head::write_answer_head(out, parts.status, &parts.headers, body.fields(), framing, persist);
+    head::write_answer_head(out, parts.status, &parts.headers, &body, framing, persist);
     if let Framing::Bodiless(_) = framing {
         write_all(io, [&out[..]]).await?;
         return Ok(keep_alive);

@@ -11,6 +11,7 @@ use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Uri, Version};
 
+use super::BodyFields;
 use crate::fields::{FieldAt, Fields, HeadFields, named};
 use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, tokens};
 
@@ -245,11 +246,11 @@ pub enum Persist {
 /// Writes an answer head into `out`: the status line, the answer's own fields (the map's,
 /// then `more`, as they are; its framing fields are this hop's, written from `framing`), the
 /// date, the framing and `persist`.
-pub fn write_answer_head<'a>(
+pub fn write_answer_head(
     out: &mut Vec<u8>,
     status: StatusCode,
-    headers: &'a HeaderMap,
-    more: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    headers: &HeaderMap,
+    more: &impl BodyFields,
     framing: Framing,
     persist: Persist,
 ) {
@@ -261,20 +262,24 @@ pub fn write_answer_head<'a>(
     // The container's own `Date` goes through; moat adds one only when it has none (a second
     // one would make the field a list, which `Date` cannot be).
     let mut dated = false;
-    for (name, value) in headers.each().chain(more) {
+    let mut field = |name: &[u8], value: &[u8]| {
         // By length first: checked on every field of every answer.
         match name.len() {
             4 => dated |= named(name, &header::DATE),
-            10 if named(name, &header::CONNECTION) => continue,
-            14 if named(name, &header::CONTENT_LENGTH) => continue,
-            17 if named(name, &header::TRANSFER_ENCODING) => continue,
+            10 if named(name, &header::CONNECTION) => return,
+            14 if named(name, &header::CONTENT_LENGTH) => return,
+            17 if named(name, &header::TRANSFER_ENCODING) => return,
             _ => {}
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in headers {
+        field(name.as_str().as_bytes(), value.as_bytes());
     }
+    more.each_field(&mut field);
     match framing {
         Framing::Length(n) | Framing::Bodiless(Some(n)) => {
             out.extend_from_slice(b"content-length: ");
@@ -344,6 +349,15 @@ mod tests {
     use http::header::{HeaderName, HeaderValue};
 
     use super::*;
+
+    /// A relayed answer's fields, as an answer body brings them.
+    impl BodyFields for HeadFields {
+        fn each_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
+            for (name, value) in self.each() {
+                field(name, value);
+            }
+        }
+    }
 
     fn parse(text: &str) -> Result<Option<Parsed>, Refused> {
         parse_request(&mut BytesMut::from(text), 1024)
@@ -478,7 +492,7 @@ mod tests {
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         let text = |framing, persist| {
             let mut out = Vec::new();
-            write_answer_head(&mut out, StatusCode::OK, &headers, std::iter::empty(), framing, persist);
+            write_answer_head(&mut out, StatusCode::OK, &headers, &(), framing, persist);
             String::from_utf8(out).expect("text")
         };
         let length = text(Framing::Length(2), Persist::Default);
@@ -501,14 +515,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::DATE, HeaderValue::from_static("Sun, 06 Dec 2026 18:09:34 GMT"));
         let mut out = Vec::new();
-        write_answer_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            std::iter::empty(),
-            Framing::Length(0),
-            Persist::Default,
-        );
+        write_answer_head(&mut out, StatusCode::OK, &headers, &(), Framing::Length(0), Persist::Default);
         let text = String::from_utf8(out).expect("text");
         assert_eq!(
             text,
@@ -524,14 +531,7 @@ mod tests {
             "Content-Type: text/event-stream\nContent-Length: 9\nDate: Sun, 06 Dec 2026 18:09:34 GMT\n",
         );
         let mut out = Vec::new();
-        write_answer_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            relayed.each(),
-            Framing::Chunked,
-            Persist::Default,
-        );
+        write_answer_head(&mut out, StatusCode::OK, &headers, &relayed, Framing::Chunked, Persist::Default);
         assert_eq!(
             String::from_utf8(out).expect("text"),
             "HTTP/1.1 200 OK\r\nx-request-id: moat\r\nContent-Type: text/event-stream\r\n\
