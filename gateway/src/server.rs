@@ -220,7 +220,8 @@ impl Service {
         F: Fields + Sync,
     {
         let http1 = req.version() < http::Version::HTTP_2;
-        let serving = self.activity.serving();
+        // moat's HTTP/1.1 codec reads the next request only after this answer is written.
+        let serving = self.activity.serving(http1);
         let mut response = request::handle(&self.gateway, req, fields, &self.conn).await;
         if http1 && self.drain.phase() >= Phase::Closing {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

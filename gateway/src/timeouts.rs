@@ -48,22 +48,31 @@ impl Activity {
         self.base.elapsed().as_millis() as u64
     }
 
-    /// A request is being served until the guard drops.
-    pub fn serving(self: &Arc<Self>) -> Serving {
+    /// A request is being served until the guard drops. With `read_follows` the connection
+    /// reads again only once the answer is written, and that read arms the idle clock (moat's
+    /// HTTP/1.1); otherwise (HTTP/2, whose connection reads all along) the guard wakes the
+    /// reader as it drops. A wake in the first case would be the connection's task waking
+    /// itself: one more poll of the whole connection on every request, for nothing.
+    pub fn serving(self: &Arc<Self>, read_follows: bool) -> Serving {
         self.busy.fetch_add(1, Ordering::AcqRel);
-        Serving(self.clone())
+        Serving { activity: self.clone(), wake_reader: !read_follows }
     }
 }
 
-pub struct Serving(Arc<Activity>);
+pub struct Serving {
+    activity: Arc<Activity>,
+    wake_reader: bool,
+}
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let a = &self.0;
+        let a = &self.activity;
         a.idle_since.store(a.now_ms(), Ordering::Release);
         a.head_since.store(0, Ordering::Release);
         a.busy.fetch_sub(1, Ordering::AcqRel);
-        a.reader.wake();
+        if self.wake_reader {
+            a.reader.wake();
+        }
     }
 }
 
@@ -198,7 +207,7 @@ mod tests {
         let activity = Activity::new();
         let io = TimedIo::new(server, activity.clone(), IDLE, HEADER);
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let serving = activity.serving();
+            let serving = activity.serving(false);
             async move {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_secs(2)).await;
