@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use crate::access_log::LogSink;
 use crate::admission::Slot;
 use crate::context::{RequestCtx, RequestId};
-use crate::fields::{Fields, HeadFields, is_lowered};
+use crate::fields::{HeadFields, is_lowered};
 use crate::forward::{REQUEST_ID, REQUEST_ID_HEADER};
 use crate::http1::BodyFields;
 use crate::pick::{DEPLOYMENT, DEPLOYMENT_HEADER};
@@ -181,9 +181,7 @@ impl BodyFields for AnswerBody {
         if let Some(moat) = &relay.moat {
             moat.each(&mut field);
         }
-        for (name, value) in relay.fields.each() {
-            field(name, value);
-        }
+        relay.fields.each_field(field);
     }
 }
 

@@ -68,6 +68,15 @@ pub trait BodyFields {
 /// No fields but the map's.
 impl BodyFields for () {}
 
+/// A head's fields as they came (a relayed answer's).
+impl BodyFields for HeadFields {
+    fn each_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
+        for (name, value) in self.each() {
+            field(name, value);
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A served connection: a future that ends with the connection, and that the drain can
     /// ask to end once its request in flight, if any, is answered.

@@ -350,15 +350,6 @@ mod tests {
 
     use super::*;
 
-    /// A relayed answer's fields, as an answer body brings them.
-    impl BodyFields for HeadFields {
-        fn each_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
-            for (name, value) in self.each() {
-                field(name, value);
-            }
-        }
-    }
-
     fn parse(text: &str) -> Result<Option<Parsed>, Refused> {
         parse_request(&mut BytesMut::from(text), 1024)
     }
