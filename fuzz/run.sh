@@ -11,7 +11,7 @@
 # and writes what it learns to a scratch copy; crashes land in fuzz/artifacts/<target>.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-targets=(proxy_protocol credentials dns_query client_hello proxy_target spec container_answer client_request)
+targets=(proxy_protocol credentials dns_query client_hello proxy_target spec container_answer client_request head_syntax)
 if [[ $# -gt 0 && $1 != -* ]]; then targets=("$1"); shift; fi
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(-runs=1000000)

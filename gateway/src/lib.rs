@@ -31,6 +31,8 @@
 //! - [`health`]: `/healthz` and `/readyz`, outside the request life.
 //! - [`http1`]: HTTP/1.1 to the clients, moat's own codec: heads, bodies, one connection's
 //!   requests in turn.
+//! - [`syntax`]: the grammar of an HTTP/1.1 head, both sides': request and status lines,
+//!   field lines.
 //! - [`metrics`]: the Prometheus series of CONTRACT.md.
 //! - [`server`]: the listener's accept loop and graceful shutdown; [`drain`]: the open
 //!   connections, asked to end when the node stops.
@@ -59,6 +61,7 @@ pub mod reject;
 pub mod request;
 pub mod server;
 pub mod shared;
+pub mod syntax;
 pub mod table;
 pub mod target;
 pub mod timeouts;

@@ -1,7 +1,7 @@
 //! HTTP/1.1 to the containers, on the wire: the request encoded once into the bytes that go
-//! out, the answer's head parsed with httparse, and the answer's body framing (RFC 9112 §6):
-//! a length, chunks, or until the container closes. Pure functions over buffers, so every
-//! rule is table-tested here; [`crate::upstream`] moves the bytes.
+//! out, the answer's head parsed (by [`crate::syntax`]), and the answer's body framing (RFC
+//! 9112 §6): a length, chunks, or until the container closes. Pure functions over buffers, so
+//! every rule is table-tested here; [`crate::upstream`] moves the bytes.
 //!
 //! Why not hyper's client: per proxied request, its codec and dispatch cost more instructions
 //! than the rest of the container side together (BENCHMARKS.md), for a peer that is always a
@@ -12,6 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use crate::fields::{FieldAt, HeadFields, is_lowered, named};
+use crate::syntax;
 
 /// The most a container's answer head may take.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -128,44 +129,29 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
         if buf.is_empty() {
             return Ok(None);
         }
-        // Left uninitialised: httparse writes what it finds (4 KiB of empty fields a head
-        // would cost more than the parse).
-        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            buf,
-            &mut fields,
-        );
-        let used = match parsed {
-            Ok(httparse::Status::Complete(used)) => used,
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
-                return Err(format!("the answer's head is over {} KiB", MAX_HEAD_BYTES / 1024));
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(format!("the answer's head is not HTTP/1.1: {e}")),
-        };
-        let code = response.code.unwrap_or(0);
-        let status =
-            StatusCode::from_u16(code).map_err(|_| format!("the answer's status {code} is not a status"))?;
+        let Some(line) = read(syntax::status_line(buf), buf)? else { return Ok(None) };
+        let status = StatusCode::from_u16(line.code)
+            .map_err(|_| format!("the answer's status {} is not a status", line.code))?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err("the container switched protocols, which a scoring request cannot".into());
         }
         if status.is_informational() {
+            let Some(used) = read(syntax::fields(buf, line.end, MAX_HEADERS, |_, _| {}), buf)? else {
+                return Ok(None);
+            };
             buf.advance(used);
             continue;
         }
-        let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        // Each field goes where it belongs as it is read: one pass over httparse's list, no
-        // map, no removals afterwards but those `Connection` names.
+        let version = if line.minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+        // Each field goes where it belongs as it is read: no list, no map, no removals
+        // afterwards but those `Connection` names.
         let mut length = DeclaredLength::default();
         let (mut codings, mut connection) = (Vec::new(), Vec::new());
-        let mut end_to_end = Vec::with_capacity(response.headers.len());
-        for field in response.headers.iter() {
-            let name = field.name.as_bytes();
-            let at = FieldAt::of(buf, name, field.value);
+        let mut end_to_end = Vec::with_capacity(8);
+        let parsed = syntax::fields(buf, line.end, MAX_HEADERS, |name, value| {
+            let at = FieldAt::of(buf, name, value);
             if named(name, &header::CONTENT_LENGTH) {
-                length.add(field.value);
+                length.add(value);
             } else if named(name, &header::TRANSFER_ENCODING) {
                 codings.push(at);
             } else if named(name, &header::CONNECTION) {
@@ -173,7 +159,8 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
             } else if !hop_by_hop(name) {
                 end_to_end.push(at);
             }
-        }
+        });
+        let Some(used) = read(parsed, buf)? else { return Ok(None) };
         // The head's bytes become the answer's: its fields are slices of them, not copies.
         let head = buf.split_to(used).freeze();
         let values = |list: &[FieldAt]| list.iter().map(|at| &head[at.value()]).collect::<Vec<_>>();
@@ -186,6 +173,18 @@ pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, S
         let (body, framed) = framing(&hop, status, head_only)?;
         let keep_alive = framed && hop.keep_alive(version);
         return Ok(Some(Head { status, version, fields, body, keep_alive }));
+    }
+}
+
+/// What a part of the head in `buf` read as, in this module's words: a head cut short waits
+/// for more bytes unless it is already over the limit.
+fn read<T>(parse: syntax::Parse<T>, buf: &[u8]) -> Result<Option<T>, String> {
+    match parse {
+        Ok(None) if buf.len() >= MAX_HEAD_BYTES => {
+            Err(format!("the answer's head is over {} KiB", MAX_HEAD_BYTES / 1024))
+        }
+        Ok(read) => Ok(read),
+        Err(e) => Err(format!("the answer's head is not HTTP/1.1: {e}")),
     }
 }
 

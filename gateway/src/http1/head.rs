@@ -1,10 +1,9 @@
-//! Heads on the client side of HTTP/1.1: a request head parsed (with httparse) into the
+//! Heads on the client side of HTTP/1.1: a request head parsed ([`crate::syntax`]) into the
 //! request line, its fields (left in the head's bytes: [`HeadFields`]) and its body's
 //! framing, and an answer head written. Pure functions over buffers,
 //! so every rule is table-tested here; [`super::connection`] moves the bytes.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
@@ -13,6 +12,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 
 use super::BodyFields;
 use crate::fields::{FieldAt, Fields, HeadFields, named};
+use crate::syntax;
 use crate::wire::{BadLength, BodyFraming, Chunked, DeclaredLength, tokens};
 
 /// The most header fields a request head may have (hyper's bound was 100).
@@ -82,50 +82,46 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     if buf.is_empty() {
         return Ok(None);
     }
-    let base = buf.as_ptr() as usize;
-    let offsets = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
-    // Left uninitialised: httparse writes what it finds.
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut []);
     // Only what the limit allows is looked at: a head reads the same whether its bytes come
     // at once or in pieces, whatever follows past the limit.
     let window = &buf[..buf.len().min(max_head.saturating_add(1))];
-    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut request,
-        window,
-        &mut fields,
-    );
-    let used = match parsed {
-        Ok(httparse::Status::Complete(used)) if used <= max_head => used,
-        Ok(httparse::Status::Complete(_)) => return Err(too_large(buf, max_head)),
-        Ok(httparse::Status::Partial) if window.len() > max_head => return Err(too_large(buf, max_head)),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
+    let base = window.as_ptr() as usize;
+    // What the framing depends on is noted as the fields are read, and where each lies, so
+    // that they can be slices of the head once it is taken off `buf`. The syntax let through
+    // only token names and values without CR, LF or other control bytes but tab: what
+    // `http`'s names and values take too.
+    let mut seen = Seen::default();
+    let mut at = Vec::with_capacity(8);
+    let read = syntax::request_line(window).and_then(|line| {
+        let Some(line) = line else { return Ok(None) };
+        let end = syntax::fields(window, line.end, MAX_HEADERS, |name, value| {
+            seen.note(name, value);
+            at.push(FieldAt::of(window, name, value));
+        })?;
+        Ok(end.map(|end| (line, end)))
+    });
+    let (line, used) = match read {
+        Ok(Some((_, used))) if used > max_head => return Err(too_large(buf, max_head)),
+        Ok(Some(read)) => read,
+        Ok(None) if window.len() > max_head => return Err(too_large(buf, max_head)),
+        Ok(None) => return Ok(None),
+        Err(syntax::Error::TooManyFields) => {
             return Err(Refused::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 format!("the request head has more than {MAX_HEADERS} header fields"),
             ));
         }
-        Err(httparse::Error::Version) => {
+        Err(syntax::Error::Version) => {
             return Err(Refused::bad("the request's HTTP version is not HTTP/1.0 or HTTP/1.1"));
         }
         Err(e) => return Err(Refused::bad(format!("the request head is not HTTP/1.1: {e}"))),
     };
-    let method = request.method.unwrap_or_default();
-    let method = Method::from_bytes(method.as_bytes())
-        .map_err(|_| Refused::bad(format!("the request method {method:?} is not a method")))?;
-    let version = if request.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let target = offsets(request.path.unwrap_or_default().as_bytes());
-    // Where each field lies, noted while httparse's borrow of the buffer lasts, so that the
-    // fields can be slices of the head taken off it; what the framing depends on is noted on
-    // the way. httparse let through only token names and values without CR, LF or other
-    // control bytes but tab: what `http`'s names and values take too.
-    let mut seen = Seen::default();
-    let mut at = Vec::with_capacity(request.headers.len());
-    for field in request.headers.iter() {
-        seen.note(field.name.as_bytes(), field.value);
-        at.push(FieldAt::of(buf, field.name.as_bytes(), field.value));
-    }
+    let method = Method::from_bytes(line.method).map_err(|_| {
+        Refused::bad(format!("the request method {:?} is not a method", String::from_utf8_lossy(line.method)))
+    })?;
+    let version = if line.minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let target =
+        (line.target.as_ptr() as usize - base, line.target.as_ptr() as usize - base + line.target.len());
     // The head's bytes become the request's: the target and values are slices of them.
     let head = buf.split_to(used).freeze();
     if target.1 - target.0 > MAX_URI_BYTES {
