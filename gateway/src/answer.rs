@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::access_log::LogSink;
 use crate::admission::Slot;
@@ -34,7 +34,7 @@ use crate::fields::{HeadFields, is_lowered};
 use crate::forward::{REQUEST_ID, REQUEST_ID_HEADER};
 use crate::http1::BodyFields;
 use crate::pick::{DEPLOYMENT, DEPLOYMENT_HEADER};
-use crate::timeouts::Serving;
+use crate::timeouts::{Alarm, Serving};
 use crate::upstream::{Answer, Failure, Streaming};
 
 /// The client's own request id, echoed (see [`crate::request`]).
@@ -109,10 +109,10 @@ pub struct Relay {
     body: Streaming,
     /// Longest wait for the container's next piece.
     gap: Duration,
-    /// Set (or reset) when a wait for the container begins; none until the first wait.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// The timer counts the current wait (it is disarmed by each piece that comes).
-    armed: bool,
+    /// The clock of the waits for the container's next piece; none until the first wait.
+    alarm: Option<Alarm>,
+    /// When the current wait must end (none between waits: each piece that comes ends one).
+    deadline: Option<Instant>,
     limit: u64,
     sent: u64,
     _slot: Slot,
@@ -193,8 +193,8 @@ impl Relay {
             fields,
             body,
             gap,
-            timer: None,
-            armed: false,
+            alarm: None,
+            deadline: None,
             limit,
             sent: 0,
             _slot: slot,
@@ -224,7 +224,7 @@ impl Relay {
     fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                self.armed = false;
+                self.deadline = None;
                 let size = frame.data_ref().map_or(0, |d| d.len() as u64);
                 if self.sent + size > self.limit {
                     return self.cut(Cut::TooLarge);
@@ -236,25 +236,17 @@ impl Relay {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(Failure::Connect(e) | Failure::Lost(e)))) => self.cut(Cut::UpstreamLost(e)),
+            Poll::Ready(Some(Err(Failure::TimedOut))) => self.cut(Cut::StreamTimeout),
             Poll::Ready(None) => {
                 self.end(None);
                 Poll::Ready(None)
             }
             Poll::Pending => {
                 // A new wait starts the clock; a wait already counting keeps its deadline.
-                if !self.armed {
-                    let deadline = Instant::now() + self.gap;
-                    match &mut self.timer {
-                        Some(timer) => timer.as_mut().reset(deadline),
-                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                    self.armed = true;
-                }
-                let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => self.cut(Cut::StreamTimeout),
-                    Poll::Pending => Poll::Pending,
-                }
+                let gap = self.gap;
+                let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + gap);
+                let alarm = self.alarm.get_or_insert_with(|| Alarm::new(deadline));
+                if alarm.poll_passed(cx, deadline) { self.cut(Cut::StreamTimeout) } else { Poll::Pending }
             }
         }
     }

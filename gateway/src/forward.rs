@@ -78,12 +78,12 @@ pub async fn forward<F: Fields>(
         let instance = upstream.instance.clone();
         let ended = move |answer| Forwarded { instance, upstream: None, answer };
         let request = upstream_request(upstream, &call, id);
-        let answered =
-            tokio::time::timeout_at(deadline, upstream::call(upstream.addr, &request, started)).await;
-        let (mut parts, body) = match answered {
-            Err(_) => return ended(Err(Reject::Timeout(deployment.request_timeout.as_millis()))),
-            Ok(Ok(response)) => response.into_parts(),
-            Ok(Err(Failure::Connect(e))) if first => {
+        let (mut parts, body) = match upstream::call(upstream.addr, &request, started, deadline).await {
+            Ok(response) => response.into_parts(),
+            Err(Failure::TimedOut) => {
+                return ended(Err(Reject::Timeout(deployment.request_timeout.as_millis())));
+            }
+            Err(Failure::Connect(e)) if first => {
                 // Nothing reached the container; another instance may take it.
                 tracing::debug!(instance = %upstream.instance, error = %e, "connect failed, retrying");
                 first = false;
@@ -92,7 +92,7 @@ pub async fn forward<F: Fields>(
                 }
                 return ended(Err(Reject::InstanceLost(e)));
             }
-            Ok(Err(Failure::Connect(e) | Failure::Lost(e))) => return ended(Err(Reject::InstanceLost(e))),
+            Err(Failure::Connect(e) | Failure::Lost(e)) => return ended(Err(Reject::InstanceLost(e))),
         };
         let upstream_time = body.body.arrived().saturating_duration_since(started);
         let announced = body.body.size_hint().exact();

@@ -82,7 +82,7 @@ pub struct TimedIo<T> {
     activity: Arc<Activity>,
     idle_timeout: Duration,
     header_read_timeout: Duration,
-    timer: Pin<Box<Sleep>>,
+    alarm: Alarm,
 }
 
 impl<T> TimedIo<T> {
@@ -92,8 +92,8 @@ impl<T> TimedIo<T> {
         idle_timeout: Duration,
         header_read_timeout: Duration,
     ) -> Self {
-        let timer = Box::pin(tokio::time::sleep(idle_timeout));
-        TimedIo { inner, activity, idle_timeout, header_read_timeout, timer }
+        let alarm = Alarm::new(Instant::now() + idle_timeout);
+        TimedIo { inner, activity, idle_timeout, header_read_timeout, alarm }
     }
 
     /// When this read must give up, if it must: None while a request is served.
@@ -134,22 +134,44 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         }
         if polled.is_pending() {
             this.activity.reader.register(cx.waker());
-            if let Some(deadline) = this.deadline() {
-                // The timer is moved only when it would fire too late. One that fires early
-                // (the deadline has moved on with the connection's requests) is set again
-                // then, so most reads leave the timer wheel alone.
-                if this.timer.deadline() > deadline {
-                    this.timer.as_mut().reset(deadline);
-                }
-                while this.timer.as_mut().poll(cx).is_ready() {
-                    if Instant::now() >= deadline {
-                        return Poll::Ready(Err(timed_out()));
-                    }
-                    this.timer.as_mut().reset(deadline);
-                }
+            if let Some(deadline) = this.deadline()
+                && this.alarm.poll_passed(cx, deadline)
+            {
+                return Poll::Ready(Err(timed_out()));
             }
         }
         polled
+    }
+}
+
+/// A timer for one connection's deadlines, one after another, moved only when it would fire
+/// too late. One that fires early (the deadline it was set for has been replaced by a later
+/// one: the connection's next request, or its next idle spell) is set again then, so most
+/// deadlines leave tokio's timer wheel alone: putting a timer in and taking it out cost
+/// about 500 instructions a request (BENCHMARKS.md), under the wheel's lock.
+pub struct Alarm {
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Alarm {
+    /// An alarm that is first set for `deadline` (it enters the wheel when first polled).
+    pub fn new(deadline: Instant) -> Alarm {
+        Alarm { timer: Box::pin(tokio::time::sleep_until(deadline)) }
+    }
+
+    /// Whether `deadline` has passed; if not, the task is woken by then (perhaps before, to
+    /// no effect: it polls again).
+    pub fn poll_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        if self.timer.deadline() > deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+        false
     }
 }
 

@@ -27,10 +27,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::Response;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
+use std::future::poll_fn;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::fields::HeadFields;
+use crate::timeouts::Alarm;
 use crate::wire::{self, BodyFraming, Next, Outgoing};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,6 +51,9 @@ pub enum Failure {
     Connect(String),
     /// The container took the request and gave no (whole) answer.
     Lost(String),
+    /// The deadline passed before the answer's head came (a body has no deadline of its own:
+    /// its gaps are bounded by whoever reads it).
+    TimedOut,
 }
 
 struct Connection {
@@ -58,6 +63,8 @@ struct Connection {
     /// When the answer that last used it arrived: what it has been idle since, give or take
     /// the body's reading (a long stream makes it look idle longer, and so closed sooner).
     idle_since: Instant,
+    /// The deadlines of the requests it carries, one after another.
+    alarm: Alarm,
 }
 
 impl Connection {
@@ -81,11 +88,16 @@ impl Connection {
 
     /// Reads what the container has sent into `buf`; `Ok(0)` at the connection's end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM / 4 {
-            self.buf.reserve(READ_ROOM);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+        poll_fill(&mut self.stream, &mut self.buf, cx)
     }
+}
+
+/// Reads what the container has sent on `stream` into `buf`; `Ok(0)` at the stream's end.
+fn poll_fill(stream: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_ROOM / 4 {
+        buf.reserve(READ_ROOM);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
 }
 
 thread_local! {
@@ -104,16 +116,24 @@ pub struct Answer {
 /// Sends `request` to the instance at `addr` over one of this thread's connections and returns
 /// the answer once its head has come; its body streams from the container as it is read. The
 /// response's own header map is empty: the container's fields are the [`Answer`]'s. `now` is
-/// the caller's reading of the clock as it calls, which idle connections are judged by.
-pub async fn call(addr: SocketAddr, request: &Outgoing, now: Instant) -> Result<Response<Answer>, Failure> {
+/// the caller's reading of the clock as it calls, which idle connections are judged by; the
+/// answer's head must have come by `deadline`.
+pub async fn call(
+    addr: SocketAddr,
+    request: &Outgoing,
+    now: Instant,
+    deadline: tokio::time::Instant,
+) -> Result<Response<Answer>, Failure> {
     let mut reused = POOL.with(|pool| pool.take(addr, now));
     loop {
         let fresh = reused.is_none();
         let connection = match reused.take() {
             Some(c) => c,
-            None => dial(addr, now).await?,
+            None => tokio::time::timeout_at(deadline, dial(addr, now, deadline))
+                .await
+                .map_err(|_| Failure::TimedOut)??,
         };
-        match exchange(connection, request).await {
+        match exchange(connection, request, deadline).await {
             Exchange::Answered(head, connection) => {
                 let body = Streaming {
                     framing: head.body,
@@ -130,6 +150,7 @@ pub async fn call(addr: SocketAddr, request: &Outgoing, now: Instant) -> Result<
             // A reused connection the container had closed: the request never left.
             Exchange::NotSent(_) if !fresh => reused = POOL.with(|pool| pool.take(addr, now)),
             Exchange::NotSent(e) | Exchange::Failed(e) => return Err(Failure::Lost(e)),
+            Exchange::TimedOut => return Err(Failure::TimedOut),
         }
     }
 }
@@ -140,34 +161,56 @@ enum Exchange {
     /// The request could not be written: the container had closed the connection.
     NotSent(String),
     Failed(String),
+    TimedOut,
 }
 
-/// Writes the request and reads the answer's head.
-async fn exchange(mut connection: Connection, request: &Outgoing) -> Exchange {
-    let written = async {
-        connection.stream.write_all(&request.head).await?;
-        if !request.body.is_empty() {
-            connection.stream.write_all(&request.body).await?;
-        }
-        io::Result::Ok(())
+/// Writes the request and reads the answer's head, by `deadline`: each wait on the socket is
+/// bounded by the connection's alarm.
+async fn exchange(
+    mut connection: Connection,
+    request: &Outgoing,
+    deadline: tokio::time::Instant,
+) -> Exchange {
+    let Connection { stream, buf, alarm, .. } = &mut connection;
+    let mut within = |cx: &mut Context<'_>, io: Poll<io::Result<usize>>| match io {
+        Poll::Pending if alarm.poll_passed(cx, deadline) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(done) => Poll::Ready(Some(done)),
     };
-    if let Err(e) = written.await {
-        return Exchange::NotSent(format!("sending the request: {e}"));
+    for part in [&request.head[..], &request.body[..]] {
+        let mut sent = 0;
+        while sent < part.len() {
+            let wrote = poll_fn(|cx| {
+                let io = Pin::new(&mut *stream).poll_write(cx, &part[sent..]);
+                within(cx, io)
+            })
+            .await;
+            match wrote {
+                None => return Exchange::TimedOut,
+                Some(Ok(0)) => {
+                    return Exchange::NotSent("sending the request: the connection took no bytes".into());
+                }
+                Some(Ok(n)) => sent += n,
+                Some(Err(e)) => return Exchange::NotSent(format!("sending the request: {e}")),
+            }
+        }
     }
     loop {
-        match wire::parse_head(&mut connection.buf, request.head_only) {
+        match wire::parse_head(buf, request.head_only) {
             Ok(Some(head)) => return Exchange::Answered(head, connection),
             Ok(None) => {}
             Err(e) => return Exchange::Failed(e),
         }
-        let got = std::future::poll_fn(|cx| connection.poll_fill(cx)).await;
-        let why = match got {
-            Ok(0) if connection.buf.is_empty() => {
-                "the container closed the connection before answering".into()
-            }
-            Ok(0) => "the container closed the connection within the answer's head".into(),
-            Ok(_) => continue,
-            Err(e) => format!("reading the answer: {e}"),
+        let read = poll_fn(|cx| {
+            let io = poll_fill(stream, buf, cx);
+            within(cx, io)
+        });
+        let why = match read.await {
+            None => return Exchange::TimedOut,
+            Some(Ok(0)) if buf.is_empty() => "the container closed the connection before answering".into(),
+            Some(Ok(0)) => "the container closed the connection within the answer's head".into(),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => format!("reading the answer: {e}"),
         };
         return Exchange::Failed(why);
     }
@@ -299,12 +342,17 @@ impl Pool {
     }
 }
 
-async fn dial(addr: SocketAddr, now: Instant) -> Result<Connection, Failure> {
+async fn dial(addr: SocketAddr, now: Instant, deadline: tokio::time::Instant) -> Result<Connection, Failure> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(Failure::Connect(format!("connecting to {addr}: {e}"))),
         Err(_) => return Err(Failure::Connect(format!("connecting to {addr}: timed out"))),
     };
     let _ = stream.set_nodelay(true);
-    Ok(Connection { stream, buf: BytesMut::with_capacity(READ_ROOM), idle_since: now })
+    Ok(Connection {
+        stream,
+        buf: BytesMut::with_capacity(READ_ROOM),
+        idle_since: now,
+        alarm: Alarm::new(deadline),
+    })
 }

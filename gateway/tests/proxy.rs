@@ -161,6 +161,23 @@ async fn a_slow_model_gets_408_and_its_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn a_slow_model_on_a_reused_connection_gets_408_at_its_own_deadline() {
+    // The upstream connection's timer was set for the deadline of the request before: once
+    // passed while the connection sat idle in the pool, once still ahead when the slow
+    // request takes the connection. Neither cuts the slow request early, nor lets it go on.
+    let h = gateway(Config::default()).await;
+    for idle in [Duration::from_millis(400), Duration::ZERO] {
+        assert_eq!(score_on(&h, "blue").await.status, 200);
+        tokio::time::sleep(idle).await;
+        let started = std::time::Instant::now();
+        let r = score_on(&h, "slow").await;
+        assert_eq!(r.status, 408, "{}", r.body);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(300), "408 after {took:?}, before the 300 ms deadline");
+    }
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_413() {
     let h = gateway(Config { max_body_bytes: 1000, ..Config::default() }).await;
     let auth = bearer(PRIMARY);
