@@ -99,7 +99,7 @@ pub fn request_line(buf: &[u8]) -> Parse<RequestLine<'_>> {
         return Err(Error::Target);
     }
     let Some(minor) = version(buf, at + 1)? else { return Ok(None) };
-    let Some(end) = line_end(buf, at + 9, Error::NewLine, Error::NewLine)? else { return Ok(None) };
+    let Some(end) = line_end(buf, at + 9, Error::NewLine)? else { return Ok(None) };
     Ok(Some(RequestLine { method, target, minor, end }))
 }
 
@@ -129,7 +129,7 @@ pub fn status_line(buf: &[u8]) -> Parse<StatusLine> {
         Some(b'\r' | b'\n') => {}
         Some(_) => return Err(Error::Status),
     }
-    let Some(end) = line_end(buf, at, Error::Status, Error::Status)? else { return Ok(None) };
+    let Some(end) = line_end(buf, at, Error::Status)? else { return Ok(None) };
     Ok(Some(StatusLine { code, minor, end }))
 }
 
@@ -151,7 +151,7 @@ pub fn fields<'a>(
             Some(b':') if at > name_start => {}
             // The empty line: the head's end.
             Some(b'\r' | b'\n') if at == name_start => {
-                return line_end(buf, at, Error::NewLine, Error::NewLine);
+                return line_end(buf, at, Error::NewLine);
             }
             Some(_) => return Err(Error::FieldName),
         }
@@ -163,7 +163,7 @@ pub fn fields<'a>(
         let value_start = at;
         at = value_end(buf, at);
         let value = buf[value_start..at].trim_ascii_end();
-        let Some(next) = line_end(buf, at, Error::FieldValue, Error::FieldValue)? else { return Ok(None) };
+        let Some(next) = line_end(buf, at, Error::FieldValue)? else { return Ok(None) };
         if count == max {
             return Err(Error::TooManyFields);
         }
@@ -176,18 +176,11 @@ pub fn fields<'a>(
 /// Past the empty lines at the front of `buf` (RFC 9112 §2.2: a server ignores them).
 fn skip_empty_lines(buf: &[u8]) -> Parse<usize> {
     let mut at = 0;
-    loop {
-        match buf.get(at) {
-            None => return Ok(None),
-            Some(b'\n') => at += 1,
-            Some(b'\r') => match buf.get(at + 1) {
-                None => return Ok(None),
-                Some(b'\n') => at += 2,
-                Some(_) => return Err(Error::NewLine),
-            },
-            Some(_) => return Ok(Some(at)),
-        }
+    while let Some(b'\r' | b'\n') = buf.get(at) {
+        let Some(next) = line_end(buf, at, Error::NewLine)? else { return Ok(None) };
+        at = next;
     }
+    Ok((at < buf.len()).then_some(at))
 }
 
 /// `HTTP/1.0` or `HTTP/1.1` at `at`: its minor version. Cut short, it is refused as soon as
@@ -204,17 +197,17 @@ fn version(buf: &[u8], at: usize) -> Parse<u8> {
 }
 
 /// The line's end at `at`, CRLF or LF alone: where the next line starts. Any other byte
-/// there is `other`; a CR followed by anything but LF is `lone_cr`.
-fn line_end(buf: &[u8], at: usize, other: Error, lone_cr: Error) -> Parse<usize> {
+/// there, or a CR followed by anything but LF, is `error`.
+fn line_end(buf: &[u8], at: usize, error: Error) -> Parse<usize> {
     match buf.get(at) {
         None => Ok(None),
         Some(b'\n') => Ok(Some(at + 1)),
         Some(b'\r') => match buf.get(at + 1) {
             None => Ok(None),
             Some(b'\n') => Ok(Some(at + 2)),
-            Some(_) => Err(lone_cr),
+            Some(_) => Err(error),
         },
-        Some(_) => Err(other),
+        Some(_) => Err(error),
     }
 }
 
