@@ -6,6 +6,9 @@
 //!   follow within `header_read_timeout`, or the connection is closed (slowloris).
 //!
 //! While a request is being served neither applies (the request has its own deadline).
+//!
+//! Both run on an [`Alarm`], as do the request's deadline on its upstream connection and the
+//! gaps of a streamed answer: one timer per connection, moved as rarely as it can be.
 
 use std::future::Future;
 use std::io;
