@@ -35,7 +35,7 @@ use crate::forward::{REQUEST_ID, REQUEST_ID_HEADER};
 use crate::http1::BodyFields;
 use crate::pick::{DEPLOYMENT, DEPLOYMENT_HEADER};
 use crate::timeouts::{Alarm, Serving};
-use crate::upstream::{Answer, Failure, Streaming};
+use crate::upstream::{Answer, BodyLost, Streaming};
 
 /// The client's own request id, echoed (see [`crate::request`]).
 pub const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
@@ -235,8 +235,7 @@ impl Relay {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(Failure::Connect(e) | Failure::Lost(e)))) => self.cut(Cut::UpstreamLost(e)),
-            Poll::Ready(Some(Err(Failure::TimedOut))) => self.cut(Cut::StreamTimeout),
+            Poll::Ready(Some(Err(BodyLost(e)))) => self.cut(Cut::UpstreamLost(e)),
             Poll::Ready(None) => {
                 self.end(None);
                 Poll::Ready(None)

@@ -88,7 +88,7 @@ pub fn request_line(buf: &[u8]) -> Parse<RequestLine<'_>> {
         Some(_) => return Err(Error::Method),
     }
     let target_start = at + 1;
-    let at = first_stop(buf, target_start, target_stops, |b| !is_target_byte(b));
+    let at = first_stop(buf, target_start, target_stops);
     let target = &buf[target_start..at];
     match buf.get(at) {
         None => return Ok(None),
@@ -232,27 +232,12 @@ static TOKEN: [bool; 256] = {
 #[inline]
 fn token_end(buf: &[u8], mut at: usize) -> usize {
     loop {
-        at = first_stop(buf, at, name_stops, |b| !is_name_byte(b));
+        at = first_stop(buf, at, name_stops);
         match buf.get(at) {
             Some(&b) if TOKEN[usize::from(b)] => at += 1,
             _ => return at,
         }
     }
-}
-
-/// The bytes most names are made of.
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'-'
-}
-
-/// A request target's bytes: visible ASCII, and bytes of UTF-8 beyond it.
-fn is_target_byte(b: u8) -> bool {
-    b > b' ' && b != 0x7f
-}
-
-/// A field value's bytes (and a reason phrase's): tab, visible ASCII and space, bytes beyond.
-fn is_value_byte(b: u8) -> bool {
-    (b >= b' ' || b == b'\t') && b != 0x7f
 }
 
 /// Past the value bytes from `at`.
@@ -261,7 +246,7 @@ fn value_end(buf: &[u8], mut at: usize) -> usize {
     loop {
         // A tab stops the word scan (it is a control byte) but not the value: rare, so
         // stepped over here rather than tested for in every word.
-        at = first_stop(buf, at, value_stops, |b| !is_value_byte(b) || b == b'\t');
+        at = first_stop(buf, at, value_stops);
         if buf.get(at) != Some(&b'\t') {
             return at;
         }
@@ -306,26 +291,24 @@ const fn value_stops(w: u64) -> u64 {
     below(w, 0x20) | below(w ^ (ONES * 0x7f), 1)
 }
 
-/// The first byte from `at` that `stops` flags in a word (eight bytes at a time) or `stop`
-/// picks (the last few bytes), or `buf.len()`.
+/// The first byte from `at` that `stops` flags, eight bytes at a time, or `buf.len()`. The
+/// last few bytes are a word padded with NUL, a byte every class stops at: the padding's
+/// first byte is `buf.len()`.
 #[inline(always)]
-fn first_stop(buf: &[u8], mut at: usize, stops: impl Fn(u64) -> u64, stop: impl Fn(u8) -> bool) -> usize {
-    while let Some(bytes) = buf.get(at..at + 8) {
+fn first_stop(buf: &[u8], mut at: usize, stops: impl Fn(u64) -> u64) -> usize {
+    while at < buf.len() {
         let mut word = [0u8; 8];
-        word.copy_from_slice(bytes);
+        match buf.get(at..at + 8) {
+            Some(bytes) => word.copy_from_slice(bytes),
+            None => word[..buf.len() - at].copy_from_slice(&buf[at..]),
+        }
         let flagged = stops(u64::from_le_bytes(word));
         if flagged != 0 {
             return at + (flagged.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
-    while let Some(&b) = buf.get(at) {
-        if stop(b) {
-            break;
-        }
-        at += 1;
-    }
-    at
+    buf.len()
 }
 
 /// This module's reading of a head against httparse's: the unit tests below and the fuzz
@@ -539,6 +522,21 @@ mod tests {
         }
     }
 
+    /// The bytes each class takes, a byte at a time: what the words' flags are checked against.
+    fn is_name_byte(b: u8) -> bool {
+        b.is_ascii_alphabetic() || b == b'-'
+    }
+
+    /// A request target's bytes: visible ASCII, and bytes of UTF-8 beyond it.
+    fn is_target_byte(b: u8) -> bool {
+        b > b' ' && b != 0x7f
+    }
+
+    /// A field value's bytes, which a scan steps over (a tab is one, but stops the scan).
+    fn is_value_byte(b: u8) -> bool {
+        b >= b' ' && b != 0x7f
+    }
+
     #[test]
     fn a_names_word_flags_exactly_its_bytes_that_are_not_letters_or_hyphens() {
         let mut rng = fastrand::Rng::with_seed(7);
@@ -557,22 +555,22 @@ mod tests {
 
     #[test]
     fn words_stop_at_their_first_stop_byte() {
-        // Every byte value in every place of a word, and after it the same run to the end:
-        // the scan finds the first stop exactly, whatever follows it.
+        // Every byte value in every place of a word, then a stop further on, or the buffer's
+        // end right after it (the last bytes read as a padded word): the scan finds the first
+        // stop exactly, whatever follows it.
+        type Class = (fn(u64) -> u64, fn(u8) -> bool);
+        let classes: [Class; 3] =
+            [(value_stops, is_value_byte), (target_stops, is_target_byte), (name_stops, is_name_byte)];
         for b in 0..=255u8 {
             for place in 0..16 {
-                let mut value = vec![b'a'; 24];
-                value[place] = b;
-                value[place + 3] = 0x00;
-                let first_value_stop = if is_value_byte(b) && b != b'\t' { place + 3 } else { place };
-                assert_eq!(
-                    first_stop(&value, 0, value_stops, |b| !is_value_byte(b) || b == b'\t'),
-                    first_value_stop
-                );
-                let first_target_stop = if is_target_byte(b) { place + 3 } else { place };
-                assert_eq!(first_stop(&value, 0, target_stops, |b| !is_target_byte(b)), first_target_stop);
-                let first_name_stop = if is_name_byte(b) { place + 3 } else { place };
-                assert_eq!(first_stop(&value, 0, name_stops, |b| !is_name_byte(b)), first_name_stop);
+                let mut bytes = vec![b'a'; 24];
+                bytes[place] = b;
+                bytes[place + 3] = 0x00;
+                for (stops, takes) in classes {
+                    let (long, short) = if takes(b) { (place + 3, place + 1) } else { (place, place) };
+                    assert_eq!(first_stop(&bytes, 0, stops), long, "{b:#x} at {place}");
+                    assert_eq!(first_stop(&bytes[..place + 1], 0, stops), short, "{b:#x} last, at {place}");
+                }
             }
         }
     }

@@ -51,10 +51,14 @@ pub enum Failure {
     Connect(String),
     /// The container took the request and gave no (whole) answer.
     Lost(String),
-    /// The deadline passed before the answer's head came (a body has no deadline of its own:
-    /// its gaps are bounded by whoever reads it).
+    /// The deadline passed before the answer's head came.
     TimedOut,
 }
+
+/// Why an answer's body ended before its framing did: its only error (a body has no deadline
+/// of its own; its gaps are bounded by whoever reads it).
+#[derive(Debug)]
+pub struct BodyLost(pub String);
 
 struct Connection {
     stream: TcpStream,
@@ -238,17 +242,17 @@ impl Streaming {
 
 impl Body for Streaming {
     type Data = Bytes;
-    type Error = Failure;
+    type Error = BodyLost;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Failure>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyLost>>> {
         let this = &mut *self;
         let Some(connection) = this.connection.as_mut() else { return Poll::Ready(None) };
         let lost = |this: &mut Streaming, why: String| {
             this.connection = None;
-            Poll::Ready(Some(Err(Failure::Lost(why))))
+            Poll::Ready(Some(Err(BodyLost(why))))
         };
         loop {
             match this.framing.next(&mut connection.buf) {
