@@ -1,73 +1,105 @@
-//! One run: `-c` connections, each taking the next due request, opening (again) its
-//! connection when it has none, and keeping its own tally; the tallies merge at the end.
-//! With `--http2 --streams N`, each connection carries N requests at once, each of its N
-//! streams taking the next due request.
+//! One run: `-c` connections, each taking the next due request and opening (again) its
+//! connection when it has none. With `--http2 --streams N`, each connection carries N
+//! requests at once, each of its N streams taking the next due request.
+//!
+//! The connections are spread over threads, each a single-threaded runtime whose
+//! connections share one tally; the threads' tallies merge at the end. Everything a run
+//! needs before its first request (threads, runtimes, connections, tallies) is made before
+//! its clock starts: made on the clock, it delayed the open loop's first due times by
+//! several milliseconds, and a 5 s run's p99 measured the load generator's start more than
+//! the server (BENCHMARKS.md).
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http2;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::task::LocalSet;
 
 use crate::cli::{Plan, Stop};
 use crate::pace::{Slot, Slots};
 use crate::report::Report;
-use crate::tally::{Answer, Tally};
+use crate::tally::{Answer, Tally, Timeline};
 use crate::target::{Connection, ErrorKind, Sent, Target};
 
 /// Runs the plan on `threads` OS threads, each a single-threaded runtime with its share of
 /// the connections: no work stealing and no wake-ups across threads, which cost a
 /// multi-threaded runtime a fifth of its rate here.
 pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<(Report, Tally), String> {
+    let threads = threads.clamp(1, plan.connections);
+    let runtimes = (0..threads)
+        .map(|_| tokio::runtime::Builder::new_current_thread().enable_all().build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let (ready, all_ready) = mpsc::channel::<()>();
+    let mut starts = Vec::new();
+    let mut workers = Vec::new();
+    for (t, runtime) in runtimes.into_iter().enumerate() {
+        // Connections t, t + threads, ...: an even share.
+        let share = (t..plan.connections).step_by(threads).count();
+        let (start_tx, start) = mpsc::channel::<Clock>();
+        starts.push(start_tx);
+        let (target, ready, timeout, streams) = (target.clone(), ready.clone(), plan.timeout, plan.streams);
+        workers.push(std::thread::spawn(move || {
+            // Its histograms are written in full when made: hundreds of kilobytes.
+            let tally = Rc::new(RefCell::new(Tally::new()));
+            let connections = runtime.block_on(open(&target, share, streams > 1));
+            let _ = ready.send(());
+            let Ok(clock) = start.recv() else { return Tally::new() };
+            tally.borrow_mut().timeline = clock.timeline.map(|(start, last)| Timeline::new(start, last));
+            let shared =
+                Shared { target, slots: clock.slots, ended: clock.ended, timeout, tally: tally.clone() };
+            LocalSet::new().block_on(&runtime, async move {
+                let tasks: Vec<_> = connections
+                    .into_iter()
+                    .map(|opened| match opened {
+                        Opened::Shared(sender) => {
+                            tokio::task::spawn_local(multiplexed(shared.clone(), sender, streams))
+                        }
+                        Opened::One(open) => tokio::task::spawn_local(connection(shared.clone(), open)),
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+            });
+            tally.take()
+        }));
+    }
+    drop(ready);
+    // A thread that ended early has dropped its sender: the wait stops there.
+    for _ in 0..threads {
+        if all_ready.recv().is_err() {
+            break;
+        }
+    }
     let start = Instant::now();
     let last = match plan.stop {
         Stop::At(d) => Some((d.as_secs_f64().ceil() as usize).saturating_sub(1)),
         Stop::After(_) => None,
     };
-    let timeline = plan.timeline.is_some().then_some((start, last));
-    let streams = plan.streams;
-    let slots = Arc::new(match plan.rate {
-        Some(rate) => Slots::open(rate, plan.stop, start),
-        None => Slots::closed(plan.stop, start),
-    });
-    let ended = Arc::new(AtomicU64::new(0));
+    let clock = Clock {
+        slots: Arc::new(match plan.rate {
+            Some(rate) => Slots::open(rate, plan.stop, start),
+            None => Slots::closed(plan.stop, start),
+        }),
+        ended: Arc::new(AtomicU64::new(0)),
+        timeline: plan.timeline.is_some().then_some((start, last)),
+    };
     let finished = Arc::new(AtomicBool::new(false));
-    let progress = progress(plan.stop, start, ended.clone(), finished.clone());
-    let threads = threads.clamp(1, plan.connections);
-    let mut workers = Vec::new();
-    for t in 0..threads {
-        // Connections t, t + threads, ...: an even share.
-        let share = (t..plan.connections).step_by(threads).count();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start a runtime: {e}"))?;
-        let (target, slots, ended, timeout) = (target.clone(), slots.clone(), ended.clone(), plan.timeout);
-        workers.push(std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let tasks: Vec<_> = (0..share)
-                    .map(|_| {
-                        let (target, slots, ended) = (target.clone(), slots.clone(), ended.clone());
-                        let shared = Shared { target, slots, ended, timeout, timeline };
-                        if streams > 1 {
-                            tokio::spawn(multiplexed(shared, streams))
-                        } else {
-                            tokio::spawn(connection(shared))
-                        }
-                    })
-                    .collect();
-                let mut tally = Tally::timed(timeline);
-                for task in tasks {
-                    if let Ok(t) = task.await {
-                        tally.merge(t);
-                    }
-                }
-                tally
-            })
-        }));
+    let progress = progress(plan.stop, start, clock.ended.clone(), finished.clone());
+    let mut total = Tally::new();
+    total.timeline = clock.timeline.map(|(start, last)| Timeline::new(start, last));
+    for start in starts {
+        let _ = start.send(clock.clone());
     }
-    let mut total = Tally::timed(timeline);
     for worker in workers {
         if let Ok(tally) = worker.join() {
             total.merge(tally);
@@ -81,104 +113,146 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<(Report, 
     Ok((Report::new(&total, plan.rate, elapsed), total))
 }
 
-/// What every connection of a run shares.
+/// What the threads get when the clock starts.
+#[derive(Clone)]
+struct Clock {
+    slots: Arc<Slots>,
+    ended: Arc<AtomicU64>,
+    timeline: Option<(Instant, Option<usize>)>,
+}
+
+/// A connection opened before the clock starts: none when it could not be, and its first
+/// request opens it (or fails saying why).
+enum Opened {
+    One(Option<Connection>),
+    Shared(Option<http2::SendRequest<Full<Bytes>>>),
+}
+
+/// Opens a thread's `share` of the connections, all at once.
+async fn open(target: &Arc<Target>, share: usize, multiplexed: bool) -> Vec<Opened> {
+    let connects: Vec<_> = (0..share)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if multiplexed {
+                    Opened::Shared(target.connect_shared().await.ok())
+                } else {
+                    Opened::One(target.connect().await.ok())
+                }
+            })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for connect in connects {
+        opened.push(connect.await.unwrap_or(if multiplexed {
+            Opened::Shared(None)
+        } else {
+            Opened::One(None)
+        }));
+    }
+    opened
+}
+
+/// What every connection of a thread shares.
 #[derive(Clone)]
 struct Shared {
     target: Arc<Target>,
     slots: Arc<Slots>,
     ended: Arc<AtomicU64>,
     timeout: Duration,
-    timeline: Option<(Instant, Option<usize>)>,
+    tally: Rc<RefCell<Tally>>,
 }
 
-/// When the next request is due and when it started, once one is.
-async fn next(shared: &Shared, tally: &mut Tally) -> Option<(Instant, Instant)> {
-    let slot = shared.slots.next().await?;
-    let started = Instant::now();
-    let due = match slot {
-        Slot::Now => started,
-        Slot::Due(at) => at,
-    };
-    tally.started(due, started);
-    Some((due, started))
+impl Shared {
+    /// When the next request is due and when it started, once one is.
+    async fn next(&self) -> Option<(Instant, Instant)> {
+        let slot = self.slots.next().await?;
+        let started = Instant::now();
+        let due = match slot {
+            Slot::Now => started,
+            Slot::Due(at) => at,
+        };
+        self.tally.borrow_mut().started(due, started);
+        Some((due, started))
+    }
+
+    fn answered(&self, due: Instant, started: Instant, status: u16, first_byte: Instant) {
+        self.tally.borrow_mut().answered(due, started, Answer { first_byte, ended: Instant::now(), status });
+        self.ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn failed(&self, kind: ErrorKind) {
+        self.tally.borrow_mut().failed(kind, Instant::now());
+        self.ended.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-async fn connection(shared: Shared) -> Tally {
-    let mut tally = Tally::timed(shared.timeline);
-    let mut open: Option<Connection> = None;
-    while let Some((due, started)) = next(&shared, &mut tally).await {
+async fn connection(shared: Shared, mut open: Option<Connection>) {
+    while let Some((due, started)) = shared.next().await {
         let outcome = tokio::time::timeout(shared.timeout, exchange(&shared.target, &mut open))
             .await
             .unwrap_or(Err(ErrorKind::Timeout));
         match outcome {
-            Ok((status, first_byte)) => {
-                tally.answered(due, started, Answer { first_byte, ended: Instant::now(), status })
-            }
+            Ok((status, first_byte)) => shared.answered(due, started, status, first_byte),
             Err(kind) => {
-                tally.failed(kind, Instant::now());
+                shared.failed(kind);
                 // A timeout leaves the connection mid-exchange.
                 open = None;
             }
         }
-        shared.ended.fetch_add(1, Ordering::Relaxed);
     }
-    tally
 }
 
 /// One HTTP/2 connection carrying `streams` requests at once; opened again when it fails.
-async fn multiplexed(shared: Shared, streams: usize) -> Tally {
-    let mut tally = Tally::timed(shared.timeline);
+async fn multiplexed(shared: Shared, mut opened: Option<http2::SendRequest<Full<Bytes>>>, streams: usize) {
     loop {
-        let sender = match shared.target.connect_shared().await {
+        let connected = match opened.take() {
+            Some(sender) => Ok(sender),
+            None => shared.target.connect_shared().await,
+        };
+        let sender = match connected {
             Ok(sender) => sender,
             Err(kind) => {
                 // No connection: the next due request fails with the reason.
-                let Some(_) = next(&shared, &mut tally).await else { return tally };
-                tally.failed(kind, Instant::now());
-                shared.ended.fetch_add(1, Ordering::Relaxed);
+                let Some(_) = shared.next().await else { return };
+                shared.failed(kind);
                 continue;
             }
         };
         let lanes: Vec<_> = (0..streams)
             .map(|_| {
                 let (shared, mut sender) = (shared.clone(), sender.clone());
-                tokio::spawn(async move {
-                    let mut tally = Tally::timed(shared.timeline);
-                    while let Some((due, started)) = next(&shared, &mut tally).await {
+                tokio::task::spawn_local(async move {
+                    while let Some((due, started)) = shared.next().await {
                         let sent =
                             tokio::time::timeout(shared.timeout, shared.target.send_stream(&mut sender))
                                 .await
                                 .unwrap_or(Err(ErrorKind::Timeout));
-                        shared.ended.fetch_add(1, Ordering::Relaxed);
                         match sent {
                             Ok(Some(Sent::Answered { status, first_byte, .. })) => {
-                                let answer = Answer { first_byte, ended: Instant::now(), status };
-                                tally.answered(due, started, answer);
+                                shared.answered(due, started, status, first_byte)
                             }
                             // The connection is gone: this request and the lane end with it.
                             Ok(Some(Sent::Closed) | None) => {
-                                tally.failed(ErrorKind::Reset, Instant::now());
-                                return (tally, false);
+                                shared.failed(ErrorKind::Reset);
+                                return false;
                             }
                             Err(kind) => {
-                                tally.failed(kind, Instant::now());
-                                return (tally, false);
+                                shared.failed(kind);
+                                return false;
                             }
                         }
                     }
-                    (tally, true)
+                    true
                 })
             })
             .collect();
         let mut done = true;
         for lane in lanes {
-            if let Ok((lane_tally, finished)) = lane.await {
-                tally.merge(lane_tally);
-                done &= finished;
-            }
+            done &= lane.await.unwrap_or(true);
         }
         if done {
-            return tally;
+            return;
         }
     }
 }

@@ -76,6 +76,12 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_MICROS)
 }
 
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally::new()
+    }
+}
+
 impl Tally {
     pub fn new() -> Tally {
         Tally {
@@ -87,12 +93,6 @@ impl Tally {
             late: 0,
             timeline: None,
         }
-    }
-
-    /// A tally that also keeps a timeline from `start` (to the `last` second, if the run has
-    /// one).
-    pub fn timed(timeline: Option<(Instant, Option<usize>)>) -> Tally {
-        Tally { timeline: timeline.map(|(start, last)| Timeline::new(start, last)), ..Tally::new() }
     }
 
     pub fn started(&mut self, due: Instant, started: Instant) {

@@ -21,14 +21,21 @@ const BENCH: &str = env!("CARGO_BIN_EXE_moat-bench");
 /// What the server saw of the last request: (method, x-test header, body).
 type Seen = Arc<Mutex<(String, String, String)>>;
 
+/// A server's TLS: its certificate and key (PEM), and how long it waits before each handshake.
+struct Tls {
+    pem: (Vec<u8>, Vec<u8>),
+    handshake_wait: Duration,
+}
+
 /// An HTTP/1.1 and HTTP/2 server; request number `stall_at` (counting from 1) waits
-/// `stall` before its answer. With `tls`, it speaks TLS with this certificate and key.
-async fn server(stall_at: u64, stall: Duration, tls: Option<(Vec<u8>, Vec<u8>)>) -> (SocketAddr, Seen) {
+/// `stall` before its answer. With `tls`, it speaks TLS.
+async fn server(stall_at: u64, stall: Duration, tls: Option<Tls>) -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen: Seen = Arc::default();
     let count = Arc::new(AtomicU64::new(0));
-    let acceptor = tls.map(|(cert, key)| {
+    let handshake_wait = tls.as_ref().map_or(Duration::ZERO, |tls| tls.handshake_wait);
+    let acceptor = tls.map(|Tls { pem: (cert, key), .. }| {
         use rustls::pki_types::pem::PemObject;
         let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>();
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key).expect("key");
@@ -69,6 +76,7 @@ async fn server(stall_at: u64, stall: Duration, tls: Option<(Vec<u8>, Vec<u8>)>)
                 match acceptor {
                     None => drop(builder.serve_connection(TokioIo::new(stream), service_fn(service)).await),
                     Some(acceptor) => {
+                        tokio::time::sleep(handshake_wait).await;
                         let Ok(tls) = acceptor.accept(stream).await else { return };
                         drop(builder.serve_connection(TokioIo::new(tls), service_fn(service)).await)
                     }
@@ -171,6 +179,33 @@ async fn an_open_loop_counts_a_stall_against_every_request_that_waited_for_it() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_opened_before_the_clock_starts() {
+    // Each TLS handshake waits a second. Opened by the first requests, the connections
+    // would make them a second late (counted from their due times) and the run a second
+    // longer; opened before the clock starts, neither.
+    let dir = moat_test_support::TempDir::new("moat-bench-opening");
+    let (cert, key) =
+        moat_test_support::self_signed_certificate(dir.path(), "bench", "DNS:localhost,IP:127.0.0.1");
+    let pem = (std::fs::read(&cert).expect("cert"), std::fs::read(&key).expect("key"));
+    let (slow, _) =
+        server(0, Duration::ZERO, Some(Tls { pem, handshake_wait: Duration::from_secs(1) })).await;
+    let url = format!("https://127.0.0.1:{}/score", slow.port());
+    for http2 in [false, true] {
+        let mut args = vec!["--insecure", "-c", "2", "-q", "50", "-z", "1s"];
+        if http2 {
+            args.push("--http2");
+        }
+        args.push(&url);
+        let report = json(&args).await;
+        assert_eq!(report["status"], serde_json::json!({"200": 50}), "http2={http2}: {report}");
+        let max = report["latency_us"]["max"].as_u64().expect("max");
+        assert!(max < 500_000, "http2={http2}: the handshake counted in a request's latency: {report}");
+        let seconds = report["duration_s"].as_f64().expect("duration");
+        assert!(seconds < 1.5, "http2={http2}: the handshake counted in the run's time: {report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_counted_by_kind() {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let closed_addr = closed.local_addr().expect("addr");
@@ -206,7 +241,7 @@ async fn http2_and_tls_work_and_an_untrusted_certificate_is_refused() {
     let (cert, key) =
         moat_test_support::self_signed_certificate(dir.path(), "bench", "DNS:localhost,IP:127.0.0.1");
     let pem = (std::fs::read(&cert).expect("cert"), std::fs::read(&key).expect("key"));
-    let (tls, _) = server(0, Duration::ZERO, Some(pem)).await;
+    let (tls, _) = server(0, Duration::ZERO, Some(Tls { pem, handshake_wait: Duration::ZERO })).await;
     let url = format!("https://127.0.0.1:{}/score", tls.port());
     for http2 in [false, true] {
         let mut args = vec!["--json", "-c", "2", "-n", "50"];
