@@ -243,9 +243,9 @@ settle() { echo "    (20 s for the scorer to settle after the direct load)" >&2;
 cpu() {
     local total=0 p
     for p in $1 $(pgrep -P "$1" || true); do
-        # A child may end between pgrep and the read (moat lists its nft table every few seconds): its
-        # time is then not counted, rather than the whole sum lost (a round read moat's CPU
-        # since its start as the run's).
+        # A child may end between pgrep and the read (moat lists its nft table every 3 s):
+        # its time is then not counted, rather than the whole sum lost (a round read moat's
+        # CPU since its start as the run's).
         total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + ($14 + $15) / hz}' "/proc/$p/stat" 2>/dev/null ||
             echo "$total")
     done
