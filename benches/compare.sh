@@ -39,7 +39,11 @@
 # After a warm-up that loads every proxy once for a whole measurement (not counted), rounds
 # interleave the proxies, each round starting one proxy later and every other round in reverse
 # order (A B C D E, E D C B A... rotated), so that none always runs first or always after the
-# same one. The scorer loaded directly runs after the proxies' rounds of each phase, followed
+# same one; moat and nginx run back to back in every round, in turns first, so that a round's
+# moat / nginx compares two measurements seconds apart (on this VM every proxy's rate falls in
+# one of two groups that last 10-30 s, BENCHMARKS.md, and with up to three proxies between
+# them a round's ratio said more about which group each fell in than about either proxy).
+# The scorer loaded directly runs after the proxies' rounds of each phase, followed
 # by a pause: a proxy loaded in the 10-15 s after the direct load does about a third less
 # (BENCHMARKS.md), and with direct in the rotation nginx, which followed it, was measured in
 # that state in most rounds.
@@ -275,12 +279,19 @@ measured() { # file target load-args...
 echo "==> warm-up: each proxy once, ${seconds}s, not counted" >&2
 for t in "${proxies[@]}"; do load "$t" >/dev/null 2>&1 || true; done
 
-# Round r starts at the r-th proxy, and even rounds go backwards (A B C D E, B A E D C,
-# C D E A B, D C B A E, ...): no proxy always goes first or always follows the same one.
+# Round r starts at the r-th unit, and even rounds go backwards (A B C D, B A D C, C D A B,
+# D C B A, ...): no proxy always goes first or always follows the same one. nginx and moat
+# are one unit, nginx first in odd rounds and moat in even ones.
+units=("nginx moat" nginx-log haproxy moat-split)
 rotated() { # round
-    local n=${#proxies[@]} i step
+    local n=${#units[@]} i step unit
     step=$((($1 % 2) ? 1 : n - 1))
-    for i in $(seq 0 $((n - 1))); do echo "${proxies[$(((i * step + $1 - 1) % n))]}"; done
+    for i in $(seq 0 $((n - 1))); do
+        unit=${units[$(((i * step + $1 - 1) % n))]}
+        [ "$unit" = "nginx moat" ] && (($1 % 2 == 0)) && unit="moat nginx"
+        # shellcheck disable=SC2086 # a unit's words are its proxies, a line each
+        printf '%s\n' $unit
+    done
 }
 
 throughput() { # target round
