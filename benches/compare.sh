@@ -37,12 +37,12 @@
 # share both CPUs, a round's figures move with where the scheduler put the load generator
 # (BENCHMARKS.md); a proxy alone on its CPU is measured by its own cost.
 # After a warm-up that loads every proxy once for a whole measurement (not counted), rounds
-# interleave the proxies, each round starting one proxy later and every other round in reverse
+# interleave the proxies, each round starting one place later and every other round in reverse
 # order (A B C D E, E D C B A... rotated), so that none always runs first or always after the
 # same one; moat and nginx run back to back in every round, in turns first, so that a round's
-# moat / nginx compares two measurements seconds apart (on this VM every proxy's rate falls in
-# one of two groups that last 10-30 s, BENCHMARKS.md, and with up to three proxies between
-# them a round's ratio said more about which group each fell in than about either proxy).
+# moat / nginx compares two measurements seconds apart rather than up to four runs apart. (On
+# this VM a proxy's CPU is at times a fifth slower, for spells of a few seconds: even two
+# runs back to back can fall in different spells, BENCHMARKS.md.)
 # The scorer loaded directly runs after the proxies' rounds of each phase, followed
 # by a pause: a proxy loaded in the 10-15 s after the direct load does about a third less
 # (BENCHMARKS.md), and with direct in the rotation nginx, which followed it, was measured in
