@@ -50,7 +50,7 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<(Report, 
         workers.push(std::thread::spawn(move || {
             // Its histograms are written in full when made: hundreds of kilobytes.
             let tally = Rc::new(RefCell::new(Tally::new()));
-            let connections = runtime.block_on(open(&target, share, streams > 1));
+            let connections = runtime.block_on(open(&target, share, streams > 1, timeout));
             let _ = ready.send(());
             let Ok(clock) = start.recv() else { return Tally::new() };
             tally.borrow_mut().timeline = clock.timeline.map(|(start, last)| Timeline::new(start, last));
@@ -128,16 +128,24 @@ enum Opened {
     Shared(Option<http2::SendRequest<Full<Bytes>>>),
 }
 
-/// Opens a thread's `share` of the connections, all at once.
-async fn open(target: &Arc<Target>, share: usize, multiplexed: bool) -> Vec<Opened> {
+/// Opens a thread's `share` of the connections, all at once, each within `timeout` (a
+/// request's own bound: an address that never answers holds the start no longer than that).
+async fn open(target: &Arc<Target>, share: usize, multiplexed: bool, timeout: Duration) -> Vec<Opened> {
     let connects: Vec<_> = (0..share)
         .map(|_| {
             let target = target.clone();
             tokio::spawn(async move {
                 if multiplexed {
-                    Opened::Shared(target.connect_shared().await.ok())
+                    Opened::Shared(
+                        tokio::time::timeout(timeout, target.connect_shared())
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                    )
                 } else {
-                    Opened::One(target.connect().await.ok())
+                    Opened::One(
+                        tokio::time::timeout(timeout, target.connect()).await.ok().and_then(Result::ok),
+                    )
                 }
             })
         })

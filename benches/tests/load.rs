@@ -115,6 +115,7 @@ struct Run {
 
 async fn bench(args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = tokio::process::Command::new(BENCH)
+        .kill_on_drop(true)
         .args(args)
         .envs(env.iter().copied())
         .output()
@@ -219,12 +220,17 @@ async fn failures_are_counted_by_kind() {
         (format!("http://{reset}/"), vec![], "reset"),
         (format!("http://{garbage}/"), vec![], "protocol"),
         (format!("http://{silent}/"), vec!["--timeout", "200ms"], "timeout"),
+        // The handshake never ends: opening the connection before the clock gives up within
+        // the timeout too, rather than at the server's whim (30 s).
+        (format!("https://{silent}/"), vec!["--insecure", "--timeout", "200ms"], "timeout"),
         (format!("https://127.0.0.1:{}/", plain.port()), vec!["--insecure"], "tls"),
     ] {
         let mut args = vec!["-c", "1", "-n", "3"];
         args.extend(extra);
         args.push(&url);
-        let report = json(&args).await;
+        let report = tokio::time::timeout(Duration::from_secs(15), json(&args))
+            .await
+            .unwrap_or_else(|_| panic!("{kind}: the run outlived its requests' timeouts"));
         assert_eq!(report["requests"], 3, "{kind}: {report}");
         assert_eq!(report["errors"][kind], 3, "{kind}: {report}");
         assert_eq!(report["status"], serde_json::json!({}), "{kind}: {report}");
