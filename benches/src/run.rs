@@ -53,7 +53,7 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<(Report, 
             let connections = runtime.block_on(open(&target, share, streams > 1, timeout));
             let _ = ready.send(());
             let Ok(clock) = start.recv() else { return Tally::new() };
-            tally.borrow_mut().timeline = clock.timeline.map(|(start, last)| Timeline::new(start, last));
+            tally.borrow_mut().timeline = clock.timeline();
             let shared =
                 Shared { target, slots: clock.slots, ended: clock.ended, timeout, tally: tally.clone() };
             LocalSet::new().block_on(&runtime, async move {
@@ -91,12 +91,12 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<(Report, 
             None => Slots::closed(plan.stop, start),
         }),
         ended: Arc::new(AtomicU64::new(0)),
-        timeline: plan.timeline.is_some().then_some((start, last)),
+        timeline_from: plan.timeline.is_some().then_some((start, last)),
     };
     let finished = Arc::new(AtomicBool::new(false));
     let progress = progress(plan.stop, start, clock.ended.clone(), finished.clone());
     let mut total = Tally::new();
-    total.timeline = clock.timeline.map(|(start, last)| Timeline::new(start, last));
+    total.timeline = clock.timeline();
     for start in starts {
         let _ = start.send(clock.clone());
     }
@@ -118,7 +118,15 @@ pub fn run(plan: &Plan, target: Arc<Target>, threads: usize) -> Result<(Report, 
 struct Clock {
     slots: Arc<Slots>,
     ended: Arc<AtomicU64>,
-    timeline: Option<(Instant, Option<usize>)>,
+    /// With `--timeline`: the run's start, and its last second if it has one.
+    timeline_from: Option<(Instant, Option<usize>)>,
+}
+
+impl Clock {
+    /// A tally's timeline, when the run keeps one.
+    fn timeline(&self) -> Option<Timeline> {
+        self.timeline_from.map(|(start, last)| Timeline::new(start, last))
+    }
 }
 
 /// A connection opened before the clock starts: none when it could not be, and its first
@@ -128,35 +136,39 @@ enum Opened {
     Shared(Option<http2::SendRequest<Full<Bytes>>>),
 }
 
-/// Opens a thread's `share` of the connections, all at once, each within `timeout` (a
-/// request's own bound: an address that never answers holds the start no longer than that).
+impl Opened {
+    /// A connection of the run's kind, opened within `timeout` (a request's own bound: an
+    /// address that never answers holds the start no longer than that) or none.
+    async fn within(target: &Target, multiplexed: bool, timeout: Duration) -> Opened {
+        async fn bounded<T>(
+            timeout: Duration,
+            connect: impl Future<Output = Result<T, ErrorKind>>,
+        ) -> Option<T> {
+            tokio::time::timeout(timeout, connect).await.ok()?.ok()
+        }
+        if multiplexed {
+            Opened::Shared(bounded(timeout, target.connect_shared()).await)
+        } else {
+            Opened::One(bounded(timeout, target.connect()).await)
+        }
+    }
+
+    fn none(multiplexed: bool) -> Opened {
+        if multiplexed { Opened::Shared(None) } else { Opened::One(None) }
+    }
+}
+
+/// Opens a thread's `share` of the connections, all at once.
 async fn open(target: &Arc<Target>, share: usize, multiplexed: bool, timeout: Duration) -> Vec<Opened> {
     let connects: Vec<_> = (0..share)
         .map(|_| {
             let target = target.clone();
-            tokio::spawn(async move {
-                if multiplexed {
-                    Opened::Shared(
-                        tokio::time::timeout(timeout, target.connect_shared())
-                            .await
-                            .ok()
-                            .and_then(Result::ok),
-                    )
-                } else {
-                    Opened::One(
-                        tokio::time::timeout(timeout, target.connect()).await.ok().and_then(Result::ok),
-                    )
-                }
-            })
+            tokio::spawn(async move { Opened::within(&target, multiplexed, timeout).await })
         })
         .collect();
     let mut opened = Vec::new();
     for connect in connects {
-        opened.push(connect.await.unwrap_or(if multiplexed {
-            Opened::Shared(None)
-        } else {
-            Opened::One(None)
-        }));
+        opened.push(connect.await.unwrap_or_else(|_| Opened::none(multiplexed)));
     }
     opened
 }
