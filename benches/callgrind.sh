@@ -13,7 +13,13 @@
 # (requests per second), the requests are sent at that rate (open loop) instead of as fast as
 # moat answers: at a low rate every request finds the workers idle, as at a rate a load
 # balancer spreads over many nodes, and what waking up costs is counted too. CALLGRIND_OPTS
-# adds options (`--dump-instr=yes` with a `--profile profiling` build: costs by source line).
+# adds options (`--dump-instr=yes` with a `--profile profiling` build: costs by source line;
+# `--cache-sim=yes --branch-sim=yes`: simulated cache misses and mispredicted branches, best
+# with WORKERS=1, as callgrind runs all threads on one simulated cache). WORKERS is moat's
+# worker threads (2).
+# With PROXY=nginx (or nginx-log, with an access line like moat's), nginx is counted instead,
+# under the same load: one worker process (`master_process off`), `proxy_pass` with keep-alive
+# to the same scorer container, which moat (not counted) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,19 +37,35 @@ docker image inspect moat-sample-scorer:latest >/dev/null 2>&1 || examples/sampl
 out=$(mktemp -d /tmp/moat-callgrind.XXXXXX)
 export MOAT_HOME="$out/home"
 mkdir -p "$MOAT_HOME"
-pid=
+proxy=${PROXY:-moat}
+case $proxy in
+moat | nginx | nginx-log) ;;
+*) echo "PROXY is moat, nginx or nginx-log, not $proxy" >&2; exit 2 ;;
+esac
+[ "$proxy" = moat ] || command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null
+pids=()
 cleanup() {
-    [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     remove_home_resources "$MOAT_HOME"
     [ -n "${KEEP:-}" ] || rm -rf "$out"
 }
 trap cleanup EXIT
+counted() { # command...: runs it under callgrind, counting nothing until told
+    # shellcheck disable=SC2086 # CALLGRIND_OPTS is a list of options
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out" ${CALLGRIND_OPTS:-} \
+        "$@" 2>"$out/valgrind.log" &
+    pid=$!
+    pids+=("$pid")
+}
 
-# shellcheck disable=SC2086 # CALLGRIND_OPTS is a list of options
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out" ${CALLGRIND_OPTS:-} \
-    "$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers 2 \
-    --log-file "$MOAT_HOME/moat.log" 2>"$out/valgrind.log" &
-pid=$!
+serve=("$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers "${WORKERS:-2}" --log-file "$MOAT_HOME/moat.log")
+if [ "$proxy" = moat ]; then
+    counted "${serve[@]}"
+else
+    "${serve[@]}" &
+    pids+=($!)
+fi
 for _ in $(seq 600); do "$moat" online-endpoint list >/dev/null 2>&1 && break; sleep 0.1; done
 
 spec="$out/blue.yml"
@@ -53,6 +75,34 @@ printf 'request_settings:\n  max_concurrent_requests_per_instance: 16\n  max_que
 "$moat" online-deployment create -n blue -e cg-bench -f "$spec" --all-traffic >/dev/null
 key=$("$moat" online-endpoint get-credentials -n cg-bench -o tsv --query primaryKey)
 uri=$("$moat" online-endpoint show -n cg-bench -o tsv --query scoring_uri)
+if [ "$proxy" != moat ]; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    container=$("$moat" online-deployment show -n blue -e cg-bench -o tsv --query 'instances[0].address')
+    log="access_log off;"
+    [ "$proxy" = nginx ] || log="include $root/benches/nginx-moatlike-log.conf; access_log $out/access.log moatlike buffer=64k flush=1s;"
+    cat >"$out/nginx.conf" <<EOF
+master_process off;
+worker_processes 1;
+pid $out/nginx.pid;
+error_log $out/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    $log
+    upstream scorer { server $container:5001; keepalive 256; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://scorer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    counted nginx -p "$out" -c "$out/nginx.conf" -g 'daemon off;'
+    uri="http://127.0.0.1:$port/score"
+    for _ in $(seq 600); do curl -s -o /dev/null "$uri" && break; sleep 0.1; done
+fi
 
 load() {
     "$bench" --json -c 4 ${RATE:+-q "$RATE"} -n "$1" -H 'Content-Type: application/json' -H "Authorization: Bearer $key" -D "$body" "$uri"
@@ -65,4 +115,6 @@ callgrind_control -d "$pid" >/dev/null
 ok=$(jq '.status["200"] // 0' "$out/load.json")
 [ "$ok" = "$requests" ] || { echo "only $ok of $requests requests answered 200: $(cat "$out/load.json")" >&2; exit 1; }
 total=$(cat "$out"/callgrind.out* | awk '/^totals:/ {s += $2} END {printf "%d", s}')
-echo "$(basename "$(dirname "$(dirname "$moat")")")/$(basename "$moat"): $((total / requests)) instructions per request ($total over $requests requests)"
+counted_name="$(basename "$(dirname "$(dirname "$moat")")")/$(basename "$moat")"
+[ "$proxy" = moat ] || counted_name="$proxy $(nginx -v 2>&1 | sed 's/.*nginx\///')"
+echo "$counted_name: $((total / requests)) instructions per request ($total over $requests requests)"

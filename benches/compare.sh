@@ -166,9 +166,7 @@ http {
     access_log off;
     upstream scorer { server $container:5001; keepalive 256; }
     upstream streamer { server $streamer:5001; keepalive 16; }
-    log_format moatlike escape=json '{"time":"\$time_iso8601","request_id":"\$request_id","status":\$status,'
-        '"duration_ms":\$request_time,"upstream_ms":"\$upstream_response_time","client":"\$remote_addr",'
-        '"instance":"\$upstream_addr","bytes_out":\$body_bytes_sent}';
+    include $root/benches/nginx-moatlike-log.conf;
     server {
         listen 127.0.0.1:$nginx_log_port;
         access_log $out/nginx/access.log moatlike buffer=64k flush=1s;
