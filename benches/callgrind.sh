@@ -22,7 +22,6 @@
 # to the same scorer container, which moat (not counted) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 # shellcheck source=benches/home.sh
 . benches/home.sh
 moat=$(realpath "${1:-target/release/moat}")
@@ -68,38 +67,11 @@ else
 fi
 for _ in $(seq 600); do "$moat" online-endpoint list >/dev/null 2>&1 && break; sleep 0.1; done
 
-spec="$out/blue.yml"
-sed -e "s|path: model/|path: $root/examples/model-1/model/|" examples/model-1/blue-deployment.yml >"$spec"
-printf 'request_settings:\n  max_concurrent_requests_per_instance: 16\n  max_queue_wait_ms: 5000\n' >>"$spec"
-"$moat" online-endpoint create -n cg-bench -f examples/model-1/endpoint.yml --set public_network_access=disabled >/dev/null
-"$moat" online-deployment create -n blue -e cg-bench -f "$spec" --all-traffic >/dev/null
-key=$("$moat" online-endpoint get-credentials -n cg-bench -o tsv --query primaryKey)
-uri=$("$moat" online-endpoint show -n cg-bench -o tsv --query scoring_uri)
+sample_endpoint cg-bench "$out"
 if [ "$proxy" != moat ]; then
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    container=$("$moat" online-deployment show -n blue -e cg-bench -o tsv --query 'instances[0].address')
-    log="access_log off;"
-    [ "$proxy" = nginx ] || log="include $root/benches/nginx-moatlike-log.conf; access_log $out/access.log moatlike buffer=64k flush=1s;"
-    cat >"$out/nginx.conf" <<EOF
-master_process off;
-worker_processes 1;
-pid $out/nginx.pid;
-error_log $out/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    $log
-    upstream scorer { server $container:5001; keepalive 256; }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://scorer;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-    counted nginx -p "$out" -c "$out/nginx.conf" -g 'daemon off;'
+    port=$(free_port)
+    nginx_conf "$out/nginx.conf" "$port" "$container" "$([ "$proxy" = nginx ] || echo "$out/access.log")"
+    counted nginx -p "$out" -c "$out/nginx.conf" -g 'daemon off; master_process off;'
     uri="http://127.0.0.1:$port/score"
     for _ in $(seq 600); do curl -s -o /dev/null "$uri" && break; sleep 0.1; done
 fi
