@@ -100,7 +100,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "==> moat serve --workers $workers (home $MOAT_HOME)" >&2
 "${on_proxy[@]}" "$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers "$workers" --log-file "$MOAT_HOME/moat.log" &

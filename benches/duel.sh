@@ -60,7 +60,8 @@ moat_pid=$!
 pids+=("$moat_pid")
 for _ in $(seq 600); do "$moat" online-endpoint list >/dev/null 2>&1 && break; sleep 0.1; done
 sample_endpoint duel "$out"
-docker update --cpuset-cpus 0 "$(docker ps -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")")" >/dev/null
+# shellcheck disable=SC2046 # one argument per container
+docker update --cpuset-cpus 0 $(docker ps -q --filter "label=moat.home=$(cat "$MOAT_HOME/id")") >/dev/null
 port=$(free_port)
 nginx_conf "$out/nginx.conf" "$port" "$container" "$([ -z "${LOG:-}" ] || echo "$out/access.log")"
 taskset -c 1 nginx -p "$out" -c "$out/nginx.conf" -g 'daemon off;' &
