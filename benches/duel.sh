@@ -46,6 +46,8 @@ else
 fi
 pids=()
 cleanup() {
+    # The rounds' pipeline first, so that no row is made of proxies being stopped.
+    pkill -P $$ 2>/dev/null || true
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     remove_home_resources "$MOAT_HOME"
