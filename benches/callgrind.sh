@@ -28,8 +28,8 @@ moat=$(realpath "${1:-target/release/moat}")
 requests=${2:-20000}
 body=$(realpath "${3:-examples/model-1/sample-request.json}")
 bench=$(realpath "${BENCH:-target/release/moat-bench}")
-command -v valgrind >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null
-command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >/dev/null
+need valgrind valgrind
+need jq jq
 [ -x "$bench" ] || cargo build --quiet --release --locked -p moat-bench
 docker image inspect moat-sample-scorer:latest >/dev/null 2>&1 || examples/sample-scorer/build-image.sh >/dev/null
 
@@ -41,7 +41,7 @@ case $proxy in
 moat | nginx | nginx-log) ;;
 *) echo "PROXY is moat, nginx or nginx-log, not $proxy" >&2; exit 2 ;;
 esac
-[ "$proxy" = moat ] || command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null
+[ "$proxy" = moat ] || need nginx nginx-light
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

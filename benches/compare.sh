@@ -73,7 +73,6 @@ else
     workers=$(nproc) on_proxy=() on_load=() share=0.5
 fi
 
-need() { command -v "$1" >/dev/null || { echo "==> installing $2" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
 need nginx nginx-light
 need haproxy haproxy
 need wrk wrk
@@ -99,7 +98,6 @@ cleanup() {
     remove_home_resources "$MOAT_HOME"
 }
 trap cleanup EXIT
-
 
 echo "==> moat serve --workers $workers (home $MOAT_HOME)" >&2
 "${on_proxy[@]}" "$moat" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --workers "$workers" --log-file "$MOAT_HOME/moat.log" &
@@ -240,19 +238,6 @@ targets=(direct "${proxies[@]}")
 # After the direct load, the scorer's own passage, not measured.
 settle() { echo "    (20 s for the scorer to settle after the direct load)" >&2; sleep 20; }
 
-# CPU seconds (user + system) of a process and its children threads/processes so far.
-cpu() {
-    local total=0 p
-    for p in $1 $(pgrep -P "$1" || true); do
-        # A child may end between pgrep and the read (moat lists its nft table every 3 s):
-        # its time is then not counted, rather than the whole sum lost (a round read moat's
-        # CPU since its start as the run's).
-        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + ($14 + $15) / hz}' "/proc/$p/stat" 2>/dev/null ||
-            echo "$total")
-    done
-    echo "$total"
-}
-
 load() { # target args...
     local t=$1; shift
     local headers=(-H 'Content-Type: application/json')
@@ -264,9 +249,9 @@ load() { # target args...
 measured() { # file target load-args...
     local file=$1 t=$2 before after
     shift 2
-    before=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
+    before=$([ -n "${pid[$t]:-}" ] && cpu_seconds "${pid[$t]}" || echo 0)
     load "$t" "$@" >"$file"
-    after=$([ -n "${pid[$t]:-}" ] && cpu "${pid[$t]}" || echo 0)
+    after=$([ -n "${pid[$t]:-}" ] && cpu_seconds "${pid[$t]}" || echo 0)
     jq --argjson cpu "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" '. + {cpu_s: $cpu}' \
         "$file" >"$file.tmp" && mv "$file.tmp" "$file"
 }

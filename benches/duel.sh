@@ -26,8 +26,8 @@ cd "$(dirname "$0")/.."
 . benches/home.sh
 rounds=${1:-6} seconds=${2:-5} rate=${3:-5000}
 [ "$(nproc)" -ge 2 ] || { echo "duel.sh needs two CPUs: one for the proxies, one for the rest" >&2; exit 1; }
-command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null
-command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >/dev/null
+need nginx nginx-light
+need jq jq
 docker info >/dev/null
 cargo build --quiet --release --locked -p moat -p moat-bench
 docker image inspect moat-sample-scorer:latest >/dev/null 2>&1 || examples/sample-scorer/build-image.sh >/dev/null
@@ -77,13 +77,6 @@ for p in "$nginx_pid" $(pgrep -P "$nginx_pid"); do echo "$p" >"$groups/nginx/cgr
 nginx_name=nginx
 [ -z "${LOG:-}" ] || nginx_name=nginx-log
 
-cpu_ticks() { # pid: user + system ticks of it and its children so far
-    local total=0 p
-    for p in $1 $(pgrep -P "$1" || true); do
-        total=$(awk -v t="$total" '{print t + $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo "$total")
-    done
-    echo "$total"
-}
 load() { # file url [key] load-args...
     local file=$1 url=$2 key=$3
     shift 3
@@ -94,15 +87,16 @@ load() { # file url [key] load-args...
 both() { # name load-args...: one run of both at once, a row
     local name=$1 m0 n0 m1 n1 waiter
     shift
-    m0=$(cpu_ticks "$moat_pid") n0=$(cpu_ticks "$nginx_pid")
+    m0=$(cpu_seconds "$moat_pid") n0=$(cpu_seconds "$nginx_pid")
     load "$out/$name-moat.json" "$uri" "$key" "$@" &
     waiter=$!
     load "$out/$name-nginx.json" "http://127.0.0.1:$port/score" "" "$@"
     wait "$waiter"
-    m1=$(cpu_ticks "$moat_pid") n1=$(cpu_ticks "$nginx_pid")
-    jq -n -r --arg name "$name" --argjson hz "$(getconf CLK_TCK)" --argjson mt $((m1 - m0)) --argjson nt $((n1 - n0)) \
+    m1=$(cpu_seconds "$moat_pid") n1=$(cpu_seconds "$nginx_pid")
+    jq -n -r --arg name "$name" --argjson mt "$(awk -v a="$m1" -v b="$m0" 'BEGIN {print a - b}')" \
+        --argjson nt "$(awk -v a="$n1" -v b="$n0" 'BEGIN {print a - b}')" \
         --slurpfile m "$out/$name-moat.json" --slurpfile n "$out/$name-nginx.json" '
-        def us($ticks; $r): $ticks / $hz * 1e6 / $r.requests;
+        def us($seconds; $r): $seconds * 1e6 / $r.requests;
         def failed($r): ([$r.errors[]] | add) + ([$r.status | to_entries[] | select(.key != "200") | .value] | add // 0);
         ($m[0]) as $m | ($n[0]) as $n |
         [$name, ($m.achieved_rps | floor), ($n.achieved_rps | floor), ($m.achieved_rps / $n.achieved_rps),

@@ -11,6 +11,8 @@
 #                                CONTAINER:5001 with keep-alive; with LOG (a file), an access
 #                                line like moat's
 #   free_port                    a free TCP port on 127.0.0.1
+#   cpu_seconds PID              CPU seconds (user + system) of PID and its children so far
+#   need COMMAND PACKAGE         installs the Debian PACKAGE when COMMAND is missing
 #
 #   remove_home_resources HOME   removes the containers, networks and kernel table of the
 #                                moat home HOME (run it once moat has stopped: moat restores
@@ -64,3 +66,17 @@ EOF
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cpu_seconds() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        # A child may end between pgrep and the read (moat lists its nft table every 3 s):
+        # its time is then not counted, rather than the whole sum lost (a round read moat's
+        # CPU since its start as the run's).
+        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + ($14 + $15) / hz}' "/proc/$p/stat" 2>/dev/null ||
+            echo "$total")
+    done
+    echo "$total"
+}
+
+need() { command -v "$1" >/dev/null || { echo "==> installing $2" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
