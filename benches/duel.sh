@@ -18,8 +18,9 @@
 #   open loop    RATE requests a second each (coordinated-omission corrected latency).
 # Each row is one run: both proxies' rates, CPU µs per request, p99 in µs and moat / nginx;
 # then the medians. With LOG=1 nginx also writes an access line like moat's (nginx-log in
-# compare.sh). Needs two CPUs, root (cgroups, taskset), Docker, nginx, jq, and a release
-# build of moat and moat-bench.
+# compare.sh). MOAT=PATH duels another build of moat (a change's before and after, each
+# against nginx) instead of this tree's release build. Needs two CPUs, root (cgroups, taskset),
+# Docker, nginx, jq, and a release build of moat-bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/home.sh
@@ -29,9 +30,13 @@ rounds=${1:-6} seconds=${2:-5} rate=${3:-5000}
 need nginx nginx-light
 need jq jq
 docker info >/dev/null
-cargo build --quiet --release --locked -p moat -p moat-bench
+if [ -n "${MOAT:-}" ]; then
+  cargo build --quiet --release --locked -p moat-bench
+else
+  cargo build --quiet --release --locked -p moat -p moat-bench
+fi
 docker image inspect moat-sample-scorer:latest >/dev/null 2>&1 || examples/sample-scorer/build-image.sh >/dev/null
-moat=$PWD/target/release/moat
+moat=${MOAT:-$PWD/target/release/moat}
 bench=$PWD/target/release/moat-bench
 
 out=$(mktemp -d /tmp/moat-duel.XXXXXX)

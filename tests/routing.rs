@@ -134,8 +134,12 @@ fn traffic_and_mirror_follow_endpoint_updates_and_the_metrics_count_them() {
     let ok = series(&text, &["moat_requests_total", "deployment=\"blue\"", "code=\"200\""]);
     assert!(ok >= 40.0, "{text}");
     assert!(series(&text, &["moat_requests_total", "code=\"404\""]) >= 1.0, "{text}");
-    assert!(text.contains("moat_request_duration_seconds_bucket"), "{text}");
-    assert!(text.contains("moat_upstream_duration_seconds_bucket"), "{text}");
+    for histogram in ["moat_request_duration_seconds", "moat_upstream_duration_seconds"] {
+        let blue = |part: &str| series(&text, &[&format!("{histogram}{part}"), "deployment=\"blue\""]);
+        assert_eq!(blue("_count{"), ok, "every blue answer timed: {text}");
+        assert_eq!(series(&text, &[&format!("{histogram}_bucket{{"), "blue", "le=\"+Inf\""]), ok, "{text}");
+        assert!(blue("_sum{") > 0.0, "{text}");
+    }
     assert!(text.contains("moat_requests_in_flight{"), "{text}");
     assert!(text.contains("moat_queue_depth{"), "{text}");
     assert!(

@@ -1,36 +1,26 @@
 //! The Prometheus endpoint: installs the process's metrics recorder and serves `/metrics` on
 //! `metrics_listen`. The series themselves are recorded where things happen (gateway,
-//! supervisor).
+//! supervisor); the gateway's latency histograms are its own and rendered after the
+//! recorder's series.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use moat_gateway::health::Health;
 use tokio::net::TcpListener;
 
 use crate::error::Error;
 use crate::usage;
 
-/// Request latencies in seconds, from half a millisecond to the longest request timeout.
-const BUCKETS: [f64; 16] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 180.0];
-
 /// Installs the recorder once per process; the handle renders what it holds.
 pub fn install() -> Result<PrometheusHandle, Error> {
-    let mut builder = PrometheusBuilder::new();
-    for name in moat_gateway::metrics::HISTOGRAMS {
-        builder = builder
-            .set_buckets_for_metric(Matcher::Full(name.to_string()), &BUCKETS)
-            .map_err(|e| Error::other("setting up metrics", e))?;
-    }
-    let recorder = builder.build_recorder();
+    let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| Error::other("installing the metrics recorder", e))?;
     describe();
@@ -43,7 +33,7 @@ pub const BUILD_INFO: &str = "moat_build_info";
 
 /// The `# HELP` line of every series moat records: what it counts, for the SRE reading it.
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    use metrics::{describe_counter, describe_gauge};
     use moat_egress_guard::{decision_log, guard, scope};
     use moat_gateway::metrics as gateway;
 
@@ -51,16 +41,6 @@ fn describe() {
     describe_counter!(
         gateway::REQUESTS,
         "Scoring requests answered, by endpoint, deployment and status code"
-    );
-    describe_histogram!(
-        gateway::REQUEST_DURATION,
-        metrics::Unit::Seconds,
-        "Scoring request latency through moat, from the request's arrival to its answer"
-    );
-    describe_histogram!(
-        gateway::UPSTREAM_DURATION,
-        metrics::Unit::Seconds,
-        "Time the scoring container took to answer a request moat sent it"
     );
     describe_gauge!(
         gateway::IN_FLIGHT,
@@ -132,17 +112,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(_) => continue,
             },
-            _ = upkeep.tick() => {
-                handle.run_upkeep();
-                continue;
-            }
             _ = &mut shutdown => return,
         };
         let (handle, health) = (handle.clone(), health.clone());
@@ -154,7 +129,9 @@ pub async fn serve(
                         return Ok::<_, Infallible>(answer);
                     }
                     let (status, body) = if req.uri().path() == "/metrics" {
-                        (StatusCode::OK, handle.render())
+                        let mut text = handle.render();
+                        moat_gateway::histogram::REGISTRY.render(&mut text);
+                        (StatusCode::OK, text)
                     } else {
                         (StatusCode::NOT_FOUND, "metrics are at /metrics\n".to_string())
                     };

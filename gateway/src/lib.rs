@@ -33,7 +33,8 @@
 //!   requests in turn.
 //! - [`syntax`]: the grammar of an HTTP/1.1 head, both sides': request and status lines,
 //!   field lines.
-//! - [`metrics`]: the Prometheus series of CONTRACT.md.
+//! - [`metrics`]: the Prometheus series of CONTRACT.md; [`histogram`]: its two latency
+//!   histograms, counted into fixed buckets as requests finish.
 //! - [`server`]: the listener's accept loop and graceful shutdown; [`drain`]: the open
 //!   connections, asked to end when the node stops.
 //! - [`workers`]: the threads that serve connections, one event loop each.
@@ -50,6 +51,7 @@ pub mod drain;
 pub mod fields;
 pub mod forward;
 pub mod health;
+pub mod histogram;
 pub mod http1;
 pub mod ingress;
 pub mod intake;

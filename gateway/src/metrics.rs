@@ -1,14 +1,17 @@
 //! The gateway's Prometheus metrics (names and labels of CONTRACT.md). `deploy` installs the
-//! recorder and serves them; without one (in tests) every call is a no-op.
+//! recorder and serves them; without one (in tests) every call is a no-op. The two latency
+//! histograms are counted in [`crate::histogram`] instead, and rendered beside.
 //!
 //! Label values come from the route table, never from the request, so a client cannot make
 //! new series by naming endpoints that do not exist.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 
+use crate::histogram::{REGISTRY, RequestLatency};
 use crate::table::ByName;
 
 pub const REQUESTS: &str = "moat_requests_total";
@@ -20,9 +23,6 @@ pub const MIRROR: &str = "moat_mirror_requests_total";
 pub const INGRESS_DENIED: &str = "moat_ingress_denied_total";
 pub const SCORING_BYTES: &str = "moat_scoring_bytes_total";
 pub const OPEN_CONNECTIONS: &str = "moat_open_connections";
-
-/// The histograms, for the recorder's bucket setup.
-pub const HISTOGRAMS: [&str; 2] = [REQUEST_DURATION, UPSTREAM_DURATION];
 
 /// What one finished request took and carried.
 #[derive(Debug, Clone, Copy)]
@@ -52,9 +52,9 @@ pub fn request(endpoint: &str, deployment: &str, finished: Finished) {
         one.requests(code).increment(1);
         one.bytes_in.increment(bytes_in);
         one.bytes_out.increment(bytes_out);
-        one.duration.record(duration.as_secs_f64());
+        one.latency.duration.record(duration);
         if let Some(upstream) = upstream {
-            one.upstream.record(upstream.as_secs_f64());
+            one.latency.upstream.record(upstream);
         }
     });
 }
@@ -69,8 +69,7 @@ thread_local! {
 struct Series {
     labels: [(&'static str, String); 2],
     codes: Vec<(u16, Counter)>,
-    duration: Histogram,
-    upstream: Histogram,
+    latency: Arc<RequestLatency>,
     /// Per endpoint (every deployment's series holds the same two counters).
     bytes_in: Counter,
     bytes_out: Counter,
@@ -82,8 +81,7 @@ impl Series {
         let bytes = |direction: &'static str| metrics::counter!(SCORING_BYTES, "endpoint" => endpoint.to_string(), "direction" => direction);
         Series {
             codes: Vec::new(),
-            duration: metrics::histogram!(REQUEST_DURATION, &labels),
-            upstream: metrics::histogram!(UPSTREAM_DURATION, &labels),
+            latency: REGISTRY.series(endpoint, deployment),
             bytes_in: bytes("in"),
             bytes_out: bytes("out"),
             labels,
