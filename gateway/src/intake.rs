@@ -12,8 +12,10 @@
 //! The body's bytes own their share of the budget: it is given back when the last copy of
 //! them (the live request's, a retry's, a mirror copy's) is gone.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -103,7 +105,14 @@ where
         return Err(Reject::BodyBudgetFull);
     }
     let share = Share { budget: budget.clone(), bytes: 0 };
-    match tokio::time::timeout(limits.deadline, gather(body, limits.max_bytes, share)).await {
+    let mut reading = std::pin::pin!(gather(body, limits.max_bytes, share));
+    // The usual small body came with its head and is whole at the first look: no timer for
+    // it. An unused tokio timer still costs a clock reading, and the time driver's lock when
+    // it is dropped.
+    if let Poll::Ready(read) = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
+        return read;
+    }
+    match tokio::time::timeout(limits.deadline, reading).await {
         Ok(read) => read,
         Err(_) => Err(Reject::BodyTimeout(limits.deadline.as_millis())),
     }
