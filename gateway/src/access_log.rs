@@ -322,6 +322,26 @@ mod tests {
     }
 
     #[test]
+    fn milliseconds_are_written_as_serde_json_writes_them() {
+        let micros = [0, 1, 10, 100, 999, 1_000, 1_001, 1_010, 1_234_560, 20_000, 987_654_321, u64::MAX];
+        for micros in micros {
+            let duration = Duration::from_micros(micros);
+            let mut hand = Vec::new();
+            milliseconds(&mut hand, duration);
+            let serde = serde_json::to_string(&(micros as f64 / 1000.0)).expect("f64");
+            let hand = String::from_utf8_lossy(&hand);
+            if micros < 1 << 53 {
+                assert_eq!(hand, serde, "{micros} µs");
+            }
+            let parsed: f64 = hand.parse().expect("a number");
+            assert!((parsed - micros as f64 / 1000.0).abs() <= parsed * 1e-15, "{micros} µs: {hand}");
+        }
+        let mut most = Vec::new();
+        milliseconds(&mut most, Duration::MAX);
+        assert_eq!(String::from_utf8_lossy(&most), "18446744073709551.615");
+    }
+
+    #[test]
     fn times_keep_their_milliseconds_across_seconds() {
         let mut out = Vec::new();
         for ms in [1_795_000_123_007, 1_795_000_123_999, 1_795_000_124_000] {
