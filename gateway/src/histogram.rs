@@ -87,9 +87,18 @@ struct Series {
 /// The process's histograms, which the gateway records to and `/metrics` renders.
 pub static REGISTRY: Registry = Registry { series: Mutex::new(Vec::new()) };
 
-const HELP: [(&str, &str); 2] = [
-    (REQUEST_DURATION, "Scoring request latency through moat, from the request's arrival to its answer"),
-    (UPSTREAM_DURATION, "Time the scoring container took to answer a request moat sent it"),
+/// Each histogram: its name, its `# HELP` text, and which of a series' two it is.
+type Family = (&'static str, &'static str, fn(&RequestLatency) -> &Latency);
+
+const FAMILIES: [Family; 2] = [
+    (
+        REQUEST_DURATION,
+        "Scoring request latency through moat, from the request's arrival to its answer",
+        |latency| &latency.duration,
+    ),
+    (UPSTREAM_DURATION, "Time the scoring container took to answer a request moat sent it", |latency| {
+        &latency.upstream
+    }),
 ];
 
 impl Registry {
@@ -112,17 +121,10 @@ impl Registry {
     /// sample.
     pub fn render(&self, out: &mut String) {
         let series = self.series.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (name, help) in HELP {
-            let pick = |s: &Series| {
-                if name == REQUEST_DURATION {
-                    s.latency.duration.snapshot()
-                } else {
-                    s.latency.upstream.snapshot()
-                }
-            };
+        for (name, help, which) in FAMILIES {
             let recorded: Vec<_> = series
                 .iter()
-                .map(|s| (s, pick(s)))
+                .map(|s| (s, which(&s.latency).snapshot()))
                 .filter(|(_, (counts, _))| counts[BOUNDS.len()] > 0)
                 .collect();
             if recorded.is_empty() {
